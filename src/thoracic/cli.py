@@ -1,0 +1,72 @@
+"""The ``thoracic`` command line: a thin dispatcher.
+
+Each subcommand lives in ``thoracic.commands.<module>`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; it parses its arguments, loads a config and calls one library function.
+Modules are imported lazily so ``thoracic --help`` stays fast and a broken optional part never
+breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> (module under thoracic.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("synth", "write a phantom ChestX-ray14 folder with known lesion boxes"),
+    "prepare": ("prepare", "decode and resize every image once into a memory-mapped cache"),
+    "train": ("train", "train a model from a YAML config (Lightning; one or many GPUs)"),
+    "lr-sweep": ("lr_sweep", "the paper's learning-rate grid search"),
+    "experiment": ("experiment", "one run per seed, then mean +- std of every metric"),
+    "evaluate": ("evaluate", "per-class ROC AUC with bootstrap CIs and ROC curves"),
+    "localize": ("localize", "weakly supervised localization accuracy (IoU / IoBB) on the boxes"),
+    "report": ("report", "Markdown + HTML report of one or more runs beside the published numbers"),
+    "predict": ("predict", "probabilities and heatmaps for new PNG/JPEG/DICOM images"),
+    "demo": ("demo", "the whole pipeline on phantom data, CPU-sized (what `make demo` runs)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thoracic",
+        description="Thoracic disease classification and weakly supervised localization on ChestX-ray14.",
+    )
+    from thoracic import __version__
+
+    parser.add_argument("--version", action="version", version=f"thoracic {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"thoracic.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"thoracic.commands.{module_name}":
+                raise
+            continue
+        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from thoracic.errors import ThoracicError
+
+    try:
+        return int(args._run(args) or 0)
+    except ThoracicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

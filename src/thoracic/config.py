@@ -1,0 +1,322 @@
+"""Experiment configuration: frozen dataclasses loaded from YAML with dotted command-line overrides.
+
+A config file is a YAML mapping whose sections mirror :class:`Config`. Unknown keys and values of the
+wrong type are errors that name the offending key. Overrides are ``section.key=value`` tokens (the value
+is parsed as YAML, so ``1e-4``, ``true``, ``[PA, AP]`` and ``null`` work), and for booleans the flag
+forms ``--section.key`` / ``--no-section.key`` as well; ``true/false``, ``yes/no``, ``on/off`` and
+``1/0`` are all accepted for booleans and nothing else is.
+
+The resolved config is written into every run folder (``config.yaml``) and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+from thoracic.errors import ThoracicError
+
+
+class ConfigError(ThoracicError, ValueError):
+    """A configuration file or override is invalid; the message names the key and what was expected."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the ChestX-ray14 folder and its image cache are, and how samples are drawn."""
+
+    root: str = "data/phantom"
+    """ChestX-ray14 folder as NIH distributes it (images/ or images_0XX/images/, the CSVs, split lists)."""
+    cache: str | None = None
+    """Image cache folder written by ``thoracic prepare``; default ``<root>/cache_<image_size>``."""
+    image_size: int = 256
+    val_fraction: float = 0.1
+    """Fraction of the train_val *patients* held out for validation (seeded, patient-disjoint)."""
+    split_seed: int = 0
+    views: tuple[str, ...] = ()
+    """Restrict to these view positions (e.g. ``[PA]``); empty keeps all."""
+    allow_missing_images: bool = False
+    """Use only the images present in the cache (a count of the missing ones is printed)."""
+    num_workers: int = 2
+    augment: bool = False
+    """Random horizontal flips and small shifts for training (the paper used no augmentation)."""
+    normalize: Literal["imagenet", "none"] = "imagenet"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model of the registry, on which backbone; unused fields are ignored by other models."""
+
+    name: str = "baseline"
+    backbone: str = "resnet34"
+    pretrained: bool = True
+    """ImageNet weights through torchvision's weights API (needs the torch cache or internet)."""
+    weights: str | None = None
+    """Path to a local backbone state dict; takes precedence over ``pretrained``."""
+    freeze_backbone: bool = False
+    num_classes: int = 14
+    # baseline
+    transition_channels: int | None = None
+    pooling: Literal["max", "avg", "lse"] = "max"
+    lse_r: float = 10.0
+    # attention-gated
+    gating: Literal["global", "grid"] = "global"
+    attention_normalization: Literal["sigmoid", "softmax"] = "sigmoid"
+    aggregation: Literal["concat", "mean", "deep_supervision"] = "concat"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss: Eq. 1's weighted cross-entropy by default."""
+
+    name: Literal["wcel", "wcel_per_class", "bce", "focal"] = "wcel"
+    focal_gamma: float = 2.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam and the step schedule of the paper (lr / 10 every ``lr_step_epochs`` epochs; 0 = constant)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 0
+    lr_gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The Lightning trainer: epochs, early stopping, precision and devices."""
+
+    batch_size: int = 128
+    max_epochs: int = 30
+    patience: int = 3
+    """Early stopping: epochs without validation-loss improvement of at least ``min_delta``."""
+    min_delta: float = 0.001
+    precision: str = "32-true"
+    """Lightning precision: 32-true, bf16-mixed, 16-mixed."""
+    channels_last: bool = False
+    accelerator: str = "auto"
+    devices: str = "auto"
+    """Number of devices, a list like ``0,1``, or ``auto``."""
+    num_nodes: int = 1
+    strategy: str = "auto"
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    deterministic: bool = True
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment: the sections above plus the seed and where the run folder goes."""
+
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed conversion
+# --------------------------------------------------------------------------------------------------
+
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+
+T = typing.TypeVar("T")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_describe(annotation)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{key}.")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, str)) and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if annotation is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {annotation!r}")
+
+
+def _describe(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return " or ".join(getattr(a, "__name__", str(a)) for a in args) + " or null"
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)}; "
+            f"valid keys of {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}"
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML and checkpoints."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """Turn ``a.b=value``, ``--a.b=value``, ``--a.b`` and ``--no-a.b`` tokens into a dotted-key dict."""
+    result: dict[str, Any] = {}
+    for token in tokens:
+        body = token[2:] if token.startswith("--") else token
+        if "=" in body:
+            key, raw = body.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"override {token!r}: cannot parse value {raw!r}: {exc}") from None
+        elif token.startswith("--no-"):
+            key, value = body[3:], False
+        elif token.startswith("--"):
+            key, value = body, True
+        else:
+            raise ConfigError(f"override {token!r}: expected key=value, --key (true) or --no-key (false)")
+        if not key:
+            raise ConfigError(f"override {token!r}: empty key")
+        result[key] = value
+    return result
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def merge_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep copy of ``data`` with the dotted-key ``overrides`` applied."""
+    tree = yaml.safe_load(yaml.safe_dump(dict(data))) or {}
+    for key, value in overrides.items():
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    try:
+        return from_dict(Config, merge_overrides(data, overrides))
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """The inverse of :func:`to_dict` for a whole :class:`Config`."""
+    return from_dict(Config, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """``dataclasses.replace`` with dotted keys: ``replace(cfg, **{"model.pretrained": False})``."""
+    return from_dict(type(cfg), merge_overrides(to_dict(cfg), changes))  # type: ignore[arg-type]

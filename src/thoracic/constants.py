@@ -1,0 +1,44 @@
+"""Dataset-wide constants: the one canonical class order and image normalisation.
+
+The class order is the order of the columns of every label matrix, logit vector, heatmap stack,
+predictions file and metrics table in this project. It is stored with every artefact
+(cache manifest, checkpoint, predictions) and checked when an artefact is read back.
+It follows the order of Wang et al. (2017), Table 1, and the seed paper's Table 1.
+"""
+
+from __future__ import annotations
+
+CLASS_NAMES: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NUM_CLASSES: int = len(CLASS_NAMES)
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+#: The 8 classes that carry radiologist boxes in BBox_List_2017.csv, in canonical order.
+BOX_CLASS_NAMES: tuple[str, ...] = CLASS_NAMES[:8]
+
+#: Label spellings found in the NIH files that map to a canonical class.
+LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
+
+#: The label NIH uses for an image with none of the 14 findings.
+NO_FINDING: str = "No Finding"
+
+#: ImageNet channel statistics (torchvision), used because the backbones are ImageNet-pretrained.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Side of the original NIH images, in pixels.
+NIH_IMAGE_SIZE: int = 1024

@@ -1,0 +1,78 @@
+"""Reading run folders and checkpoints back: the contract between training and everything after it.
+
+A run folder (written by ``thoracic train``) holds::
+
+    <run>/config.yaml            the resolved Config
+    <run>/run_info.json          library versions, git commit, seed, class order, command line
+    <run>/checkpoints/best.ckpt  best validation loss (Lightning checkpoint)
+    <run>/checkpoints/last.ckpt  end of the last finished epoch (used by --resume)
+    <run>/logs/                  CSV and TensorBoard logs
+    <run>/evaluation/            written by evaluate / localize
+
+Every checkpoint is a Lightning checkpoint whose ``hyper_parameters`` hold ``config`` (the resolved
+Config as a dict) and ``class_names``, and whose ``state_dict`` holds the model under ``model.``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from thoracic.config import Config, config_from_dict, replace
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import RunError
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    model: torch.nn.Module
+    config: Config
+    checkpoint_path: Path
+    run_dir: Path | None
+
+
+def find_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run folder (``best`` or ``last``), or ``run`` itself if it is a file."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise RunError(f"run {run} does not exist (expected a run folder or a .ckpt file)")
+    path = run / "checkpoints" / f"{which}.ckpt"
+    if not path.is_file():
+        raise RunError(f"run {run} has no {which} checkpoint: {path} is missing (did training finish an epoch?)")
+    return path
+
+
+def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
+    """Config and raw checkpoint dict; checks the stored class order."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise RunError(f"cannot read checkpoint {path}: {exc}") from exc
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "config" not in hparams:
+        raise RunError(f"checkpoint {path} holds no thoracic config (hyper_parameters['config'] missing)")
+    class_names = tuple(hparams.get("class_names", CLASS_NAMES))
+    if class_names != CLASS_NAMES:
+        raise RunError(f"checkpoint {path} was trained with class order {class_names}, expected {CLASS_NAMES}")
+    return config_from_dict(hparams["config"]), ckpt
+
+
+def load_run(run: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint)."""
+    from thoracic.models import build_model
+
+    path = find_checkpoint(run, which)
+    config, ckpt = load_checkpoint_config(path)
+    model = build_model(replace(config.model, pretrained=False, weights=None))
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunError(f"checkpoint {path} does not match model {config.model.name}: "
+                       f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.to(map_location).eval()
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir)
