@@ -76,6 +76,8 @@ class ModelConfig:
     gating: Literal["global", "grid"] = "global"
     attention_normalization: Literal["sigmoid", "softmax"] = "sigmoid"
     aggregation: Literal["concat", "mean", "deep_supervision"] = "concat"
+    attention_pooling: Literal["auto", "sum", "mean"] = "auto"
+    """Attention-weighted pooling per level: sum (published code), mean, auto (mean if sigmoid, sum if softmax)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""The models' own heatmaps (CAM, class maps, attention-gated combination) behind the common interface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from thoracic.models.ops import minmax_normalize
+from thoracic.models.output import ModelOutput
+
+
+def class_index_tensor(
+    class_index: int | Sequence[int] | torch.Tensor, batch_size: int, num_classes: int
+) -> torch.Tensor:
+    """``class_index`` as a ``(B,)`` long tensor (one int is used for every image); range checked."""
+    if isinstance(class_index, int):
+        index = torch.full((batch_size,), class_index, dtype=torch.long)
+    else:
+        index = torch.as_tensor(class_index, dtype=torch.long).reshape(-1)
+        if index.numel() != batch_size:
+            raise ValueError(f"class_index: {index.numel()} indices for a batch of {batch_size} images")
+    if bool(((index < 0) | (index >= num_classes)).any()):
+        raise ValueError(f"class_index: values must lie in [0, {num_classes}), got {index.tolist()}")
+    return index
+
+
+class HeatmapMethod:
+    """Common interface: ``method(images, class_index) -> (B, H, W)`` in [0, 1] (min-max per image).
+
+    Also a context manager (``with Method(model) as method: ...``) that releases whatever the method
+    attached to the model on exit. The model's train/eval mode is not changed: call ``model.eval()``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> HeatmapMethod:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release hooks or other state attached to the model (nothing for the native maps)."""
+
+    def all_classes(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, class_index: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class NativeHeatmap(HeatmapMethod):
+    """The ``class_maps`` of the model's own forward pass (``return_maps=True``), min-max normalised."""
+
+    @torch.no_grad()
+    def raw_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, num_classes, h, w)`` raw class maps at the model's native resolution."""
+        output: ModelOutput = self.model(images, return_maps=True)
+        if output.class_maps is None:
+            raise ValueError(f"{type(self.model).__name__} returned no class_maps with return_maps=True")
+        return output.class_maps
+
+    def all_classes(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, num_classes, h, w)`` heatmaps in [0, 1], each map min-max normalised on its own."""
+        return minmax_normalize(self.raw_maps(images).float())
+
+    def __call__(self, images: torch.Tensor, class_index: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        maps = self.raw_maps(images)
+        index = class_index_tensor(class_index, maps.shape[0], maps.shape[1]).to(maps.device)
+        selected = maps[torch.arange(maps.shape[0], device=maps.device), index]
+        return minmax_normalize(selected.float())

@@ -1,0 +1,128 @@
+"""Native heatmaps and Grad-CAM: shape, range, no leaked state, and peaks where the evidence is."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from thoracic.heatmaps import GradCAM, NativeHeatmap
+from thoracic.models import Backbone, create_model
+
+MODELS = ("baseline", "space_attention", "attention_gated")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shapes_and_range_match_the_native_maps(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, backbone="resnet10").eval()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        native_shape = model(images, return_maps=True).class_maps.shape  # (2, 14, h, w)
+    hooks = _hook_count(model)
+    for method_class in (NativeHeatmap, GradCAM):
+        with method_class(model) as method:
+            single = method(images, [1, 4])
+            same_class = method(images, 3)
+            every = method.all_classes(images)
+        assert single.shape == same_class.shape == (2, *native_shape[-2:])
+        assert every.shape == tuple(native_shape)
+        for maps in (single, same_class, every):
+            assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+        torch.testing.assert_close(every[:, 3], same_class, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(every[[0, 1], [1, 4]], single, rtol=1e-5, atol=1e-5)
+    # Nothing left attached to the model and no gradients accumulated into its parameters.
+    assert _hook_count(model) == hooks
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_constant_class_map_gives_zeros() -> None:
+    model = create_model("space_attention", backbone="resnet10").eval()
+    nn.init.zeros_(model.classifier.weight)  # every class map is the constant bias
+    with torch.no_grad():
+        model.classifier.bias.fill_(0.3)
+    maps = NativeHeatmap(model)(torch.randn(2, 3, 64, 64), 0)
+    assert torch.equal(maps, torch.zeros_like(maps))
+
+
+def test_class_index_is_checked() -> None:
+    model = create_model("baseline", backbone="resnet10").eval()
+    images = torch.randn(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="range|lie in"):
+        NativeHeatmap(model)(images, 14)
+    with pytest.raises(ValueError, match="batch"):
+        GradCAM(model)(images, [0, 1, 2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Evidence in one place -> the heatmap peaks there
+# --------------------------------------------------------------------------------------------------
+
+SIZE = 128
+# Class 2's evidence: channel 0, bottom-left 32x32 block; class 5's: channel 1, top-right block.
+BLOCKS = {2: (0, slice(96, 128), slice(0, 32)), 5: (1, slice(0, 32), slice(96, 128))}
+
+
+def _pooling_backbone() -> Backbone:
+    """A parameter-free backbone: average pooling with ResNet's strides (4, 4, 8, 16, 32), 3 channels."""
+    return Backbone(
+        nn.AvgPool2d(4), nn.Identity(), nn.AvgPool2d(2), nn.AvgPool2d(2), nn.AvgPool2d(2),
+        channels={"layer2": 3, "layer3": 3, "final": 3}, name="pooling",
+    )
+
+
+def _set_weights(model: nn.Module, name: str) -> None:
+    """Class k reads only its own evidence channel; every other weight is zero."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for k, (channel, _, _) in BLOCKS.items():
+            if name == "baseline":
+                model.transition.weight[:, :, 0, 0] = torch.eye(3)
+                model.classifier.weight[k, channel] = 1.0
+            elif name == "space_attention":
+                model.classifier.weight[k, channel, 0, 0] = 1.0  # the local half of the 1x1 conv
+            else:
+                model.classifier.weight[k, 3 + 3 + channel] = 1.0  # the final level's slice
+                for gate in model.gates.values():
+                    gate.theta.weight[0, :2, 0, 0] = 1.0  # attend to both evidence channels
+                    gate.psi.weight.fill_(1.0)
+
+
+def _evidence_image() -> torch.Tensor:
+    image = torch.zeros(1, 3, SIZE, SIZE)
+    for channel, rows, cols in BLOCKS.values():
+        image[0, channel, rows, cols] = 1.0
+    return image
+
+
+@pytest.mark.parametrize("method_class", [NativeHeatmap, GradCAM])
+@pytest.mark.parametrize("name", MODELS)
+def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_class: type) -> None:
+    model = create_model(name, backbone=_pooling_backbone()).eval()
+    _set_weights(model, name)
+    image = _evidence_image()
+    with method_class(model) as method:
+        for k, (_, rows, cols) in BLOCKS.items():
+            heatmap = method(image, k)[0]
+            assert heatmap.max() == 1.0
+            row, col = divmod(int(heatmap.argmax()), heatmap.shape[1])
+            scale = SIZE / heatmap.shape[0]
+            # The peak's cell centre, in image pixels, lies inside this class's block.
+            assert rows.start <= (row + 0.5) * scale < rows.stop, (k, row, col, heatmap)
+            assert cols.start <= (col + 0.5) * scale < cols.stop, (k, row, col, heatmap)
