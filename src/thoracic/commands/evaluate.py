@@ -1,0 +1,45 @@
+"""Per-class ROC AUC of a run with seeded bootstrap 95% confidence intervals, and ROC curves (Table 1, Figs. 3-5).
+
+Writes RUN/evaluation/predictions_<split>.csv (image_id, 14 probabilities, 14 labels), auc_<split>.csv
+and .json (AUC, CI, counts, notes for undefined classes, mean over defined classes) and roc_<split>.png.
+The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by evaluate and localize."""
+    parser.add_argument("run", help="run folder (or a .ckpt file)")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's train.batch_size")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    parser.add_argument("--data", default=None, help="ChestX-ray14 folder instead of the run's data.root")
+    parser.add_argument("--cache", default=None, help="image cache folder (default: the run's, or DATA/cache_SIZE)")
+    parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: the run's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap / random baseline (default 0)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--split", default="test", choices=("test", "val"), help="split to evaluate (default test)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples for the 95%% CIs (0: none; default 1000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.evaluation.pipeline import evaluate_run
+
+    result = evaluate_run(args.run, split=args.split, n_bootstrap=args.bootstrap, batch_size=args.batch_size,
+                          device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,
+                          which=args.checkpoint, seed=args.seed, progress=args.progress)
+    frame = result.auc.to_frame()
+    for row in frame.itertuples(index=False):
+        ci = f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" if row.ci_low == row.ci_low else ""
+        note = f"  ({row.note})" if row.note and row.class_name != "Mean" else ""
+        print(f"{row.class_name:<20} {row.auc:.4f} {ci}{note}")
+    print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+    return 0

@@ -1,0 +1,47 @@
+"""Weakly supervised localization accuracy of a run on the box rows of the test images (Tables 2-7, Figs. 6-8).
+
+Protocol of Wang et al. 2017: the heatmap of each box row's class is upsampled to the original image,
+min-max normalised to [0, 255], thresholded (60 and 180), and every connected region gives a box.
+IoU = intersection / union, IoBB = intersection / area of the predicted box; accuracy at every
+T(IoU) and T(IoBB), average false positives per image, and random-box / centre-box baselines.
+Writes RUN/evaluation/boxes_<method>.csv, localization_<method>.csv/.json, scores_<method>.csv,
+heatmaps_<method>.npz and overlays_<method>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from thoracic.commands.evaluate import add_common_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--method", default="native", choices=("native", "gradcam"),
+                        help="heatmap: the model's own maps or Grad-CAM (default native)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[60.0, 180.0],
+                        help="heatmap thresholds on the 0-255 scale (default 60 180)")
+    parser.add_argument("--largest-only", action="store_true",
+                        help="one box per heatmap: the largest region only (what the seed code did)")
+    parser.add_argument("--examples", type=int, default=8, help="images in the overlay figure (default 8)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.evaluation.pipeline import localize_run
+
+    result = localize_run(args.run, method=args.method, thresholds=args.thresholds,
+                          largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,
+                          data_root=args.data, cache=args.cache, num_workers=args.workers,
+                          which=args.checkpoint, seed=args.seed, n_examples=args.examples,
+                          progress=args.progress)
+    table = result.accuracy
+    mean = table[(table["class_name"] == "Mean")]
+    for source in mean["source"].unique():
+        rows = mean[(mean["source"] == source)]
+        label = rows["threshold"].iloc[-1]
+        rows = rows[rows["threshold"] == label]
+        cells = " ".join(f"{m}>{t:g}:{a:.3f}" for m, t, a in zip(rows["metric"], rows["t"], rows["accuracy"]))
+        print(f"{source:<12} {('T=' + label) if label else '':<8} mean accuracy {cells}")
+    print(f"{len(result.scores['box_row'].unique())} box rows scored; "
+          f"wrote {', '.join(str(p) for p in result.files.values())}")
+    return 0

@@ -1,0 +1,290 @@
+"""Classification metrics: per-class ROC AUC, their mean, seeded bootstrap confidence intervals, ROC curves.
+
+The paper (Section 5.1, Table 1, Figs. 3-5) reports one ROC AUC per class on the official test split.
+Here each AUC is the Mann-Whitney statistic (the probability that a random positive outranks a random
+negative, ties counting one half), identical to scikit-learn's ``roc_auc_score``. A class whose labels take
+a single value in the split has no AUC: it is NaN with a reason, and the mean is over the defined classes.
+
+Confidence intervals are percentile intervals of a seeded, non-parametric bootstrap over images (the same
+resample for every class, so the mean's interval is consistent with the per-class ones). The bootstrap is
+vectorised: an AUC under resampling with replacement is a *weighted* Mann-Whitney statistic whose weights
+are the multiplicities of each image, so each class is sorted once and each resample costs a few passes
+over an array of counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import DataError
+
+
+@dataclass(frozen=True)
+class AUCResult:
+    """Per-class AUCs of one split.
+
+    Attributes:
+        class_names: column order of every array.
+        auc: ``(C,)`` AUC per class; NaN where undefined.
+        reasons: ``class -> why its AUC is NaN`` (only for NaN classes).
+        mean_auc: mean over the classes whose AUC is defined (NaN if none is).
+        n_positive, n_negative: ``(C,)`` label counts per class.
+        ci_low, ci_high: ``(C,)`` bootstrap percentile bounds, or None without a bootstrap.
+        mean_ci: ``(low, high)`` of the mean AUC, or None.
+        n_bootstrap, confidence, seed: how the intervals were drawn (0 / None without a bootstrap).
+    """
+
+    class_names: tuple[str, ...]
+    auc: np.ndarray
+    reasons: dict[str, str]
+    mean_auc: float
+    n_positive: np.ndarray
+    n_negative: np.ndarray
+    ci_low: np.ndarray | None = None
+    ci_high: np.ndarray | None = None
+    mean_ci: tuple[float, float] | None = None
+    n_bootstrap: int = 0
+    confidence: float = 0.95
+    seed: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per class plus a final ``Mean`` row: auc, ci_low, ci_high, n_positive, n_negative, note."""
+        rows = []
+        for i, name in enumerate(self.class_names):
+            rows.append({
+                "class_name": name,
+                "auc": self.auc[i],
+                "ci_low": self.ci_low[i] if self.ci_low is not None else np.nan,
+                "ci_high": self.ci_high[i] if self.ci_high is not None else np.nan,
+                "n_positive": int(self.n_positive[i]),
+                "n_negative": int(self.n_negative[i]),
+                "note": self.reasons.get(name, ""),
+            })
+        defined = int(np.isfinite(self.auc).sum())
+        rows.append({
+            "class_name": "Mean",
+            "auc": self.mean_auc,
+            "ci_low": self.mean_ci[0] if self.mean_ci else np.nan,
+            "ci_high": self.mean_ci[1] if self.mean_ci else np.nan,
+            "n_positive": int(self.n_positive.sum()),
+            "n_negative": int(self.n_negative.sum()),
+            "note": f"mean over {defined} of {len(self.class_names)} classes with a defined AUC",
+        })
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (NaN as None)."""
+
+        def num(value: float) -> float | None:
+            return None if value is None or not np.isfinite(value) else float(value)
+
+        per_class = {}
+        for i, name in enumerate(self.class_names):
+            per_class[name] = {
+                "auc": num(self.auc[i]),
+                "ci_low": num(self.ci_low[i]) if self.ci_low is not None else None,
+                "ci_high": num(self.ci_high[i]) if self.ci_high is not None else None,
+                "n_positive": int(self.n_positive[i]),
+                "n_negative": int(self.n_negative[i]),
+                "note": self.reasons.get(name),
+            }
+        return {
+            "class_names": list(self.class_names),
+            "mean_auc": num(self.mean_auc),
+            "mean_ci": [num(v) for v in self.mean_ci] if self.mean_ci else None,
+            "per_class": per_class,
+            "bootstrap": {"n_resamples": self.n_bootstrap, "confidence": self.confidence, "seed": self.seed},
+            **self.extra,
+        }
+
+
+def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    if labels.shape != scores.shape:
+        raise DataError(f"labels {labels.shape} and scores {scores.shape} must have the same shape (N, C)")
+    if not np.all(np.isin(labels, (0, 1))):
+        raise DataError("labels must be 0/1")
+    if not np.all(np.isfinite(scores)):
+        raise DataError("scores contain NaN or infinite values")
+    return labels.astype(np.int8), scores
+
+
+@dataclass(frozen=True)
+class _RankIndex:
+    """One class's sorted negatives and, per positive, how many negatives score below / not above it."""
+
+    positives: np.ndarray  # row indices of the positive images
+    negatives: np.ndarray  # row indices of the negative images, by ascending score
+    below: np.ndarray  # per positive: number of negatives with a strictly lower score
+    below_or_tied: np.ndarray  # per positive: number of negatives with a lower or equal score
+
+    @classmethod
+    def build(cls, labels: np.ndarray, scores: np.ndarray) -> _RankIndex:
+        positives = np.flatnonzero(labels == 1)
+        negatives = np.flatnonzero(labels == 0)
+        negatives = negatives[np.argsort(scores[negatives], kind="mergesort")]
+        negative_scores = scores[negatives]
+        return cls(positives, negatives,
+                   np.searchsorted(negative_scores, scores[positives], side="left"),
+                   np.searchsorted(negative_scores, scores[positives], side="right"))
+
+    def auc(self, weights: np.ndarray) -> np.ndarray:
+        """Weighted Mann-Whitney AUC for each row of ``weights`` (``(..., N)`` image multiplicities).
+
+        AUC = sum_i w_i (W_neg_below_i + W_neg_tied_i / 2) / (W_pos W_neg) over positives i; with unit
+        weights this is ``roc_auc_score``; NaN where a row has no positive or no negative weight.
+        """
+        if len(self.positives) == 0 or len(self.negatives) == 0:
+            return np.full(weights.shape[:-1], np.nan)
+        negative_weights = weights[..., self.negatives]
+        cumulative = np.zeros(weights.shape[:-1] + (len(self.negatives) + 1,), dtype=np.float64)
+        np.cumsum(negative_weights, axis=-1, out=cumulative[..., 1:])
+        low = cumulative[..., self.below]
+        high = cumulative[..., self.below_or_tied]
+        positive_weights = weights[..., self.positives]
+        numerator = np.einsum("...p,...p->...", positive_weights, low + 0.5 * (high - low))
+        denominator = positive_weights.sum(-1) * cumulative[..., -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of one class (equals ``sklearn.metrics.roc_auc_score``); NaN if labels take one value."""
+    labels, scores = _check_inputs(labels, scores)
+    return float(_RankIndex.build(labels[:, 0], scores[:, 0]).auc(np.ones(len(labels))))
+
+
+def compute_auc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str] = CLASS_NAMES,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    confidence: float = 0.95,
+    chunk_size: int = 100,
+    progress: bool = False,
+) -> AUCResult:
+    """Per-class ROC AUC, the mean over defined classes, and optional bootstrap CIs (paper Table 1).
+
+    Args:
+        labels: ``(N, C)`` 0/1 ground truth.
+        scores: ``(N, C)`` probabilities or logits (AUC is rank based, so either gives the same AUC).
+        class_names: the ``C`` class names, in column order.
+        n_bootstrap: number of bootstrap resamples of the images (0: no intervals).
+        seed: seed of the bootstrap's generator (``numpy.random.default_rng``).
+        confidence: two-sided level of the percentile interval.
+        chunk_size: resamples computed together (memory ~ chunk_size x N x 8 bytes x a few).
+        progress: show a progress bar over chunks.
+    """
+    labels, scores = _check_inputs(labels, scores)
+    n, c = labels.shape
+    class_names = tuple(class_names)
+    if len(class_names) != c:
+        raise DataError(f"{len(class_names)} class names for {c} score columns")
+    n_pos = labels.sum(0).astype(int)
+    n_neg = n - n_pos
+    ranks = [_RankIndex.build(labels[:, j], scores[:, j]) for j in range(c)]
+    auc = np.array([rank.auc(np.ones(n)) for rank in ranks], dtype=float)
+    reasons = {}
+    for j, name in enumerate(class_names):
+        if n_pos[j] == 0 or n_neg[j] == 0:
+            value = "positive" if n_neg[j] == 0 else "negative"
+            reasons[name] = f"AUC undefined: all {n} images are {value} for {name}"
+    mean_auc = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    if n_bootstrap <= 0:
+        return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg)
+
+    undefined = {class_names.index(k) for k in reasons}
+    rng = np.random.default_rng(seed)
+    boot = np.empty((n_bootstrap, c))
+    chunks = range(0, n_bootstrap, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="bootstrap", unit="chunk", leave=False)
+    for first in chunks:
+        b = min(chunk_size, n_bootstrap - first)
+        index = rng.integers(0, n, size=(b, n))
+        # multiplicity of every image in every resample: one bincount over offset indices
+        counts = np.bincount((index + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n)
+        # float32 is exact for integer counts up to 2**24 and halves the memory traffic
+        counts = counts.reshape(b, n).astype(np.float32)
+        for j in range(c):
+            if j in undefined:
+                boot[first:first + b, j] = np.nan
+                continue
+            boot[first:first + b, j] = ranks[j].auc(counts)
+    alpha = (1.0 - confidence) / 2.0
+    with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+        ci_low = np.nanquantile(boot, alpha, axis=0)
+        ci_high = np.nanquantile(boot, 1 - alpha, axis=0)
+        # the mean of each resample is over the classes defined on the full split (a resample that
+        # loses all positives of a rare class then averages over the others, as the point estimate would)
+        defined = np.isfinite(auc)
+        boot_mean = np.nanmean(boot[:, defined], axis=1) if defined.any() else np.full(n_bootstrap, np.nan)
+        mean_ci = (float(np.nanquantile(boot_mean, alpha)), float(np.nanquantile(boot_mean, 1 - alpha)))
+    ci_low[~np.isfinite(auc)] = np.nan
+    ci_high[~np.isfinite(auc)] = np.nan
+    return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg, ci_low, ci_high, mean_ci,
+                     n_bootstrap, confidence, seed)
+
+
+class _quiet_nan_warnings:
+    """Silence 'All-NaN slice' / 'Mean of empty slice' locally: such classes are reported as NaN on purpose."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rate, true-positive rate and thresholds (descending) of one class.
+
+    Same points as ``sklearn.metrics.roc_curve(drop_intermediate=False)``, starting at (0, 0). Empty
+    arrays when the labels take one value.
+    """
+    labels, scores = _check_inputs(labels, scores)
+    y, s = labels[:, 0], scores[:, 0]
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        empty = np.empty(0)
+        return empty, empty, empty
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / n_pos]
+    fpr = np.r_[0.0, fps / n_neg]
+    thresholds = np.r_[np.inf, s[last]]
+    return fpr, tpr, thresholds
+
+
+def roc_curves(labels: np.ndarray, scores: np.ndarray,
+               class_names: Sequence[str] = CLASS_NAMES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``class -> (fpr, tpr)`` for every class with both label values (paper Figs. 3-5)."""
+    labels, scores = _check_inputs(labels, scores)
+    curves = {}
+    for j, name in enumerate(class_names):
+        fpr, tpr, _ = roc_curve(labels[:, j], scores[:, j])
+        if len(fpr):
+            curves[name] = (fpr, tpr)
+    return curves

@@ -1,0 +1,295 @@
+"""What ``thoracic evaluate`` and ``thoracic localize`` do to a run folder (the commands only parse arguments).
+
+``evaluate_run`` writes into ``<run>/evaluation/``::
+
+    predictions_<split>.csv   image_id, prob_<class> x 14, label_<class> x 14
+    auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
+    roc_<split>.png           ROC curves (paper Figs. 3-5)
+
+``localize_run`` writes::
+
+    heatmaps_<method>.npz         native-resolution heatmap of every (box image, box class)
+    boxes_<method>.csv            image_id, class_name, threshold, x, y, w, h (original pixels), score
+    localization_<method>.csv     long table: source, threshold, metric, t, class_name, accuracy, n_boxes,
+                                  n_localized, false_positives_per_image (method and both baselines)
+    localization_<method>.json    the same nested, plus the protocol settings
+    scores_<method>.csv           best IoU / IoBB of every ground-truth box row (all rows kept) per
+                                  heatmap threshold, with the ground-truth box and the image size
+    overlays_<method>.png         heatmap overlays with boxes (paper Figs. 6-8)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thoracic.config import Config, replace
+from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
+from thoracic.errors import DataError
+from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
+from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, roc_figure, save_figure
+from thoracic.evaluation.localization import (
+    HEATMAP_THRESHOLDS,
+    POOLED,
+    centre_boxes,
+    extract_boxes,
+    localization_accuracy,
+    random_boxes,
+    score_localization,
+)
+from thoracic.evaluation.predictions import (
+    HEATMAP_METHODS,
+    compute_heatmaps,
+    predict,
+    save_heatmaps,
+    save_predictions,
+)
+
+#: ``source`` values of the baselines in localization tables.
+RANDOM_BOX = "random box"
+CENTRE_BOX = "centre box"
+
+
+def evaluation_dir(run_dir: Path | None, checkpoint_path: Path) -> Path:
+    """``<run>/evaluation`` (or ``evaluation/`` beside a bare checkpoint file)."""
+    base = run_dir if run_dir is not None else checkpoint_path.parent
+    path = base / "evaluation"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _data_config(config: Config, data_root: str | Path | None, cache: str | Path | None,
+                 num_workers: int | None) -> Any:
+    data = config.data
+    changes: dict[str, Any] = {}
+    if data_root is not None:
+        changes["root"] = str(data_root)
+        changes["cache"] = None  # the run's cache belongs to its own root
+    if cache is not None:
+        changes["cache"] = str(cache)
+    if num_workers is not None:
+        changes["num_workers"] = int(num_workers)
+    return replace(data, **changes) if changes else data
+
+
+def _datamodule(config: Config, batch_size: int | None, data_root: str | Path | None,
+                cache: str | Path | None, num_workers: int | None) -> Any:
+    from thoracic.data.dataset import ChestXrayDataModule
+
+    data = _data_config(config, data_root, cache, num_workers)
+    module = ChestXrayDataModule.from_config(data, batch_size=batch_size or config.train.batch_size,
+                                             seed=config.seed, pin_memory=False)
+    module.setup("test")
+    return module
+
+
+def _load(run: str | Path, which: str, device: str) -> Any:
+    from thoracic.training.checkpoints import load_run
+
+    return load_run(run, which=which, map_location=device)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    auc: AUCResult
+    files: dict[str, Path]
+
+
+def evaluate_run(
+    run: str | Path,
+    split: str = "test",
+    n_bootstrap: int = 1000,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    data_root: str | Path | None = None,
+    cache: str | Path | None = None,
+    num_workers: int | None = None,
+    which: str = "best",
+    seed: int = 0,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predictions, per-class AUC with bootstrap CIs, and ROC curves of a run on ``split`` (test or val)."""
+    if split not in ("test", "val"):
+        raise DataError(f"split must be 'test' or 'val', got {split!r}")
+    loaded = _load(run, which, device)
+    module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
+    predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
+    out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
+    files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
+    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=n_bootstrap,
+                      seed=seed, progress=progress)
+    auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
+    info = auc.to_dict()
+    info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
+                 "seed": loaded.config.seed, "checkpoint": str(loaded.checkpoint_path)})
+    (out / f"auc_{split}.json").write_text(json.dumps(info, indent=2))
+    files["auc_csv"] = out / f"auc_{split}.csv"
+    files["auc_json"] = out / f"auc_{split}.json"
+    curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
+    title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
+    files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
+    return EvaluationResult(auc, files)
+
+
+def ground_truth_boxes(box_table: pd.DataFrame) -> pd.DataFrame:
+    """Box rows in original pixels (the data layer's ``x_original...`` columns) plus the original size."""
+    columns = {"x_original": "x", "y_original": "y", "w_original": "w", "h_original": "h"}
+    missing = [c for c in ["image_id", "class_name", "box_row", *columns, "original_width", "original_height"]
+               if c not in box_table.columns]
+    if missing:
+        raise DataError(f"box table lacks columns {missing}")
+    gt = box_table[["image_id", "class_name", "box_row", *columns, "original_width", "original_height"]]
+    return gt.rename(columns=columns).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class LocalizationRunResult:
+    accuracy: pd.DataFrame
+    scores: pd.DataFrame
+    boxes: pd.DataFrame
+    files: dict[str, Path]
+
+
+def localize_boxes(
+    ground_truth: pd.DataFrame,
+    heatmaps: dict[tuple[str, str], np.ndarray],
+    method: str,
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    seed: int = 0,
+    step: int = 8,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Boxes, per-row scores and the accuracy table (method + random and centre baselines), no network.
+
+    ``ground_truth`` needs ``original_width`` / ``original_height`` per row. Returns
+    ``(boxes, scores, accuracy)``; accuracy has a ``source`` column: ``method``, :data:`RANDOM_BOX`,
+    :data:`CENTRE_BOX`.
+    """
+    sizes = {i: (int(h), int(w)) for i, w, h in
+             ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
+    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, step=step, progress=progress)
+    scores = score_localization(ground_truth, boxes)
+    # the ground-truth box and image size beside each score, so the file alone recomputes everything
+    scores = scores.merge(ground_truth[["box_row", "x", "y", "w", "h", "original_width", "original_height"]],
+                          on="box_row", how="left")
+    tables = [localization_accuracy(ground_truth, boxes).assign(source=method)]
+    for name, baseline in ((RANDOM_BOX, random_boxes(ground_truth, sizes, seed=seed)),
+                           (CENTRE_BOX, centre_boxes(ground_truth, sizes))):
+        table = localization_accuracy(ground_truth, baseline, pooled=False).assign(source=name)
+        table["threshold"] = ""
+        tables.append(table)
+    accuracy = pd.concat(tables, ignore_index=True)
+    accuracy = accuracy[["source", *[c for c in accuracy.columns if c != "source"]]]
+    return boxes, scores, accuracy
+
+
+def localize_run(
+    run: str | Path,
+    method: str = "native",
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    data_root: str | Path | None = None,
+    cache: str | Path | None = None,
+    num_workers: int | None = None,
+    which: str = "best",
+    seed: int = 0,
+    n_examples: int = 8,
+    progress: bool = True,
+) -> LocalizationRunResult:
+    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol)."""
+    if method not in HEATMAP_METHODS:
+        raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    loaded = _load(run, which, device)
+    module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
+    ground_truth = ground_truth_boxes(module.box_table)
+    if ground_truth.empty:
+        raise DataError(f"{module.root}: no test image carries a box (BBox_List_2017.csv rows)")
+    needed = ground_truth.groupby("image_id")["class_name"].apply(list).to_dict()
+    heatmaps = compute_heatmaps(loaded.model, module.box_dataloader(), needed, method=method, device=device,
+                                progress=progress)
+    out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
+    files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
+    boxes, scores, accuracy = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed,
+                                             progress=progress)
+    boxes.to_csv(out / f"boxes_{method}.csv", index=False, float_format="%.6g")
+    scores.to_csv(out / f"scores_{method}.csv", index=False, float_format="%.6f")
+    accuracy.to_csv(out / f"localization_{method}.csv", index=False, float_format="%.6f")
+    info = {
+        "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
+        "checkpoint": str(loaded.checkpoint_path), "heatmap_thresholds": [float(t) for t in thresholds],
+        "largest_only": bool(largest_only), "baseline_seed": seed, "n_box_rows": int(len(ground_truth)),
+        "n_images": int(ground_truth["image_id"].nunique()),
+        "metric": "IoBB = intersection / area of the predicted box; localized when value > T",
+        "table": json.loads(accuracy.to_json(orient="records")),
+    }
+    (out / f"localization_{method}.json").write_text(json.dumps(info, indent=2))
+    files.update({"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
+                  "localization_csv": out / f"localization_{method}.csv",
+                  "localization_json": out / f"localization_{method}.json"})
+    rows = overlay_rows(module, ground_truth, {f"{loaded.config.model.name} {method}": (heatmaps, boxes)},
+                        n_examples)
+    if rows:
+        files["overlays"] = save_figure(overlay_figure(rows), out / f"overlays_{method}.png")
+    return LocalizationRunResult(accuracy, scores, boxes, files)
+
+
+def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
+    """Up to ``n_examples`` (image, class) pairs, taking the box classes in turn (first rows in file order)."""
+    pairs = ground_truth.drop_duplicates(["image_id", "class_name"])
+    by_class = [pairs[pairs["class_name"] == name] for name in BOX_CLASS_NAMES]
+    depth = max((len(rows) for rows in by_class), default=0)
+    chosen = [rows.iloc[rank] for rank in range(depth) for rows in by_class if rank < len(rows)]
+    return pd.DataFrame(chosen[:n_examples])
+
+
+def overlay_rows(module: Any, ground_truth: pd.DataFrame,
+                 sources: dict[str, tuple[dict[tuple[str, str], np.ndarray], pd.DataFrame]],
+                 n_examples: int, threshold: float | None = None) -> list[OverlayRow]:
+    """Overlay rows for up to ``n_examples`` (image, class) pairs and each ``name -> (heatmaps, boxes)``.
+
+    Predicted boxes shown are those of the highest heatmap threshold (unless ``threshold`` is given).
+    The image is read from its original file (falls back to the cache image, stretched to the original
+    size, when the file is not on disk).
+    """
+    from thoracic.data.images import read_image
+
+    rows = []
+    table = module.dataset.table.set_index("image_id")
+    for example in example_rows(ground_truth, n_examples).itertuples(index=False):
+        image_id, class_name = example.image_id, example.class_name
+        path = table.at[image_id, "path"] if "path" in table.columns else None
+        try:
+            image = read_image(path) if path else None
+        except Exception:  # noqa: BLE001 - a figure must not fail the evaluation
+            image = None
+        if image is None:
+            small = module.cache.image(image_id)
+            repeat = max(1, int(example.original_height) // small.shape[0])
+            image = np.kron(small, np.ones((repeat, repeat), dtype=small.dtype))
+        truth = ground_truth[(ground_truth["image_id"] == image_id) & (ground_truth["class_name"] == class_name)]
+        panels = []
+        for name, (heatmaps, boxes) in sources.items():
+            mine = boxes[(boxes["image_id"] == image_id) & (boxes["class_name"] == class_name)]
+            shown = threshold if threshold is not None else (mine["threshold"].max() if len(mine) else None)
+            mine = mine[mine["threshold"] == shown] if shown is not None else mine
+            title = f"{name}" + (f" (T={int(shown)})" if shown is not None else "")
+            panels.append(OverlayPanel(title, heatmaps.get((image_id, class_name)),
+                                       mine[["x", "y", "w", "h"]].to_numpy(dtype=float)))
+        rows.append(OverlayRow(image, f"{image_id}\n{class_name}", truth[["x", "y", "w", "h"]].to_numpy(float),
+                               panels))
+    return rows
+
+
+__all__ = [
+    "CENTRE_BOX", "POOLED", "RANDOM_BOX", "EvaluationResult", "LocalizationRunResult", "evaluate_run",
+    "evaluation_dir", "ground_truth_boxes", "localize_boxes", "localize_run", "overlay_rows",
+]

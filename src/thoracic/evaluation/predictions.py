@@ -1,0 +1,176 @@
+"""Running a model over a loader: probabilities for classification, heatmaps for the box images.
+
+The predictions file (``predictions_<split>.csv``) lets anyone recompute every classification number:
+one row per image with ``image_id``, the 14 probabilities ``prob_<class>`` and the 14 labels
+``label_<class>``, columns in :data:`~thoracic.constants.CLASS_NAMES` order (checked when read back).
+
+Heatmaps are computed at the model's native resolution (8 x 8 or 32 x 32 at 256 px input) for the
+ground-truth class of every box row; :mod:`thoracic.evaluation.localization` upsamples them to the
+original image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from thoracic.constants import CLASS_INDEX, CLASS_NAMES
+from thoracic.errors import DataError
+
+HEATMAP_METHODS = ("native", "gradcam")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Model outputs on one split: ``probabilities`` and ``labels`` are ``(N, C)`` aligned with ``image_ids``."""
+
+    image_ids: np.ndarray
+    probabilities: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __post_init__(self) -> None:
+        n, c = len(self.image_ids), len(self.class_names)
+        if self.probabilities.shape != (n, c) or self.labels.shape != (n, c):
+            raise DataError(f"predictions of {n} images: probabilities {self.probabilities.shape} and labels "
+                            f"{self.labels.shape} must both be ({n}, {c})")
+
+    def to_frame(self) -> pd.DataFrame:
+        data = {"image_id": self.image_ids}
+        data.update({f"prob_{name}": self.probabilities[:, j] for j, name in enumerate(self.class_names)})
+        data.update({f"label_{name}": self.labels[:, j].astype(int) for j, name in enumerate(self.class_names)})
+        return pd.DataFrame(data)
+
+
+def save_predictions(predictions: Predictions, path: str | Path) -> Path:
+    """Write the predictions CSV (probabilities with 8 significant digits)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_frame().to_csv(path, index=False, float_format="%.8g")
+    return path
+
+
+def load_predictions(path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES) -> Predictions:
+    """Read a predictions CSV back; the columns must be ``image_id, prob_<class>..., label_<class>...``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"predictions file {path} does not exist (run `thoracic evaluate` first)")
+    table = pd.read_csv(path)
+    expected = ["image_id", *[f"prob_{c}" for c in class_names], *[f"label_{c}" for c in class_names]]
+    if list(table.columns) != expected:
+        raise DataError(f"{path}: expected columns {expected}, got {list(table.columns)}")
+    return Predictions(
+        table["image_id"].astype(str).to_numpy(),
+        table[[f"prob_{c}" for c in class_names]].to_numpy(dtype=np.float64),
+        table[[f"label_{c}" for c in class_names]].to_numpy(dtype=np.int64),
+        tuple(class_names),
+    )
+
+
+def _progress(iterable: Iterable, description: str, enabled: bool, total: int | None = None) -> Iterable:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, unit="batch", total=total)
+
+
+def _length(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | torch.device = "cpu",
+            progress: bool = True) -> Predictions:
+    """Sigmoid probabilities of every image of ``loader`` (batches: dicts with image, labels, image_id).
+
+    The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in
+    train mode).
+    """
+    model = model.to(device).eval()
+    ids: list[str] = []
+    probabilities: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch in _progress(loader, "predict", progress, _length(loader)):
+        images = batch["image"].to(device, non_blocking=True)
+        output = model(images)
+        logits = output.logits if hasattr(output, "logits") else output
+        probabilities.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
+        labels.append(batch["labels"].cpu().numpy().round().astype(np.int64))
+        ids.extend(str(i) for i in batch["image_id"])
+    if not ids:
+        raise DataError("the loader yielded no images: nothing to evaluate")
+    return Predictions(np.asarray(ids), np.concatenate(probabilities), np.concatenate(labels))
+
+
+def compute_heatmaps(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping],
+    needed: Mapping[str, Iterable[str]],
+    method: str = "native",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[tuple[str, str], np.ndarray]:
+    """Native-resolution heatmaps ``(image_id, class_name) -> (h, w)`` for the pairs in ``needed``.
+
+    Args:
+        model: a registered model in eval mode.
+        loader: batches of the box images (dicts with ``image`` and ``image_id``).
+        needed: ``image_id -> class names`` whose heatmap is wanted (the classes of its box rows).
+        method: ``native`` (the model's own class maps, one forward pass per batch) or ``gradcam``
+            (one backward pass per class present in the batch).
+    """
+    if method not in HEATMAP_METHODS:
+        raise DataError(f"heatmap method must be one of {HEATMAP_METHODS}, got {method!r}")
+    from thoracic.heatmaps import GradCAM, NativeHeatmap
+
+    model = model.to(device).eval()
+    wanted = {image_id: sorted(set(classes), key=CLASS_INDEX.__getitem__) for image_id, classes in needed.items()}
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    heatmap_method = NativeHeatmap(model) if method == "native" else GradCAM(model)
+    with heatmap_method:
+        for batch in _progress(loader, f"heatmaps ({method})", progress, _length(loader)):
+            batch_ids = [str(i) for i in batch["image_id"]]
+            keep = [k for k, image_id in enumerate(batch_ids) if wanted.get(image_id)]
+            if not keep:
+                continue
+            images = batch["image"][keep].to(device)
+            ids = [batch_ids[k] for k in keep]
+            if method == "native":
+                stack = heatmap_method.all_classes(images).float().cpu().numpy()
+                for row, image_id in enumerate(ids):
+                    for name in wanted[image_id]:
+                        maps[(image_id, name)] = stack[row, CLASS_INDEX[name]].astype(np.float64)
+            else:
+                classes = sorted({c for i in ids for c in wanted[i]}, key=CLASS_INDEX.__getitem__)
+                for name in classes:
+                    rows = [r for r, image_id in enumerate(ids) if name in wanted[image_id]]
+                    result = heatmap_method(images[rows], CLASS_INDEX[name]).float().cpu().numpy()
+                    for row, heatmap in zip(rows, result):
+                        maps[(ids[row], name)] = heatmap.astype(np.float64)
+    missing = [(i, c) for i, classes in wanted.items() for c in classes if (i, c) not in maps]
+    if missing:
+        raise DataError(f"{len(missing)} box images were not in the loader, e.g. {missing[:3]}")
+    return maps
+
+
+def save_heatmaps(heatmaps: Mapping[tuple[str, str], np.ndarray], path: str | Path) -> Path:
+    """Store native-resolution heatmaps in one ``.npz`` (keys ``<image_id>|<class_name>``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{f"{i}|{c}": h.astype(np.float32) for (i, c), h in heatmaps.items()})
+    return path
+
+
+def load_heatmaps(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
+    """Inverse of :func:`save_heatmaps`."""
+    with np.load(Path(path)) as data:
+        return {tuple(key.split("|", 1)): data[key].astype(np.float64) for key in data.files}  # type: ignore[misc]

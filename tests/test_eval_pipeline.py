@@ -1,0 +1,71 @@
+"""End to end: phantom run folders (untrained checkpoints) -> evaluate -> localize -> report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from thoracic.cli import main
+from thoracic.config import Config, DataConfig, ModelConfig, TrainConfig, save_config, to_dict
+from thoracic.constants import CLASS_NAMES
+
+
+def make_run(folder: Path, data_root: Path, model: str, seed: int) -> Path:
+    """A run folder with a Lightning-format checkpoint of an untrained tiny model (no training needed)."""
+    from thoracic.models import build_model
+
+    config = Config(seed=seed, output_dir=str(folder.parent), run_name=folder.name,
+                    data=DataConfig(root=str(data_root), image_size=64, num_workers=0),
+                    model=ModelConfig(name=model, backbone="resnet10", pretrained=False),
+                    train=TrainConfig(batch_size=16))
+    torch.manual_seed(seed)
+    net = build_model(config.model)
+    (folder / "checkpoints").mkdir(parents=True)
+    save_config(config, folder / "config.yaml")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"config": to_dict(config), "class_names": list(CLASS_NAMES)},
+                "epoch": 0}, folder / "checkpoints" / "best.ckpt")
+    return folder
+
+
+@pytest.mark.slow
+def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_path: Path) -> None:
+    runs = [make_run(tmp_path / "experiment" / f"seed{s}", phantom_dir, "baseline", s) for s in (0, 1)]
+    runs.append(make_run(tmp_path / "space", phantom_dir, "space_attention", 0))
+    for run in runs:
+        assert main(["evaluate", str(run), "--bootstrap", "50", "--no-progress"]) == 0
+    assert main(["localize", str(runs[0]), "--no-progress", "--examples", "3"]) == 0
+    assert main(["localize", str(runs[1]), "--no-progress", "--examples", "3"]) == 0
+    assert main(["localize", str(runs[2]), "--method", "gradcam", "--no-progress", "--examples", "2"]) == 0
+
+    evaluation = runs[0] / "evaluation"
+    predictions = pd.read_csv(evaluation / "predictions_test.csv")
+    assert list(predictions.columns[:2]) == ["image_id", f"prob_{CLASS_NAMES[0]}"]
+    assert predictions.shape[1] == 1 + 2 * len(CLASS_NAMES)
+    auc = json.loads((evaluation / "auc_test.json").read_text())
+    assert set(auc["per_class"]) == set(CLASS_NAMES) and auc["bootstrap"]["n_resamples"] == 50
+    assert (evaluation / "roc_test.png").stat().st_size > 0
+
+    # every box row of the phantom test images is scored, at both thresholds and pooled
+    scores = pd.read_csv(evaluation / "scores_native.csv")
+    boxes = pd.read_csv(evaluation / "boxes_native.csv")
+    assert list(boxes.columns) == ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score"]
+    assert set(scores["threshold"].astype(str)) == {"60", "180", "all"}
+    assert scores.groupby("threshold")["box_row"].nunique().nunique() == 1
+    table = pd.read_csv(evaluation / "localization_native.csv")
+    assert {"native", "random box", "centre box"} <= set(table["source"])
+    assert (runs[2] / "evaluation" / "overlays_gradcam.png").is_file()
+
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "experiment"), str(runs[2]), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "baseline x2 seeds" in markdown and "±" in markdown  # the two seeds aggregated
+    assert "Wang 2017 ResNet-50" in markdown and "Paper BL ResNet-34" in markdown and "Paper S.Att." in markdown
+    for heading in ["IoU > 0.1", "IoU > 0.7", "IoBB > 0.25", "IoBB > 0.9", "random box", "centre box"]:
+        assert heading in markdown
+    assert "data:image/png;base64," in html and "<table" in html
