@@ -1,0 +1,44 @@
+"""Probabilities, heatmaps and boxes for new chest X-rays (PNG, JPEG or DICOM; files or folders).
+
+Prints a table of per-class probabilities (or JSON with --json) and writes, per image, a figure with the
+heatmaps and boxes of the classes at or above --threshold, plus predictions.json, into --out.
+Unreadable files get their own message and the rest are still processed; the exit code is 1 when any
+file failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files and/or folders")
+    parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a .ckpt file")
+    parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    parser.add_argument("--method", choices=("native", "gradcam"), default="native",
+                        help="heatmap method (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="classes with probability >= this get heatmaps and boxes (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.prediction import predict_images, probability_table
+
+    results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
+                             threshold=args.threshold, device=args.device, progress=args.progress)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+    else:
+        print(probability_table(results))
+        print(f"figures and predictions.json in {args.out}")
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(results)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
