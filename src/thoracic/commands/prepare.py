@@ -1,0 +1,40 @@
+"""Decode and resize every image of a ChestX-ray14 folder once into a memory-mapped uint8 cache.
+
+Resumable: after Ctrl-C or a kill, rerun the same command. Unreadable or missing images are listed and
+the command exits non-zero unless --skip-bad is given (then they are left out of the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="ChestX-ray14 folder (NIH layout)")
+    parser.add_argument("--size", type=int, default=256, help="side of the cached images (default 256)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    parser.add_argument("--cache", default=None, help="cache folder (default: DATA/cache_SIZE)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="finish without the missing or unreadable images instead of failing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a cache at --cache that was built from other data or another size")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.data.cache import ImageCache, prepare_cache
+
+    cache_dir = prepare_cache(
+        args.data,
+        args.size,
+        cache_dir=args.cache,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    cache = ImageCache.open(cache_dir)
+    bad = cache.manifest.get("bad_images", [])
+    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.size} px"
+          + (f"; {len(bad)} skipped (listed in {cache_dir / 'manifest.json'})" if bad else ""))
+    return 0

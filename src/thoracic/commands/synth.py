@@ -1,0 +1,47 @@
+"""Write a phantom ChestX-ray14 folder (NIH layout, exact lesion boxes) for tests and the demo.
+
+Phantom results say nothing clinical; see docs/data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
+    parser.add_argument("--images", type=int, default=2000, help="number of images (default 2000)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="fraction of patients in test_list.txt")
+    parser.add_argument("--tarball-layout", action=argparse.BooleanOptionalAction, default=False,
+                        help="write images_001/images/... like the NIH tarballs instead of images/")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.data.metadata import load_chestxray14
+    from thoracic.data.synth import generate_phantom_dataset
+
+    out = generate_phantom_dataset(
+        args.out,
+        num_images=args.images,
+        image_size=args.size,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        tarball_layout=args.tarball_layout,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    dataset = load_chestxray14(out)
+    positives = dataset.labels.sum(axis=0)
+    print(f"wrote {len(dataset)} phantom images ({args.size} px, seed {args.seed}) of "
+          f"{dataset.table['patient_id'].nunique()} patients to {out}")
+    print(f"train_val {len(dataset.train_val_ids)}, test {len(dataset.test_ids)}; "
+          f"{len(dataset.boxes)} box rows on {dataset.boxes['image_id'].nunique()} test images")
+    print("positives per class: " + ", ".join(f"{n} {int(c)}" for n, c in zip(dataset.class_names, positives)))
+    print(f"next: thoracic prepare --data {out} --size {args.size}")
+    return 0

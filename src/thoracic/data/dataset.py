@@ -1,0 +1,361 @@
+"""PyTorch dataset over the image cache and the Lightning data module built from a DataConfig.
+
+A sample is a dict with fixed keys (so the default collate works and every consumer reads the same):
+
+- ``image``: 3 x S x S float32; the cached grayscale repeated on three channels (the backbones are
+  ImageNet models) and ImageNet-normalised (``normalize="imagenet"``) or scaled to [0, 1] (``"none"``).
+  With ``as_uint8=True`` it is the raw 1 x S x S uint8 instead, to normalise on the device with
+  :func:`normalize_images` (4x less host-to-device traffic).
+- ``labels``: 14 float32 in :data:`~thoracic.constants.CLASS_NAMES` order.
+- ``image_id``: the file name. ``index``: the row in the metadata table (:attr:`ChestXray14.table`).
+
+Boxes are not part of a sample (an image has 0 to several, which the default collate cannot batch):
+:meth:`ChestXrayDataset.boxes_for` and :attr:`ChestXrayDataModule.box_table` give every box row in
+cache pixels (scaled by :func:`thoracic.data.boxes.scale_boxes` from the decoded file's size), and
+:meth:`ChestXrayDataModule.box_dataloader` iterates over the test images that carry boxes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
+from thoracic.data.boxes import scale_boxes
+from thoracic.data.cache import ImageCache, default_cache_dir
+from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxray14
+from thoracic.data.splits import Splits, make_splits
+from thoracic.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("imagenet", "none")
+
+
+def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
+    """uint8 (B, 1, S, S) / (B, S, S) / (1, S, S) images -> float32 3-channel, normalised.
+
+    Runs wherever ``images`` lives (CPU worker or GPU). ``"imagenet"``: (x / 255 - mean) / std per
+    channel with torchvision's ImageNet statistics; ``"none"``: x / 255.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    x = images
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() == 3 and x.shape[0] != 1:  # (B, S, S)
+        x = x.unsqueeze(1)
+    channel_dim = x.dim() - 3
+    repeats = [1] * x.dim()
+    repeats[channel_dim] = 3
+    x = x.to(torch.float32).div(255.0).repeat(*repeats)
+    if normalize == "imagenet":
+        shape = [1] * x.dim()
+        shape[channel_dim] = 3
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
+        x = (x - mean) / std
+    return x
+
+
+def box_table(dataset: ChestXray14, cache: ImageCache, image_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Box rows of ``dataset`` (optionally of some images) with x, y, w, h in cache pixels.
+
+    Columns: image_id, class_name, class_index, box_row, x, y, w, h (cache pixels), x_original,
+    y_original, w_original, h_original (pixels of the decoded file), original_width, original_height.
+    """
+    boxes = dataset.boxes if image_ids is None else dataset.boxes[dataset.boxes["image_id"].isin(list(image_ids))]
+    boxes = boxes.reset_index(drop=True)
+    rows = cache.indices_of(boxes["image_id"].tolist())
+    if (rows < 0).any():
+        absent = boxes["image_id"][rows < 0].unique()[:5]
+        raise DataError(f"box image(s) not in the cache {cache.cache_dir}: {', '.join(absent)}")
+    sizes = cache.original_sizes[rows]
+    original = boxes[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
+    size = cache.image_size
+    scaled = np.empty_like(original)
+    for (width, height) in np.unique(sizes, axis=0):  # one call per distinct original size
+        same = (sizes[:, 0] == width) & (sizes[:, 1] == height)
+        scaled[same] = scale_boxes(original[same], (width, height), (size, size))
+    table = pd.DataFrame(
+        {
+            "image_id": boxes["image_id"],
+            "class_name": boxes["class_name"],
+            "class_index": boxes["class_index"].astype(np.int64),
+            "box_row": boxes["box_row"].astype(np.int64),
+            "x": scaled[:, 0], "y": scaled[:, 1], "w": scaled[:, 2], "h": scaled[:, 3],
+            "x_original": original[:, 0], "y_original": original[:, 1],
+            "w_original": original[:, 2], "h_original": original[:, 3],
+            "original_width": sizes[:, 0], "original_height": sizes[:, 1],
+        }
+    )
+    return table
+
+
+class ChestXrayDataset(Dataset):
+    """Samples (dicts, see the module docstring) of some rows of a ChestXray14 table, from the cache.
+
+    Args:
+        dataset: the metadata. cache: the prepared :class:`ImageCache` of its folder.
+        indices: rows of ``dataset.table`` (default: all).
+        normalize: ``"imagenet"`` or ``"none"``. as_uint8: return the raw 1 x S x S uint8 image.
+        augment: random horizontal flip (p = 0.5) and shift by up to ``max_shift`` of the side (zero
+            fill), drawn from torch's RNG (seeded per worker from the loader's generator).
+    """
+
+    def __init__(
+        self,
+        dataset: ChestXray14,
+        cache: ImageCache,
+        indices: Sequence[int] | np.ndarray | None = None,
+        *,
+        normalize: str = "imagenet",
+        augment: bool = False,
+        as_uint8: bool = False,
+        max_shift: float = 1 / 16,
+    ) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        self.dataset = dataset
+        self.cache = cache
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.image_ids = dataset.table["image_id"].to_numpy()[self.indices].astype(str)
+        rows = cache.indices_of(self.image_ids)
+        unavailable = rows < 0
+        unavailable[~unavailable] = ~cache.available[rows[~unavailable]]
+        if unavailable.any():
+            names = self.image_ids[unavailable]
+            raise DataError(
+                f"{len(names)} image(s) are not available in the cache {cache.cache_dir} (e.g. "
+                f"{', '.join(names[:5])}); rerun thoracic prepare or allow missing images"
+            )
+        self.cache_rows = rows
+        self.labels = dataset.labels[self.indices].astype(np.float32)
+        self.normalize = normalize
+        self.augment = augment
+        self.as_uint8 = as_uint8
+        self.max_shift = max_shift
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) < 0.5:
+            pixels = pixels.flip(-1)
+        size = pixels.shape[-1]
+        limit = int(round(self.max_shift * size))
+        if limit > 0:
+            dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
+            shifted = torch.zeros_like(pixels)
+            src_y, dst_y = slice(max(0, -dy), size - max(0, dy)), slice(max(0, dy), size - max(0, -dy))
+            src_x, dst_x = slice(max(0, -dx), size - max(0, dx)), slice(max(0, dx), size - max(0, -dx))
+            shifted[..., dst_y, dst_x] = pixels[..., src_y, src_x]
+            pixels = shifted
+        return pixels
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        pixels = torch.from_numpy(np.array(self.cache.images[self.cache_rows[item]], dtype=np.uint8))[None]
+        if self.augment:
+            pixels = self._augment(pixels)
+        image = pixels if self.as_uint8 else normalize_images(pixels, self.normalize)
+        return {
+            "image": image,
+            "labels": torch.from_numpy(self.labels[item]),
+            "image_id": str(self.image_ids[item]),
+            "index": int(self.indices[item]),
+        }
+
+    def boxes_for(self, image_id: str) -> pd.DataFrame:
+        """Every box row of one image, x, y, w, h in cache pixels (see :func:`box_table`)."""
+        return box_table(self.dataset, self.cache, [image_id])
+
+
+class ChestXrayDataModule(LightningDataModule):
+    """Train / val / test / box loaders over the cache of a ChestX-ray14 folder.
+
+    Validation and test loaders never shuffle; the train loader shuffles with a ``torch.Generator``
+    seeded by ``seed`` (same order on every run) and keeps the last partial batch.
+    The cache must exist (``thoracic prepare --data ROOT --size S``); it is not built implicitly
+    because that is a long, explicit step (STYLE.md 6).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        image_size: int = 256,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        views: Sequence[str] = (),
+        allow_missing_images: bool = False,
+        num_workers: int = 2,
+        augment: bool = False,
+        normalize: str = "imagenet",
+        as_uint8: bool = False,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        self.root = Path(root)
+        self.image_size = int(image_size)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(self.root, self.image_size)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.val_fraction = float(val_fraction)
+        self.split_seed = int(split_seed)
+        self.views = tuple(views)
+        self.allow_missing_images = allow_missing_images
+        self.num_workers = int(num_workers)
+        self.augment = augment
+        self.normalize = normalize
+        self.as_uint8 = as_uint8
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._dataset: ChestXray14 | None = None
+        self._splits: Splits | None = None
+        self._cache: ImageCache | None = None
+        self._datasets: dict[str, ChestXrayDataset] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Any, batch_size: int, seed: int = 0, **kwargs: Any) -> ChestXrayDataModule:
+        """Build from a :class:`thoracic.config.DataConfig` (every field is honoured)."""
+        return cls(
+            cfg.root,
+            image_size=cfg.image_size,
+            cache_dir=cfg.cache,
+            batch_size=batch_size,
+            seed=seed,
+            val_fraction=cfg.val_fraction,
+            split_seed=cfg.split_seed,
+            views=cfg.views,
+            allow_missing_images=cfg.allow_missing_images,
+            num_workers=cfg.num_workers,
+            augment=cfg.augment,
+            normalize=cfg.normalize,
+            **kwargs,
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Read metadata, open and check the cache, split; idempotent."""
+        if self._dataset is not None:
+            return
+        dataset = load_chestxray14(self.root, views=self.views, check_box_images=False)
+        cache = ImageCache.open(self.cache_dir, expected_root=self.root, expected_size=self.image_size)
+        rows = cache.indices_of(dataset.table["image_id"].tolist())
+        present = rows >= 0
+        present[present] = cache.available[rows[present]]
+        if not present.all():
+            missing = dataset.table["image_id"].to_numpy()[~present]
+            if not self.allow_missing_images:
+                raise DataError(
+                    f"{len(missing)} of {len(dataset)} images of {self.root} are not in the cache {self.cache_dir} "
+                    f"(missing or unreadable when it was prepared, e.g. {', '.join(missing[:5])}); set "
+                    "data.allow_missing_images=true to train on the others"
+                )
+            logger.warning("%d of %d images are not in the cache %s; using the %d available",
+                           len(missing), len(dataset), self.cache_dir, int(present.sum()))
+            dataset = dataset.subset(present)
+            if len(dataset) == 0:
+                raise DataError(f"no image of {self.root} is available in {self.cache_dir} (empty dataset)")
+        sizes = cache.original_sizes[cache.indices_of(dataset.table["image_id"].tolist())]
+        size_of = dict(zip(dataset.table["image_id"], map(tuple, sizes)))
+        if dataset.files is not None and dataset.files.bbox is not None:
+            check_boxes_inside(dataset.boxes, {i: size_of[i] for i in dataset.boxes["image_id"]}, dataset.files.bbox)
+        splits = make_splits(dataset, self.val_fraction, self.split_seed)
+        if len(splits.train) == 0:
+            raise DataError(f"{self.root}: the train split is empty (train_val_list.txt has no usable image)")
+        self._dataset, self._cache, self._splits = dataset, cache, splits
+
+    def _require(self) -> None:
+        if self._dataset is None:
+            self.setup()
+
+    @property
+    def dataset(self) -> ChestXray14:
+        self._require()
+        return self._dataset  # type: ignore[return-value]
+
+    @property
+    def splits(self) -> Splits:
+        self._require()
+        return self._splits  # type: ignore[return-value]
+
+    @property
+    def cache(self) -> ImageCache:
+        self._require()
+        return self._cache  # type: ignore[return-value]
+
+    @property
+    def class_frequencies(self) -> np.ndarray:
+        """Fraction of positives per class on the train split (14 floats, CLASS_NAMES order)."""
+        return self.dataset.labels[self.splits.train].astype(np.float64).mean(axis=0)
+
+    @property
+    def box_image_ids(self) -> tuple[str, ...]:
+        """Test images that carry at least one box, in table order."""
+        test = set(self.dataset.table["image_id"].to_numpy()[self.splits.test])
+        return tuple(i for i in self.dataset.box_image_ids if i in test)
+
+    @property
+    def box_table(self) -> pd.DataFrame:
+        """Every box row of the test images, x, y, w, h in cache pixels (see :func:`box_table`)."""
+        return box_table(self.dataset, self.cache, self.box_image_ids)
+
+    def split_dataset(self, split: str) -> ChestXrayDataset:
+        """The dataset of ``"train"``, ``"val"``, ``"test"`` or ``"box"`` (test images with boxes)."""
+        if split not in self._datasets:
+            if split == "box":
+                indices = np.sort(np.asarray(self.dataset.index_of(self.box_image_ids), dtype=np.int64))
+            else:
+                indices = self.splits[split]
+            self._datasets[split] = ChestXrayDataset(
+                self.dataset,
+                self.cache,
+                indices,
+                normalize=self.normalize,
+                augment=self.augment and split == "train",
+                as_uint8=self.as_uint8,
+            )
+        return self._datasets[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.split_dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def box_dataloader(self) -> DataLoader:
+        """The test images that carry boxes (never shuffled); their boxes: :attr:`box_table`."""
+        return self._loader("box", shuffle=False)
+
+    def dataloader(self, split: str) -> DataLoader:
+        """Unshuffled loader of any split (``train`` included, e.g. for evaluation)."""
+        return self._loader(split, shuffle=False)

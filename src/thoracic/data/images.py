@@ -1,0 +1,167 @@
+"""Decoding any chest X-ray file to one 8-bit grayscale array, and the one resize.
+
+PNG / JPEG go through Pillow in every mode ChestX-ray14 and other collections use:
+
+- ``L``: as is. ``LA`` / ``RGBA``: the alpha channel is ignored (the RGBA files of ChestX-ray14 carry a
+  constant alpha of 255 and identical R, G, B). ``RGB``, ``P``, ``1``, ``CMYK``, ``YCbCr``: Pillow's
+  ITU-R 601-2 luma conversion (``convert("L")``), exact for gray images stored as colour.
+- ``I;16*`` (16-bit): the full 16-bit range maps linearly to 0-255 (``round(v * 255 / 65535)``, so an
+  8-bit image stored as ``v * 257`` comes back exactly). ``I`` (32-bit integer): values up to 255 are
+  kept, up to 65535 treated as 16-bit, anything larger min-max scaled. ``F``: min-max scaled.
+
+DICOM goes through pydicom: the modality LUT (rescale slope/intercept), then the VOI LUT sequence or
+the first WindowCenter/WindowWidth of the file (DICOM PS3.3 C.11.2.1.2 linear window) when present,
+else min-max to 0-255; MONOCHROME1 is inverted so that dense tissue is bright as in the PNGs.
+
+The one resize (:func:`resize_image`) is Pillow's ``Image.resize(..., BILINEAR)`` without
+``reducing_gap``: a separable triangle filter whose support widens with the reduction factor, i.e.
+antialiased (the same filter torchvision's ``Resize`` applies to PIL images).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from thoracic.errors import DataError
+
+#: Recorded in cache manifests: how images were resized.
+RESIZE_METHOD = "PIL.Image.resize BILINEAR (antialiased), reducing_gap=None, no aspect ratio kept"
+
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+def is_dicom(path: str | Path) -> bool:
+    """True for a ``.dcm``-like suffix or the ``DICM`` magic at byte 128."""
+    path = Path(path)
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def to_uint8_gray(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image in any mode -> 2-D uint8 grayscale (see the module docstring)."""
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode == "LA":
+        return np.asarray(image.getchannel("L"), dtype=np.uint8).copy()
+    if mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.float64)
+        return np.rint(values * (255.0 / 65535.0)).astype(np.uint8)
+    if mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 255:
+            return values.astype(np.uint8)
+        if low >= 0 and high <= 65535:
+            return np.rint(values * (255.0 / 65535.0)).astype(np.uint8)
+        return _min_max(values.astype(np.float64))
+    if mode == "F":
+        return _min_max(np.asarray(image, dtype=np.float64))
+    if mode == "RGBA":
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    low, high = float(np.min(values)), float(np.max(values))
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode a PNG / JPEG (any PIL mode) or DICOM file to a 2-D uint8 grayscale array.
+
+    Raises:
+        DataError: naming the file, when it does not exist, is not an image, is truncated or corrupt,
+            or has an unsupported layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    if is_dicom(path):
+        return _read_dicom(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                array = to_uint8_gray(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image Pillow can read; expected a PNG, JPEG or DICOM file") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: truncated or corrupt image ({exc}); expected a complete PNG/JPEG") from None
+    if array.ndim != 2 or array.size == 0:
+        raise DataError(f"{path}: decoded to shape {array.shape}; expected a 2-D grayscale image")
+    return array
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pragma: no cover - pydicom is a dependency
+        raise DataError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from None
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad files and missing codecs
+        raise DataError(f"{path}: cannot read DICOM pixel data ({type(exc).__name__}: {exc})") from None
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({dataset.NumberOfFrames} frames); expected one image")
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        if pixels.ndim == 3 and pixels.shape[-1] == 3:
+            rgb = pixels.astype(np.float64)
+            gray = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+            return _min_max(gray) if gray.max() > 255 else np.rint(gray).astype(np.uint8)
+        raise DataError(f"{path}: unsupported PhotometricInterpretation {photometric}")
+    if pixels.ndim != 2:
+        raise DataError(f"{path}: pixel data of shape {pixels.shape}; expected a 2-D image")
+    values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+    if "VOILUTSequence" in dataset:
+        out = _min_max(np.asarray(apply_voi_lut(pixels, dataset, prefer_lut=True), dtype=np.float64))
+    elif "WindowCenter" in dataset and "WindowWidth" in dataset:
+        center = _first(dataset.WindowCenter)
+        width = max(_first(dataset.WindowWidth), 1.0)
+        # DICOM PS3.3 C.11.2.1.2.1 (LINEAR): maps [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] onto the output.
+        scaled = ((values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5) * 255.0
+        out = np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+    else:
+        out = _min_max(values)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def _first(value: object) -> float:
+    try:
+        return float(value[0])  # type: ignore[index]
+    except TypeError:
+        return float(value)  # type: ignore[arg-type]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased resize of a uint8 grayscale image to ``size x size`` (see :data:`RESIZE_METHOD`)."""
+    if image.shape == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``resize_image(read_image(path), size)`` and the decoded (width, height): what the cache stores."""
+    image = read_image(path)
+    return resize_image(image, size), (int(image.shape[1]), int(image.shape[0]))

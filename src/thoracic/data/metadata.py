@@ -1,0 +1,597 @@
+"""Reading a ChestX-ray14 folder exactly as the NIH distributes it.
+
+Layout (Wang et al. 2017; the seed paper, section 4.1)::
+
+    ROOT/
+      Data_Entry_2017_v2020.csv  or  Data_Entry_2017.csv   one row per image
+      BBox_List_2017.csv                                    one row per radiologist box (984 rows)
+      train_val_list.txt, test_list.txt                     the official patient-wise split
+      images/*.png  or  images_001/images/*.png ... images_012/images/*.png
+
+The metadata files may also live in ``ROOT/metadata/``. Both header variants of the data-entry CSV are
+read (the 2017 one ends every row with an empty column), the box CSV's ``Bbox [x,y,w,h]`` header that
+spans four columns (plus empty trailing ones) too, and the split lists with or without a trailing newline.
+
+Everything is kept aligned with one table: row ``i`` of :attr:`ChestXray14.table` is row ``i`` of
+:attr:`ChestXray14.labels` (an N x 14 matrix in :data:`thoracic.constants.CLASS_NAMES` order). Boxes are
+kept one per CSV row (an image with several boxes keeps every row with its own class) and stay in the
+pixels of the distributed image file (1024 x 1024 for NIH) until :func:`thoracic.data.boxes.scale_boxes`
+maps them to another size.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thoracic.constants import CLASS_INDEX, CLASS_NAMES, LABEL_ALIASES, NO_FINDING, NUM_CLASSES
+from thoracic.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DATA_ENTRY_NAMES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+BBOX_NAME = "BBox_List_2017.csv"
+TRAIN_VAL_NAME = "train_val_list.txt"
+TEST_NAME = "test_list.txt"
+
+#: The data-entry header (2020 variant). ``OriginalImage[Width,Height]`` spans two CSV columns.
+DATA_ENTRY_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+#: The box CSV header: ``Bbox [x,y,w,h]`` spans four columns, followed by empty ones.
+BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+
+# CSV column (as pandas splits the header) -> table column. The pixel spacing is not needed.
+_REQUIRED_COLUMNS: dict[str, str] = {
+    "Image Index": "image_id",
+    "Finding Labels": "finding_labels",
+    "Follow-up #": "follow_up",
+    "Patient ID": "patient_id",
+    "Patient Age": "age",
+    "Patient Gender": "sex",
+    "View Position": "view",
+    "OriginalImage[Width": "original_width",
+    "Height]": "original_height",
+}
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "patient_id",
+    "follow_up",
+    "age",
+    "sex",
+    "view",
+    "original_width",
+    "original_height",
+    "split",
+    "path",
+)
+BOX_COLUMNS: tuple[str, ...] = ("image_id", "class_name", "class_index", "x", "y", "w", "h", "box_row")
+
+_SHOW = 5  # how many offending names an error message lists
+
+
+def _preview(names: Sequence[str]) -> str:
+    names = list(names)
+    shown = ", ".join(str(n) for n in names[:_SHOW])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOW else "")
+
+
+@dataclass(frozen=True)
+class MetadataFiles:
+    """Where the metadata files of a folder were found."""
+
+    data_entry: Path
+    bbox: Path | None
+    train_val: Path
+    test: Path
+
+
+@dataclass(frozen=True, eq=False)
+class ChestXray14:
+    """A ChestX-ray14 folder: metadata table, aligned N x 14 label matrix, box rows, official split.
+
+    ``table`` has one row per image (columns :data:`TABLE_COLUMNS`; ``split`` is ``"train_val"`` or
+    ``"test"``, ``path`` the image file or None when it is not on disk). ``labels[i]`` are the labels
+    of ``table.iloc[i]`` in :data:`~thoracic.constants.CLASS_NAMES` order. ``boxes`` has one row per
+    ``BBox_List_2017.csv`` row (``box_row`` is its 0-based data-row number in that file) with x, y, w, h
+    in the pixels of the image file as distributed.
+    """
+
+    root: Path
+    table: pd.DataFrame
+    labels: np.ndarray
+    boxes: pd.DataFrame
+    train_val_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+    files: MetadataFiles | None = None
+    missing_ids: tuple[str, ...] = ()
+    """Images of the CSV that were dropped because they are not on disk (``only_present=True``)."""
+    _positions: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != (len(self.table), NUM_CLASSES):
+            raise ValueError(f"labels shape {self.labels.shape} does not match {len(self.table)} rows")
+        object.__setattr__(self, "_positions", pd.Index(self.table["image_id"].to_numpy()))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return self.table["image_id"].to_numpy()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+    def index_of(self, image_ids: str | Iterable[str]) -> int | np.ndarray:
+        """Row position(s) in :attr:`table` of one image id or a sequence of them (DataError if absent)."""
+        single = isinstance(image_ids, str)
+        ids = [image_ids] if single else list(image_ids)
+        positions = self._positions.get_indexer(ids)
+        if (positions < 0).any():
+            absent = [i for i, p in zip(ids, positions) if p < 0]
+            raise DataError(f"image id(s) not in the dataset table: {_preview(absent)}")
+        return int(positions[0]) if single else positions
+
+    def boxes_of(self, image_id: str) -> pd.DataFrame:
+        """Every box row of one image (possibly several, possibly none)."""
+        return self.boxes[self.boxes["image_id"] == image_id]
+
+    @property
+    def box_image_ids(self) -> tuple[str, ...]:
+        """Images carrying at least one box, in table order."""
+        with_boxes = set(self.boxes["image_id"])
+        return tuple(i for i in self.table["image_id"] if i in with_boxes)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row positions of the official ``"train_val"`` or ``"test"`` split."""
+        if split not in ("train_val", "test"):
+            raise ValueError(f"split must be 'train_val' or 'test', got {split!r}")
+        return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+    def subset(self, rows: np.ndarray | Sequence[int] | Sequence[bool]) -> ChestXray14:
+        """The same dataset restricted to some rows (a boolean mask or positions, kept in table order)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"mask of length {rows.shape} for {len(self)} rows")
+            rows = np.flatnonzero(rows)
+        rows = np.sort(rows.astype(np.int64))
+        table = self.table.iloc[rows].reset_index(drop=True)
+        keep = set(table["image_id"])
+        boxes = self.boxes[self.boxes["image_id"].isin(keep)].reset_index(drop=True)
+        return ChestXray14(
+            root=self.root,
+            table=table,
+            labels=self.labels[rows],
+            boxes=boxes,
+            train_val_ids=tuple(i for i in self.train_val_ids if i in keep),
+            test_ids=tuple(i for i in self.test_ids if i in keep),
+            files=self.files,
+            missing_ids=self.missing_ids,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating files
+# --------------------------------------------------------------------------------------------------
+
+
+def find_metadata_files(root: str | Path) -> MetadataFiles:
+    """Locate the data-entry CSV, box CSV and split lists in ``root`` or ``root/metadata``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist")
+    candidates = [root, root / "metadata"]
+
+    def find(names: Sequence[str], required: bool) -> Path | None:
+        for folder in candidates:
+            for name in names:
+                if (folder / name).is_file():
+                    return folder / name
+        if required:
+            raise DataError(
+                f"{root}: none of {', '.join(names)} found in {root} or {root / 'metadata'} "
+                "(expected the ChestX-ray14 layout as NIH distributes it)"
+            )
+        return None
+
+    return MetadataFiles(
+        data_entry=find(DATA_ENTRY_NAMES, True),  # type: ignore[arg-type]
+        bbox=find((BBOX_NAME,), False),
+        train_val=find((TRAIN_VAL_NAME,), True),  # type: ignore[arg-type]
+        test=find((TEST_NAME,), True),  # type: ignore[arg-type]
+    )
+
+
+def image_folders(root: str | Path) -> list[Path]:
+    """The image folders of ``root``: ``images/`` and the tarballs' ``images_0XX/images/``."""
+    root = Path(root)
+    folders = [root / "images"] if (root / "images").is_dir() else []
+    folders += sorted(p / "images" for p in root.glob("images_*") if (p / "images").is_dir())
+    return folders
+
+
+def find_image_files(root: str | Path) -> dict[str, str]:
+    """Map file name -> path for every file in the image folders of ``root``."""
+    found: dict[str, str] = {}
+    for folder in image_folders(root):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.name in found:
+                    raise DataError(f"image {entry.name} is present twice: {found[entry.name]} and {entry.path}")
+                found[entry.name] = entry.path
+    return found
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (identifies the metadata a cache was built from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_label_strings(
+    labels: pd.Series, image_ids: Sequence[str] | None = None, source: str = "Finding Labels"
+) -> np.ndarray:
+    """``"A|B"`` strings -> N x 14 uint8 matrix (CLASS_NAMES order); ``No Finding`` is the all-zero row.
+
+    Vectorised over the column (``str.get_dummies``); ``Infiltrate`` maps to ``Infiltration``; an unknown
+    or empty name raises a DataError naming the CSV line and image.
+    """
+    text = labels.fillna("").astype(str).reset_index(drop=True)
+
+    def where(row: int) -> str:
+        image = f", image {image_ids[row]}" if image_ids is not None else ""
+        return f"data row {row + 1} (CSV line {row + 2}{image})"
+
+    empty = (text.str.strip() == "").to_numpy()
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        raise DataError(f"{source}: empty 'Finding Labels' in {where(row)}; expected class names or '{NO_FINDING}'")
+    dummies = text.str.get_dummies(sep="|")
+    matrix = np.zeros((len(text), NUM_CLASSES), dtype=np.uint8)
+    for column in dummies.columns:
+        name = LABEL_ALIASES.get(column.strip(), column.strip())
+        if name == NO_FINDING:
+            continue
+        if name not in CLASS_INDEX:
+            row = int(np.flatnonzero(dummies[column].to_numpy())[0])
+            raise DataError(
+                f"{source}: unknown label {column!r} in {where(row)}; expected '|'-joined names among "
+                f"{', '.join(CLASS_NAMES)} or '{NO_FINDING}'"
+            )
+        matrix[:, CLASS_INDEX[name]] |= dummies[column].to_numpy().astype(np.uint8)
+    return matrix
+
+
+def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read ``Data_Entry_2017[_v2020].csv`` into (table without split/path, N x 14 labels)."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse as CSV ({exc}); expected header {DATA_ENTRY_HEADER!r}") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = [c for c in _REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing required column(s) {', '.join(repr(m) for m in missing)}; "
+            f"expected the header {DATA_ENTRY_HEADER!r} (an empty trailing column is allowed)"
+        )
+    if len(raw) == 0:
+        raise DataError(f"{path}: no data rows (empty dataset)")
+    table = raw[list(_REQUIRED_COLUMNS)].rename(columns=_REQUIRED_COLUMNS)
+    table["image_id"] = table["image_id"].str.strip()
+    empty_id = table["image_id"] == ""
+    if empty_id.any():
+        row = int(np.flatnonzero(empty_id.to_numpy())[0])
+        raise DataError(f"{path}: empty 'Image Index' in data row {row + 1} (CSV line {row + 2})")
+    duplicated = table["image_id"].duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise DataError(f"{path}: image {table['image_id'].iat[row]} appears twice (CSV line {row + 2})")
+
+    def numeric(column: str, csv_name: str, strip_suffix: bool = False) -> pd.Series:
+        text = table[column].str.strip()
+        if strip_suffix:  # early copies write ages as "058Y" (years); months/days are rare and kept as-is
+            text = text.str.extract(r"^(\d+)", expand=False).fillna(text)
+        values = pd.to_numeric(text, errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: column {csv_name!r} of data row {row + 1} (CSV line {row + 2}, image "
+                f"{table['image_id'].iat[row]}) is {table[column].iat[row]!r}; expected a number"
+            )
+        return values
+
+    table["follow_up"] = numeric("follow_up", "Follow-up #").astype(np.int64)
+    table["patient_id"] = numeric("patient_id", "Patient ID").astype(np.int64)
+    table["age"] = numeric("age", "Patient Age", strip_suffix=True).astype(np.int64)
+    table["original_width"] = numeric("original_width", "OriginalImage[Width").astype(np.int64)
+    table["original_height"] = numeric("original_height", "Height]").astype(np.int64)
+    table["sex"] = table["sex"].str.strip()
+    table["view"] = table["view"].str.strip().str.upper()
+    labels = parse_label_strings(table["finding_labels"], list(table["image_id"]), source=str(path))
+    table = table.drop(columns=["finding_labels"])
+    return table, labels
+
+
+def read_split_list(path: str | Path) -> tuple[str, ...]:
+    """Image names of a split list, one per line (trailing newline and blank lines are fine)."""
+    text = Path(path).read_text()
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
+        raise DataError(f"{path}: image {dup} is listed twice")
+    return names
+
+
+def read_bbox_list(path: str | Path) -> pd.DataFrame:
+    """Read ``BBox_List_2017.csv``: one row per box, canonical class names, x/y/w/h floats.
+
+    The header is ``Image Index,Finding Label,Bbox [x,y,w,h],,,``; NIH copies may end rows with empty
+    columns. ``Infiltrate`` is the class ``Infiltration``.
+    """
+    path = Path(path)
+    rows = []
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: empty file; expected the header {BBOX_HEADER!r}")
+        header = [h.strip() for h in header]
+        if len(header) < 6 or header[0] != "Image Index" or header[1] != "Finding Label" or not header[2].startswith("Bbox"):
+            raise DataError(
+                f"{path}: header {','.join(header)!r} lacks the required columns; expected {BBOX_HEADER!r}"
+            )
+        for number, fields in enumerate(reader):
+            line = number + 2
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) < 6 or any(f.strip() for f in fields[6:]):
+                raise DataError(f"{path}: line {line} has {len(fields)} fields {fields!r}; expected "
+                                "image, label, x, y, w, h (then only empty fields)")
+            image_id, label = fields[0].strip(), fields[1].strip()
+            name = LABEL_ALIASES.get(label, label)
+            if name not in CLASS_INDEX:
+                raise DataError(f"{path}: line {line} (image {image_id}) has unknown label {label!r}; "
+                                f"expected one of {', '.join(CLASS_NAMES)} (or 'Infiltrate')")
+            try:
+                x, y, w, h = (float(f) for f in fields[2:6])
+            except ValueError:
+                raise DataError(f"{path}: line {line} (image {image_id}): box {fields[2:6]!r} is not four numbers")
+            if not np.all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0 or x < -0.5 or y < -0.5:
+                raise DataError(
+                    f"{path}: line {line} (image {image_id}, {label}): box x={x}, y={y}, w={w}, h={h} "
+                    "lies outside the image; expected x, y >= 0 and w, h > 0"
+                )
+            rows.append((image_id, name, CLASS_INDEX[name], x, y, w, h, len(rows)))
+    boxes = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
+    return boxes.astype({"class_index": np.int64, "box_row": np.int64, "x": float, "y": float, "w": float, "h": float})
+
+
+def image_size_from_header(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header only (cheap); None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # unreadable files are reported by prepare, not here
+        return None
+
+
+def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], bbox_path: str | Path) -> None:
+    """Raise DataError for the first box row that extends beyond its image (1 px tolerance)."""
+    if len(boxes) == 0 or not sizes:
+        return
+    known = boxes["image_id"].isin(list(sizes))
+    if not known.any():
+        return
+    sub = boxes[known]
+    width = sub["image_id"].map(lambda i: sizes[i][0]).to_numpy(dtype=float)
+    height = sub["image_id"].map(lambda i: sizes[i][1]).to_numpy(dtype=float)
+    outside = (sub["x"].to_numpy() + sub["w"].to_numpy() > width + 1) | (
+        sub["y"].to_numpy() + sub["h"].to_numpy() > height + 1
+    )
+    if outside.any():
+        row = sub.iloc[int(np.flatnonzero(outside)[0])]
+        w, h = sizes[row["image_id"]]
+        raise DataError(
+            f"{bbox_path}: line {int(row['box_row']) + 2} (image {row['image_id']}, {row['class_name']}): box "
+            f"x={row['x']:.1f}, y={row['y']:.1f}, w={row['w']:.1f}, h={row['h']:.1f} lies outside the "
+            f"{w} x {h} image; expected x + w <= {w} and y + h <= {h}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The loader
+# --------------------------------------------------------------------------------------------------
+
+
+def load_chestxray14(
+    root: str | Path,
+    *,
+    views: Sequence[str] = (),
+    require_images: bool = False,
+    only_present: bool = False,
+    check_box_images: bool = True,
+) -> ChestXray14:
+    """Read a ChestX-ray14 folder (see the module docstring for the layout).
+
+    Args:
+        root: the folder; metadata files in it or in ``root/metadata``.
+        views: keep only these view positions (e.g. ``("PA",)``); empty keeps all.
+        require_images: raise a DataError naming the missing files when an image is not on disk.
+        only_present: keep only the images on disk; the number dropped is logged (never silent) and
+            their ids are kept in :attr:`ChestXray14.missing_ids`.
+        check_box_images: for box images on disk, read their size from the file header and reject
+            boxes that extend beyond the image.
+
+    Raises:
+        DataError: missing files or columns, unknown labels, malformed or outside boxes, split lists
+            naming images absent from the CSV, an image in both or neither list, an empty result.
+    """
+    root = Path(root)
+    files = find_metadata_files(root)
+    table, labels = read_data_entry(files.data_entry)
+    train_val_ids = read_split_list(files.train_val)
+    test_ids = read_split_list(files.test)
+
+    known = pd.Index(table["image_id"])
+    for list_path, ids in ((files.train_val, train_val_ids), (files.test, test_ids)):
+        absent = [i for i, p in zip(ids, known.get_indexer(ids)) if p < 0]
+        if absent:
+            raise DataError(
+                f"{list_path} names {len(absent)} image(s) absent from {files.data_entry.name}: "
+                f"{_preview(absent)}; expected every listed image to have a data-entry row"
+            )
+    both = set(train_val_ids) & set(test_ids)
+    if both:
+        raise DataError(f"{files.train_val.name} and {files.test.name} both list {_preview(sorted(both))}")
+    split = np.full(len(table), "", dtype=object)
+    split[known.get_indexer(train_val_ids)] = "train_val"
+    split[known.get_indexer(test_ids)] = "test"
+    unlisted = np.flatnonzero(split == "")
+    if len(unlisted):
+        names = table["image_id"].to_numpy()[unlisted]
+        raise DataError(
+            f"{files.data_entry}: {len(unlisted)} image(s) in neither {files.train_val.name} nor "
+            f"{files.test.name}: {_preview(list(names))}"
+        )
+    table["split"] = split
+
+    on_disk = find_image_files(root)
+    table["path"] = table["image_id"].map(on_disk)
+    table["path"] = table["path"].astype(object).where(table["path"].notna(), None)
+
+    if files.bbox is not None:
+        boxes = read_bbox_list(files.bbox)
+        absent = sorted(set(boxes["image_id"]) - set(table["image_id"]))
+        if absent:
+            raise DataError(f"{files.bbox} has boxes for image(s) absent from {files.data_entry.name}: "
+                            f"{_preview(absent)}")
+        if check_box_images:
+            sizes = {}
+            for image_id in boxes["image_id"].unique():
+                if image_id in on_disk:
+                    size = image_size_from_header(on_disk[image_id])
+                    if size is not None:
+                        sizes[image_id] = size
+            check_boxes_inside(boxes, sizes, files.bbox)
+    else:
+        boxes = pd.DataFrame({c: pd.Series(dtype=float if c in "xywh" else object) for c in BOX_COLUMNS})
+
+    dataset = ChestXray14(
+        root=root,
+        table=table[list(TABLE_COLUMNS)],
+        labels=labels,
+        boxes=boxes,
+        train_val_ids=train_val_ids,
+        test_ids=test_ids,
+        files=files,
+    )
+
+    keep = np.ones(len(table), dtype=bool)
+    if views:
+        wanted = {v.strip().upper() for v in views}
+        keep &= table["view"].isin(wanted).to_numpy()
+        if not keep.any():
+            present = sorted(table["view"].unique())
+            raise DataError(f"{files.data_entry}: no image has view position in {sorted(wanted)} "
+                            f"(views present: {', '.join(present)}); the dataset would be empty")
+    missing = table["path"].isna().to_numpy() & keep
+    missing_ids: tuple[str, ...] = ()
+    if missing.any():
+        names = list(table["image_id"].to_numpy()[missing])
+        if require_images:
+            raise DataError(
+                f"{root}: {len(names)} of {int(keep.sum())} image(s) listed in {files.data_entry.name} are not "
+                f"under {root / 'images'} or {root / 'images_0XX' / 'images'}: {_preview(names)}"
+            )
+        if only_present:
+            logger.warning("%s: %d of %d images are not on disk; using the %d present",
+                           root, len(names), int(keep.sum()), int(keep.sum()) - len(names))
+            keep &= ~missing
+            missing_ids = tuple(names)
+            if not keep.any():
+                raise DataError(f"{root}: none of the images of {files.data_entry.name} is on disk "
+                                "(empty dataset)")
+    if not keep.all():
+        dataset = dataset.subset(keep)
+    if missing_ids:
+        object.__setattr__(dataset, "missing_ids", missing_ids)
+    return dataset
+
+
+def write_subset_folder(
+    source: str | Path,
+    out_dir: str | Path,
+    images_dir: str | Path,
+    *,
+    image_ids: Iterable[str] | None = None,
+    symlink: bool = True,
+) -> Path:
+    """Build a small ChestX-ray14 folder from full metadata and a folder holding some of its images.
+
+    The CSV rows and list lines of the kept images are copied verbatim (headers and format unchanged);
+    images are symlinked (or copied) into ``out_dir/images``. Used to turn ``../shared/nih`` (complete
+    metadata + 40 sample PNGs) into a folder every command runs on.
+    """
+    files = find_metadata_files(source)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    available = {p.name: p for p in Path(images_dir).iterdir() if p.is_file()}
+    wanted = set(available) if image_ids is None else set(image_ids)
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise DataError(f"{images_dir}: image(s) not found: {_preview(missing)}")
+    if not wanted:
+        raise DataError(f"{images_dir}: no images (empty dataset)")
+
+    def copy_rows(path: Path | None, keep_header: bool) -> None:
+        if path is None:
+            return
+        lines = path.read_text().splitlines()
+        body = lines[1:] if keep_header else lines
+        kept = [line for line in body if line.split(",", 1)[0].strip() in wanted]
+        text = "\n".join(([lines[0]] if keep_header else []) + kept)
+        (out / path.name).write_text(text + ("\n" if keep_header else ""))
+
+    copy_rows(files.data_entry, True)
+    copy_rows(files.bbox, True)
+    copy_rows(files.train_val, False)
+    copy_rows(files.test, False)
+    for name in sorted(wanted):
+        target = out / "images" / name
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        if symlink:
+            target.symlink_to(available[name].resolve())
+        else:
+            shutil.copyfile(available[name], target)
+    return out
