@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Config overrides may look like options (`--no-model.pretrained`, `--train.progress_bar`): commands
+    # that take overrides (an `overrides` argument) receive the tokens argparse does not know.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = list(args.overrides or []) + unknown
+    args.command_line = ["thoracic", *(sys.argv[1:] if argv is None else argv)]  # recorded in run_info.json
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -1,0 +1,36 @@
+"""One run per seed on the same split, then mean +- std of every metric (val at the best epoch and,
+unless --no-test, the test split); writes per_seed.csv and summary.csv/json/md in the experiment folder.
+
+  thoracic experiment --config baseline --seeds 0 1 2
+  thoracic experiment --config space_attention --seeds 0 1 2 --devices 4 --folder runs/sa-seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from thoracic.commands.train import add_common_arguments, collect_overrides
+from thoracic.config import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, resume=False)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--folder", help="experiment folder (default <output_dir>/experiment-<model>-<time>); "
+                        "rerunning with the same folder skips finished seeds and resumes interrupted ones")
+    parser.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
+                        help="evaluate each run's best checkpoint on the test split (default: yes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thoracic.training.experiment import format_mean_std, run_experiment
+    from thoracic.training.trainer import load_config_by_name
+
+    if not args.config:
+        raise ConfigError("thoracic experiment: give --config FILE_OR_NAME")
+    cfg = load_config_by_name(args.config, collect_overrides(args))
+    result = run_experiment(cfg, args.seeds, folder=args.folder, test=args.test,
+                            command_line=getattr(args, "command_line", None))
+    print(format_mean_std(result.summary))
+    print(f"experiment folder: {result.folder}")
+    return 0

@@ -1,0 +1,249 @@
+"""The LightningModule: one model of the registry, its loss, Adam and the paper's step schedule.
+
+What it logs each epoch: ``train_loss`` (per step and per epoch), ``val_loss``, ``val_auc/<class>`` for
+the 14 classes of :data:`~thoracic.constants.CLASS_NAMES` and ``val_auc_mean`` (mean over the classes
+whose AUC is defined). Validation runs in eval mode without gradients (Lightning's evaluation loop),
+unlike the seed paper's code, which validated in train mode and so updated BatchNorm statistics on
+validation images (seed NOTES, "Training as it really was").
+
+The AUC is computed over *all* processes: predictions, labels and dataset indices are gathered from
+every rank (torchmetrics ``cat`` states) and de-duplicated by index, because a ``DistributedSampler``
+pads the last shard by repeating images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.functional.classification import multilabel_auroc
+from torchmetrics.utilities import dim_zero_cat
+
+from thoracic.config import Config, config_from_dict, to_dict
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import RunError
+from thoracic.losses import build_loss
+from thoracic.models import build_model
+from thoracic.models.output import ModelOutput
+
+
+class NonFiniteLossError(RunError):
+    """The training or validation loss became NaN or infinite; the run stops, last.ckpt is kept."""
+
+
+class DeduplicatedAUROC(Metric):
+    """Per-class ROC AUC over every process, counting each dataset index once.
+
+    States are concatenated across processes on ``compute`` (torchmetrics syncs them under DDP), then
+    rows with a repeated ``index`` (DistributedSampler padding) are dropped. A class whose labels take a
+    single value has no AUC: NaN, never 0.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_labels: int) -> None:
+        super().__init__()
+        self.num_labels = num_labels
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, indices: torch.Tensor) -> None:
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().round().long())
+        self.indices.append(indices.detach().long().reshape(-1))
+
+    def compute(self) -> torch.Tensor:
+        # After a DDP sync the list states are already concatenated tensors.
+        if isinstance(self.preds, list) and not self.preds:
+            return torch.full((self.num_labels,), float("nan"))
+        preds = dim_zero_cat(self.preds)
+        target = dim_zero_cat(self.target)
+        indices = dim_zero_cat(self.indices)
+        preds, target = _deduplicate(preds, target, indices)
+        positives = target.sum(dim=0)
+        defined = (positives > 0) & (positives < target.shape[0])
+        auc = torch.full((self.num_labels,), float("nan"), device=preds.device)
+        if bool(defined.any()):
+            columns = defined.nonzero().flatten()
+            auc[columns] = multilabel_auroc(
+                preds[:, columns], target[:, columns], num_labels=len(columns), average=None, thresholds=None
+            ).float()
+        return auc
+
+
+def _deduplicate(
+    preds: torch.Tensor, target: torch.Tensor, indices: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the first row of every dataset index (rows are in gather order)."""
+    order = torch.argsort(indices, stable=True)
+    sorted_indices = indices[order]
+    keep = torch.ones_like(sorted_indices, dtype=torch.bool)
+    keep[1:] = sorted_indices[1:] != sorted_indices[:-1]
+    rows = order[keep]
+    return preds[rows], target[rows]
+
+
+def compute_loss(
+    loss_fn: nn.Module, output: ModelOutput, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total, main)``: the loss of the logits plus one term per deep-supervision head.
+
+    The attention-gated network's ``aggregation=deep_supervision`` returns auxiliary per-level
+    predictions that are trained with the same loss (Schlemper et al. 2019, deep supervision);
+    each auxiliary term has weight 1, as the summed objective of the published code. The loss is
+    computed in float32 even under mixed precision.
+    """
+    targets = targets.float()
+    main = loss_fn(output.logits.float(), targets)
+    total = main
+    for aux in output.aux_logits:
+        total = total + loss_fn(aux.float(), targets)
+    return total, main
+
+
+class ThoracicModule(LightningModule):
+    """Trains one registry model with the config's loss and optimiser.
+
+    Args:
+        config: the resolved run config (stored in every checkpoint with the class order).
+        class_frequencies: fraction of positive training images per class (per-class loss weights);
+            ``None`` when the loss does not need them.
+        model: an already built model (resume, evaluation, benchmarks); by default
+            ``build_model(config.model)``.
+
+    Checkpoints hold ``hyper_parameters = {"config": to_dict(config), "class_names": [...],
+    "class_frequencies": [...] or None}`` and the model under ``state_dict["model.*"]``
+    (the contract of :mod:`thoracic.training.checkpoints`).
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any],
+        class_frequencies: Sequence[float] | np.ndarray | None = None,
+        class_names: Sequence[str] = CLASS_NAMES,
+        model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, Config):
+            config = config_from_dict(config)
+        if tuple(class_names) != CLASS_NAMES:
+            raise RunError(f"class order {tuple(class_names)} differs from this version's {CLASS_NAMES}")
+        frequencies = None if class_frequencies is None else [float(f) for f in np.asarray(class_frequencies)]
+        # Set directly (not save_hyperparameters, which inspects the __init__ arguments): these are exactly
+        # the keys the checkpoint contract names, and load_from_checkpoint passes them back as arguments.
+        self.hparams.update(
+            {"config": to_dict(config), "class_names": list(CLASS_NAMES), "class_frequencies": frequencies}
+        )
+        self.config = config
+        self.model = build_model(config.model) if model is None else model
+        self.loss_fn = build_loss(config.loss, None if frequencies is None else np.asarray(frequencies))
+        self.val_auc = DeduplicatedAUROC(len(CLASS_NAMES))
+        self.test_auc = DeduplicatedAUROC(len(CLASS_NAMES))
+        # Image-weighted mean over every process (Lightning's sync_dist would average per-rank means).
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
+
+    # ------------------------------------------------------------------ forward / steps
+
+    def configure_model(self) -> None:
+        if self.config.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor, return_maps: bool = False) -> ModelOutput:
+        if self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images, return_maps=return_maps)
+
+    def _check_finite(self, loss: torch.Tensor, stage: str, reduce: bool = True) -> None:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        # All ranks must take the same decision, or the others would wait forever in the next all-reduce.
+        if reduce and self.trainer is not None and self.trainer.world_size > 1:
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if not finite:
+            raise NonFiniteLossError(
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "training stopped; checkpoints/last.ckpt (if any) holds the last finished, finite epoch. "
+                "Lower optim.lr, or use train.precision=32-true or bf16-mixed instead of 16-mixed."
+            )
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        output = self(batch["image"])
+        loss, _ = compute_loss(self.loss_fn, output, batch["labels"])
+        self._check_finite(loss, "training")
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["labels"].shape[0], sync_dist=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # The learning rate this epoch runs with (the step schedule updates it after each epoch).
+        optimizer = self.optimizers()
+        optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+        self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True)
+
+    def _evaluate_step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
+        output = self(batch["image"])
+        loss, _ = compute_loss(self.loss_fn, output, batch["labels"])
+        metric: DeduplicatedAUROC = getattr(self, f"{stage}_auc")
+        metric.update(torch.sigmoid(output.logits.float()), batch["labels"], _as_index_tensor(batch, loss.device))
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=batch["labels"].shape[0])
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._evaluate_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._evaluate_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Loss and per-class AUC over all processes (each computed once, identical on every rank)."""
+        loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
+        auc_metric: DeduplicatedAUROC = getattr(self, f"{stage}_auc")
+        loss = loss_metric.compute()
+        auc = auc_metric.compute().cpu()
+        loss_metric.reset()
+        auc_metric.reset()
+        if stage == "val":
+            # Same value on every rank after the metric's sync, so every rank takes the same decision.
+            self._check_finite(loss, "validation", reduce=False)
+        values = {f"{stage}_auc/{name}": float(v) for name, v in zip(CLASS_NAMES, auc.tolist())}
+        defined = [v for v in auc.tolist() if not math.isnan(v)]
+        self.log_dict(values, on_step=False, on_epoch=True)
+        self.log(f"{stage}_auc_mean", float(np.mean(defined)) if defined else float("nan"),
+                 on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}_loss", float(loss), on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_auc.reset()
+            self.val_loss.reset()
+            return
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        """Adam (paper section 4) with optional weight decay and ``lr * gamma`` every ``lr_step_epochs``."""
+        optim = self.config.optim
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.lr_step_epochs <= 0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.lr_step_epochs, gamma=optim.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _as_index_tensor(batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
+    index = batch.get("index")
+    if index is None:  # no dataset index: every row counts (no de-duplication possible)
+        raise RunError("validation batches must carry the dataset 'index' of each image (data contract)")
+    return torch.as_tensor(index, device=device).long()

@@ -1,0 +1,526 @@
+"""``train(config, resume=None) -> run folder``: the paper's recipes on a Lightning ``Trainer``.
+
+The run folder (docs/ARCHITECTURE.md)::
+
+    <output_dir>/<run_name>/
+      config.yaml            the resolved Config
+      run_info.json          library versions, git commit, seed, class order, command line(s), devices
+      checkpoints/best.ckpt  lowest validation loss
+      checkpoints/last.ckpt  end of the last finished epoch (what --resume continues from)
+      logs/metrics.csv       CSV log (one row per logging step / epoch)
+      logs/tensorboard/      TensorBoard events
+      summary.json           best epoch, its metrics, epochs run, whether early stopping fired
+
+Both checkpoints are written atomically (temporary file + ``os.replace``), so a crash while saving
+leaves the previous file intact. Resuming (``train(None, resume=run)``) restores the epoch, the
+optimizer, the LR scheduler, the early-stopping and checkpoint callbacks' state; the data order and the
+global random generators depend only on ``(seed, epoch)`` (:mod:`thoracic.training.seeding`), so a run
+killed at any point and resumed from ``last.ckpt`` replays the unfinished epoch exactly as the
+uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import seed_everything as lightning_seed_everything
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader
+
+from thoracic.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    merge_overrides,
+    parse_overrides,
+    save_config,
+    to_dict,
+)
+from thoracic.config import replace as replace_config
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import RunError
+from thoracic.models import build_model
+from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
+from thoracic.training.module import ThoracicModule
+from thoracic.training.seeding import EpochReseed, EpochSeededSampler, ShardedSampler
+
+log = logging.getLogger(__name__)
+
+#: Config keys that may change when a run is resumed (where and how it runs, not what it learns).
+RESUMABLE_OVERRIDES: tuple[str, ...] = (
+    "train.max_epochs", "train.accelerator", "train.devices", "train.num_nodes", "train.strategy",
+    "train.progress_bar", "train.log_every_n_steps", "train.precision",
+    "data.root", "data.cache", "data.num_workers",
+)
+
+_LIBRARIES = ("thoracic", "torch", "torchvision", "lightning", "torchmetrics", "numpy", "pandas", "scipy",
+              "pillow", "pydicom", "captum", "scikit-learn", "matplotlib", "pyyaml")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file in the same folder, fsync it, then ``os.replace`` it.
+
+    ``os.replace`` is atomic on POSIX and Windows within one file system: readers see the old complete
+    file or the new complete file, never a truncated one (Lightning's own writer opens the target for
+    writing directly on local disks).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------------
+# Run folder
+# --------------------------------------------------------------------------------------------------
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<model>-seed<seed>-<YYYYmmdd-HHMMSS>``: readable and sortable."""
+    return f"{cfg.model.name}-seed{cfg.seed}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve_run_dir(cfg: Config) -> Path:
+    """Where a new run of ``cfg`` goes; a folder that already holds a run gets a ``-2``, ``-3``... suffix.
+
+    Only rank 0 writes; under DDP the checkpoint folder is broadcast from rank 0 by Lightning, so other
+    ranks computing a different name (another second, another suffix) is harmless.
+    """
+    base = Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
+    candidate, counter = base, 1
+    while (candidate / "config.yaml").exists():
+        counter += 1
+        candidate = base.with_name(f"{base.name}-{counter}")
+    return candidate
+
+
+def _git_commit() -> dict[str, Any]:
+    """Commit and dirty flag of the repository holding this package (None outside a git checkout)."""
+    where = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=20, check=True).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape a run's numbers."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cuda_available": torch.cuda.is_available(),
+                            "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | None,
+                   resumed_from: Path | None = None) -> Path:
+    """Write (or, on resume, extend) ``run_info.json``; returns its path."""
+    path = run_dir / "run_info.json"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    entry = {"time": now, "command_line": list(command_line) if command_line is not None else None,
+             "git": _git_commit(), "versions": library_versions(), "devices": _device_info()}
+    if resumed_from is not None and path.is_file():
+        info = json.loads(path.read_text())
+        info.setdefault("resumes", []).append({**entry, "checkpoint": str(resumed_from)})
+    else:
+        info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
+                "model": cfg.model.name, "backbone": cfg.model.backbone, **entry}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def check_data_config(cfg: Config) -> None:
+    """Fail early, naming the key, when the data folder is missing."""
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"data.root: folder {root} does not exist (expected a ChestX-ray14 folder; "
+            "`thoracic synth` writes a phantom one)"
+        )
+    if cfg.data.cache is not None and not Path(cfg.data.cache).is_dir():
+        raise ConfigError(f"data.cache: folder {cfg.data.cache} does not exist (run `thoracic prepare` first)")
+
+
+def build_datamodule(cfg: Config) -> Any:
+    """The project's ``ChestXrayDataModule`` for ``cfg`` (set up for fitting)."""
+    from thoracic.data.dataset import ChestXrayDataModule
+
+    datamodule = ChestXrayDataModule.from_config(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    return datamodule
+
+
+def _rebuild_loader(loader: DataLoader, sampler: torch.utils.data.Sampler, **changes: Any) -> DataLoader:
+    options = dict(
+        batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory, drop_last=loader.drop_last, timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator, persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+    )
+    options.update(changes)
+    return DataLoader(loader.dataset, sampler=sampler, **options)
+
+
+def reproducible_train_loader(loader: DataLoader, seed: int) -> DataLoader:
+    """The same loader, shuffled by :class:`EpochSeededSampler` (order = f(seed, epoch), sharded under
+    DDP) and with its own ``torch.Generator`` (reseeded per epoch by :class:`EpochReseed`; it draws the
+    workers' base seed).
+
+    Persistent workers are turned off when the dataset augments: fresh workers each epoch get their
+    random state from the reseeded generator, so a resumed run draws the same augmentations.
+    """
+    if loader.batch_size is None:
+        raise RunError("the train loader must use batch_size (not a custom batch_sampler)")
+    augments = bool(getattr(loader.dataset, "augment", False))
+    return _rebuild_loader(loader, EpochSeededSampler(loader.dataset, seed=seed), generator=torch.Generator(),
+                           persistent_workers=loader.persistent_workers and not augments)
+
+
+def sharded_eval_loader(loader: DataLoader) -> DataLoader:
+    """The same (unshuffled) loader with a :class:`ShardedSampler`: each image once over all processes."""
+    if loader.batch_size is None:
+        raise RunError("evaluation loaders must use batch_size (not a custom batch_sampler)")
+    if isinstance(loader.sampler, torch.utils.data.RandomSampler):
+        raise RunError("validation/test loaders must not shuffle")
+    return _rebuild_loader(loader, ShardedSampler(loader.dataset))
+
+
+# --------------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """``auto`` -> ``auto``; ``2`` -> 2; ``-1`` -> -1 (all); ``0,1`` -> [0, 1]."""
+    text = str(devices).strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"train.devices: expected auto, a count (2, -1 for all) or a list (0,1), got {devices!r}") \
+            from None
+
+
+def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[Trainer, EpochReseed]:
+    """A Lightning Trainer with the run's checkpoints, early stopping, loggers and precision."""
+    train = cfg.train
+    best = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_top_k=1,
+        save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    # A second callback for last.ckpt: Lightning 2.6's save_last only writes when the monitored
+    # checkpoint was written in the same step, i.e. not after an epoch without improvement.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+        save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    early_stopping = EarlyStopping(
+        monitor="val_loss", mode="min", patience=train.patience, min_delta=train.min_delta, check_finite=True,
+    )
+    reseed = EpochReseed(cfg.seed)  # the train loader's generator is attached by train()
+    loggers = [
+        # Flushed at every logging call so a crash loses no finished epoch's row.
+        CSVLogger(save_dir=run_dir, name="logs", version="", flush_logs_every_n_steps=1),
+        TensorBoardLogger(save_dir=run_dir, name="logs", version="tensorboard", default_hp_metric=False),
+    ]
+    trainer = Trainer(
+        default_root_dir=run_dir,
+        max_epochs=train.max_epochs,
+        accelerator=train.accelerator,
+        devices=parse_devices(train.devices),
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=train.precision,
+        callbacks=[reseed, early_stopping, *callbacks, best, last],
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        limit_train_batches=train.limit_train_batches,
+        limit_val_batches=train.limit_val_batches,
+        log_every_n_steps=train.log_every_n_steps,
+        enable_progress_bar=train.progress_bar,
+        enable_model_summary=train.progress_bar,
+        # "warn": deterministic kernels wherever torch has them; a warning (not a crash mid-run) for the
+        # few GPU kernels without a deterministic version.
+        deterministic="warn" if train.deterministic else False,
+        benchmark=not train.deterministic,
+        # The loaders shard themselves (EpochSeededSampler / ShardedSampler): see thoracic.training.seeding.
+        use_distributed_sampler=False,
+    )
+    return trainer, reseed
+
+
+def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
+    """(run folder, last checkpoint) for ``--resume RUN`` (a run folder or a .ckpt inside one)."""
+    resume = Path(resume)
+    checkpoint = find_checkpoint(resume, "last")
+    run_dir = resume if resume.is_dir() else checkpoint.parent.parent
+    if not (run_dir / "checkpoints").is_dir():
+        raise RunError(f"cannot resume {resume}: not inside a run folder (expected <run>/checkpoints/last.ckpt)")
+    return run_dir, checkpoint
+
+
+def config_for_resume(resume: str | Path, overrides: Mapping[str, Any] | Sequence[str] = ()) -> Config:
+    """The config stored in the run's last checkpoint, with the few overrides a resume may change."""
+    _, checkpoint = _resume_checkpoint(resume)
+    cfg, _ = load_checkpoint_config(checkpoint)
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    forbidden = sorted(k for k in overrides if k not in RESUMABLE_OVERRIDES)
+    if forbidden:
+        raise ConfigError(
+            f"cannot change {', '.join(forbidden)} when resuming (the run would no longer be the same run); "
+            f"allowed: {', '.join(RESUMABLE_OVERRIDES)}"
+        )
+    return config_from_dict(merge_overrides(to_dict(cfg), overrides))
+
+
+def train(
+    cfg: Config | None,
+    resume: str | Path | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    command_line: Sequence[str] | None = None,
+) -> Path:
+    """Train ``cfg`` (or continue the run ``resume``) and return the run folder.
+
+    Args:
+        cfg: the resolved config; with ``resume`` it may be None (the run's own config is used).
+        resume: a run folder (or its ``last.ckpt``) to continue exactly where its last finished epoch ended.
+        callbacks: extra Lightning callbacks (tests use them to interrupt a run).
+        command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
+
+    Raises:
+        ConfigError: missing data folder, bad devices; RunError: nothing to resume, non-finite loss.
+    """
+    checkpoint_path: Path | None = None
+    if resume is not None:
+        run_dir, checkpoint_path = _resume_checkpoint(resume)
+        if cfg is None:
+            cfg, _ = load_checkpoint_config(checkpoint_path)
+    elif cfg is None:
+        raise ConfigError("train: give a config or a run to resume")
+    check_data_config(cfg)
+    if resume is None:
+        run_dir = resolve_run_dir(cfg)
+
+    # Seeds Python/NumPy/torch (model initialisation) and has Lightning seed DataLoader workers per rank.
+    lightning_seed_everything(cfg.seed, workers=True, verbose=False)
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            save_config(cfg, run_dir / "config.yaml")
+        write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
+        if checkpoint_path is not None:
+            _keep_previous_csv_log(run_dir)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    frequencies = getattr(datamodule, "class_frequencies", None)
+    # On resume the checkpoint supplies every weight: do not fetch ImageNet weights just to overwrite them.
+    model = _model_without_pretrained_weights(cfg) if checkpoint_path is not None else None
+    module = ThoracicModule(cfg, class_frequencies=frequencies, model=model)
+    trainer, reseed = build_trainer(cfg, run_dir, callbacks)
+
+    train_loader = reproducible_train_loader(datamodule.train_dataloader(), cfg.seed)
+    reseed.generator = train_loader.generator
+    val_loader = sharded_eval_loader(datamodule.val_dataloader())
+    # Lightning builds the first train iterator of a fit before on_train_epoch_start and set_epoch:
+    # position the sampler and the generators on the first epoch now.
+    start_epoch = 0 if checkpoint_path is None else _next_epoch(checkpoint_path)
+    train_loader.sampler.set_epoch(start_epoch)
+    reseed.reseed(start_epoch)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                ckpt_path=str(checkpoint_path) if checkpoint_path is not None else None)
+    if trainer.interrupted:
+        raise RunError(f"training of {run_dir} was interrupted; resume with `thoracic train --resume {run_dir}`")
+    if trainer.world_size > 1:
+        # Other ranks may have computed another folder name (another second); rank 0's is the run.
+        run_dir = Path(trainer.strategy.broadcast(str(run_dir), src=0))
+    if trainer.is_global_zero:
+        write_summary(run_dir, trainer)
+    return run_dir
+
+
+def _model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
+    """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download)."""
+    return build_model(replace_config(cfg.model, pretrained=False, weights=None))
+
+
+def _next_epoch(checkpoint_path: Path) -> int:
+    """The epoch a resumed fit starts with: one past the epoch the end-of-epoch checkpoint recorded."""
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    return int(ckpt.get("epoch", -1)) + 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading logs back
+# --------------------------------------------------------------------------------------------------
+
+
+def _csv_parts(run_dir: Path) -> list[Path]:
+    """CSV logs of the sessions before each resume, oldest first (``metrics_part<k>.csv``)."""
+    parts = list((run_dir / "logs").glob("metrics_part*.csv"))
+    return sorted(parts, key=lambda p: int(p.stem.removeprefix("metrics_part") or 0))
+
+
+def _keep_previous_csv_log(run_dir: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv; move it aside so a resume keeps history."""
+    current = run_dir / "logs" / "metrics.csv"
+    if current.is_file():
+        os.replace(current, current.with_name(f"metrics_part{len(_csv_parts(run_dir)) + 1}.csv"))
+
+
+def read_epoch_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """One row per epoch (index ``epoch``) of the run's CSV log: losses, per-class val AUC, learning rate.
+
+    The logs of sessions before a resume (``metrics_part<k>.csv``) come first; a resumed run replays the
+    epoch it was killed in, and the later rows win.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "logs" / "metrics.csv"
+    files = [*_csv_parts(run_dir), *([path] if path.is_file() else [])]
+    if not files:
+        raise RunError(f"run {run_dir} has no CSV log ({path} is missing)")
+    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    if "epoch" not in table.columns:
+        raise RunError(f"{path}: no 'epoch' column")
+    table = table.dropna(subset=["epoch"])
+    table["epoch"] = table["epoch"].astype(int)
+    columns = [c for c in table.columns if c not in ("step", "epoch") and not c.endswith("_step")]
+    per_epoch = table.groupby("epoch")[columns].last()
+    return per_epoch.dropna(how="all")
+
+
+def write_summary(run_dir: Path, trainer: Trainer) -> dict[str, Any]:
+    """``summary.json``: the best epoch (lowest val loss) and its metrics, epochs run, early stop."""
+    checkpoint = trainer.checkpoint_callback
+    early = trainer.early_stopping_callback
+    epochs = read_epoch_metrics(run_dir)
+    summary: dict[str, Any] = {"class_names": list(CLASS_NAMES), "epochs_completed": int(trainer.current_epoch),
+                               "stopped_early": bool(early is not None and early.stopped_epoch > 0),
+                               "best_epoch": None, "best_val_loss": None, "metrics": {}}
+    if "val_loss" in epochs.columns and epochs["val_loss"].notna().any():
+        best_epoch = int(epochs["val_loss"].idxmin())
+        row = epochs.loc[best_epoch]
+        summary["best_epoch"] = best_epoch
+        summary["best_val_loss"] = float(row["val_loss"])
+        summary["metrics"] = {k: _finite_or_none(v) for k, v in row.items()
+                              if k.startswith("val_") or k.startswith("train_loss")}
+    if checkpoint is not None and checkpoint.best_model_path:
+        summary["best_checkpoint"] = os.path.relpath(checkpoint.best_model_path, run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        packaged = Path(__file__).resolve().parent.parent / "configs" / f"{path.stem}.yaml"
+        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
+            path = packaged
+        elif not path.exists():
+            available = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
+            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
+                              f"(packaged: {', '.join(available)})")
+    return load_config(path, overrides)
+
+
+def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
+             overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+    """Loss and per-class AUC of a run's checkpoint on ``split`` (``test`` or ``val``), with Lightning.
+
+    Runs on the run's own accelerator/devices settings (``overrides`` may change them, e.g.
+    ``{"train.devices": "1"}``); the AUC is gathered over all processes. Also stored in
+    ``summary.json`` under ``<split>_metrics``.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = find_checkpoint(run_dir, which)
+    cfg, ckpt = load_checkpoint_config(checkpoint)
+    if overrides:
+        cfg = config_from_dict(merge_overrides(to_dict(cfg), overrides))
+    if split not in ("test", "val"):
+        raise ConfigError(f"split: expected test or val, got {split!r}")
+    check_data_config(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test" if split == "test" else "fit")
+    loader = sharded_eval_loader(datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader())
+    module = ThoracicModule(cfg, class_frequencies=ckpt["hyper_parameters"].get("class_frequencies"),
+                            model=_model_without_pretrained_weights(cfg))
+    module.load_state_dict(ckpt["state_dict"])
+    trainer = Trainer(accelerator=cfg.train.accelerator, devices=parse_devices(cfg.train.devices),
+                      num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
+                      logger=False, enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
+                      limit_test_batches=1.0, deterministic="warn" if cfg.train.deterministic else False,
+                      use_distributed_sampler=False)
+    results = trainer.test(module, dataloaders=loader, verbose=False)[0]
+    metrics = {k.replace("test_", f"{split}_", 1): _finite_or_none(v) for k, v in results.items()}
+    if trainer.is_global_zero:
+        path = run_dir / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary[f"{split}_metrics"] = metrics
+        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
+        path.write_text(json.dumps(summary, indent=2))
+    return metrics
