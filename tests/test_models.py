@@ -29,14 +29,6 @@ from thoracic.models.ops import lse_pool, minmax_normalize, resize_maps
 MODELS = ("baseline", "space_attention", "attention_gated")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(batch: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
