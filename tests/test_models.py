@@ -363,3 +363,18 @@ def test_local_weights_errors_name_the_file(tmp_path: Path) -> None:
 def test_densenet_old_style_keys_are_renamed() -> None:
     old = "features.denseblock1.denselayer1.norm.1.weight"
     assert backbones_module._DENSENET_OLD_KEY.sub(r"\1\2", old) == "features.denseblock1.denselayer1.norm1.weight"
+
+
+def test_space_attention_logits_depend_only_on_the_sum_of_the_two_weight_halves() -> None:
+    """logit = mean(W_f f + W_g g + b) = (W_f + W_g) g + b with g = mean(f): the README's caveat."""
+    torch.manual_seed(0)
+    model = create_model("space_attention", backbone="resnet10").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.backbone(x)["final"]
+        g = features.mean(dim=(2, 3))
+        weight = model.classifier.weight[:, :, 0, 0]
+        channels = features.shape[1]
+        summed = weight[:, :channels] + weight[:, channels:]
+        expected = g @ summed.T + model.classifier.bias
+        torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)

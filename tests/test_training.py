@@ -480,3 +480,23 @@ def test_lr_sweep_and_experiment_commands(phantom_dir, phantom_cache, tmp_path, 
     assert list(per_seed.index) == [3] and "test_loss" not in per_seed.columns
     assert main(["experiment", *common, "--seeds", "1", "1"]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
+
+
+def test_uint8_batches_are_normalised_on_the_device_like_the_float_dataset(phantom_dir, phantom_cache, tmp_path):
+    """The trainer's loaders send uint8 images; on_after_batch_transfer must give what the float dataset gives."""
+    from thoracic.training.module import ThoracicModule
+    from thoracic.training.trainer import build_datamodule
+
+    cfg = small_config(phantom_dir, tmp_path)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["image"].dtype == torch.uint8
+    module = ThoracicModule(cfg)
+    moved = module.on_after_batch_transfer(batch, 0)
+    reference = datamodule.split_dataset("val")
+    float_dataset = type(reference)(reference.dataset, reference.cache, reference.indices,
+                                    normalize=cfg.data.normalize)
+    expected = torch.stack([float_dataset[i]["image"] for i in range(len(batch["labels"]))])
+    assert moved["image"].dtype == torch.float32
+    torch.testing.assert_close(moved["image"], expected)

@@ -32,14 +32,14 @@ DEMO_MODELS: tuple[str, ...] = ("baseline", "space_attention", "attention_gated"
 
 #: CPU-sized overrides applied on top of each paper config (documented in the README).
 DEMO_OVERRIDES: dict[str, Any] = {
-    "data.image_size": 128,
+    "data.image_size": 192,
     "data.num_workers": 0,
     "model.backbone": "resnet10",
     "model.pretrained": False,
     "optim.lr": 1e-3,
     "optim.lr_step_epochs": 0,
     "train.batch_size": 32,
-    "train.max_epochs": 8,
+    "train.max_epochs": 10,
     "train.patience": 3,
     "train.precision": "32-true",
     "train.accelerator": "cpu",

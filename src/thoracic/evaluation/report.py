@@ -141,7 +141,7 @@ def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
         label = base if labels[base] == 1 else f"{base} ({labels[base]})"
         if len(runs) > 1:
             label += f" x{len(runs)} seeds"
-        else:
+        elif runs[0].path.name != base:
             label += f" [{runs[0].path.name}]"
         result.append(RunGroup(label, runs))
     return result
@@ -450,7 +450,8 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
             paths = [evaluation / f"{kind}_{method}.{ext}" for kind, ext in
                      (("heatmaps", "npz"), ("boxes", "csv"), ("scores", "csv"))]
             if all(p.is_file() for p in paths):
-                sources.append((f"{summary.path.name} {summary.model} {method}", summary, *paths))
+                run = summary.model if summary.path.name == summary.model else f"{summary.path.name} ({summary.model})"
+                sources.append((f"{run} {method}", summary, *paths))
     if len(sources) < 2:
         return None
     scores = pd.read_csv(sources[0][4])

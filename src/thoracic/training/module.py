@@ -27,6 +27,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from thoracic.config import Config, config_from_dict, to_dict
 from thoracic.constants import CLASS_NAMES
+from thoracic.data.dataset import normalize_images
 from thoracic.errors import RunError
 from thoracic.losses import build_loss
 from thoracic.models import build_model
@@ -108,6 +109,10 @@ def compute_loss(
     return total, main
 
 
+#: On accelerators, how often (in steps) the training loss is checked for NaN / inf.
+FINITE_CHECK_EVERY = 50
+
+
 class ThoracicModule(LightningModule):
     """Trains one registry model with the config's loss and optimiser.
 
@@ -161,6 +166,13 @@ class ThoracicModule(LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images, return_maps=return_maps)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise uint8 image batches on the device (the data module sends them as uint8)."""
+        if isinstance(batch, Mapping) and batch["image"].dtype == torch.uint8:
+            batch = dict(batch)
+            batch["image"] = normalize_images(batch["image"], self.config.data.normalize)
+        return batch
+
     def _check_finite(self, loss: torch.Tensor, stage: str, reduce: bool = True) -> None:
         finite = bool(torch.isfinite(loss.detach()).all())
         # All ranks must take the same decision, or the others would wait forever in the next all-reduce.
@@ -176,7 +188,10 @@ class ThoracicModule(LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         output = self(batch["image"])
         loss, _ = compute_loss(self.loss_fn, output, batch["labels"])
-        self._check_finite(loss, "training")
+        # Reading the loss on the host waits for the accelerator: on a GPU check every
+        # FINITE_CHECK_EVERY steps (and at the end of every epoch, through the validation loss).
+        if loss.device.type == "cpu" or batch_idx % FINITE_CHECK_EVERY == 0:
+            self._check_finite(loss, "training")
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch["labels"].shape[0], sync_dist=True)
         return loss

@@ -197,7 +197,10 @@ def build_datamodule(cfg: Config) -> Any:
     """The project's ``ChestXrayDataModule`` for ``cfg`` (set up for fitting)."""
     from thoracic.data.dataset import ChestXrayDataModule
 
-    datamodule = ChestXrayDataModule.from_config(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    # Batches travel as uint8 (4x less host memory traffic and host-to-device copy than float32) and are
+    # normalised on the device by ThoracicModule.on_after_batch_transfer, with the same function.
+    datamodule = ChestXrayDataModule.from_config(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.seed,
+                                                 as_uint8=True)
     return datamodule
 
 
