@@ -263,8 +263,9 @@ benchmark 2) plus a 1024 px resize; a cache sample is one 64 KiB row of a memory
 normalised float tensor. Through a `DataLoader` the default collate copies every float32 sample
 (3 x 256 x 256 x 4 B = 768 KiB) once more into the batch; with `as_uint8=True` the samples are 12x smaller
 (1 x 256 x 256 uint8) and the loader is faster (last row). On a GPU they are also what is passed from
-worker processes through shared memory and to copy to the device (12x less): the training module should accept
-uint8 batches and normalise them on the device (`normalize_images`), which it does not yet.
+worker processes through shared memory and to copy to the device (12x less), so `thoracic train` uses them:
+its loaders send uint8 batches and `ThoracicModule.on_after_batch_transfer` normalises them on the device
+with the same `normalize_images`.
 """,
     "prepare": """
 One worker matches the bare loop: the cache adds only the metadata read, the memory-map writes and the
