@@ -30,6 +30,16 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     auc = json.loads((evaluation / "auc_test.json").read_text())
     assert set(auc["per_class"]) == set(CLASS_NAMES) and auc["bootstrap"]["n_resamples"] == 50
     assert (evaluation / "roc_test.png").stat().st_size > 0
+    # Table 1 of the single run: its AUCs (with CIs) beside Wang et al. 2017 and the paper's column
+    table1 = pd.read_csv(evaluation / "table1_test.csv", index_col="class", dtype=str)
+    assert list(table1.index) == [*CLASS_NAMES, "Mean"]
+    assert list(table1.columns[:3]) == ["Wang 2017 ResNet-50", "baseline", "Paper BL ResNet-34"]
+    assert table1.loc["Mean", "baseline"].startswith(f"{auc['mean_auc']:.4f} [")
+    assert table1.loc["Atelectasis", "Wang 2017 ResNet-50"] == "0.7003"  # Wang et al. 2017, Table 4
+    table1_md = (evaluation / "table1_test.md").read_text()
+    assert "| class | Wang 2017 ResNet-50 | baseline | Paper BL ResNet-34 |" in table1_md
+    space_table1 = pd.read_csv(runs[2] / "evaluation" / "table1_test.csv", index_col="class", dtype=str)
+    assert list(space_table1.columns[:3]) == ["Wang 2017 ResNet-50", "space_attention", "Paper S.Att."]
 
     # every box row of the phantom test images is scored, at both thresholds and pooled
     scores = pd.read_csv(evaluation / "scores_native.csv")
@@ -50,3 +60,11 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     for heading in ["IoU > 0.1", "IoU > 0.7", "IoBB > 0.25", "IoBB > 0.9", "random box", "centre box"]:
         assert heading in markdown
     assert "data:image/png;base64," in html and "<table" in html
+    assert "on the test split" in markdown
+
+    # --split val: evaluated, tabled and reported as the validation split, never called "test"
+    assert main(["evaluate", str(runs[2]), "--split", "val", "--bootstrap", "0", "--no-progress"]) == 0
+    assert "on the val split" in (runs[2] / "evaluation" / "table1_val.md").read_text()
+    assert main(["report", str(runs[2]), "--split", "val", "--out", str(tmp_path / "val_report")]) == 0
+    val_markdown = (tmp_path / "val_report" / "report.md").read_text()
+    assert "on the val split" in val_markdown and "test split" not in val_markdown.replace("test-split", "")

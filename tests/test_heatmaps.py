@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from torch import nn
@@ -118,3 +122,59 @@ def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_class: type
             # The peak's cell centre, in image pixels, lies inside this class's block.
             assert rows.start <= (row + 0.5) * scale < rows.stop, (k, row, col, heatmap)
             assert cols.start <= (col + 0.5) * scale < cols.stop, (k, row, col, heatmap)
+
+
+# --------------------------------------------------------------------------------------------------
+# Heatmap code depends only on the model output type (house style), not on the models package
+# --------------------------------------------------------------------------------------------------
+
+
+def test_importing_heatmaps_does_not_import_the_models_package() -> None:
+    """A fresh interpreter: ``import thoracic.heatmaps`` leaves ``thoracic.models`` unloaded, and the
+    native maps work on any module whose output has ``class_maps`` (duck typing)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from types import SimpleNamespace
+
+        import torch
+
+        import thoracic.heatmaps as heatmaps
+
+        loaded = sorted(m for m in sys.modules if m == "thoracic.models" or m.startswith("thoracic.models."))
+        assert not loaded, f"thoracic.heatmaps imported {loaded}"
+
+        class Tiny(torch.nn.Module):
+            num_classes = 2
+
+            def forward(self, x, return_maps=False):
+                maps = torch.stack([x[:, 0], -x[:, 0]], dim=1)
+                return SimpleNamespace(logits=maps.mean(dim=(2, 3)), class_maps=maps if return_maps else None)
+
+        image = torch.zeros(1, 3, 4, 4)
+        image[0, 0, 1, 2] = 5.0
+        heatmap = heatmaps.NativeHeatmap(Tiny())(image, 0)[0]
+        assert divmod(int(heatmap.argmax()), 4) == (1, 2) and float(heatmap.max()) == 1.0
+        assert "thoracic.models" not in sys.modules
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_map_operations_are_shared_and_reexported() -> None:
+    from thoracic import maps
+    from thoracic.models import ops
+
+    assert ops.minmax_normalize is maps.minmax_normalize and ops.resize_maps is maps.resize_maps
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
+    # (x - 1) / (9 - 1) by hand.
+    torch.testing.assert_close(maps.minmax_normalize(x), torch.tensor([[[[0.0, 0.25], [0.5, 1.0]]]]))
+    assert maps.resize_maps(x, (2, 2)) is x  # already that size: no copy
+    # Bilinear (align_corners=False) 2x2 -> 4x4: the centre cells average their neighbours.
+    resized = maps.resize_maps(x, (4, 4))
+    assert resized.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(resized[0, 0, 1, 1], torch.tensor(0.5625 * 1 + 0.1875 * 3 + 0.1875 * 5 + 0.0625 * 9))
+    torch.testing.assert_close(resized[0, 0, 0, 0], torch.tensor(1.0))

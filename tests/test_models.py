@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import urllib.error
 from pathlib import Path
 
@@ -88,9 +89,10 @@ def test_build_model_passes_the_relevant_config_fields() -> None:
 # Every model x backbone: shapes, finiteness, gradients
 # --------------------------------------------------------------------------------------------------
 
-CASES = [(name, backbone, 64) for name in MODELS for backbone in ("resnet10", "resnet18")]
-CASES += [("baseline", "resnet50", 32), ("attention_gated", "resnet50", 32)]
-CASES += [("space_attention", "densenet121", 32), ("attention_gated", "densenet121", 32)]
+#: Every registered model x every registered backbone (issue 3, point 8), at 32 px and batch 2: the
+#: smallest input every backbone accepts (final map 1x1, layer2 4x4) keeps the 15 pairs fast.
+PAIRS = list(itertools.product(list_models(), list_backbones()))
+PAIR_SIZE = 32
 
 
 def _expected_map_size(name: str, size: int) -> int:
@@ -98,9 +100,15 @@ def _expected_map_size(name: str, size: int) -> int:
     return size // 8 if name == "attention_gated" else size // 32
 
 
-@pytest.mark.parametrize(("name", "backbone", "size"), CASES)
-def test_forward_shapes_finite_and_every_parameter_gets_a_gradient(name: str, backbone: str, size: int) -> None:
+def test_pairs_cover_every_registered_model_and_backbone() -> None:
+    assert len(PAIRS) == len(MODELS) * len(list_backbones()) >= 15
+    assert {"resnet34", "resnet50", "densenet121"} <= {backbone for _, backbone in PAIRS}
+
+
+@pytest.mark.parametrize(("name", "backbone"), PAIRS)
+def test_forward_shapes_finite_and_every_parameter_gets_a_gradient(name: str, backbone: str) -> None:
     torch.manual_seed(0)
+    size = PAIR_SIZE
     model = create_model(name, backbone=backbone, pretrained=False)
     model.train()
     output = model(_images(2, size), return_maps=True)
@@ -112,14 +120,18 @@ def test_forward_shapes_finite_and_every_parameter_gets_a_gradient(name: str, ba
     if name == "attention_gated":
         expected = [(2, 1, size // 8, size // 8), (2, 1, size // 16, size // 16)]
         assert [tuple(a.shape) for a in output.attention] == expected
+        assert all(torch.isfinite(a).all() for a in output.attention)
     else:
         assert output.attention == () and output.aux_logits == ()
-    assert model(_images(2, size)).class_maps is None  # maps only when asked
+    with torch.no_grad():
+        assert model(_images(2, size)).class_maps is None  # maps only when asked
 
     _total_loss(output).backward()
-    without = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    without = [n for n, p in trainable if p.grad is None]
     assert not without, f"parameters without gradient: {without[:5]}"
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable)
     assert model.num_classes == 14
     assert model.target_layer is model.backbone.layer4
 
@@ -179,20 +191,35 @@ def test_documented_map_sizes_at_256_px_with_resnet34() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_frozen_backbone_gets_no_gradient_and_keeps_batchnorm_statistics(name: str) -> None:
-    model = create_model(name, backbone="resnet10", freeze_backbone=True)
-    model.train()
+def _batchnorm_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}.{key}": value.clone()
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for key, value in (
+            ("running_mean", m.running_mean), ("running_var", m.running_var),
+            ("num_batches_tracked", m.num_batches_tracked),
+        )
+    }
+
+
+@pytest.mark.parametrize(("name", "backbone"), PAIRS)
+def test_frozen_backbone_gets_no_gradient_and_keeps_batchnorm_statistics(name: str, backbone: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, backbone=backbone, pretrained=False, freeze_backbone=True)
+    model.eval().train()  # the frozen backbone's BatchNorm stays in eval mode through mode switches
     assert all(not p.requires_grad for p in model.backbone.parameters())
-    batchnorms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    batchnorms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert batchnorms and all(not m.training for m in batchnorms)
-    before = [m.running_mean.clone() for m in batchnorms]
-    _total_loss(model(_images(2, 64), return_maps=True)).backward()
+    before = _batchnorm_state(model.backbone)
+    _total_loss(model(_images(2, PAIR_SIZE), return_maps=True)).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    assert head and all(p.grad is not None for p in head)
-    for old, module in zip(before, batchnorms):
-        torch.testing.assert_close(module.running_mean, old, rtol=0, atol=0)
+    assert head and all(p.requires_grad and p.grad is not None for p in head)
+    after = _batchnorm_state(model.backbone)
+    assert after.keys() == before.keys()
+    for key, old in before.items():
+        torch.testing.assert_close(after[key], old, rtol=0, atol=0, msg=f"{key} changed")
 
 
 @pytest.mark.parametrize("name", MODELS)

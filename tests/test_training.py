@@ -222,9 +222,12 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_saving_fails(tmp_path, mon
 
 
 @pytest.mark.parametrize("model,extra", [("baseline", ()), ("space_attention", ()),
+                                         ("attention_gated", ()),  # the paper config: concat aggregation
                                          ("attention_gated", ("model.aggregation=deep_supervision",))])
 def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phantom_cache, tmp_path, model, extra):
     cfg = small_config(phantom_dir, tmp_path, model, *extra)
+    if model == "attention_gated" and not extra:
+        assert cfg.model.aggregation == "concat"  # the paper config's own aggregation is trained too
     run = train(cfg, command_line=["thoracic", "train", "--config", model])
     assert run.parent == tmp_path and run.name.startswith(f"{model}-seed0-")
     assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(cfg)
@@ -387,6 +390,52 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_dir, 
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
+def _batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()
+            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+
+
+class ValidationModeProbe(Callback):
+    """Records, for every validation batch, whether the module was in eval mode with gradients off, and
+    whether validation changed any BatchNorm running statistic (the seed code's validation did)."""
+
+    def __init__(self):
+        self.batches = 0
+        self.failures = []
+        self.changed_by_training = False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.before_training = _batchnorm_buffers(pl_module)
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.before = _batchnorm_buffers(pl_module)
+        if not trainer.sanity_checking:  # the check below must be able to fail: training moves them
+            self.changed_by_training |= any(not torch.equal(self.before_training[k], v)
+                                            for k, v in self.before.items())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.batches += 1
+        if pl_module.training or torch.is_grad_enabled():
+            self.failures.append(f"batch {batch_idx}: training={pl_module.training}, "
+                                 f"grad enabled={torch.is_grad_enabled()}")
+        if any(m.training for m in pl_module.modules()):
+            self.failures.append(f"batch {batch_idx}: a submodule is in training mode")
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        after = _batchnorm_buffers(pl_module)
+        changed = [k for k, v in after.items() if not torch.equal(self.before[k], v)]
+        if changed:
+            self.failures.append(f"validation changed BatchNorm statistics: {changed[:3]}")
+
+
+def test_validation_runs_in_eval_mode_without_gradients(phantom_dir, phantom_cache, tmp_path):
+    probe = ValidationModeProbe()
+    train(small_config(phantom_dir, tmp_path, "attention_gated", "train.limit_train_batches=2"), callbacks=[probe])
+    assert probe.batches > 2  # sanity check batches and the epoch's validation
+    assert probe.changed_by_training and any("running_mean" in k for k in probe.before)
+    assert probe.failures == []
+
+
 def test_resume_refuses_changes_to_what_the_run_learns(phantom_dir, phantom_cache, tmp_path):
     run = train(small_config(phantom_dir, tmp_path, "baseline"))
     assert config_for_resume(run, ["train.max_epochs=2"]).train.max_epochs == 2
@@ -435,8 +484,10 @@ def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, t
 
 
 def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cache, tmp_path):
+    from thoracic.evaluation.report import build_report
+
     cfg = small_config(phantom_dir, tmp_path, "baseline")
-    result = run_experiment(cfg, [0, 1], folder=tmp_path / "exp")
+    result = run_experiment(cfg, [0, 1], folder=tmp_path / "exp", n_bootstrap=20, localize=True)
     per_seed = pd.read_csv(tmp_path / "exp" / "per_seed.csv", index_col="seed")
     assert list(per_seed.index) == [0, 1]
     for column in ("val_loss", "val_auc_mean", "test_loss", "test_auc_mean", "best_epoch", "test_auc/Hernia"):
@@ -452,6 +503,56 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
     assert stored["seeds"] == [0, 1] and stored["metrics"]["test_auc_mean"]["n"] == 2
     assert "val_auc_mean" in (tmp_path / "exp" / "summary.md").read_text()
     pd.testing.assert_frame_equal(result.summary, aggregate_metrics(result.per_seed))
+    # every seed went through `thoracic evaluate`, so the experiment folder itself is reportable
+    for seed in (0, 1):
+        auc = json.loads((tmp_path / "exp" / f"seed{seed}" / "evaluation" / "auc_test.json").read_text())
+        assert auc["seed"] == seed and auc["bootstrap"]["n_resamples"] == 20
+        # the bootstrap pipeline and Lightning's test metric agree on the same checkpoint and images
+        assert auc["mean_auc"] == pytest.approx(per_seed.loc[seed, "test_auc_mean"], abs=1e-5)
+    markdown, html = build_report([tmp_path / "exp"])
+    assert markdown == tmp_path / "exp" / "report.md" and html.is_file()
+    text = markdown.read_text()
+    assert "baseline x2 seeds" in text and "±" in text and "on the test split" in text
+    assert "IoBB > 0.5" in text and "centre box" in text  # localization of both seeds, as mean ± std
+
+
+def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phantom_dir, phantom_cache, tmp_path):
+    cfg = small_config(phantom_dir, tmp_path, "baseline")
+    with pytest.raises(Killed):
+        lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep", callbacks=[KillAt(epoch=0, batch=1)])
+    half_made = tmp_path / "sweep" / "lr_1.00e-03"
+    assert (half_made / "config.yaml").is_file() and not list(half_made.rglob("*.ckpt"))
+    result = lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep")
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["lr_1.00e-03"]  # no "-2"
+    assert result.table.loc[0, "status"] == "ok" and (half_made / "summary.json").is_file()
+    assert "resumes" not in json.loads((half_made / "run_info.json").read_text())  # started again, fresh
+
+
+def test_rerun_experiment_resumes_a_seed_stopped_after_an_epoch(phantom_dir, phantom_cache, tmp_path):
+    cfg = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5")
+    with pytest.raises(Killed):
+        run_experiment(cfg, [0], folder=tmp_path / "exp", test=False, callbacks=[KillAt(epoch=1, batch=0)])
+    run = tmp_path / "exp" / "seed0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    other = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5", "optim.lr=1e-2")
+    with pytest.raises(RunError, match=r"another config \(optim\.lr differ"):
+        run_experiment(other, [0], folder=tmp_path / "exp", test=False)
+    run_experiment(cfg, [0], folder=tmp_path / "exp", test=False)
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir() if p.is_dir()) == ["seed0"]
+    assert list(read_epoch_metrics(run).index) == [0, 1]
+    assert len(json.loads((run / "run_info.json").read_text())["resumes"]) == 1
+
+
+def test_train_or_resume_never_deletes_checkpoints(tmp_path):
+    from thoracic.training.trainer import train_or_resume
+
+    run = tmp_path / "lr_1e-3"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    cfg = load_config_by_name("baseline", [f"output_dir={tmp_path}", "run_name=lr_1e-3"])
+    with pytest.raises(RunError, match=r"best\.ckpt.*no checkpoints/last\.ckpt"):
+        train_or_resume(cfg)
+    assert (run / "checkpoints" / "best.ckpt").read_bytes() == b"weights"
 
 
 @pytest.mark.nih
@@ -478,6 +579,9 @@ def test_lr_sweep_and_experiment_commands(phantom_dir, phantom_cache, tmp_path, 
     assert "| val_loss |" in capsys.readouterr().out
     per_seed = pd.read_csv(tmp_path / "exp" / "per_seed.csv", index_col="seed")
     assert list(per_seed.index) == [3] and "test_loss" not in per_seed.columns
+    assert not (tmp_path / "exp" / "seed3" / "evaluation").exists()
+    assert main(["experiment", *common, "--seeds", "3", "--no-test", "--localize"]) == 2
+    assert "--localize" in capsys.readouterr().err
     assert main(["experiment", *common, "--seeds", "1", "1"]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
 

@@ -1,7 +1,8 @@
 """Per-class ROC AUC of a run with seeded bootstrap 95% confidence intervals, and ROC curves (Table 1, Figs. 3-5).
 
 Writes RUN/evaluation/predictions_<split>.csv (image_id, 14 probabilities, 14 labels), auc_<split>.csv
-and .json (AUC, CI, counts, notes for undefined classes, mean over defined classes) and roc_<split>.png.
+and .json (AUC, CI, counts, notes for undefined classes, mean over defined classes), roc_<split>.png and
+table1_<split>.md / .csv (Table 1: this run beside Wang et al. 2017 and the seed paper's three columns).
 The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
 """
 

@@ -1,8 +1,11 @@
 """One run per seed on the same split, then mean +- std of every metric (val at the best epoch and,
 unless --no-test, the test split); writes per_seed.csv and summary.csv/json/md in the experiment folder.
+With testing, each seed's best checkpoint also goes through `thoracic evaluate` (and, with --localize,
+`thoracic localize`), so `thoracic report FOLDER` reports the seeds as mean +- std.
 
   thoracic experiment --config baseline --seeds 0 1 2
-  thoracic experiment --config space_attention --seeds 0 1 2 --devices 4 --folder runs/sa-seeds
+  thoracic experiment --config space_attention --seeds 0 1 2 --devices 4 --folder runs/sa-seeds --localize
+  thoracic report runs/sa-seeds
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "rerunning with the same folder skips finished seeds and resumes interrupted ones")
     parser.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate each run's best checkpoint on the test split (default: yes)")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="bootstrap resamples of each seed's AUC confidence intervals (0: none; default 200)")
+    parser.add_argument("--localize", action="store_true",
+                        help="also score weakly supervised localization (native heatmaps) of each seed "
+                        "on the test images with boxes")
+    parser.add_argument("--eval-device", default=None,
+                        help="torch device of the per-seed evaluation (default: cuda when training on a GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("thoracic experiment: give --config FILE_OR_NAME")
     cfg = load_config_by_name(args.config, collect_overrides(args))
-    result = run_experiment(cfg, args.seeds, folder=args.folder, test=args.test,
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap: expected 0 or a positive integer, got {args.bootstrap}")
+    if args.localize and not args.test:
+        raise ConfigError("--localize evaluates the test split: it cannot go with --no-test")
+    result = run_experiment(cfg, args.seeds, folder=args.folder, test=args.test, n_bootstrap=args.bootstrap,
+                            localize=args.localize, eval_device=args.eval_device,
                             command_line=getattr(args, "command_line", None))
     print(format_mean_std(result.summary))
     print(f"experiment folder: {result.folder}")
+    if args.test:
+        print(f"report: thoracic report {result.folder}")
     return 0

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learning rates to try (default: 10 log-spaced values 1e-3..1e-6)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per learning rate (default 2)")
     parser.add_argument("--folder", help="sweep folder (default <output_dir>/lr_sweep-<model>-<time>); "
-                        "rerunning with the same folder skips finished learning rates")
+                        "rerunning with the same folder skips finished learning rates and resumes or restarts "
+                        "interrupted ones")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Markdown + self-contained HTML report of one or more evaluated runs beside the published numbers.
 
 Each RUN is a run folder (after `thoracic evaluate` and optionally `thoracic localize`) or an
-experiment folder (its seed runs are aggregated as mean +- std). Runs whose configs differ only in the
-seed are aggregated too.
+experiment folder (`thoracic experiment` evaluates every seed; they are aggregated as mean +- std). Runs
+whose configs differ only in the seed are aggregated too. The AUC tables are of --split (test or val).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run or experiment folders")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: the run folder for one run, ./report for several)")
+                        help="output folder (default: the run or experiment folder given, ./report for several)")
     parser.add_argument("--split", default="test", choices=("test", "val"), help="AUC split to report (default test)")
     parser.add_argument("--title", default="thoracic evaluation report")
 

@@ -3,6 +3,9 @@
 Overlays show the image at its original size with the class heatmap (upsampled the same way as for
 localization) on top, the ground-truth box(es) in blue and the predicted boxes in green; several
 models / heatmap methods sit side by side on the same image.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas: no pyplot, so no
+global backend choice, no figure registry to leak into, and nothing needs a display.
 """
 
 from __future__ import annotations
@@ -12,24 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from thoracic.evaluation.localization import normalize_heatmap, upsample_heatmap  # noqa: E402
+from thoracic.evaluation.localization import normalize_heatmap, upsample_heatmap
 
 GROUND_TRUTH_COLOR = "tab:blue"
 PREDICTED_COLOR = "lime"
 
 
+def _figure(**kwargs: object) -> Figure:
+    """A figure attached to an Agg canvas (PNG output without pyplot)."""
+    fig = Figure(**kwargs)  # type: ignore[arg-type]
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mapping[str, float] | None = None,
                title: str = "ROC curves") -> Figure:
     """One ROC curve per class with its AUC in the legend (paper Figs. 3-5)."""
-    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=100)
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(curves), 1)))
+    fig = _figure(figsize=(6.4, 6.0), dpi=100)
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(curves), 1)))
     for color, (name, (fpr, tpr)) in zip(colors, curves.items()):
         value = (aucs or {}).get(name)
         label = f"{name} ({value:.3f})" if value is not None and np.isfinite(value) else name
@@ -50,7 +60,7 @@ class OverlayPanel:
     predicted_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
 
-def draw_overlay(ax: plt.Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_boxes: np.ndarray,
+def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_boxes: np.ndarray,
                  alpha: float = 0.4) -> None:
     """Image (original pixels) + upsampled heatmap + ground truth (blue) + predicted boxes (green)."""
     height, width = image.shape[:2]
@@ -84,8 +94,8 @@ def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6) -> Figur
     """Grid of overlays (paper Figs. 6-8): one row per image, the plain image first, then one column per
     model / heatmap method, so models are compared on the same test image."""
     n_cols = 1 + max((len(r.panels) for r in rows), default=0)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(panel_size * n_cols, panel_size * len(rows) + 0.3),
-                             dpi=100, squeeze=False)
+    fig = _figure(figsize=(panel_size * n_cols, panel_size * len(rows) + 0.3), dpi=100)
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, row in enumerate(rows):
         draw_overlay(axes[r, 0], row.image, OverlayPanel(row.label, None), row.ground_truth_boxes)
         for c in range(1, n_cols):
@@ -99,9 +109,10 @@ def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6) -> Figur
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save as PNG and close the figure (figures are not kept alive between calls)."""
+    """Save as PNG (the figure is not registered anywhere: it is freed when no longer referenced)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
     fig.savefig(path, format="png", bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -5,6 +5,7 @@
     predictions_<split>.csv   image_id, prob_<class> x 14, label_<class> x 14
     auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
     roc_<split>.png           ROC curves (paper Figs. 3-5)
+    table1_<split>.md / .csv  Table 1: per-class AUC beside Wang et al. 2017 and the seed paper's columns
 
 ``localize_run`` writes::
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.config import Config, replace
+from thoracic.config import Config, replace, to_dict
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
@@ -50,6 +51,7 @@ from thoracic.evaluation.predictions import (
     save_heatmaps,
     save_predictions,
 )
+from thoracic.evaluation.report import write_run_table1
 
 #: ``source`` values of the baselines in localization tables.
 RANDOM_BOX = "random box"
@@ -131,6 +133,8 @@ def evaluate_run(
     (out / f"auc_{split}.json").write_text(json.dumps(info, indent=2))
     files["auc_csv"] = out / f"auc_{split}.csv"
     files["auc_json"] = out / f"auc_{split}.json"
+    # Table 1: this run beside Wang et al. 2017 and the seed paper's three columns
+    files["table1_md"], files["table1_csv"] = write_run_table1(info, to_dict(loaded.config), out, split)
     curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
     files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")

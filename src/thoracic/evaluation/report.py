@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,21 +81,34 @@ class RunGroup:
         return self.runs[0].model
 
 
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.yaml").is_file() or (path / "evaluation").is_dir())
+
+
+def _natural_key(path: Path) -> tuple:
+    """``seed2`` before ``seed10``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
+
+
 def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders: each path itself, or the ``seed*`` run folders of an experiment folder."""
+    """Run folders: the run folders inside each experiment folder, or each path itself.
+
+    An experiment folder (``thoracic experiment``: its own ``config.yaml`` beside ``seed*/`` runs) is
+    recognised first, by the run folders it holds (a folder with ``config.yaml`` or ``evaluation/``);
+    a run folder holds none (its ``checkpoints/``, ``logs/`` and ``evaluation/`` are not runs).
+    """
     runs: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
             raise RunError(f"run {path} is not a folder (expected a run or experiment folder)")
-        if (path / "config.yaml").is_file() or (path / "evaluation").is_dir():
+        children = sorted((p for p in path.iterdir() if _is_run(p)), key=_natural_key)
+        if children:
+            runs.extend(children)
+        elif _is_run(path):
             runs.append(path)
-            continue
-        seeds = sorted(p for p in path.iterdir() if p.is_dir() and ((p / "config.yaml").is_file()
-                                                                     or (p / "evaluation").is_dir()))
-        if not seeds:
+        else:
             raise RunError(f"{path} holds neither a run (config.yaml) nor run folders (an experiment)")
-        runs.extend(seeds)
     return runs
 
 
@@ -115,7 +129,8 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
     run = Path(run)
     evaluation = run / "evaluation"
     if not evaluation.is_dir():
-        raise RunError(f"run {run} has no evaluation/ folder: run `thoracic evaluate {run}` first")
+        raise RunError(f"run {run} has no evaluation/ folder: run `thoracic evaluate {run}` first "
+                       "(`thoracic experiment` does it for every seed unless --no-test)")
     auc_path = evaluation / f"auc_{split}.json"
     auc = json.loads(auc_path.read_text()) if auc_path.is_file() else None
     localization = {p.stem.split("_", 1)[1]: pd.read_csv(p, dtype={"threshold": str, "source": str})
@@ -210,6 +225,35 @@ def classification_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
         if column != "wang2017_resnet50" and column not in shown_papers:
             table[label] = [_fmt(v) for v in reference[column]]
     return table
+
+
+#: What the cells of :func:`classification_table` mean (written under every Table 1).
+TABLE1_LEGEND = ("A single run shows its bootstrap 95% confidence interval in brackets; a group of seeds shows "
+                 "mean ± standard deviation. Each run stands beside the seed paper's column for the same model; "
+                 "Wang et al. 2017 is ResNet-50.")
+
+
+def write_run_table1(auc: dict[str, Any], config: dict[str, Any], out_dir: str | Path,
+                     split: str = "test") -> tuple[Path, Path]:
+    """Table 1 of one evaluated run: ``table1_<split>.md`` and ``.csv`` in ``out_dir``.
+
+    Args:
+        auc: what ``thoracic evaluate`` stores in ``auc_<split>.json`` (``AUCResult.to_dict()`` and the
+            run's details).
+        config: the run's config as a plain dict (``to_dict``); its model picks the paper's column.
+    Returns:
+        ``(markdown path, csv path)``.
+    """
+    out_dir = Path(out_dir)
+    summary = RunSummary(out_dir.parent, config, auc)
+    table = classification_table([RunGroup(summary.model, [summary])])
+    csv_path = out_dir / f"table1_{split}.csv"
+    markdown_path = out_dir / f"table1_{split}.md"
+    table.to_csv(csv_path)
+    caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
+    markdown_path.write_text(f"# Table 1: per-class ROC AUC, {summary.model} on the {split} split\n\n"
+                             f"{TABLE1_LEGEND}{caveat}\n\n{markdown_table(table)}\n")
+    return markdown_path, csv_path
 
 
 def _localization_values(group: RunGroup, method: str, source: str, threshold: str, metric: str, t: float,
@@ -321,7 +365,7 @@ class Section:
     figures: list[tuple[str, Path]] = field(default_factory=list)
 
 
-def build_sections(groups: Sequence[RunGroup], out_dir: Path) -> list[Section]:
+def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test") -> list[Section]:
     runs = [r for g in groups for r in g.runs]
     sections = [Section("Runs", "\n".join(
         f"- **{g.label}**: model `{g.model}`, " + ", ".join(f"`{r.path}` (seed {r.seed})" for r in g.runs)
@@ -329,9 +373,8 @@ def build_sections(groups: Sequence[RunGroup], out_dir: Path) -> list[Section]:
     if any(r.auc for r in runs):
         notes = sorted({f"{r.path.name}: {e['note']}" for r in runs if r.auc
                         for e in r.auc["per_class"].values() if e.get("note")})
-        text = ("Per-class ROC AUC on the test split (Table 1 style). A single run shows its bootstrap 95% "
-                "confidence interval in brackets; a group of seeds shows mean ± standard deviation. Each run "
-                "stands beside the seed paper's column for the same model; Wang et al. 2017 is ResNet-50.")
+        text = (f"Per-class ROC AUC on the {split} split (Table 1 style). {TABLE1_LEGEND}"
+                + ("" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."))
         if notes:
             text += "\n\nUndefined AUCs:\n" + "\n".join(f"- {n}" for n in notes)
         sections.append(Section("Classification (Table 1)", text, [("AUC", classification_table(groups))]))
@@ -415,17 +458,20 @@ def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, 
                  title: str = "thoracic evaluation report") -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (figures embedded) for the given runs / experiments.
 
-    ``out_dir`` defaults to the single run's folder, or ``./report`` for several.
+    ``out_dir`` defaults to the folder given when there is one (a run or an experiment folder), or
+    ``./report`` for several.
     """
+    if split not in ("test", "val"):
+        raise RunError(f"split must be 'test' or 'val', got {split!r}")
     paths = expand_runs(runs)
     summaries = [load_run_summary(p, split) for p in paths]
     groups = group_runs(summaries)
     if out_dir is None:
-        out_dir = paths[0] if len(paths) == 1 else Path("report")
+        out_dir = Path(runs[0]) if len(runs) == 1 else Path("report")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     comparison_figure(summaries, out_dir)
-    sections = build_sections(groups, out_dir)
+    sections = build_sections(groups, out_dir, split)
     markdown_path = out_dir / "report.md"
     html_path = out_dir / "report.html"
     markdown_path.write_text(render_markdown(sections, title, out_dir))

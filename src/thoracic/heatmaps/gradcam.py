@@ -10,13 +10,16 @@ per image, so localization compares both methods on the same boxes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from thoracic.heatmaps.native import HeatmapMethod, class_index_tensor
-from thoracic.models.ops import minmax_normalize, resize_maps
-from thoracic.models.output import ModelOutput
+from thoracic.maps import minmax_normalize, resize_maps
+
+if TYPE_CHECKING:  # annotations only: importing thoracic.models would load every model
+    from thoracic.models.output import ModelOutput
 
 
 class GradCAM(HeatmapMethod):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from thoracic.models.ops import minmax_normalize
-from thoracic.models.output import ModelOutput
+from thoracic.maps import minmax_normalize
+
+if TYPE_CHECKING:  # annotations only: importing thoracic.models would load every model
+    from thoracic.models.output import ModelOutput
 
 
 def class_index_tensor(

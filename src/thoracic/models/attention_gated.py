@@ -41,7 +41,7 @@ from torch import nn
 from thoracic.constants import NUM_CLASSES
 from thoracic.models.backbones import Backbone
 from thoracic.models.base import ThoracicModel
-from thoracic.models.ops import minmax_normalize, resize_maps
+from thoracic.maps import minmax_normalize, resize_maps
 from thoracic.models.output import ModelOutput
 from thoracic.models.registry import register_model
 

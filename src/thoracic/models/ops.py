@@ -1,26 +1,16 @@
-"""Small tensor operations shared by the heads and the heatmap methods."""
+"""Small tensor operations shared by the heads and the heatmap methods.
+
+``minmax_normalize`` and ``resize_maps`` live in the neutral :mod:`thoracic.maps` (so heatmap code need
+not import the models package) and are re-exported here for existing imports.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from thoracic.maps import minmax_normalize, resize_maps
 
-def minmax_normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise each map (the last two dimensions) to [0, 1]; a constant map becomes zeros."""
-    flat = maps.flatten(-2)
-    low = flat.amin(dim=-1, keepdim=True)
-    span = flat.amax(dim=-1, keepdim=True) - low
-    # A constant map carries no localisation information: zeros, not NaN (0 / 0).
-    normalized = torch.where(span > eps, (flat - low) / span.clamp_min(eps), torch.zeros_like(flat))
-    return normalized.view_as(maps)
-
-
-def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(B, C, h, w)`` maps to ``size`` (no-op when already that size)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+__all__ = ["lse_pool", "minmax_normalize", "resize_maps"]
 
 
 def lse_pool(x: torch.Tensor, r: float) -> torch.Tensor:

@@ -7,12 +7,15 @@ The seed paper reports single runs; its discussion names repeated runs as what i
 Folder layout::
 
     <output_dir>/<run_name or experiment-<model>-<time>>/
-      seed0/ seed1/ ...       ordinary run folders
+      config.yaml             the experiment's config (before the per-seed changes)
+      seed0/ seed1/ ...       ordinary run folders; with testing (default) each gets evaluation/
+                              (predictions, AUC with bootstrap CIs, ROC, Table 1; localization on request)
       per_seed.csv            one row per seed, one column per metric
       summary.csv|json|md     mean, std (sample, ddof=1), n, min, max per metric
 
-Rerunning the same experiment folder skips seeds whose run finished and resumes a seed whose run
-stopped after at least one epoch.
+Rerunning the same experiment folder skips seeds whose run finished, resumes a seed whose run
+stopped after at least one epoch and restarts (in the same folder) one that died before its first
+checkpoint. ``thoracic report <folder>`` reports the seeds as mean +- std beside the published numbers.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, replace, save_config
 from thoracic.errors import ThoracicError
-from thoracic.training.trainer import evaluate_checkpoint, train
+from thoracic.training.trainer import evaluate_checkpoint, train_or_resume
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ def run_experiment(
     *,
     folder: str | Path | None = None,
     test: bool = True,
+    n_bootstrap: int = 200,
+    localize: bool = False,
+    eval_device: str | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
 ) -> ExperimentResult:
@@ -113,12 +121,22 @@ def run_experiment(
         cfg: the config; only ``seed``, ``output_dir`` and ``run_name`` change between runs.
         seeds: distinct seeds.
         folder: experiment folder; default ``<output_dir>/<run_name or experiment-<model>-<time>>``.
-        test: also evaluate each run's best checkpoint on the official test split.
+        test: evaluate each run's best checkpoint on the official test split: the test loss and AUC in
+            ``summary.json`` (Lightning, all devices) and ``thoracic evaluate``'s files in
+            ``seed<k>/evaluation/`` (predictions, AUC with ``n_bootstrap`` bootstrap resamples, ROC
+            curves, Table 1), which ``thoracic report <folder>`` aggregates as mean +- std.
+        n_bootstrap: bootstrap resamples of the per-seed confidence intervals (0: none).
+        localize: also run ``thoracic localize`` (native heatmaps) on each seed's best checkpoint; the
+            test images must carry boxes.
+        eval_device: torch device of that evaluation; default ``cuda`` when the run trains on a GPU and
+            one is visible, else ``cpu``.
     """
     if not seeds:
         raise ThoracicError("experiment: no seeds given")
     if len(set(seeds)) != len(seeds):
         raise ThoracicError(f"experiment: seeds must be distinct, got {list(seeds)}")
+    if n_bootstrap < 0:
+        raise ThoracicError(f"experiment: n_bootstrap must be >= 0, got {n_bootstrap}")
     if folder is None:
         name = cfg.run_name or f"experiment-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         folder = Path(cfg.output_dir) / name
@@ -127,15 +145,14 @@ def run_experiment(
     save_config(cfg, folder / "config.yaml")
     per_seed: dict[int, dict[str, float | None]] = {}
     for seed in seeds:
-        run_dir = folder / f"seed{seed}"
-        if not (run_dir / "summary.json").is_file():
-            if (run_dir / "checkpoints" / "last.ckpt").is_file():
-                run_dir = train(None, resume=run_dir, callbacks=callbacks, command_line=command_line)
-            else:
-                run_cfg = replace(cfg, seed=int(seed), output_dir=str(folder), run_name=f"seed{seed}")
-                run_dir = train(run_cfg, callbacks=callbacks, command_line=command_line)
-        if test and "test_metrics" not in json.loads((run_dir / "summary.json").read_text()):
-            evaluate_checkpoint(run_dir, which="best", split="test")
+        run_cfg = replace(cfg, seed=int(seed), output_dir=str(folder), run_name=f"seed{seed}")
+        # skips a finished seed, resumes an interrupted one, restarts one that died before its first epoch
+        run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
+        if test:
+            if "test_metrics" not in json.loads((run_dir / "summary.json").read_text()):
+                evaluate_checkpoint(run_dir, which="best", split="test")
+            if rank_zero_only.rank == 0:  # single-process evaluation: one rank writes the files
+                _evaluate_seed(run_dir, run_cfg, n_bootstrap, localize, eval_device)
         per_seed[int(seed)] = seed_metrics(run_dir)
     table = pd.DataFrame.from_dict(per_seed, orient="index")
     table.index.name = "seed"
@@ -151,6 +168,24 @@ def run_experiment(
         f"# {cfg.model.name}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), split seed {cfg.data.split_seed}\n\n"
         + format_mean_std(summary))
     return ExperimentResult(folder=folder, per_seed=table, summary=summary)
+
+
+def _evaluate_seed(run_dir: Path, cfg: Config, n_bootstrap: int, localize: bool, device: str | None) -> None:
+    """``thoracic evaluate`` (and ``localize``) on a seed's best checkpoint, unless already done."""
+    # Imported here: evaluation comes after training in the data flow (docs/ARCHITECTURE.md); only this
+    # orchestration step reaches forward into it.
+    from thoracic.evaluation.pipeline import evaluate_run, localize_run
+
+    if device is None:
+        on_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        device = "cuda" if on_gpu else "cpu"
+    evaluation = run_dir / "evaluation"
+    progress = cfg.train.progress_bar
+    if not (evaluation / "auc_test.json").is_file():
+        evaluate_run(run_dir, split="test", n_bootstrap=n_bootstrap, device=device, which="best",
+                     progress=progress)
+    if localize and not (evaluation / "localization_native.json").is_file():
+        localize_run(run_dir, method="native", device=device, which="best", progress=progress)
 
 
 def _jsonable(value: Any) -> float | int | None:

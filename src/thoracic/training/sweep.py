@@ -4,7 +4,8 @@ chosen by validation loss (section 4.1: "we ran grid search over 10 different va
 
 Each learning rate gets an ordinary run folder inside the sweep folder; the sweep writes ``sweep.csv``,
 ``sweep.md``, ``sweep.json`` (the chosen value) and ``sweep.png``. Rerunning the same sweep skips the
-learning rates whose run already finished, so an interrupted sweep continues where it stopped.
+learning rates whose run already finished, resumes a run that stopped after an epoch and restarts (in the
+same folder) one that died before its first checkpoint, so an interrupted sweep continues where it stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightning.pytorch import Callback
 from thoracic.config import Config, replace
 from thoracic.errors import ThoracicError
 from thoracic.training.module import NonFiniteLossError
-from thoracic.training.trainer import train
+from thoracic.training.trainer import train_or_resume
 
 #: 1e-3, 4.6e-4, 2.2e-4, 1e-4, 4.6e-5, 2.2e-5, 1e-5, 4.6e-6, 2.2e-6, 1e-6.
 PAPER_LR_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3, -6, 10))
@@ -80,7 +81,8 @@ def lr_sweep(
             run_cfg = replace(cfg, **{"optim.lr": float(lr), "train.max_epochs": int(epochs),
                                       "output_dir": str(folder), "run_name": run_name})
             try:
-                run_dir = train(run_cfg, callbacks=callbacks, command_line=command_line)
+                # resumes a run stopped after an epoch, restarts one that died before its first checkpoint
+                run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
             except NonFiniteLossError as exc:
                 status = f"diverged: {exc}"
         rows.append(_row(lr, run_dir, status))

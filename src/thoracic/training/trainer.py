@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -122,6 +123,66 @@ def resolve_run_dir(cfg: Config) -> Path:
         counter += 1
         candidate = base.with_name(f"{base.name}-{counter}")
     return candidate
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def train_or_resume(
+    cfg: Config,
+    *,
+    callbacks: Sequence[Callback] = (),
+    command_line: Sequence[str] | None = None,
+) -> Path:
+    """Train ``cfg`` into exactly ``<output_dir>/<run_name>``, continuing what an earlier attempt left there.
+
+    For the orchestrators that own fixed run names and are simply rerun after a crash (lr sweep,
+    multi-seed experiments); :func:`resolve_run_dir` would otherwise put the new attempt in a ``-2``
+    folder and never resume.
+
+    - a finished run (``summary.json``) is returned as it is;
+    - a run with ``checkpoints/last.ckpt`` is resumed (the checkpoint must hold the same config, apart
+      from :data:`RESUMABLE_OVERRIDES` and where the run lives);
+    - a folder whose run died before its first checkpoint (config, logs, no ``.ckpt`` file) is removed
+      and the run starts again. Only rank 0 removes anything: under DDP other ranks just train.
+
+    Raises:
+        ConfigError: ``cfg.run_name`` is not set.
+        RunError: the folder holds checkpoints but no ``last.ckpt``, or a run of another config.
+    """
+    if not cfg.run_name:
+        raise ConfigError("train_or_resume: cfg.run_name must name the run folder")
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    if (run_dir / "summary.json").is_file():
+        return run_dir
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        stored, _ = load_checkpoint_config(last)
+        old, new = _flatten(to_dict(stored)), _flatten(to_dict(cfg))
+        differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+                           and k not in RESUMABLE_OVERRIDES and k not in ("output_dir", "run_name"))
+        if differing:
+            raise RunError(
+                f"{run_dir} holds an unfinished run of another config ({', '.join(differing)} differ); "
+                "use another folder, or delete that run folder to start it again"
+            )
+        return train(cfg, resume=run_dir, callbacks=callbacks, command_line=command_line)
+    if run_dir.exists():
+        leftovers = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.ckpt"))
+        if leftovers:
+            raise RunError(f"{run_dir} holds checkpoints ({', '.join(leftovers)}) but no checkpoints/last.ckpt "
+                           "to resume from; remove the folder to start that run again")
+        if rank_zero_only.rank == 0:
+            log.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
+            shutil.rmtree(run_dir)
+    return train(cfg, callbacks=callbacks, command_line=command_line)
 
 
 def _git_commit() -> dict[str, Any]:
