@@ -8,7 +8,7 @@ Candidate: ``ChestXrayDataset[i]`` over the prepared cache (``thoracic prepare``
 memory map, repeated to 3 channels and ImageNet-normalised. Both run in one process, single sample at
 a time, files and memory map warm in the page cache. Target: the cache at least 50x faster.
 
-Informational figures: the cache Dataset through a ``DataLoader`` (batch 32, default collate, no
+Informational figures: the cache Dataset through a ``DataLoader`` (batch 32, the data module's collate, no
 workers), i.e. including batching; and the same with ``as_uint8=True`` (1 x S x S uint8 samples,
 normalised later on the device by ``normalize_images``) vs float32 samples: the 12x smaller batches are
 what worker processes pass through shared memory and what is copied to a GPU.
@@ -51,7 +51,7 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from thoracic.data.cache import ImageCache, prepare_cache
-    from thoracic.data.dataset import ChestXrayDataset
+    from thoracic.data.dataset import ChestXrayDataset, collate_samples
     from thoracic.data.metadata import load_chestxray14
 
     image_size = 32 if quick else 256
@@ -83,9 +83,9 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
                     sample = dataset[index]
                 assert sample["image"].shape[-1] == image_size
 
-        loader = DataLoader(dataset, batch_size=32, shuffle=False, num_workers=0)
-        raw_loader = DataLoader(
-            ChestXrayDataset(metadata, dataset.cache, as_uint8=True), batch_size=32, shuffle=False, num_workers=0)
+        loader = DataLoader(dataset, batch_size=32, shuffle=False, num_workers=0, collate_fn=collate_samples)
+        raw_loader = DataLoader(ChestXrayDataset(metadata, dataset.cache, as_uint8=True), batch_size=32,
+                                shuffle=False, num_workers=0, collate_fn=collate_samples)
 
         def through(batches: DataLoader) -> Any:
             def call() -> None:
@@ -109,7 +109,7 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
                               TARGET, "ChestXrayDataset[i] from the uint8 memory map vs Image.open(1024 px PNG)"
                               f".convert('RGB') + Resize({image_size}) + ToTensor + Normalize, one process"),
             common.comparison("cache through DataLoader (batch 32) vs PIL per sample", batched, baseline, None,
-                              "the same Dataset with default collate into batches of 32, no workers"),
+                              "the same Dataset collated (collate_samples) into batches of 32, no workers"),
             common.comparison("DataLoader with uint8 samples vs float32 samples", batched_uint8, batched, None,
                               "as_uint8=True (normalised later on the device) vs the default float32 "
                               "3 x S x S samples, both batch 32"),

@@ -260,7 +260,7 @@ ANALYSIS: dict[str, str] = {
     "loader": """
 Why: the baseline's time is PNG decoding of a 1024 x 1024 file (about 85% of a decode + resize, see
 benchmark 2) plus a 1024 px resize; a cache sample is one 64 KiB row of a memory map turned into a
-normalised float tensor. Through a `DataLoader` the default collate copies every float32 sample
+normalised float tensor. Through a `DataLoader` the collate copies every float32 sample
 (3 x 256 x 256 x 4 B = 768 KiB) once more into the batch; with `as_uint8=True` the samples are 12x smaller
 (1 x 256 x 256 uint8) and the loader is faster (last row). On a GPU they are also what is passed from
 worker processes through shared memory and to copy to the device (12x less), so `thoracic train` uses them:

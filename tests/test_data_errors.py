@@ -75,6 +75,31 @@ def test_box_outside_the_image(root):
         load_chestxray14(root)
 
 
+def test_box_errors_name_the_true_csv_line_after_blank_lines(root):
+    """box_row counts data rows; errors name the file's own line (blank lines included)."""
+    path = root / "BBox_List_2017.csv"
+    lines = path.read_text().splitlines()
+    assert len(lines) >= 4
+    lines[2:2] = ["", ",,,,,"]  # a blank line and an all-empty row before the third data row
+    fields = lines[4].split(",")  # file line 5, data row 2 (0-based)
+    intact = load_chestxray14(root_with(path, lines))
+    assert intact.boxes["box_row"].tolist() == list(range(len(lines) - 3))
+    assert intact.boxes["csv_line"].tolist()[:3] == [2, 5, 6]
+    fields[2], fields[4] = "50.0", "20.0"  # x + w = 70 beyond the 64-pixel image (checked against its file)
+    lines[4] = ",".join(fields)
+    with pytest.raises(DataError, match=rf"line 5 \(image {fields[0]}, .*\): box .* lies outside the 64 x 64 image"):
+        load_chestxray14(root_with(path, lines))
+    fields[2], fields[4] = "1.0", "0"  # a malformed box is caught while parsing, with the same line
+    lines[4] = ",".join(fields)
+    with pytest.raises(DataError, match=r"line 5 .* lies outside the image; expected x, y >= 0 and w, h > 0"):
+        load_chestxray14(root_with(path, lines))
+
+
+def root_with(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path.parent
+
+
 def test_box_for_an_image_absent_from_the_csv(root):
     with open(root / "BBox_List_2017.csv", "a") as handle:
         handle.write("99999999_000.png,Mass,1,1,5,5\n")

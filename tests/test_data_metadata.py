@@ -41,6 +41,7 @@ def test_real_metadata_counts(nih, nih_dir):
     assert (dataset.boxes.groupby("image_id").size() > 1).sum() == 93
     assert dict(Counter(dataset.boxes["class_name"])) == TRUE_BOX_COUNTS
     assert list(dataset.boxes["box_row"]) == list(range(984))
+    assert list(dataset.boxes["csv_line"]) == list(range(2, 986))  # header on line 1, no blank lines
     test = set(dataset.test_ids)
     assert set(dataset.boxes["image_id"]) <= test
     patients_test = set(dataset.table.loc[dataset.table["split"] == "test", "patient_id"])
@@ -98,6 +99,32 @@ def test_real_sample_folder(nih_sample_dir):
     assert sorted(dataset.box_image_ids) == ["00001369_000.png", "00002578_000.png", "00013125_000.png",
                                              "00022084_000.png"]
     assert dict(zip(dataset.boxes["image_id"], dataset.boxes["class_name"]))["00002578_000.png"] == "Nodule"
+
+
+@pytest.mark.nih
+def test_cli_subset_then_prepare_on_the_real_sample(nih, nih_dir, tmp_path, capsys):
+    """Issue 2's done-criterion: `thoracic subset` + `thoracic prepare` on the folder built from ../shared/nih."""
+    from thoracic.cli import main as cli_main
+    from thoracic.data.cache import ImageCache
+
+    out = tmp_path / "nih_sample"
+    assert cli_main(["subset", "--source", str(nih_dir), "--images", str(nih_dir / "sample" / "images"),
+                     "--out", str(out)]) == 0
+    assert cli_main(["prepare", "--data", str(out), "--size", "32", "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "wrote 40 images" in text and "4 box rows on 4 images" in text and "40 of 40 images at 32 px" in text
+    subset, full = load_chestxray14(out, require_images=True), nih[0]
+    assert sorted(subset.image_ids) == sorted(p.name for p in (nih_dir / "sample" / "images").glob("*.png"))
+    rows = full.index_of(subset.image_ids)
+    np.testing.assert_array_equal(subset.labels, full.labels[rows])  # rows copied verbatim
+    assert list(subset.table["split"]) == list(full.table["split"].to_numpy()[rows])
+    assert all((out / "images" / i).is_symlink() for i in subset.image_ids)
+    cache = ImageCache.open(out / "cache_32", expected_root=out, expected_size=32)
+    assert cache.available.all() and (cache.original_sizes == 1024).all()
+    # refuses to write into a non-empty folder
+    assert cli_main(["subset", "--source", str(nih_dir), "--images", str(nih_dir / "sample" / "images"),
+                     "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
 
 
 def test_phantom_folder_reads(phantom_dir):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write a phantom ChestX-ray14 folder with known lesion boxes"),
     "prepare": ("prepare", "decode and resize every image once into a memory-mapped cache"),
+    "subset": ("subset", "a small real ChestX-ray14 folder from complete metadata and some of its images"),
     "train": ("train", "train a model from a YAML config (Lightning; one or many GPUs)"),
     "lr-sweep": ("lr_sweep", "the paper's learning-rate grid search"),
     "experiment": ("experiment", "one run per seed, then mean +- std of every metric"),

@@ -1,6 +1,6 @@
 """PyTorch dataset over the image cache and the Lightning data module built from a DataConfig.
 
-A sample is a dict with fixed keys (so the default collate works and every consumer reads the same):
+A sample is a dict with fixed keys (every consumer reads the same):
 
 - ``image``: 3 x S x S float32; the cached grayscale repeated on three channels (the backbones are
   ImageNet models) and ImageNet-normalised (``normalize="imagenet"``) or scaled to [0, 1] (``"none"``).
@@ -8,10 +8,15 @@ A sample is a dict with fixed keys (so the default collate works and every consu
   :func:`normalize_images` (4x less host-to-device traffic).
 - ``labels``: 14 float32 in :data:`~thoracic.constants.CLASS_NAMES` order.
 - ``image_id``: the file name. ``index``: the row in the metadata table (:attr:`ChestXray14.table`).
+- ``boxes``: K x 4 float32, every ``BBox_List_2017.csv`` row of the image (in file order) as x, y, w, h
+  in cache pixels (scaled by :func:`thoracic.data.boxes.scale_boxes` from the decoded file's size, and
+  flipped / shifted with the image when augmenting); shape (0, 4) for an image without boxes.
+- ``box_classes``: K int64, the class index (CLASS_NAMES order) of each box.
 
-Boxes are not part of a sample (an image has 0 to several, which the default collate cannot batch):
-:meth:`ChestXrayDataset.boxes_for` and :attr:`ChestXrayDataModule.box_table` give every box row in
-cache pixels (scaled by :func:`thoracic.data.boxes.scale_boxes` from the decoded file's size), and
+An image has 0 to several boxes, so batches are made by :func:`collate_samples` (every loader of
+:class:`ChestXrayDataModule` uses it): the fixed-size keys are stacked by torch's ``default_collate``,
+``boxes`` and ``box_classes`` stay per-image lists. :meth:`ChestXrayDataset.boxes_for` and
+:attr:`ChestXrayDataModule.box_table` give the same rows as tables, and
 :meth:`ChestXrayDataModule.box_dataloader` iterates over the test images that carry boxes.
 """
 
@@ -26,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
 from thoracic.data.boxes import scale_boxes
@@ -38,6 +43,23 @@ from thoracic.errors import DataError
 logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("imagenet", "none")
+
+#: Sample keys with one entry per box (0 to several per image): batched as lists, not stacked.
+BOX_KEYS = ("boxes", "box_classes")
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples: torch's ``default_collate`` for the fixed-size keys, lists for :data:`BOX_KEYS`.
+
+    ``batch["boxes"][i]`` (K_i x 4) and ``batch["box_classes"][i]`` (K_i) belong to image ``i`` of the
+    batch. Module-level (picklable) so DataLoader workers can use it.
+    """
+    # per key, as default_collate does for dicts (stacking into shared memory inside workers)
+    return {
+        key: [sample[key] for sample in samples] if key in BOX_KEYS
+        else default_collate([sample[key] for sample in samples])
+        for key in samples[0]
+    }
 
 
 def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
@@ -143,14 +165,43 @@ class ChestXrayDataset(Dataset):
         self.augment = augment
         self.as_uint8 = as_uint8
         self.max_shift = max_shift
+        self._box_xywh, self._box_classes, self._box_start, self._box_stop = self._box_lookup()
+
+    def _box_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every box of these images in one array; item i's are rows ``start[i]:stop[i]`` (file order).
+
+        Built once here so that ``__getitem__`` only slices arrays (no per-sample table filtering).
+        """
+        boxes = self.dataset.boxes
+        with_boxes = pd.unique(boxes["image_id"][boxes["image_id"].isin(self.image_ids)]) if len(boxes) else []
+        start = np.zeros(len(self.image_ids), dtype=np.int64)
+        stop = np.zeros(len(self.image_ids), dtype=np.int64)
+        if len(with_boxes) == 0:
+            return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64), start, stop
+        table = box_table(self.dataset, self.cache, with_boxes)
+        group = pd.Index(with_boxes).get_indexer(table["image_id"])
+        order = np.argsort(group, kind="stable")  # grouped by image, file order within an image
+        offsets = np.zeros(len(with_boxes) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(group, minlength=len(with_boxes)), out=offsets[1:])
+        position = pd.Index(with_boxes).get_indexer(self.image_ids)  # -1: no box (indices may repeat)
+        has = position >= 0
+        start[has], stop[has] = offsets[position[has]], offsets[position[has] + 1]
+        xywh = table[["x", "y", "w", "h"]].to_numpy(dtype=np.float32)[order]
+        classes = table["class_index"].to_numpy(dtype=np.int64)[order]
+        return xywh, classes, start, stop
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _augment(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _augment(self, pixels: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Random flip and shift of the image and the same on its boxes (clipped; boxes shifted
+        entirely out of view are dropped). Returns (pixels, boxes, mask of the boxes kept)."""
+        size = pixels.shape[-1]
         if torch.rand(()) < 0.5:
             pixels = pixels.flip(-1)
-        size = pixels.shape[-1]
+            boxes = boxes.copy()
+            boxes[:, 0] = size - boxes[:, 0] - boxes[:, 2]
+        keep = np.ones(len(boxes), dtype=bool)
         limit = int(round(self.max_shift * size))
         if limit > 0:
             dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
@@ -159,18 +210,31 @@ class ChestXrayDataset(Dataset):
             src_x, dst_x = slice(max(0, -dx), size - max(0, dx)), slice(max(0, dx), size - max(0, -dx))
             shifted[..., dst_y, dst_x] = pixels[..., src_y, src_x]
             pixels = shifted
-        return pixels
+            if len(boxes):
+                x0 = np.clip(boxes[:, 0] + dx, 0, size)
+                y0 = np.clip(boxes[:, 1] + dy, 0, size)
+                x1 = np.clip(boxes[:, 0] + boxes[:, 2] + dx, 0, size)
+                y1 = np.clip(boxes[:, 1] + boxes[:, 3] + dy, 0, size)
+                boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
+                keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        return pixels, boxes, keep
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         pixels = torch.from_numpy(np.array(self.cache.images[self.cache_rows[item]], dtype=np.uint8))[None]
+        start, stop = self._box_start[item], self._box_stop[item]
+        boxes, classes = self._box_xywh[start:stop], self._box_classes[start:stop]
         if self.augment:
-            pixels = self._augment(pixels)
+            pixels, boxes, keep = self._augment(pixels, boxes)
+            boxes, classes = boxes[keep], classes[keep]
         image = pixels if self.as_uint8 else normalize_images(pixels, self.normalize)
         return {
             "image": image,
             "labels": torch.from_numpy(self.labels[item]),
             "image_id": str(self.image_ids[item]),
             "index": int(self.indices[item]),
+            # copies: a consumer changing a batch in place must not change the dataset
+            "boxes": torch.from_numpy(np.array(boxes, dtype=np.float32)),
+            "box_classes": torch.from_numpy(np.array(classes, dtype=np.int64)),
         }
 
     def boxes_for(self, image_id: str) -> pd.DataFrame:
@@ -338,6 +402,7 @@ class ChestXrayDataModule(LightningDataModule):
             shuffle=shuffle,
             generator=generator,
             drop_last=False,
+            collate_fn=collate_samples,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
@@ -353,7 +418,8 @@ class ChestXrayDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def box_dataloader(self) -> DataLoader:
-        """The test images that carry boxes (never shuffled); their boxes: :attr:`box_table`."""
+        """The test images that carry boxes (never shuffled); their boxes are in the batches
+        (``boxes``, ``box_classes``) and in :attr:`box_table`."""
         return self._loader("box", shuffle=False)
 
     def dataloader(self, split: str) -> DataLoader:

@@ -76,7 +76,9 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "split",
     "path",
 )
-BOX_COLUMNS: tuple[str, ...] = ("image_id", "class_name", "class_index", "x", "y", "w", "h", "box_row")
+#: ``box_row``: 0-based data-row number in ``BBox_List_2017.csv`` (blank lines not counted);
+#: ``csv_line``: the 1-based line of the file it was read from (what error messages name).
+BOX_COLUMNS: tuple[str, ...] = ("image_id", "class_name", "class_index", "x", "y", "w", "h", "box_row", "csv_line")
 
 _SHOW = 5  # how many offending names an error message lists
 
@@ -104,8 +106,9 @@ class ChestXray14:
     ``table`` has one row per image (columns :data:`TABLE_COLUMNS`; ``split`` is ``"train_val"`` or
     ``"test"``, ``path`` the image file or None when it is not on disk). ``labels[i]`` are the labels
     of ``table.iloc[i]`` in :data:`~thoracic.constants.CLASS_NAMES` order. ``boxes`` has one row per
-    ``BBox_List_2017.csv`` row (``box_row`` is its 0-based data-row number in that file) with x, y, w, h
-    in the pixels of the image file as distributed.
+    ``BBox_List_2017.csv`` row (``box_row`` is its 0-based data-row number in that file, ``csv_line`` its
+    1-based line number, blank lines included) with x, y, w, h in the pixels of the image file as
+    distributed.
     """
 
     root: Path
@@ -368,8 +371,10 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
             raise DataError(
                 f"{path}: header {','.join(header)!r} lacks the required columns; expected {BBOX_HEADER!r}"
             )
-        for number, fields in enumerate(reader):
-            line = number + 2
+        for fields in reader:
+            # the reader's own line count: the true line in the file (blank lines and quoted line breaks
+            # included), whereas box_row counts data rows only
+            line = reader.line_num
             if not any(f.strip() for f in fields):
                 continue
             if len(fields) < 6 or any(f.strip() for f in fields[6:]):
@@ -389,9 +394,10 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
                     f"{path}: line {line} (image {image_id}, {label}): box x={x}, y={y}, w={w}, h={h} "
                     "lies outside the image; expected x, y >= 0 and w, h > 0"
                 )
-            rows.append((image_id, name, CLASS_INDEX[name], x, y, w, h, len(rows)))
+            rows.append((image_id, name, CLASS_INDEX[name], x, y, w, h, len(rows), line))
     boxes = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
-    return boxes.astype({"class_index": np.int64, "box_row": np.int64, "x": float, "y": float, "w": float, "h": float})
+    return boxes.astype({"class_index": np.int64, "box_row": np.int64, "csv_line": np.int64,
+                         "x": float, "y": float, "w": float, "h": float})
 
 
 def image_size_from_header(path: str | Path) -> tuple[int, int] | None:
@@ -421,8 +427,10 @@ def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], b
     if outside.any():
         row = sub.iloc[int(np.flatnonzero(outside)[0])]
         w, h = sizes[row["image_id"]]
+        # tables built by hand may lack csv_line: then the line of a file without blank lines
+        line = int(row["csv_line"]) if "csv_line" in row.index else int(row["box_row"]) + 2
         raise DataError(
-            f"{bbox_path}: line {int(row['box_row']) + 2} (image {row['image_id']}, {row['class_name']}): box "
+            f"{bbox_path}: line {line} (image {row['image_id']}, {row['class_name']}): box "
             f"x={row['x']:.1f}, y={row['y']:.1f}, w={row['w']:.1f}, h={row['h']:.1f} lies outside the "
             f"{w} x {h} image; expected x + w <= {w} and y + h <= {h}"
         )
@@ -504,7 +512,8 @@ def load_chestxray14(
                         sizes[image_id] = size
             check_boxes_inside(boxes, sizes, files.bbox)
     else:
-        boxes = pd.DataFrame({c: pd.Series(dtype=float if c in "xywh" else object) for c in BOX_COLUMNS})
+        dtypes = {"image_id": object, "class_name": object, "x": float, "y": float, "w": float, "h": float}
+        boxes = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, np.int64)) for c in BOX_COLUMNS})
 
     dataset = ChestXray14(
         root=root,
