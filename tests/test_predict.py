@@ -15,14 +15,25 @@ from PIL import Image
 from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
 from thoracic.data.images import read_image
-from thoracic.prediction import Predictor, collect_image_paths, predict_images, preprocess
+from thoracic.errors import DataError
+from thoracic.prediction import (
+    CLASS_ABBREVIATIONS,
+    ImagePrediction,
+    Predictor,
+    collect_image_paths,
+    figure_names,
+    predict_images,
+    preprocess,
+    probability_table,
+)
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
                 window: tuple[float, float] | None = None) -> Path:
-    """A minimal valid DICOM file (explicit VR little endian, secondary capture) with 16-bit pixels."""
+    """A minimal valid DICOM file (explicit VR little endian, secondary capture) with 16-bit pixels;
+    ``pixels`` of shape (frames, rows, columns) makes a multi-frame file."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -35,7 +46,9 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16
@@ -96,14 +109,24 @@ def test_predict_folder_with_a_bad_file(run_dir: Path, images: Path, tmp_path: P
     (images / "notes.png").write_text("this is not an image")
     truncated = (TEST_DATA / sorted(p.name for p in TEST_DATA.glob("*.png"))[0]).read_bytes()
     (images / "cut.png").write_bytes(truncated[: len(truncated) // 3])
+    ramp = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (60, 1))
+    write_dicom(images / "palette.dcm", ramp, photometric="PALETTE COLOR")  # unsupported DICOMs
+    write_dicom(images / "cine.dcm", np.stack([ramp, ramp[:, ::-1]]))
     out = tmp_path / "out"
     code = main(["predict", str(images), "--checkpoint", str(run_dir), "--out", str(out),
                  "--threshold", "0", "--no-progress"])
     assert code == 1  # some files failed
     captured = capsys.readouterr()
     assert "notes.png" in captured.err and "cut.png" in captured.err
+    n_good = len(list(TEST_DATA.glob("*.png"))) + 3  # + photo.jpg, sixteen.png, scan.dcm
+    assert f"4 of {n_good + 4} file(s) failed" in captured.err
     report = json.loads((out / "predictions.json").read_text())
     by_name = {Path(r["path"]).name: r for r in report["images"]}
+    assert "PhotometricInterpretation PALETTE COLOR" in by_name["palette.dcm"]["error"]
+    assert "multi-frame DICOM (2 frames)" in by_name["cine.dcm"]["error"]
+    for name in ("notes.png", "cut.png", "palette.dcm", "cine.dcm"):
+        assert name in by_name[name]["error"] and by_name[name]["probabilities"] == {}
+        assert by_name[name]["figure"] is None
     good = [n for n, r in by_name.items() if r["error"] is None]
     assert sorted(good) == sorted(["photo.jpg", "scan.dcm", "sixteen.png",
                                    *[p.name for p in TEST_DATA.glob("*.png")]])
@@ -146,12 +169,88 @@ def test_same_probabilities_as_a_direct_forward(run_dir: Path, images: Path, tmp
 
 
 def test_missing_path_and_empty_folder_are_clear_errors(tmp_path: Path) -> None:
-    from thoracic.errors import DataError
-
     with pytest.raises(DataError, match="no such file"):
         collect_image_paths([tmp_path / "nope.png"])
+    with pytest.raises(DataError, match="no such file"):
+        collect_image_paths([tmp_path / "nope.png", tmp_path / "gone.dcm"])
     with pytest.raises(DataError, match="no image files"):
         collect_image_paths([tmp_path])
+    # an empty folder and a missing file: still nothing to process
+    with pytest.raises(DataError, match=r"nope.png: no such file.*no image files .* in " + str(tmp_path)):
+        collect_image_paths([tmp_path, tmp_path / "nope.png"])
+
+
+def test_a_missing_file_among_others_fails_alone(tmp_path: Path) -> None:
+    present = tmp_path / "present.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(present)
+    assert collect_image_paths([tmp_path / "nope.png", present]) == [tmp_path / "nope.png", present]
+
+
+def test_predict_a_list_of_files_with_a_missing_one(run_dir: Path, images: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Files named one by one (not a folder): each processed in order, the missing one fails alone."""
+    named = [images / "photo.jpg", tmp_path / "missing.png", images / "scan.dcm", images / "sixteen.png"]
+    out = tmp_path / "out"
+    code = main(["predict", *map(str, named), "--checkpoint", str(run_dir), "--out", str(out), "--no-progress"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "missing.png" in captured.err and "does not exist" in captured.err
+    assert "1 of 4 file(s) failed" in captured.err
+    report = json.loads((out / "predictions.json").read_text())["images"]
+    assert [r["path"] for r in report] == [str(p) for p in named]
+    assert [r["error"] is None for r in report] == [True, False, True, True]
+    assert sorted(p.name for p in out.glob("*.png")) == ["photo_native.png", "scan_native.png",
+                                                          "sixteen_native.png"]
+
+
+def test_an_error_after_decoding_fails_only_that_file(run_dir: Path, images: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataError / ValueError from box extraction (or anything after decoding) fails one file, not the run."""
+    import thoracic.prediction as prediction
+
+    real = prediction.boxes_from_heatmaps
+
+    def failing_for_the_dicom(heatmap, thresholds, original_size):  # the DICOM is the only 60 x 100 image
+        if tuple(original_size) == (60, 100):
+            raise DataError("boxes: broken heatmap")
+        return real(heatmap, thresholds, original_size)
+
+    monkeypatch.setattr(prediction, "boxes_from_heatmaps", failing_for_the_dicom)
+    named = [images / "photo.jpg", images / "scan.dcm", images / "sixteen.png"]
+    results = predict_images(named, run_dir, out_dir=tmp_path / "o", threshold=0.0, progress=False)
+    assert [r.error for r in results][0::2] == [None, None]
+    assert results[1].error == f"{images / 'scan.dcm'}: boxes: broken heatmap"
+    assert results[1].probabilities == {} and results[1].boxes == {}
+    assert all(r.figure is not None and r.figure.is_file() for r in results[0::2])
+
+    def value_error(*args, **kwargs):
+        raise ValueError("bad value")
+
+    monkeypatch.setattr(prediction, "boxes_from_heatmaps", value_error)
+    results = predict_images(named[:1], run_dir, out_dir=tmp_path / "v", threshold=0.0, progress=False)
+    assert results[0].error == f"{named[0]}: bad value"
+
+
+def test_probability_table_has_fourteen_distinct_readable_columns() -> None:
+    probabilities = {name: k / 20 for k, name in enumerate(CLASS_NAMES)}
+    results = [ImagePrediction(Path("a/one.png"), probabilities=probabilities),
+               ImagePrediction(Path("two.dcm"), error="two.dcm: not an image")]
+    header, first, second = probability_table(results).splitlines()
+    labels = header.split()[1:]
+    assert len(labels) == len(set(labels)) == 14
+    assert "Pneumon" in labels and "Pneumoth" in labels
+    for name, label in zip(CLASS_NAMES, labels):
+        assert label == CLASS_ABBREVIATIONS[name] and label[:4].lower() == name[:4].lower()
+    values = first.split()
+    assert values[0] == "one.png" and [float(v) for v in values[1:]] == pytest.approx([k / 20 for k in range(14)])
+    assert len(first) == len(header)  # columns line up
+    assert second.split()[:2] == ["two.dcm", "FAILED:"]
+
+
+def test_figure_names_never_collide() -> None:
+    paths = [Path("a/x.png"), Path("b/x.png"), Path("x.dcm"), Path("y.png"), Path("x-2.png")]
+    names = figure_names(paths)
+    assert names[:4] == ["x", "x-2", "x-3", "y"] and len(set(names)) == len(names)
 
 
 def test_real_sample_images(run_dir: Path, nih_dir: Path, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ Steps (each the same library call a real run makes; nothing is special-cased for
    run when its parameters match (``phantom.json``);
 2. ``thoracic prepare``: the image cache (resumes / reuses what exists);
 3. ``thoracic train``: the three paper models from their configs (``configs/*.yaml``) with the CPU-sized
-   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 128 px: no ImageNet weights
-   can be downloaded here, and a ResNet-34 at 256 px would need hours on two cores);
+   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 192 px, from phantoms stored
+   at 256 px: no ImageNet weights can be downloaded here, and a ResNet-34 at 256 px would need hours on
+   two cores);
 4. ``thoracic evaluate`` / ``localize`` (native heatmaps of all three models, and Grad-CAM of the
    baseline) and ``thoracic report`` over the three runs.
 
@@ -60,12 +61,18 @@ class DemoSettings:
     models: tuple[str, ...] = DEMO_MODELS
     overrides: Mapping[str, Any] = field(default_factory=lambda: dict(DEMO_OVERRIDES))
     gradcam_models: tuple[str, ...] = ("baseline",)
+    """Models whose localization is also run with Grad-CAM (beside their native heatmaps)."""
     n_bootstrap: int = 200
+    """Bootstrap resamples of the AUC confidence intervals."""
     progress: bool = True
+    workers: int | None = None
+    """Processes for phantom generation and the image cache (None: all cores)."""
 
 
 @dataclass
 class DemoResult:
+    """Where the report is, the run folder of each model, the headline table and the wall time."""
+
     report_markdown: Path
     report_html: Path
     runs: dict[str, Path]
@@ -90,7 +97,7 @@ def ensure_phantom_data(settings: DemoSettings) -> Path:
     if _phantom_matches(root, settings):
         return root
     return generate_phantom_dataset(root, settings.num_images, settings.image_size, settings.seed,
-                                    overwrite=True, progress=settings.progress, workers=None)
+                                    overwrite=True, progress=settings.progress, workers=settings.workers)
 
 
 def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[str]]) -> pd.DataFrame:
@@ -107,7 +114,8 @@ def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[st
             for metric, t in (("IoU", 0.3), ("IoBB", 0.25)):
                 part = table[(table["metric"] == metric) & (table["t"].round(3) == t)]
                 for source, label in ((method, "model"), ("random box", "random"), ("centre box", "centre")):
-                    values = part.loc[part["source"] == source, "accuracy"]
+                    # the per-class rows (the table's own "Mean" row would count twice)
+                    values = part.loc[(part["source"] == source) & (part["class_name"] != "Mean"), "accuracy"]
                     row[f"{metric}>{t} {label}"] = float(values.mean()) if len(values) else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
@@ -124,20 +132,22 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     start = time.perf_counter()
     out = settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    image_size = int(settings.overrides.get("data.image_size", 128))
     log(f"[1/4] phantom ChestX-ray14 folder ({settings.num_images} images, {settings.image_size} px) in {out}")
     root = ensure_phantom_data(settings)
-    log(f"[2/4] image cache at {image_size} px")
-    prepare_cache(root, image_size, progress=settings.progress)
+    configs = {name: load_config_by_name(name, {
+        **settings.overrides, "data.root": str(root), "output_dir": str(out / "runs"), "run_name": name,
+        "seed": settings.seed, "train.progress_bar": settings.progress}) for name in settings.models}
+    # the cache at each input size the models use (one size with the demo's overrides)
+    image_sizes = sorted({cfg.data.image_size for cfg in configs.values()})
+    log(f"[2/4] image cache at {', '.join(map(str, image_sizes))} px")
+    for image_size in image_sizes:
+        prepare_cache(root, image_size, workers=settings.workers, progress=settings.progress)
 
     runs: dict[str, Path] = {}
-    for k, name in enumerate(settings.models, 1):
-        overrides = {**settings.overrides, "data.root": str(root), "output_dir": str(out / "runs"),
-                     "run_name": name, "seed": settings.seed, "train.progress_bar": settings.progress}
-        cfg = load_config_by_name(name, overrides)
+    for k, (name, cfg) in enumerate(configs.items(), 1):
         run_dir = Path(cfg.output_dir) / name
-        log(f"[3/4] training {name} ({k}/{len(settings.models)}): {cfg.model.backbone}, {image_size} px, "
-            f"up to {cfg.train.max_epochs} epochs")
+        log(f"[3/4] training {name} ({k}/{len(settings.models)}): {cfg.model.backbone}, "
+            f"{cfg.data.image_size} px, up to {cfg.train.max_epochs} epochs")
         if (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file() \
                 and load_config(run_dir / "config.yaml") == cfg:
             log(f"      {run_dir} already trained with this config: reused")

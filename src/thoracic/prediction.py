@@ -8,7 +8,9 @@ training batches (:func:`thoracic.data.dataset.normalize_images`). Heatmaps are 
 maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
 original image size, as in localization.
 
-A file that cannot be read is reported with its own message; the others are still processed.
+A file that cannot be processed (missing, not an image, truncated, unsupported DICOM, or any
+:class:`~thoracic.errors.ThoracicError` / ``ValueError`` later on) fails with its own message; the
+others are still processed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ImagePrediction:
     boxes: dict[str, np.ndarray] = field(default_factory=dict)
     """class -> (K, 4) boxes (x, y, w, h) in original pixels, all heatmap thresholds pooled."""
     figure: Path | None = None
+    """The figure written for this image (None when it failed or none was asked for)."""
     error: str | None = None
+    """Why this file failed, naming it (None when it was processed); a failed file has no probabilities."""
 
     def to_dict(self) -> dict:
         return {
@@ -60,22 +64,31 @@ class ImagePrediction:
 def collect_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     """Files named directly, plus the image files (by suffix, or DICOM by content) inside named folders.
 
+    A named path that does not exist stays in the list (its prediction then fails with its own message,
+    and the other files are still processed), unless nothing at all was found.
+
     Raises:
-        DataError: when a named path does not exist, or nothing at all was found.
+        DataError: when no image file exists among ``inputs`` (every path missing, or empty folders).
     """
+    inputs = [Path(item) for item in inputs]
     paths: list[Path] = []
+    found = 0
     for item in inputs:
-        item = Path(item)
         if item.is_dir():
             for child in sorted(p for p in item.rglob("*") if p.is_file()):
                 if child.suffix.lower() in IMAGE_SUFFIXES or (child.suffix == "" and is_dicom(child)):
                     paths.append(child)
-        elif item.exists():
-            paths.append(item)
+                    found += 1
         else:
-            raise DataError(f"{item}: no such file or folder")
-    if not paths:
-        raise DataError(f"no image files (PNG, JPEG, DICOM) found in {', '.join(map(str, inputs))}")
+            paths.append(item)
+            found += item.exists()
+    if not found:
+        missing = [str(item) for item in inputs if not item.exists()]
+        folders = [str(item) for item in inputs if item.is_dir()]
+        problems = [f"{', '.join(missing)}: no such file or folder"] if missing else []
+        if folders:
+            problems.append(f"no image files (PNG, JPEG, DICOM) found in {', '.join(folders)}")
+        raise DataError("; ".join(problems) or "no input images given")
     return paths
 
 
@@ -123,15 +136,9 @@ class Predictor:
                 return {k: maps[k].detach().cpu().numpy() for k in class_indices}
             return {k: method(batch, k)[0].detach().cpu().numpy() for k in class_indices}
 
-    def predict_one(self, path: Path) -> ImagePrediction:
-        """Probabilities, heatmaps and boxes for one file; a bad file gives a result with ``error`` set."""
-        result = ImagePrediction(path=path)
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            result.error = str(exc)
-            return result
-        result.original_size = (int(image.shape[0]), int(image.shape[1]))
+    def predict_image(self, image: np.ndarray, path: Path) -> ImagePrediction:
+        """Probabilities, heatmaps and boxes for a decoded uint8 grayscale ``image`` read from ``path``."""
+        result = ImagePrediction(path=path, original_size=(int(image.shape[0]), int(image.shape[1])))
         batch = preprocess(image, self.image_size, self.normalize).unsqueeze(0).to(self.device)
         with torch.no_grad():
             logits = self.model(batch).logits
@@ -144,7 +151,24 @@ class Predictor:
             extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size)
             boxes = [e.boxes for e in extracted.values() if len(e)]
             result.boxes[name] = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-        result.image = image  # type: ignore[attr-defined]  # kept for the figure, dropped after it
+        return result
+
+    def predict_one(self, path: Path, figure: Path | None = None) -> ImagePrediction:
+        """Read ``path``, predict, and (with ``figure``) save the figure there.
+
+        Any :class:`~thoracic.errors.ThoracicError` or ``ValueError`` on the way (unreadable, truncated or
+        unsupported file, box extraction, the figure) fails this file only: the result carries ``error``
+        and no probabilities.
+        """
+        path = Path(path)
+        try:
+            image = read_image(path)
+            result = self.predict_image(image, path)
+            if figure is not None:
+                result.figure = prediction_figure(result, image, figure)
+        except (ThoracicError, ValueError) as exc:
+            message = str(exc)
+            return ImagePrediction(path=path, error=message if str(path) in message else f"{path}: {message}")
         return result
 
 
@@ -159,20 +183,47 @@ def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, ma
     label = (f"{result.path.name}" if panels
              else f"{result.path.name}\nno class >= threshold (top: {top} {result.probabilities[top]:.2f})")
     row = OverlayRow(image=image, label=label, ground_truth_boxes=np.zeros((0, 4)), panels=panels)
-    return save_figure(overlay_figure([row]), path)
+    return save_figure(overlay_figure([row], legend="predicted boxes: green"), path)
+
+
+#: Column labels of the probability table: readable, unique, at most 8 characters (a 6-character cut
+#: made Pneumonia and Pneumothorax both "Pneumo").
+CLASS_ABBREVIATIONS: dict[str, str] = {
+    "Atelectasis": "Atelect", "Cardiomegaly": "Cardiom", "Effusion": "Effusion", "Infiltration": "Infiltr",
+    "Mass": "Mass", "Nodule": "Nodule", "Pneumonia": "Pneumon", "Pneumothorax": "Pneumoth",
+    "Consolidation": "Consolid", "Edema": "Edema", "Emphysema": "Emphys", "Fibrosis": "Fibrosis",
+    "Pleural_Thickening": "PleurThk", "Hernia": "Hernia",
+}
 
 
 def probability_table(results: Sequence[ImagePrediction]) -> str:
-    """Plain-text table: one row per image, one column per class (probabilities), errors on their own line."""
-    short = [n[:6] for n in CLASS_NAMES]
+    """Plain-text table: one row per image, one column per class (abbreviated names, see
+    :data:`CLASS_ABBREVIATIONS`; ``--json`` has the full ones), a failed file's error on its row."""
+    column = max(len(a) for a in CLASS_ABBREVIATIONS.values())
     width = max([len(r.path.name) for r in results] + [5])
-    lines = [f"{'image':<{width}} " + " ".join(f"{s:>6}" for s in short)]
+    lines = [f"{'image':<{width}} " + " ".join(f"{CLASS_ABBREVIATIONS[n]:>{column}}" for n in CLASS_NAMES)]
     for r in results:
         if r.error:
             lines.append(f"{r.path.name:<{width}} FAILED: {r.error}")
         else:
-            lines.append(f"{r.path.name:<{width}} " + " ".join(f"{r.probabilities[n]:6.3f}" for n in CLASS_NAMES))
+            lines.append(f"{r.path.name:<{width}} "
+                         + " ".join(f"{r.probabilities[n]:{column}.3f}" for n in CLASS_NAMES))
     return "\n".join(lines)
+
+
+def figure_names(paths: Sequence[Path]) -> list[str]:
+    """One figure name per input: its stem, with ``-2``, ``-3`` ... added when stems repeat (``a/x.png``
+    and ``b/x.png``, or ``x.png`` and ``x.dcm``), so no figure overwrites another."""
+    names: list[str] = []
+    used: set[str] = set()
+    for path in paths:
+        name, k = path.stem, 1
+        while name in used:
+            k += 1
+            name = f"{path.stem}-{k}"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def predict_images(
@@ -187,9 +238,17 @@ def predict_images(
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
 
     Args:
-        inputs: files and/or folders.
+        inputs: files and/or folders (see :func:`collect_image_paths`).
         checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
-        out_dir: where figures and ``predictions.json`` go (default ``predictions/`` in the working folder).
+        out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
+            go (default ``predictions/`` in the working folder).
+
+    Returns:
+        One result per file, in input order; a file that failed has ``error`` set (the others are still
+        processed).
+
+    Raises:
+        DataError: when no input image exists at all.
     """
     from tqdm.auto import tqdm
 
@@ -202,13 +261,8 @@ def predict_images(
     out = Path(out_dir) if out_dir is not None else Path("predictions")
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
-        result = predictor.predict_one(path)
-        image = getattr(result, "image", None)
-        if image is not None:
-            result.figure = prediction_figure(result, image, out / f"{path.stem}_{method}.png")
-            del result.image  # type: ignore[attr-defined]
-        results.append(result)
+    for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
+        results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
         {"checkpoint": str(loaded.checkpoint_path), "method": method, "threshold": threshold,
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))

@@ -2,8 +2,9 @@
 
 Prints a table of per-class probabilities (or JSON with --json) and writes, per image, a figure with the
 heatmaps and boxes of the classes at or above --threshold, plus predictions.json, into --out.
-Unreadable files get their own message and the rest are still processed; the exit code is 1 when any
-file failed, 0 otherwise.
+A file that is missing, not an image, truncated or an unsupported DICOM gets its own message and the rest
+are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
+nothing to process (no input exists, empty folders) or the checkpoint cannot be loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files and/or folders")
+    parser.add_argument("images", nargs="+",
+                        help="image files (PNG, JPEG, DICOM) and/or folders (searched recursively)")
     parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a .ckpt file")
     parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     parser.add_argument("--method", choices=("native", "gradcam"), default="native",

@@ -90,9 +90,10 @@ class OverlayRow:
     panels: Sequence[OverlayPanel]
 
 
-def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6) -> Figure:
+def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6,
+                   legend: str = "ground truth: blue, predicted boxes: green") -> Figure:
     """Grid of overlays (paper Figs. 6-8): one row per image, the plain image first, then one column per
-    model / heatmap method, so models are compared on the same test image."""
+    model / heatmap method, so models are compared on the same test image. ``legend`` is the caption."""
     n_cols = 1 + max((len(r.panels) for r in rows), default=0)
     fig = _figure(figsize=(panel_size * n_cols, panel_size * len(rows) + 0.3), dpi=100)
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
@@ -104,7 +105,7 @@ def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6) -> Figur
             else:
                 axes[r, c].axis("off")
     fig.tight_layout()
-    fig.suptitle("ground truth: blue, predicted boxes: green", fontsize=8, y=1.0, va="bottom")
+    fig.suptitle(legend, fontsize=8, y=1.0, va="bottom")
     return fig
 
 
