@@ -6,7 +6,7 @@ Steps (each the same library call a real run makes; nothing is special-cased for
    run when its parameters match (``phantom.json``);
 2. ``thoracic prepare``: the image cache (resumes / reuses what exists);
 3. ``thoracic train``: the three paper models from their configs (``configs/*.yaml``) with the CPU-sized
-   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 192 px, from phantoms stored
+   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 160 px, from phantoms stored
    at 256 px: no ImageNet weights can be downloaded here, and a ResNet-34 at 256 px would need hours on
    two cores);
 4. ``thoracic evaluate`` / ``localize`` (native heatmaps of all three models, and Grad-CAM of the
@@ -33,14 +33,14 @@ DEMO_MODELS: tuple[str, ...] = ("baseline", "space_attention", "attention_gated"
 
 #: CPU-sized overrides applied on top of each paper config (documented in the README).
 DEMO_OVERRIDES: dict[str, Any] = {
-    "data.image_size": 192,
+    "data.image_size": 160,
     "data.num_workers": 0,
     "model.backbone": "resnet10",
     "model.pretrained": False,
-    "optim.lr": 1e-3,
+    "optim.lr": 5e-4,
     "optim.lr_step_epochs": 0,
     "train.batch_size": 32,
-    "train.max_epochs": 10,
+    "train.max_epochs": 8,
     "train.patience": 3,
     "train.precision": "32-true",
     "train.accelerator": "cpu",
