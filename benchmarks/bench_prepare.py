@@ -14,11 +14,22 @@ what N cores give on this machine at this moment. When the machine is shared, th
 Also reported: the PNG-decode share of the baseline loop (a loop doing only ``Image.open(png).load()``,
 timed in the same alternation): the floor no implementation can go below on one core.
 
+Set size: the 40 real PNGs are each listed ``COPIES`` times (240 names). prepare has fixed costs that a
+real folder (112,120 images) amortises to nothing: reading the metadata (~10 ms), forking the workers
+(~5 ms each), the last flush of the memory map, the index, the manifest and the workers' exit
+(~12 ms): ~6% of a 2-worker run on 120 names, ~3% on 240 (the full run then takes about a minute).
+
+No torch in this process while timing (``--threads`` is applied afterwards, for the machine
+description): ``thoracic prepare`` never imports it, and with torch loaded (~0.5 GB mapped) every fork
+of a worker and every worker's exit costs ~10 ms more, which is not what users pay.
+
     python benchmarks/bench_prepare.py [--quick] [--out results/prepare.json]
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import multiprocessing
 import os
 import shutil
@@ -34,6 +45,8 @@ import common  # noqa: E402
 NAME = "prepare"
 TARGET_ONE_WORKER = 0.9
 TARGET_SCALING = 0.9
+#: How many times each real PNG is listed (under different names) in full runs.
+COPIES = 6
 
 
 def usable_cores() -> int:
@@ -48,8 +61,12 @@ def _decode_resize(job: tuple[str, int]) -> tuple[int, int]:
         return image.convert("L").resize((size, size), Image.Resampling.BILINEAR).size
 
 
-def run(quick: bool = False, workdir: Path | None = None, workers: int | None = None) -> dict[str, Any]:
-    """Measure the loop, decode only, prepare with 1 and N workers; return the result document."""
+def run(quick: bool = False, workdir: Path | None = None, workers: int | None = None,
+        threads: int | None = None) -> dict[str, Any]:
+    """Measure the loop, decode only, prepare with 1 and N workers; return the result document.
+
+    ``threads``: ``torch.set_num_threads`` applied after the timings (see the module docs).
+    """
     from PIL import Image
 
     from thoracic.data.cache import prepare_cache
@@ -61,9 +78,8 @@ def run(quick: bool = False, workdir: Path | None = None, workers: int | None = 
         work = Path(workdir) if workdir is not None else Path(tmp)
         root, source = common.image_folder(work, quick)
         if not quick and source.startswith("40 real"):
-            copies = 3
-            common.replicate_folder(root, copies)
-            source += f", each listed {copies} times under different names (symlinks)"
+            common.replicate_folder(root, COPIES)
+            source += f", each listed {COPIES} times under different names (symlinks)"
         paths = common.png_paths(root)
         count = len(paths)
 
@@ -130,12 +146,20 @@ def run(quick: bool = False, workdir: Path | None = None, workers: int | None = 
         if usable_cores() < workers:
             notes.append(f"only {usable_cores()} usable core(s): {workers} workers cannot scale here")
         settings = {"images": source, "image_count": count, "image_size": image_size, "workers": workers,
-                    "usable_cores": usable_cores(), "repeats": repeats}
+                    "usable_cores": usable_cores(), "repeats": repeats,
+                    "torch_loaded_while_timing": "torch" in sys.modules}
+    common.set_threads(threads)
     return common.result_document(NAME, quick, settings, comparisons, notes, png_decode_share=decode_share)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.benchmark_main(NAME, run, argv, __doc__.splitlines()[0])
+    # --threads is taken here and applied by run() after the timings: benchmark_main would import torch
+    # first (see the module docs).
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=common.DEFAULT_THREADS)
+    known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return common.benchmark_main(NAME, functools.partial(run, threads=known.threads), [*rest, "--threads", "0"],
+                                 __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

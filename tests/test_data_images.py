@@ -153,3 +153,23 @@ def test_resize_is_antialiased(gray):
     assert small.shape == (16, 16) and np.abs(small.astype(int) - 127.5).max() < 8  # not aliased to 0/255
     np.testing.assert_array_equal(resize_image(gray[:30, :30], 30), gray[:30, :30])
     assert resize_image(gray, 8).shape == (8, 8)
+
+
+def test_load_resized_fast_path_equals_read_then_resize(tmp_path) -> None:
+    """The cache's path for 8-bit grayscale PNGs gives exactly resize_image(read_image(...))."""
+    from PIL import Image
+
+    from thoracic.data.images import load_resized, read_image, resize_image
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (300, 257), dtype=np.uint8)
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    Image.fromarray(gray).save(tmp_path / "l.png")
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    for name in ("l.png", "rgba.png"):
+        for size in (64, 300):
+            pixels, original = load_resized(tmp_path / name, size)
+            expected = resize_image(read_image(tmp_path / name), size)
+            assert original == (257, 300)
+            assert pixels.dtype == np.uint8
+            np.testing.assert_array_equal(pixels, expected)

@@ -79,6 +79,29 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+def _decode_pil(path: Path, keep_gray: bool = False) -> np.ndarray | Image.Image:
+    """Decode a Pillow-readable file to a uint8 2-D array, with the errors :func:`read_image` documents.
+
+    With ``keep_gray``, an 8-bit grayscale (mode ``L``) image comes back as the PIL image itself (no
+    copy to numpy and back: the cache's fast path); any other mode is converted as usual.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                if keep_gray and image.mode == "L" and image.width > 0 and image.height > 0:
+                    return image.copy()
+                array = to_uint8_gray(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image Pillow can read; expected a PNG, JPEG or DICOM file") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: truncated or corrupt image ({exc}); expected a complete PNG/JPEG") from None
+    if array.ndim != 2 or array.size == 0:
+        raise DataError(f"{path}: decoded to shape {array.shape}; expected a 2-D grayscale image")
+    return array
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a PNG / JPEG (any PIL mode) or DICOM file to a 2-D uint8 grayscale array.
 
@@ -91,19 +114,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"image file {path} does not exist")
     if is_dicom(path):
         return _read_dicom(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                array = to_uint8_gray(image)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image Pillow can read; expected a PNG, JPEG or DICOM file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: truncated or corrupt image ({exc}); expected a complete PNG/JPEG") from None
-    if array.ndim != 2 or array.size == 0:
-        raise DataError(f"{path}: decoded to shape {array.shape}; expected a 2-D grayscale image")
-    return array
+    return _decode_pil(path)  # type: ignore[return-value]
 
 
 def _read_dicom(path: Path) -> np.ndarray:
@@ -162,6 +173,22 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``resize_image(read_image(path), size)`` and the decoded (width, height): what the cache stores."""
-    image = read_image(path)
+    """``resize_image(read_image(path), size)`` and the decoded (width, height): what the cache stores.
+
+    8-bit grayscale files (most of ChestX-ray14) are resized as the decoded PIL image, skipping a copy to
+    numpy and back (~5% of the per-image time); the pixels are identical (tested).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    if is_dicom(path):
+        image = _read_dicom(path)
+    else:
+        decoded = _decode_pil(path, keep_gray=True)
+        if isinstance(decoded, Image.Image):
+            original = (int(decoded.width), int(decoded.height))
+            if decoded.size != (size, size):
+                decoded = decoded.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(decoded, dtype=np.uint8), original
+        image = decoded
     return resize_image(image, size), (int(image.shape[1]), int(image.shape[0]))
