@@ -272,11 +272,14 @@ One worker matches the bare loop: the cache adds only the metadata read, the mem
 manifest. PNG decoding is most of the loop (the note above), so no single-process builder can be much
 faster; only more cores help. The N-worker target is a statement about the machine as much as the code:
 the control row (the same bare loop in a plain `multiprocessing.Pool`, no cache) shows how much of N
-cores the machine gave at that moment. On the shared 2-core machine of the recorded runs the control
-reached about 1x one core (other jobs held the second core), so prepare could not reach 1.8x either.
-Against the control, prepare's own parallel overhead is the fixed cost of a 120-image run (reading the
-metadata, forking the workers, the last uneven chunk); it amortises over the 112,120 images of the real
-dataset (checked: a flush of the 7.3 GB memory map after each 64-image chunk costs ~7 ms, i.e. ~1%).
+cores the machine gave at that moment (about 1x one core when other jobs hold the second). Profiling
+found prepare's own parallel overhead to be fixed costs of a short run (reading the metadata, forking the
+workers, the final flush and index) plus a flush of the memory map by every worker after every chunk and
+uneven last chunks. Now workers never flush (the map is shared; the parent flushes before each save of
+the done mask, so resume stays exact), chunks shrink toward the end, the pool's exit overlaps the index
+writing, and 8-bit grayscale PNGs are resized without a copy to numpy and back (pixel-identical, tested).
+The remaining fixed cost amortises over the 112,120 images of the real dataset. The benchmark times
+prepare without torch imported (a process holding torch forks and exits ~10 ms slower per worker).
 To check the target itself, run `python benchmarks/run_all.py --only prepare` on an idle machine.
 """,
     "train_step": """
