@@ -217,8 +217,8 @@ def loop_benchmark(settings: dict[str, Any], workdir: Path, warm_fit: bool = Tru
     comparison = common.comparison(
         f"Lightning loop vs plain PyTorch loop (baseline {settings['backbone']}, {size} px, batch {batch})",
         lightning, plain, target,
-        f"thoracic's Trainer (loggers, callbacks, ThoracicModule) vs a for-loop with the same model, loss, Adam "
-        f"and DataLoader; steady-state time per step",
+        "thoracic's Trainer (loggers, callbacks, ThoracicModule) vs a for-loop with the same model, loss, Adam "
+        "and DataLoader; steady-state time per step",
     )
     details = {"overhead": 1.0 / comparison["ratio"] - 1.0,
                "overhead_ms_per_step": 1000 * (lightning["median_s"] - plain["median_s"]),

@@ -17,7 +17,6 @@ from thoracic.models import (
     AttentionGated,
     BaselineCAM,
     ModelOutput,
-    SpaceAttention,
     build_model,
     create_backbone,
     create_model,

@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 
-from thoracic.errors import ThoracicError
 
 #: The paper models the demo trains, by config name.
 DEMO_MODELS: tuple[str, ...] = ("baseline", "space_attention", "attention_gated")
@@ -199,5 +198,5 @@ def check_learning(headline: pd.DataFrame, min_auc: float = 0.9) -> list[str]:
     return problems
 
 
-__all__ = ["DEMO_MODELS", "DEMO_OVERRIDES", "DemoResult", "DemoSettings", "ThoracicError", "check_learning",
+__all__ = ["DEMO_MODELS", "DEMO_OVERRIDES", "DemoResult", "DemoSettings", "check_learning",
            "format_headline", "headline_numbers", "run_demo"]

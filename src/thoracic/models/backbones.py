@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from thoracic.errors import ThoracicError, WeightsUnavailableError
+from thoracic.models.registry import Registry
 
 #: Keys of :meth:`Backbone.forward`'s result and of :attr:`Backbone.channels`.
 FEATURE_KEYS: tuple[str, ...] = ("layer2", "layer3", "final")
@@ -185,24 +186,17 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str, s
 # Registry
 # --------------------------------------------------------------------------------------------------
 
-_BACKBONES: dict[str, Callable[[], tuple[nn.Module, torchvision.models.WeightsEnum | None]]] = {}
+_BACKBONES = Registry("backbone", UnknownBackboneError)
 
 
 def register_backbone(name: str) -> Callable:
     """Decorator: register a factory returning ``(torchvision model, ImageNet weights or None)``."""
-
-    def decorator(factory: Callable) -> Callable:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    return _BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone` (and ``model.backbone``)."""
-    return sorted(_BACKBONES)
+    return _BACKBONES.names()
 
 
 @register_backbone("resnet10")
@@ -278,9 +272,7 @@ def create_backbone(
         UnknownBackboneError: ``name`` is not registered.
         WeightsUnavailableError: the requested weights can be neither found nor downloaded.
     """
-    if name not in _BACKBONES:
-        raise UnknownBackboneError(f"unknown backbone {name!r}; valid backbones: {', '.join(list_backbones())}")
-    model, imagenet = _BACKBONES[name]()
+    model, imagenet = _BACKBONES.get(name)()
     if weights is not None:
         _load_into(model, load_local_state_dict(weights), name, f"model.weights file {weights}")
     elif pretrained:
