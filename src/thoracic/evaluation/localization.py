@@ -407,13 +407,9 @@ def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pool
         pairs = gt[["box_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
             boxes[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
             how="left", suffixes=("", "_pred"))
-        gt_boxes = pairs[BOX_COLUMNS].to_numpy(dtype=np.float64)
-        pred_boxes = pairs[[c + "_pred" for c in BOX_COLUMNS]].to_numpy(dtype=np.float64)
-        has_box = np.isfinite(pred_boxes).all(axis=1)
-        pred_boxes = np.where(has_box[:, None], pred_boxes, 0.0)
+        has_box, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
+            pairs, BOX_COLUMNS, [c + "_pred" for c in BOX_COLUMNS])
         pairs["n_predicted"] = has_box.astype(int)
-        pairs["best_iou"] = np.where(has_box, iou(gt_boxes, pred_boxes), 0.0)
-        pairs["best_iobb"] = np.where(has_box, iobb(gt_boxes, pred_boxes), 0.0)
         best = pairs.groupby("box_row", sort=False).agg(
             n_predicted=("n_predicted", "sum"), best_iou=("best_iou", "max"), best_iobb=("best_iobb", "max"))
         scored = gt[["box_row", "image_id", "class_name"]].merge(best, left_on="box_row", right_index=True)
@@ -422,6 +418,18 @@ def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pool
     if len(frames) != len(groups) or sum(len(f) for f in frames) != len(gt) * len(groups):
         raise AssertionError("scoring lost ground-truth rows")  # guards the seed code's dict-by-image bug
     return pd.concat(frames, ignore_index=True)
+
+
+def _pair_overlaps(pairs: pd.DataFrame, gt_columns: Sequence[str],
+                   pred_columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows of a left merge of boxes: (partner found, IoU, IoBB), the values 0 where the merge found
+    no partner box (its columns are NaN)."""
+    gt_boxes = pairs[list(gt_columns)].to_numpy(dtype=np.float64)
+    pred_boxes = pairs[list(pred_columns)].to_numpy(dtype=np.float64)
+    found = np.isfinite(gt_boxes).all(axis=1) & np.isfinite(pred_boxes).all(axis=1)
+    gt_boxes = np.where(found[:, None], gt_boxes, 0.0)
+    pred_boxes = np.where(found[:, None], pred_boxes, 0.0)
+    return found, np.where(found, iou(gt_boxes, pred_boxes), 0.0), np.where(found, iobb(gt_boxes, pred_boxes), 0.0)
 
 
 def _threshold_groups(pred: pd.DataFrame, pooled: bool) -> list[tuple[str, pd.DataFrame]]:
@@ -448,12 +456,8 @@ def false_positive_boxes(ground_truth: pd.DataFrame, predicted: pd.DataFrame, po
         pairs = boxes[["pred_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
             gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
             how="left", suffixes=("", "_gt"))
-        pred_boxes = pairs[BOX_COLUMNS].to_numpy(dtype=np.float64)
-        gt_boxes = pairs[[c + "_gt" for c in BOX_COLUMNS]].to_numpy(dtype=np.float64)
-        has_gt = np.isfinite(gt_boxes).all(axis=1)
-        gt_boxes = np.where(has_gt[:, None], gt_boxes, 0.0)
-        pairs["best_iou"] = np.where(has_gt, iou(gt_boxes, pred_boxes), 0.0)
-        pairs["best_iobb"] = np.where(has_gt, iobb(gt_boxes, pred_boxes), 0.0)
+        _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
+            pairs, [c + "_gt" for c in BOX_COLUMNS], BOX_COLUMNS)
         best = pairs.groupby("pred_row", sort=True)[["best_iou", "best_iobb"]].max()
         out = boxes[["image_id", "class_name", *BOX_COLUMNS]].copy()
         out.insert(2, "threshold", label)
