@@ -98,6 +98,26 @@ PREVALENCE: dict[str, float] = {
 
 TRUTH_FILE = "phantom_findings.csv"
 INFO_FILE = "phantom.json"
+#: The generator's marker, written before anything else: it says "this folder is a phantom" (data
+#: provenance, :func:`data_kind`) and lists every file the generator writes there, the only files
+#: ``overwrite`` may delete.
+MARKER_FILE = "thoracic_synth.json"
+
+
+def data_kind(root: str | Path) -> str:
+    """``"phantom"`` for a folder written by :func:`generate_phantom_dataset`, ``"real"`` for any other
+    existing folder, ``"unknown"`` when ``root`` does not exist (any more)."""
+    root = Path(root)
+    if (root / MARKER_FILE).is_file():
+        return "phantom"
+    info = root / INFO_FILE
+    if info.is_file():  # folders written before the marker existed
+        try:
+            if json.loads(info.read_text()).get("generator") == "thoracic.data.synth":
+                return "phantom"
+        except (OSError, ValueError, AttributeError):
+            pass
+    return "real" if root.is_dir() else "unknown"
 
 
 @dataclass(frozen=True)

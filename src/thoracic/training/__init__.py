@@ -27,6 +27,7 @@ _EXPORTS = {
     "LoadedRun": "thoracic.training.checkpoints",
     "load_run": "thoracic.training.checkpoints",
     "find_checkpoint": "thoracic.training.checkpoints",
+    "checkpoint_info": "thoracic.training.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,12 +11,17 @@ A run folder (written by ``thoracic train``) holds::
 
 Every checkpoint is a Lightning checkpoint whose ``hyper_parameters`` hold ``config`` (the resolved
 Config as a dict) and ``class_names``, and whose ``state_dict`` holds the model under ``model.``.
+Checkpoints written since data provenance was recorded also hold ``thoracic_data`` (``kind``:
+``phantom`` or ``real``, and the data-entry CSV's SHA-256); :func:`checkpoint_info` is what every
+evaluation artefact records about the checkpoint it came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -76,3 +81,62 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
     model.to(map_location).eval()
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir)
+
+
+#: In-process memo of checkpoint hashes: (resolved path, size, mtime_ns) -> sha256.
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, memoised per (path, size, mtime) within the process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[str, Any]:
+    """Provenance of a checkpoint, as every evaluation artefact records it.
+
+    Args:
+        path: a ``.ckpt`` file (or a run folder: its ``best.ckpt``).
+        checkpoint: the already loaded checkpoint dict (saves a second ``torch.load``).
+
+    Returns:
+        ``{"path", "epoch", "global_step", "sha256", "model_name", "backbone", "image_size", "data_root",
+        "data_kind"}``: the model fields come from the config stored in the checkpoint (not from the
+        folder it sits in); ``data_kind`` is ``"phantom"`` or ``"real"`` as recorded at training time, or,
+        for a checkpoint without that record, what the data folder holds now (``"unknown"`` when the
+        folder no longer exists).
+
+    Raises:
+        RunError: missing or unreadable checkpoint, or one without a thoracic config.
+    """
+    path = find_checkpoint(path, "best")
+    if checkpoint is None:
+        config, checkpoint = load_checkpoint_config(path)
+    else:
+        config = config_from_dict(checkpoint["hyper_parameters"]["config"])
+    recorded = checkpoint.get("thoracic_data") or {}
+    kind = recorded.get("kind")
+    if kind is None:
+        from thoracic.data.synth import data_kind
+
+        kind = data_kind(config.data.root)
+    return {
+        "path": str(path.resolve()),
+        "epoch": int(checkpoint.get("epoch", -1)),
+        "global_step": int(checkpoint.get("global_step", -1)),
+        "sha256": file_sha256(path),
+        "model_name": config.model.name,
+        "backbone": config.model.backbone,
+        "image_size": int(config.data.image_size),
+        "data_root": str(config.data.root),
+        "data_kind": kind,
+    }
