@@ -1,4 +1,8 @@
-"""Errors the command line reports as a one-line message (no traceback)."""
+"""Errors the command line reports as a one-line message (no traceback).
+
+Every :class:`ThoracicError` is printed as ``error: <message>`` and the command exits with the error's
+``exit_code`` (2: bad input or state the user can fix; 130: interrupted by Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ from __future__ import annotations
 class ThoracicError(Exception):
     """Base class: bad input or state the user can fix; the message says what and where."""
 
+    exit_code: int = 2
+
 
 class DataError(ThoracicError):
     """A dataset file, row or field is missing or malformed; the message names it and what was expected."""
 
 
 class CacheMismatchError(ThoracicError):
-    """An image cache does not match the data folder or the requested size."""
+    """An image cache does not match the data folder or the requested size, or its files are damaged."""
 
 
 class WeightsUnavailableError(ThoracicError):
@@ -21,3 +27,22 @@ class WeightsUnavailableError(ThoracicError):
 
 class RunError(ThoracicError):
     """A run folder or checkpoint is missing or inconsistent."""
+
+
+class DiskFullError(ThoracicError):
+    """A write failed, or would fail, for lack of space (or a file-size limit); the message gives the bytes
+    needed and free, and what was kept so that a rerun continues."""
+
+
+class UnsafeDeleteError(ThoracicError):
+    """thoracic was asked to replace a folder holding files it did not write; it lists them and deletes nothing."""
+
+
+class OutputPathError(ThoracicError):
+    """An output path is an existing file, lies in an unwritable folder, or is the input itself."""
+
+
+class Interrupted(ThoracicError):
+    """Ctrl-C (SIGINT): the work done so far is kept; the message says where it is and how to continue."""
+
+    exit_code = 130

@@ -57,8 +57,11 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
-from collections.abc import Mapping
+import re
+import signal
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +71,9 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_INDEX, CLASS_NAMES, NO_FINDING
-from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER
-from thoracic.errors import DataError
+from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
+from thoracic.errors import DataError, UnsafeDeleteError
+from thoracic.safety import ensure_output_dir, folder_entries, remove_owned, write_json_atomic
 
 GENERATOR_VERSION = 2  # 2: NIH-like prevalences (about 54% of images without finding)
 
@@ -102,6 +106,57 @@ INFO_FILE = "phantom.json"
 #: provenance, :func:`data_kind`) and lists every file the generator writes there, the only files
 #: ``overwrite`` may delete.
 MARKER_FILE = "thoracic_synth.json"
+
+
+#: The metadata files the generator writes beside the images.
+_METADATA_FILES = (DATA_ENTRY_NAMES[0], "BBox_List_2017.csv", TRUTH_FILE, TRAIN_VAL_NAME, TEST_NAME, INFO_FILE)
+_IMAGE_FOLDER = re.compile(r"images(_\d{3})?(/images)?/")  # an empty image folder (killed early)
+_LEGACY_IMAGE = re.compile(r"(?:images|images_\d{3}/images)/([^/]+)")
+
+
+def synth_owned_files(out: str | Path) -> Callable[[str], bool] | None:
+    """Which files of ``out`` ``thoracic synth`` wrote (a predicate on relative paths), or None when
+    ``out`` is not a phantom folder.
+
+    The files listed in :data:`MARKER_FILE` (folders written before the marker existed: the NIH files,
+    ``phantom.json`` and the images the data-entry CSV names), the temporary files of the generator's
+    atomic writes, and image caches that ``thoracic prepare`` wrote inside the folder (they hold
+    nothing but their own files; see :func:`thoracic.data.cache.owned_cache_folder`).
+    """
+    from thoracic.data.cache import is_cache_file, owned_cache_folder
+
+    out = Path(out)
+    marker = out / MARKER_FILE
+    if marker.is_file():
+        try:
+            listed = set(json.loads(marker.read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        images: set[str] = set()
+    elif data_kind(out) == "phantom":  # legacy folder: phantom.json, no marker
+        listed = set(_METADATA_FILES)
+        try:
+            entry = (out / DATA_ENTRY_NAMES[0]).read_text().splitlines()[1:]
+        except OSError:
+            entry = []
+        images = {line.split(",", 1)[0] for line in entry if line}
+    else:
+        return None
+    listed |= {MARKER_FILE}
+    caches = {p.name for p in out.iterdir() if p.is_dir() and owned_cache_folder(p)}
+
+    def owned(name: str) -> bool:
+        parts = name.rstrip("/").split("/")
+        if name in listed or _IMAGE_FOLDER.fullmatch(name):
+            return True
+        if len(parts) == 1 and parts[0].startswith(".") and ".tmp-" in parts[0]:
+            return parts[0][1:].split(".tmp-")[0] in listed  # an atomic write that was killed
+        if len(parts) == 2 and parts[0] in caches:
+            return is_cache_file(parts[1])
+        match = _LEGACY_IMAGE.fullmatch(name)
+        return match is not None and match.group(1) in images
+
+    return owned
 
 
 def data_kind(root: str | Path) -> str:
@@ -494,6 +549,11 @@ def _plan(num_images: int, seed: int, test_fraction: float) -> list[_ImagePlan]:
     return [_ImagePlan(i, p.image_id, p.patient, p.follow_up, p.age, p.sex, p.view, p.test) for i, p in enumerate(plans)]
 
 
+def _quiet_worker() -> None:
+    # Ctrl-C reaches the whole process group: only the parent reports it, workers stop without a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _render_job(job: tuple) -> tuple[int, PhantomImage]:
     plan, size, seed, prevalence, kwargs, path = job
     phantom = render_phantom(size, seed, plan.index, plan.patient, prevalence, **kwargs)
@@ -534,14 +594,32 @@ def generate_phantom_dataset(
     """
     out = Path(out_dir)
     if num_images < 1:
-        raise DataError(f"num_images must be at least 1, got {num_images}")
+        raise DataError(f"--images: expected at least 1 image, got {num_images}")
     if image_size < 16:
-        raise DataError(f"image_size must be at least 16 pixels, got {image_size}")
-    if out.exists() and any(out.iterdir()):
+        raise DataError(f"--size: expected at least 16 pixels, got {image_size}")
+    if not (0.0 < test_fraction < 1.0):  # also rejects nan
+        raise DataError(f"--test-fraction: expected a fraction of patients strictly between 0 and 1, got "
+                        f"{test_fraction} (0 or 1 would leave the test or the train_val list empty)")
+    for name, value in (("special_fraction", special_fraction), ("box_fraction", box_fraction),
+                        ("all_boxes_fraction", all_boxes_fraction)):
+        if not (0.0 <= value <= 1.0):
+            raise DataError(f"{name}: expected a fraction in [0, 1], got {value}")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
+    if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise DataError(f"{out} exists and is not empty; choose another folder or overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+            raise DataError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
+                            "replace a phantom folder written by thoracic synth (only its own files are deleted)")
+        owned = synth_owned_files(out)
+        if owned is None:
+            entries = folder_entries(out)
+            raise UnsafeDeleteError(
+                f"--out {out} was not written by thoracic synth (no {MARKER_FILE} or {INFO_FILE}) and holds "
+                f"{len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. Nothing was "
+                "deleted: --overwrite replaces only a phantom folder; choose another --out folder")
+        remove_owned(out, owned, "phantom folder", remove_folder=False,
+                     hint="Move them away or choose another --out folder.")
+    ensure_output_dir(out, "--out")
     plans = _plan(num_images, seed, test_fraction)
     kwargs = {"special_fraction": special_fraction, "box_fraction": box_fraction,
               "all_boxes_fraction": all_boxes_fraction}
@@ -556,8 +634,17 @@ def generate_phantom_dataset(
             folder = out / f"images_{plan.index // images_per_folder + 1:03d}" / "images"
         else:
             folder = out / "images"
-        folder.mkdir(parents=True, exist_ok=True)
         jobs.append((plan, image_size, seed, prevalence, kwargs, folder / plan.image_id))
+    # The marker first, listing every file this call writes: from now on --overwrite (and nothing else)
+    # may delete exactly these, even if this run is killed halfway.
+    written = [*(job[-1].relative_to(out).as_posix() for job in jobs), *_METADATA_FILES]
+    write_json_atomic(out / MARKER_FILE, {
+        "generator": "thoracic synth", "version": GENERATOR_VERSION,
+        "note": "a phantom ChestX-ray14 folder: results on it say nothing clinical",
+        "files": written,
+    })
+    for folder in sorted({job[-1].parent for job in jobs}):
+        folder.mkdir(parents=True, exist_ok=True)
 
     results: list[PhantomImage | None] = [None] * len(plans)
     workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
@@ -568,10 +655,16 @@ def generate_phantom_dataset(
             results[index] = phantom
             bar.update()
     else:
-        with multiprocessing.get_context().Pool(workers) as pool:
-            for index, phantom in pool.imap_unordered(_render_job, jobs, chunksize=8):
-                results[index] = phantom
-                bar.update()
+        # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
+                                     initializer=_quiet_worker) as pool:
+                for index, phantom in pool.map(_render_job, jobs, chunksize=8):
+                    results[index] = phantom
+                    bar.update()
+        except BrokenProcessPool:
+            raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
+                            "rerun with --overwrite to start again") from None
     bar.close()
 
     entry_lines = [DATA_ENTRY_HEADER]
