@@ -19,7 +19,7 @@ from thoracic.data.cache import ImageCache, prepare_cache
 from thoracic.data.images import read_image, resize_image
 from thoracic.data.metadata import load_chestxray14
 from thoracic.data.synth import render_phantom
-from thoracic.errors import CacheMismatchError, DataError
+from thoracic.errors import CacheMismatchError, DataError, Interrupted
 
 
 def _copy(phantom_dir: Path, tmp_path: Path, name: str = "copy") -> Path:
@@ -69,7 +69,7 @@ def test_resume_after_interrupt_redoes_nothing(phantom_dir, phantom_cache, tmp_p
 
     monkeypatch.setattr(cache_module, "_decode_one", interrupted)
     target = tmp_path / "resume"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="50 of 120 images"):
         prepare_cache(phantom_dir, 64, cache_dir=target, workers=1, progress=False, checkpoint_every=7)
     assert np.load(target / "done.npy").sum() == 50  # progress saved on the way out
     with pytest.raises(CacheMismatchError, match="in_progress"):

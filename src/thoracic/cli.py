@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,11 +70,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except ThoracicError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        prefix = "" if exc.exit_code == 130 else "error: "  # Ctrl-C is no error: it says where things are
+        print(f"{prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
+    except OSError as exc:
+        message = _os_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _os_error_message(exc: OSError) -> str | None:
+    """A one-line message for the file-system errors a user can fix (a full disk, a folder without write
+    permission, a file where a folder was expected); None for anything else (a bug: traceback)."""
+    import errno
+
+    from thoracic.safety import DISK_FULL_ERRNOS, disk_full_error
+
+    where = exc.filename or "a file"
+    if exc.errno in DISK_FULL_ERRNOS:
+        folder = os.path.dirname(os.path.abspath(where)) if exc.filename else "."
+        return str(disk_full_error(exc, "a file", folder, None,
+                                   "Free some space and rerun the same command: finished work is kept."))
+    reasons = {
+        errno.EACCES: "permission denied: choose a location this user can write to",
+        errno.EPERM: "operation not permitted: choose a location this user can write to",
+        errno.EROFS: "the file system is read-only: choose another location",
+        errno.ENOTDIR: "a path component is a file, expected a folder",
+        errno.EISDIR: "is a folder, expected a file",
+        errno.EEXIST: "already exists",
+    }
+    if exc.errno in reasons:
+        return f"{where}: {reasons[exc.errno]}"
+    return None
 
 
 if __name__ == "__main__":

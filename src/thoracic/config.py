@@ -12,6 +12,7 @@ The resolved config is written into every run folder (``config.yaml``) and every
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -29,8 +30,29 @@ class ConfigError(ThoracicError, ValueError):
     """A configuration file or override is invalid; the message names the key and what was expected."""
 
 
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: Precisions Lightning accepts that make sense here (``32-true`` default; mixed precision on GPUs).
+PRECISIONS: tuple[str, ...] = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+                               "64", "16", "bf16")
+#: Lightning accelerators.
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
+#: Smallest input side the models take (five stride-2 stages leave a 1 x 1 map at 32 px).
+MIN_IMAGE_SIZE = 32
+#: Largest Adam learning rate accepted: far above any value that trains (the paper: 1e-4; its grid
+#: 1e-6..1e-3); larger ones only overflow or diverge.
+MAX_LR = 1.0
+
+
 # --------------------------------------------------------------------------------------------------
-# Sections
+# Sections (each checks its values: a key, what was expected and the value in every error)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -54,6 +76,14 @@ class DataConfig:
     augment: bool = False
     """Random horizontal flips and small shifts for training (the paper used no augmentation)."""
     normalize: Literal["imagenet", "none"] = "imagenet"
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.image_size, int) and self.image_size >= MIN_IMAGE_SIZE, "data.image_size",
+               f"an image side of at least {MIN_IMAGE_SIZE} pixels (the models' smallest input)", self.image_size)
+        _check(_finite(self.val_fraction) and 0 < self.val_fraction < 1, "data.val_fraction",
+               "a fraction of the train_val patients strictly between 0 and 1", self.val_fraction)
+        _check(self.num_workers >= 0, "data.num_workers", "0 (load in the main process) or more", self.num_workers)
+        _check(str(self.root).strip() != "", "data.root", "a ChestX-ray14 folder", self.root)
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,12 @@ class ModelConfig:
     attention_pooling: Literal["auto", "sum", "mean"] = "auto"
     """Attention-weighted pooling per level: sum (published code), mean, auto (mean if sigmoid, sum if softmax)."""
 
+    def __post_init__(self) -> None:
+        _check(self.num_classes >= 1, "model.num_classes", "at least 1", self.num_classes)
+        _check(self.transition_channels is None or self.transition_channels >= 1, "model.transition_channels",
+               "null (the backbone's width) or a positive channel count", self.transition_channels)
+        _check(_finite(self.lse_r) and self.lse_r > 0, "model.lse_r", "a positive number", self.lse_r)
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -86,6 +122,10 @@ class LossConfig:
 
     name: Literal["wcel", "wcel_per_class", "bce", "focal"] = "wcel"
     focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.focal_gamma) and self.focal_gamma >= 0, "loss.focal_gamma", "a number >= 0",
+               self.focal_gamma)
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,16 @@ class OptimConfig:
     weight_decay: float = 0.0
     lr_step_epochs: int = 0
     lr_gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.lr) and 0 < self.lr <= MAX_LR, "optim.lr",
+               f"a learning rate > 0 and <= {MAX_LR:g} (the paper used 1e-4)", self.lr)
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay", "a number >= 0",
+               self.weight_decay)
+        _check(self.lr_step_epochs >= 0, "optim.lr_step_epochs", "0 (constant) or a number of epochs",
+               self.lr_step_epochs)
+        _check(_finite(self.lr_gamma) and 0 < self.lr_gamma <= 1, "optim.lr_gamma",
+               "a factor > 0 and <= 1", self.lr_gamma)
 
 
 @dataclass(frozen=True)
@@ -120,6 +170,21 @@ class TrainConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", "at least 1 image per batch", self.batch_size)
+        _check(self.max_epochs >= 1, "train.max_epochs", "at least 1 epoch", self.max_epochs)
+        _check(self.patience >= 0, "train.patience", "0 or more epochs", self.patience)
+        _check(_finite(self.min_delta) and self.min_delta >= 0, "train.min_delta", "a number >= 0", self.min_delta)
+        _check(self.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
+        _check(self.accelerator in ACCELERATORS, "train.accelerator", f"one of {', '.join(ACCELERATORS)}",
+               self.accelerator)
+        _check(self.num_nodes >= 1, "train.num_nodes", "at least 1", self.num_nodes)
+        _check(self.log_every_n_steps >= 1, "train.log_every_n_steps", "at least 1", self.log_every_n_steps)
+        for key in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, key)
+            _check(_finite(value) and value > 0 and (value <= 1 or float(value).is_integer()), f"train.{key}",
+                   "a fraction in (0, 1] or a whole number of batches", value)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from thoracic.constants import CLASS_NAMES
 from thoracic.data.images import RESIZE_METHOD, load_resized
 from thoracic.data.metadata import file_fingerprint, find_metadata_files, load_chestxray14
-from thoracic.errors import CacheMismatchError, DataError, UnsafeDeleteError
+from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -588,6 +588,10 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
                         # done mask (on the critical path) has only the last fraction of a second left
                         images.flush()
                         flushed = time.monotonic()
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted (Ctrl-C); {int(done.sum())} of {count} images of the cache {cache} are finished and "
+                "kept: rerun the same command to continue") from None
         except BrokenProcessPool:
             raise DataError(
                 f"a prepare worker process died (killed, or out of memory) while writing {cache}; the "

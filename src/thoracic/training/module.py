@@ -155,6 +155,14 @@ class ThoracicModule(LightningModule):
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
 
+    #: What the run trains on (:func:`thoracic.training.trainer.data_provenance`); saved into every
+    #: checkpoint as ``thoracic_data`` (read back by :func:`thoracic.training.checkpoints.checkpoint_info`).
+    data_provenance: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.data_provenance is not None:
+            checkpoint["thoracic_data"] = dict(self.data_provenance)
+
     # ------------------------------------------------------------------ forward / steps
 
     def configure_model(self) -> None:

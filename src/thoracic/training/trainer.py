@@ -17,6 +17,13 @@ optimizer, the LR scheduler, the early-stopping and checkpoint callbacks' state;
 global random generators depend only on ``(seed, epoch)`` (:mod:`thoracic.training.seeding`), so a run
 killed at any point and resumed from ``last.ckpt`` replays the unfinished epoch exactly as the
 uninterrupted run did.
+
+Failures (docs/reliability.md): everything that can be checked (config values, model, data, cache,
+devices, free space for the checkpoints) is checked before the run folder is made, so a failed start
+leaves no folder behind; a run that fails or is interrupted before its first checkpoint removes its own
+files. Ctrl-C stops at the end of the current batch and raises :class:`~thoracic.errors.Interrupted`
+naming the run folder and the resume command (a second Ctrl-C stops at once). A full disk while saving
+raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is intact.
 """
 
 from __future__ import annotations
@@ -26,14 +33,16 @@ import logging
 import math
 import os
 import platform
-import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -56,8 +65,19 @@ from thoracic.config import (
 )
 from thoracic.config import replace as replace_config
 from thoracic.constants import CLASS_NAMES
-from thoracic.errors import RunError
+from thoracic.errors import DiskFullError, Interrupted, RunError, ThoracicError, UnsafeDeleteError
 from thoracic.models import build_model
+from thoracic.safety import (
+    DISK_FULL_ERRNOS,
+    check_free_space,
+    disk_full_error,
+    ensure_output_dir,
+    foreign_entries,
+    is_disk_full,
+    read_json,
+    remove_owned,
+    write_json_atomic,
+)
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.module import ThoracicModule
 from thoracic.training.seeding import EpochReseed, EpochSeededSampler, ShardedSampler
@@ -111,15 +131,34 @@ def default_run_name(cfg: Config) -> str:
     return f"{cfg.model.name}-seed{cfg.seed}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+#: What ``thoracic train`` writes into a run folder before its first checkpoint (fnmatch patterns; the
+#: only files a restart may delete): the config, run_info.json, the CSV / TensorBoard logs and the
+#: temporary files of atomic writes.
+RUN_STUB_FILES: tuple[str, ...] = (
+    "config.yaml", "run_info.json", ".run_info.json.tmp-*", "run_info.json.tmp", ".config.yaml.tmp-*",
+    "logs/", "logs/metrics.csv", "logs/metrics_part*.csv", "logs/hparams.yaml", "logs/tensorboard/",
+    "logs/tensorboard/events.out.tfevents.*", "logs/tensorboard/hparams.yaml",
+    "checkpoints/", "checkpoints/.*.tmp-*",
+)
+
+
+def is_stub_run(folder: Path) -> bool:
+    """A run folder whose run never saved a checkpoint nor finished (a start that died), holding only
+    what :data:`RUN_STUB_FILES` names: safe to clear and reuse under the same name."""
+    return (folder.is_dir() and not (folder / "summary.json").exists() and not any(folder.rglob("*.ckpt"))
+            and not foreign_entries(folder, RUN_STUB_FILES))
+
+
 def resolve_run_dir(cfg: Config) -> Path:
     """Where a new run of ``cfg`` goes; a folder that already holds a run gets a ``-2``, ``-3``... suffix.
 
-    Only rank 0 writes; under DDP the checkpoint folder is broadcast from rank 0 by Lightning, so other
-    ranks computing a different name (another second, another suffix) is harmless.
+    A folder left by a start that died before its first checkpoint (:func:`is_stub_run`) is reused under
+    its name. Only rank 0 writes; under DDP the checkpoint folder is broadcast from rank 0 by Lightning,
+    so other ranks computing a different name (another second, another suffix) is harmless.
     """
     base = Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
     candidate, counter = base, 1
-    while (candidate / "config.yaml").exists():
+    while candidate.exists() and any(candidate.iterdir()) and not is_stub_run(candidate):
         counter += 1
         candidate = base.with_name(f"{base.name}-{counter}")
     return candidate
@@ -179,9 +218,11 @@ def train_or_resume(
         if leftovers:
             raise RunError(f"{run_dir} holds checkpoints ({', '.join(leftovers)}) but no checkpoints/last.ckpt "
                            "to resume from; remove the folder to start that run again")
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0 and any(run_dir.iterdir()):
+            # only what a run writes before its first checkpoint; anything else is refused, not deleted
+            remove_owned(run_dir, RUN_STUB_FILES, "run folder (a start that stopped before its first checkpoint)",
+                         hint="Move them away, or choose another folder.")
             log.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
-            shutil.rmtree(run_dir)
     return train(cfg, callbacks=callbacks, command_line=command_line)
 
 
@@ -226,15 +267,29 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
     entry = {"time": now, "command_line": list(command_line) if command_line is not None else None,
              "git": _git_commit(), "versions": library_versions(), "devices": _device_info()}
     if resumed_from is not None and path.is_file():
-        info = json.loads(path.read_text())
+        info = read_json(path, "the run's run_info.json", RunError)
         info.setdefault("resumes", []).append({**entry, "checkpoint": str(resumed_from)})
     else:
         info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
-                "model": cfg.model.name, "backbone": cfg.model.backbone, **entry}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path)
+                "model": cfg.model.name, "backbone": cfg.model.backbone, "data": data_provenance(cfg), **entry}
+    write_json_atomic(path, info)
     return path
+
+
+def data_provenance(cfg: Config) -> dict[str, Any]:
+    """What a run is trained on: the data folder, ``kind`` (``phantom`` for a folder ``thoracic synth``
+    wrote, else ``real``) and the data-entry CSV's SHA-256. Stored in ``run_info.json`` and, as
+    ``thoracic_data``, in every checkpoint."""
+    from thoracic.data.metadata import file_fingerprint, find_metadata_files
+    from thoracic.data.synth import data_kind
+
+    root = Path(cfg.data.root)
+    info: dict[str, Any] = {"root": str(root.resolve()), "kind": data_kind(root), "metadata_sha256": None}
+    try:
+        info["metadata_sha256"] = file_fingerprint(find_metadata_files(root).data_entry)
+    except ThoracicError:
+        pass
+    return info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +397,27 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()
         CSVLogger(save_dir=run_dir, name="logs", version="", flush_logs_every_n_steps=1),
         TensorBoardLogger(save_dir=run_dir, name="logs", version="tensorboard", default_hp_metric=False),
     ]
-    trainer = Trainer(
+    _check_accelerator(train.accelerator)
+    try:
+        trainer = _make_trainer(train, run_dir, callbacks, reseed, early_stopping, best, last, loggers)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # Lightning's MisconfigurationException is a ValueError: an unknown strategy, device ids that
+        # do not exist... named here instead of a traceback
+        raise ConfigError(f"train: Lightning rejects accelerator={train.accelerator!r}, devices={train.devices!r}, "
+                          f"num_nodes={train.num_nodes}, strategy={train.strategy!r}, precision={train.precision!r}: "
+                          f"{exc}") from None
+    return trainer, reseed
+
+
+def _check_accelerator(accelerator: str) -> None:
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.accelerator: {accelerator!r} asks for a GPU, but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use auto or cpu")
+
+
+def _make_trainer(train: Any, run_dir: Path, callbacks: Sequence[Callback], reseed: Callback,
+                  early_stopping: Callback, best: Callback, last: Callback, loggers: list) -> Trainer:
+    return Trainer(
         default_root_dir=run_dir,
         max_epochs=train.max_epochs,
         accelerator=train.accelerator,
@@ -350,7 +425,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()
         num_nodes=train.num_nodes,
         strategy=train.strategy,
         precision=train.precision,
-        callbacks=[reseed, early_stopping, *callbacks, best, last],
+        callbacks=[reseed, early_stopping, *callbacks, best, last, InterruptGuard()],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         limit_train_batches=train.limit_train_batches,
@@ -365,7 +440,6 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()
         # The loaders shard themselves (EpochSeededSampler / ShardedSampler): see thoracic.training.seeding.
         use_distributed_sampler=False,
     )
-    return trainer, reseed
 
 
 def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
@@ -393,6 +467,70 @@ def config_for_resume(resume: str | Path, overrides: Mapping[str, Any] | Sequenc
     return config_from_dict(merge_overrides(to_dict(cfg), overrides))
 
 
+class InterruptGuard(Callback):
+    """Ctrl-C during ``fit``: finish the current batch, then raise :class:`~thoracic.errors.Interrupted`.
+
+    Lightning's own handling of KeyboardInterrupt prints "attempting graceful shutdown" and calls
+    ``sys.exit(1)``; a flag checked between batches instead stops at a point where the run's state is
+    consistent (``last.ckpt`` of the last finished epoch, logs flushed) and lets :func:`train` say where
+    the run is and how to resume it. A second Ctrl-C stops at once. Only in a single process (under DDP
+    every rank would stop at a different batch and the others would wait in a collective forever).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._pid = os.getpid()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # a forked DataLoader worker inherits this handler: it keeps loading, quietly, and the
+            # main process stops the run between batches
+            return
+        if self.requested:
+            raise Interrupted("interrupted twice: stopped at once")
+        self.requested = True
+        print("\nCtrl-C: stopping at the end of this batch (press Ctrl-C again to stop at once)",
+              file=__import__("sys").stderr, flush=True)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._pid = os.getpid()
+        if (trainer.world_size == 1 and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):  # e.g. `nohup`, `cmd &` in scripts
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _check(self) -> None:
+        if self.requested:
+            raise Interrupted("interrupted (Ctrl-C)")
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self._check()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        self._check()
+
+    def on_train_epoch_start(self, *args: Any) -> None:
+        self._check()
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_fit_end(self, *args: Any) -> None:
+        self.restore()
+
+    def on_exception(self, *args: Any) -> None:
+        self.restore()
+
+
+def estimated_checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Bytes of one checkpoint: the weights and buffers, plus Adam's two moments per trainable weight."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights + 2 * trainable + (1 << 20)
+
+
 def train(
     cfg: Config | None,
     resume: str | Path | None = None,
@@ -409,7 +547,9 @@ def train(
         command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
 
     Raises:
-        ConfigError: missing data folder, bad devices; RunError: nothing to resume, non-finite loss.
+        ConfigError: missing data folder, bad devices; RunError: nothing to resume, non-finite loss;
+        DiskFullError: no room for a checkpoint (the previous ``last.ckpt`` is kept);
+        Interrupted: Ctrl-C (the message names the run folder and the resume command).
     """
     checkpoint_path: Path | None = None
     if resume is not None:
@@ -420,18 +560,12 @@ def train(
         raise ConfigError("train: give a config or a run to resume")
     check_data_config(cfg)
     if resume is None:
+        ensure_output_dir(cfg.output_dir, "output_dir", create=False)
         run_dir = resolve_run_dir(cfg)
 
-    # Seeds Python/NumPy/torch (model initialisation) and has Lightning seed DataLoader workers per rank.
+    # Everything that can fail on bad input is built before the run folder is made: a failed start
+    # leaves nothing behind. Seeding first: it fixes the model's initialisation.
     lightning_seed_everything(cfg.seed, workers=True, verbose=False)
-    if rank_zero_only.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            save_config(cfg, run_dir / "config.yaml")
-        write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
-        if checkpoint_path is not None:
-            _keep_previous_csv_log(run_dir)
-
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -439,26 +573,100 @@ def train(
     # On resume the checkpoint supplies every weight: do not fetch ImageNet weights just to overwrite them.
     model = _model_without_pretrained_weights(cfg) if checkpoint_path is not None else None
     module = ThoracicModule(cfg, class_frequencies=frequencies, model=model)
+    module.data_provenance = data_provenance(cfg)
     trainer, reseed = build_trainer(cfg, run_dir, callbacks)
+    guard = next(c for c in trainer.callbacks if isinstance(c, InterruptGuard))
+    checkpoint_bytes = estimated_checkpoint_bytes(module.model)
+    # best.ckpt + last.ckpt, each written beside the old file before replacing it
+    check_free_space(run_dir, checkpoint_bytes * (1 if checkpoint_path is not None else 2),
+                     f"the checkpoints of {run_dir}", "Nothing was written; free some space and rerun.")
 
-    train_loader = reproducible_train_loader(datamodule.train_dataloader(), cfg.seed)
-    reseed.generator = train_loader.generator
-    val_loader = sharded_eval_loader(datamodule.val_dataloader())
-    # Lightning builds the first train iterator of a fit before on_train_epoch_start and set_epoch:
-    # position the sampler and the generators on the first epoch now.
-    start_epoch = 0 if checkpoint_path is None else _next_epoch(checkpoint_path)
-    train_loader.sampler.set_epoch(start_epoch)
-    reseed.reseed(start_epoch)
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                ckpt_path=str(checkpoint_path) if checkpoint_path is not None else None)
-    if trainer.interrupted:
-        raise RunError(f"training of {run_dir} was interrupted; resume with `thoracic train --resume {run_dir}`")
-    if trainer.world_size > 1:
-        # Other ranks may have computed another folder name (another second); rank 0's is the run.
-        run_dir = Path(trainer.strategy.broadcast(str(run_dir), src=0))
-    if trainer.is_global_zero:
-        write_summary(run_dir, trainer)
+    created = not run_dir.exists()
+    try:
+        if rank_zero_only.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if resume is None:
+                if any(run_dir.iterdir()):  # a stub of a start that died (resolve_run_dir checked it)
+                    remove_owned(run_dir, RUN_STUB_FILES, "run folder", remove_folder=False)
+                save_config(cfg, run_dir / "config.yaml")
+            write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
+            if checkpoint_path is not None:
+                _keep_previous_csv_log(run_dir)
+
+        train_loader = reproducible_train_loader(datamodule.train_dataloader(), cfg.seed)
+        reseed.generator = train_loader.generator
+        val_loader = sharded_eval_loader(datamodule.val_dataloader())
+        # Lightning builds the first train iterator of a fit before on_train_epoch_start and set_epoch:
+        # position the sampler and the generators on the first epoch now.
+        start_epoch = 0 if checkpoint_path is None else _next_epoch(checkpoint_path)
+        train_loader.sampler.set_epoch(start_epoch)
+        reseed.reseed(start_epoch)
+        try:
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                        ckpt_path=str(checkpoint_path) if checkpoint_path is not None else None)
+        finally:
+            guard.restore()
+        if trainer.interrupted:
+            raise Interrupted("interrupted")
+        if trainer.world_size > 1:
+            # Other ranks may have computed another folder name (another second); rank 0's is the run.
+            run_dir = Path(trainer.strategy.broadcast(str(run_dir), src=0))
+        if trainer.is_global_zero:
+            write_summary(run_dir, trainer)
+    except BaseException as exc:
+        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt)) or guard.requested
+        replacement = _failed(exc, run_dir, created and resume is None, interrupted, checkpoint_bytes)
+        if replacement is exc:
+            raise
+        raise replacement from None
     return run_dir
+
+
+def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
+            checkpoint_bytes: int) -> BaseException:
+    """The exception to raise when a fit stops early: named for Ctrl-C and full disks; a new run that
+    never saved a checkpoint has its own files removed (a failed start leaves no folder)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    removed = False
+    if new_run and not last.is_file() and rank_zero_only.rank == 0 and run_dir.is_dir():
+        try:
+            remove_owned(run_dir, RUN_STUB_FILES, "run folder")
+            removed = True
+        except (ThoracicError, OSError):
+            pass  # something else is there: leave it all
+    if last.is_file():
+        epoch = _checkpoint_epoch(last)
+        state = (f"run folder {run_dir}: checkpoints/last.ckpt holds epoch {epoch} (the last one finished); "
+                 f"resume with `thoracic train --resume {run_dir}`")
+    elif removed:
+        state = f"no epoch had finished, so there is nothing to resume: the run folder {run_dir} was removed"
+    else:
+        state = f"no epoch had finished, so there is nothing to resume in {run_dir}"
+    if interrupted:
+        rerun = "" if last.is_file() else "; rerun the same command to start again"
+        return Interrupted(f"interrupted (Ctrl-C); {state}{rerun}")
+    if is_disk_full(exc):
+        cause = exc if isinstance(exc, OSError) else next(
+            e for e in _chain(exc) if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
+        kept = (f"The previous checkpoints are intact; {state}." if last.is_file()
+                else f"{state[0].upper()}{state[1:]}.")
+        return disk_full_error(cause, "a checkpoint or log of the run", run_dir, checkpoint_bytes, kept)
+    return exc
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain = []
+    while exc is not None and len(chain) < 8:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return chain
+
+
+def _checkpoint_epoch(path: Path) -> int | str:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1))
+    except Exception:  # noqa: BLE001 - only for a message
+        return "?"
 
 
 def _model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
@@ -511,8 +719,52 @@ def read_epoch_metrics(run_dir: str | Path) -> pd.DataFrame:
     return per_epoch.dropna(how="all")
 
 
+#: Divergence: a validation loss above this many times the loss of predicting 0.5 for every class.
+DIVERGED_LOSS_FACTOR = 100.0
+
+
+def chance_loss(loss_name: str, focal_gamma: float = 2.0) -> float:
+    """The loss per image of predicting 0.5 for every class (every term ``-ln 0.5``), by loss.
+
+    Eq. 1's weights make the positive and the negative terms of a batch each sum to its image count,
+    so the weighted losses score twice the plain binary cross-entropy's ``14 ln 2``.
+    """
+    base = len(CLASS_NAMES) * math.log(2.0)
+    if loss_name in ("wcel", "wcel_per_class"):
+        return 2.0 * base
+    if loss_name == "focal":
+        return base * 0.5 ** focal_gamma
+    return base
+
+
+def divergence_reasons(epochs: pd.DataFrame, cfg: Config) -> list[str]:
+    """Why a finished run looks diverged (empty list: it does not).
+
+    - the last epoch's validation loss exceeds :data:`DIVERGED_LOSS_FACTOR` times :func:`chance_loss`
+      (a finite loss can still be absurd: lr=1 gives ~1e8);
+    - every class with a defined validation AUC has exactly 0.5 (to 1e-3) at the last epoch: the network
+      gives every image the same score, i.e. its outputs saturated.
+    """
+    reasons: list[str] = []
+    if epochs.empty:
+        return reasons
+    last = epochs.iloc[-1]
+    chance = chance_loss(cfg.loss.name, cfg.loss.focal_gamma)
+    loss = last.get("val_loss")
+    if loss is not None and np.isfinite(loss) and loss > DIVERGED_LOSS_FACTOR * chance:
+        reasons.append(f"validation loss {loss:.3g} at epoch {int(epochs.index[-1])} is over "
+                       f"{DIVERGED_LOSS_FACTOR:g} x the {chance:.3g} of predicting 0.5 for every class")
+    aucs = np.array([last.get(f"val_auc/{name}", np.nan) for name in CLASS_NAMES], dtype=float)
+    aucs = aucs[np.isfinite(aucs)]
+    if len(aucs) and np.all(np.abs(aucs - 0.5) < 1e-3):
+        reasons.append(f"every validation AUC is 0.5 at epoch {int(epochs.index[-1])}: the network gives "
+                       "every image the same score")
+    return reasons
+
+
 def write_summary(run_dir: Path, trainer: Trainer) -> dict[str, Any]:
-    """``summary.json``: the best epoch (lowest val loss) and its metrics, epochs run, early stop."""
+    """``summary.json``: the best epoch (lowest val loss) and its metrics, epochs run, early stop, and
+    ``diverged`` / ``divergence`` (:func:`divergence_reasons`; a warning is logged when it diverged)."""
     checkpoint = trainer.checkpoint_callback
     early = trainer.early_stopping_callback
     epochs = read_epoch_metrics(run_dir)
@@ -528,7 +780,15 @@ def write_summary(run_dir: Path, trainer: Trainer) -> dict[str, Any]:
                               if k.startswith("val_") or k.startswith("train_loss")}
     if checkpoint is not None and checkpoint.best_model_path:
         summary["best_checkpoint"] = os.path.relpath(checkpoint.best_model_path, run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    module = trainer.lightning_module
+    reasons = divergence_reasons(epochs, module.config) if hasattr(module, "config") else []
+    summary["diverged"] = bool(reasons)
+    summary["divergence"] = reasons
+    if reasons:
+        log.warning("%s: the run diverged: %s. Its numbers mean nothing; lower optim.lr (now %g) and train "
+                    "again.", run_dir, "; ".join(reasons), module.config.optim.lr)
+    summary["data"] = getattr(module, "data_provenance", None)
+    write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 
@@ -583,8 +843,8 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
     metrics = {k.replace("test_", f"{split}_", 1): _finite_or_none(v) for k, v in results.items()}
     if trainer.is_global_zero:
         path = run_dir / "summary.json"
-        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
         summary[f"{split}_metrics"] = metrics
         summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
-        path.write_text(json.dumps(summary, indent=2))
+        write_json_atomic(path, summary)
     return metrics
