@@ -17,9 +17,9 @@ import yaml
 from lightning.pytorch import Callback
 from sklearn.metrics import roc_auc_score
 
-from thoracic.config import Config, ConfigError, load_config, to_dict
+from thoracic.config import Config, ConfigError, load_config, save_config, to_dict
 from thoracic.constants import CLASS_NAMES
-from thoracic.errors import RunError
+from thoracic.errors import RunError, UnsafeDeleteError
 from thoracic.models.output import ModelOutput
 from thoracic.training.checkpoints import load_run
 from thoracic.training.experiment import aggregate_metrics, format_mean_std, run_experiment
@@ -521,7 +521,19 @@ def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phanto
     with pytest.raises(Killed):
         lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep", callbacks=[KillAt(epoch=0, batch=1)])
     half_made = tmp_path / "sweep" / "lr_1.00e-03"
-    assert (half_made / "config.yaml").is_file() and not list(half_made.rglob("*.ckpt"))
+    assert not half_made.exists()  # a run that fails before its first checkpoint removes its own files
+    # what a SIGKILL before the first checkpoint leaves (no chance to clean up): config, logs, no .ckpt
+    (half_made / "logs" / "tensorboard").mkdir(parents=True)
+    (half_made / "checkpoints").mkdir()
+    save_config(cfg, half_made / "config.yaml")
+    (half_made / "run_info.json").write_text("{}")
+    (half_made / "logs" / "metrics.csv").write_text("epoch,step,train_loss_step\n0,0,1.0\n")
+    (half_made / "logs" / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"x")
+    (half_made / "notes.txt").write_text("mine")
+    with pytest.raises(UnsafeDeleteError, match="notes.txt"):  # never deletes what it did not write
+        lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep")
+    assert (half_made / "notes.txt").read_text() == "mine" and (half_made / "config.yaml").is_file()
+    (half_made / "notes.txt").unlink()
     result = lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep")
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["lr_1.00e-03"]  # no "-2"
     assert result.table.loc[0, "status"] == "ok" and (half_made / "summary.json").is_file()

@@ -254,16 +254,18 @@ def predict_images(
 
     from thoracic.training.checkpoints import load_run
 
+    if not 0.0 <= threshold <= 1.0:  # also rejects nan
+        raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
     paths = collect_image_paths(inputs)
     loaded = load_run(checkpoint, which="best", map_location=device)
     predictor = Predictor(loaded.model, loaded.config.data.image_size, loaded.config.data.normalize,
                           method=method, threshold=threshold, device=device)
-    out = Path(out_dir) if out_dir is not None else Path("predictions")
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(Path(out_dir) if out_dir is not None else Path("predictions"), "--out")
     results = []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
-        {"checkpoint": str(loaded.checkpoint_path), "method": method, "threshold": threshold,
+        {"checkpoint": str(loaded.checkpoint_path), "checkpoint_info": loaded.info, "method": method,
+         "threshold": threshold,
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results

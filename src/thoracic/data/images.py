@@ -95,7 +95,14 @@ def _decode_pil(path: Path, keep_gray: bool = False) -> np.ndarray | Image.Image
                 array = to_uint8_gray(image)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read; expected a PNG, JPEG or DICOM file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        # not a damaged file: Pillow refuses images this large as a protection against decompression bombs
+        raise DataError(
+            f"{path}: too large to decode ({exc}); Pillow refuses images above {Image.MAX_IMAGE_PIXELS:,} pixels "
+            "(about 9,459 x 9,459) as a protection against decompression bombs. Expected a chest X-ray "
+            "(NIH's are 1024 x 1024): downscale the file first"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: truncated or corrupt image ({exc}); expected a complete PNG/JPEG") from None
     if array.ndim != 2 or array.size == 0:
         raise DataError(f"{path}: decoded to shape {array.shape}; expected a 2-D grayscale image")

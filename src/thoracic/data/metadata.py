@@ -275,9 +275,11 @@ def parse_label_strings(
         raise DataError(f"{source}: empty 'Finding Labels' in {where(row)}; expected class names or '{NO_FINDING}'")
     dummies = text.str.get_dummies(sep="|")
     matrix = np.zeros((len(text), NUM_CLASSES), dtype=np.uint8)
+    no_finding = np.zeros(len(text), dtype=bool)
     for column in dummies.columns:
         name = LABEL_ALIASES.get(column.strip(), column.strip())
         if name == NO_FINDING:
+            no_finding |= dummies[column].to_numpy().astype(bool)
             continue
         if name not in CLASS_INDEX:
             row = int(np.flatnonzero(dummies[column].to_numpy())[0])
@@ -286,6 +288,13 @@ def parse_label_strings(
                 f"{', '.join(CLASS_NAMES)} or '{NO_FINDING}'"
             )
         matrix[:, CLASS_INDEX[name]] |= dummies[column].to_numpy().astype(np.uint8)
+    both = no_finding & (matrix.sum(axis=1) > 0)
+    if both.any():
+        row = int(np.flatnonzero(both)[0])
+        raise DataError(
+            f"{source}: 'Finding Labels' {text[row]!r} in {where(row)} combines '{NO_FINDING}' with findings; "
+            f"expected '|'-joined findings or '{NO_FINDING}' alone"
+        )
     return matrix
 
 
@@ -436,6 +445,31 @@ def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], b
         )
 
 
+def check_box_labels(boxes: pd.DataFrame, table: pd.DataFrame, labels: np.ndarray, bbox_path: str | Path,
+                     entry_path: str | Path) -> None:
+    """Raise DataError for the first box row whose class is not among its image's labels (every one of
+    NIH's 984 boxes has its class among the image's 'Finding Labels'; a box without one would be scored
+    for a class the image is not labelled with)."""
+    if len(boxes) == 0:
+        return
+    rows = pd.Index(table["image_id"]).get_indexer(boxes["image_id"])
+    known = rows >= 0
+    if not known.any():
+        return
+    positive = labels[rows[known], boxes["class_index"].to_numpy()[known]] > 0
+    if positive.all():
+        return
+    box = boxes[known].iloc[int(np.flatnonzero(~positive)[0])]
+    row = rows[known][int(np.flatnonzero(~positive)[0])]
+    names = [CLASS_NAMES[c] for c in np.flatnonzero(labels[row])] or [NO_FINDING]
+    line = int(box["csv_line"]) if "csv_line" in box.index else int(box["box_row"]) + 2
+    raise DataError(
+        f"{bbox_path}: line {line} (image {box['image_id']}) has a box of {box['class_name']}, but that image's "
+        f"'Finding Labels' in {Path(entry_path).name} (CSV line {row + 2}) are {'|'.join(names)}; expected the "
+        "box's class among its image's labels"
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # The loader
 # --------------------------------------------------------------------------------------------------
@@ -503,6 +537,7 @@ def load_chestxray14(
         if absent:
             raise DataError(f"{files.bbox} has boxes for image(s) absent from {files.data_entry.name}: "
                             f"{_preview(absent)}")
+        check_box_labels(boxes, table, labels, files.bbox, files.data_entry)
         if check_box_images:
             sizes = {}
             for image_id in boxes["image_id"].unique():

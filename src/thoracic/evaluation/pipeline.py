@@ -52,6 +52,7 @@ from thoracic.evaluation.predictions import (
     save_predictions,
 )
 from thoracic.evaluation.report import write_run_table1
+from thoracic.safety import write_json_atomic
 
 #: ``source`` values of the baselines in localization tables.
 RANDOM_BOX = "random box"
@@ -129,8 +130,8 @@ def evaluate_run(
     auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
-                 "seed": loaded.config.seed, "checkpoint": str(loaded.checkpoint_path)})
-    (out / f"auc_{split}.json").write_text(json.dumps(info, indent=2))
+                 "seed": loaded.config.seed, "checkpoint": loaded.info})
+    write_json_atomic(out / f"auc_{split}.json", info)
     files["auc_csv"] = out / f"auc_{split}.csv"
     files["auc_json"] = out / f"auc_{split}.json"
     # Table 1: this run beside Wang et al. 2017 and the seed paper's three columns
@@ -229,13 +230,13 @@ def localize_run(
     accuracy.to_csv(out / f"localization_{method}.csv", index=False, float_format="%.6f")
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
-        "checkpoint": str(loaded.checkpoint_path), "heatmap_thresholds": [float(t) for t in thresholds],
+        "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in thresholds],
         "largest_only": bool(largest_only), "baseline_seed": seed, "n_box_rows": int(len(ground_truth)),
         "n_images": int(ground_truth["image_id"].nunique()),
         "metric": "IoBB = intersection / area of the predicted box; localized when value > T",
         "table": json.loads(accuracy.to_json(orient="records")),
     }
-    (out / f"localization_{method}.json").write_text(json.dumps(info, indent=2))
+    write_json_atomic(out / f"localization_{method}.json", info)
     files.update({"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
                   "localization_csv": out / f"localization_{method}.csv",
                   "localization_json": out / f"localization_{method}.json"})

@@ -48,17 +48,38 @@ _IGNORED_KEYS = ("seed", "run_name", "output_dir")
 
 @dataclass
 class RunSummary:
-    """What a report needs from one evaluated run folder."""
+    """What a report needs from one evaluated run folder.
+
+    ``checkpoints`` maps each evaluation file (``auc_test.json``, ``localization_native.json`` ...) to the
+    :func:`~thoracic.training.checkpoints.checkpoint_info` it records; ``warnings`` says, per run, what a
+    reader must know: an evaluation of another checkpoint than the run's current ``best.ckpt`` (``stale``),
+    or a checkpoint of another model than the run folder's ``config.yaml`` names.
+    """
 
     path: Path
     config: dict[str, Any]
     auc: dict[str, Any] | None
     localization: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
+        """The model the evaluated checkpoint holds (its stored config), else the run's config.yaml."""
+        for info in self.checkpoints.values():
+            if info.get("model_name"):
+                return str(info["model_name"])
         return str(self.config.get("model", {}).get("name", "?"))
+
+    @property
+    def data_kind(self) -> str | None:
+        """``phantom`` / ``real`` as the evaluated checkpoint records it."""
+        for info in self.checkpoints.values():
+            if info.get("data_kind"):
+                return str(info["data_kind"])
+        return None
 
     @property
     def seed(self) -> Any:
@@ -66,6 +87,7 @@ class RunSummary:
 
     def group_key(self) -> str:
         reduced = {k: v for k, v in self.config.items() if k not in _IGNORED_KEYS}
+        reduced["evaluated_model"] = self.model
         return json.dumps(reduced, sort_keys=True, default=str)
 
 
@@ -119,7 +141,7 @@ def _read_config(run: Path) -> dict[str, Any]:
     if path.is_file():
         return yaml.safe_load(path.read_text()) or {}
     for json_path in sorted((run / "evaluation").glob("auc_*.json")):
-        info = json.loads(json_path.read_text())
+        info = _read_json(json_path)
         return {"model": {"name": info.get("model", "?")}, "seed": info.get("seed")}
     return {}
 
@@ -132,15 +154,76 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
         raise RunError(f"run {run} has no evaluation/ folder: run `thoracic evaluate {run}` first "
                        "(`thoracic experiment` does it for every seed unless --no-test)")
     auc_path = evaluation / f"auc_{split}.json"
-    auc = json.loads(auc_path.read_text()) if auc_path.is_file() else None
-    localization = {p.stem.split("_", 1)[1]: pd.read_csv(p, dtype={"threshold": str, "source": str})
+    auc = _read_json(auc_path) if auc_path.is_file() else None
+    if auc is not None and not isinstance(auc.get("per_class"), dict):
+        raise RunError(f"{auc_path}: no 'per_class' table; expected the auc_{split}.json that thoracic evaluate "
+                       "writes (rerun it)")
+    localization = {p.stem.split("_", 1)[1]: _read_localization_csv(p)
                     for p in sorted(evaluation.glob("localization_*.csv"))}
     for table in localization.values():
         table["threshold"] = table["threshold"].fillna("").astype(str)  # baselines have no heatmap threshold
     figures = sorted(evaluation.glob(f"roc_{split}.png")) + sorted(evaluation.glob("overlays_*.png"))
     if auc is None and not localization:
         raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv")
-    return RunSummary(run, _read_config(run), auc, localization, figures)
+    summary = RunSummary(run, _read_config(run), auc, localization, figures)
+    check_provenance(summary, split)
+    return summary
+
+
+def check_provenance(summary: RunSummary, split: str = "test") -> None:
+    """Fill ``summary.checkpoints``, ``stale`` and ``warnings`` from the evaluation files' records.
+
+    Stale: an evaluation's checkpoint hash differs from the run's current ``checkpoints/best.ckpt`` (the
+    run was trained further after it was evaluated). Model: the evaluated checkpoint holds another model
+    than the run's ``config.yaml`` names (a checkpoint copied between runs).
+    """
+    from thoracic.training.checkpoints import file_sha256
+
+    evaluation = summary.path / "evaluation"
+    names = [f"auc_{split}.json"] + sorted(p.name for p in evaluation.glob("localization_*.json"))
+    for name in names:
+        path = evaluation / name
+        if not path.is_file():
+            continue
+        info = _read_json(path).get("checkpoint")
+        if isinstance(info, dict):
+            summary.checkpoints[name] = info
+        else:
+            summary.warnings.append(f"{name} does not record which checkpoint it evaluated (written by an older "
+                                    f"thoracic): rerun `thoracic evaluate` / `thoracic localize` to be sure")
+    best = summary.path / "checkpoints" / "best.ckpt"
+    current = file_sha256(best) if best.is_file() else None
+    for name, info in summary.checkpoints.items():
+        if current is not None and info.get("sha256") and info["sha256"] != current:
+            summary.stale = True
+            summary.warnings.append(
+                f"STALE: {name} evaluated a checkpoint (epoch {info.get('epoch')}, sha256 {info['sha256'][:12]}) that "
+                f"is no longer the run's best.ckpt (sha256 {current[:12]}): rerun the evaluation")
+    configured = summary.config.get("model", {}).get("name")
+    evaluated = sorted({str(i["model_name"]) for i in summary.checkpoints.values() if i.get("model_name")})
+    if configured and evaluated and evaluated != [configured]:
+        summary.warnings.append(f"the run's config.yaml names model {configured}, but the evaluated checkpoint holds "
+                                f"{', '.join(evaluated)}: reported as {', '.join(evaluated)}")
+
+
+def _read_localization_csv(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype={"threshold": str, "source": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RunError(f"{path}: unreadable ({exc}); rerun `thoracic localize` for this run") from None
+    missing = [c for c in ("source", "threshold", "metric", "t", "class_name", "accuracy") if c not in table]
+    if missing:
+        raise RunError(f"{path}: columns {missing} missing; expected the table thoracic localize writes (rerun it)")
+    return table
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from thoracic.safety import read_json
+
+    data = read_json(path, "an evaluation file", RunError)
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object (an evaluation file), got {type(data).__name__}")
+    return data
 
 
 def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
@@ -158,6 +241,8 @@ def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
             label += f" x{len(runs)} seeds"
         elif runs[0].path.name != base:
             label += f" [{runs[0].path.name}]"
+        if any(r.stale for r in runs):
+            label += " (STALE)"
         result.append(RunGroup(label, runs))
     return result
 
@@ -367,9 +452,15 @@ class Section:
 
 def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test") -> list[Section]:
     runs = [r for g in groups for r in g.runs]
-    sections = [Section("Runs", "\n".join(
-        f"- **{g.label}**: model `{g.model}`, " + ", ".join(f"`{r.path}` (seed {r.seed})" for r in g.runs)
-        for g in groups))]
+    lines = []
+    for g in groups:
+        kinds = sorted({r.data_kind for r in g.runs if r.data_kind})
+        data = f", trained on {' and '.join(kinds)} data" if kinds else ""
+        lines.append(f"- **{g.label}**: model `{g.model}`{data}, "
+                     + ", ".join(f"`{r.path}` (seed {r.seed})" for r in g.runs))
+    warnings = [f"- **Warning** `{r.path}`: {w}" for r in runs for w in r.warnings]
+    text = "\n".join(lines) + ("\n\n" + "\n".join(warnings) if warnings else "")
+    sections = [Section("Runs", text)]
     if any(r.auc for r in runs):
         notes = sorted({f"{r.path.name}: {e['note']}" for r in runs if r.auc
                         for e in r.auc["per_class"].values() if e.get("note")})
@@ -468,8 +559,9 @@ def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, 
     groups = group_runs(summaries)
     if out_dir is None:
         out_dir = Path(runs[0]) if len(runs) == 1 else Path("report")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from thoracic.safety import ensure_output_dir
+
+    out_dir = ensure_output_dir(out_dir, "--out")
     comparison_figure(summaries, out_dir)
     sections = build_sections(groups, out_dir, split)
     markdown_path = out_dir / "report.md"

@@ -27,7 +27,7 @@ import torch
 
 from thoracic.config import Config, config_from_dict, replace
 from thoracic.constants import CLASS_NAMES
-from thoracic.errors import RunError
+from thoracic.errors import RunError, ThoracicError
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class LoadedRun:
     config: Config
     checkpoint_path: Path
     run_dir: Path | None
+    info: dict[str, Any] | None = None
+    """:func:`checkpoint_info` of the checkpoint (what every evaluation artefact records)."""
 
 
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:
@@ -56,31 +58,74 @@ def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise RunError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict):
+        raise RunError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a Lightning checkpoint dict")
     hparams = ckpt.get("hyper_parameters") or {}
     if "config" not in hparams:
         raise RunError(f"checkpoint {path} holds no thoracic config (hyper_parameters['config'] missing)")
     class_names = tuple(hparams.get("class_names", CLASS_NAMES))
     if class_names != CLASS_NAMES:
         raise RunError(f"checkpoint {path} was trained with class order {class_names}, expected {CLASS_NAMES}")
-    return config_from_dict(hparams["config"]), ckpt
+    try:
+        return config_from_dict(hparams["config"]), ckpt
+    except ThoracicError as exc:
+        raise RunError(f"checkpoint {path}: its stored config is invalid: {exc}") from None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here, or a RunError naming it and what exists.
+
+    Raises:
+        RunError: not a torch device name (``banana``), or a CUDA / MPS device this machine lacks.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise RunError(f"--device {device!r}: not a torch device; expected cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RunError(f"--device {device!r}: torch sees no CUDA GPU on this machine (torch {torch.__version__}, "
+                           f"CUDA build {torch.version.cuda}); use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise RunError(f"--device {device!r}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise RunError(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise RunError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
+    return parsed
 
 
 def load_run(run: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint)."""
+    """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint).
+
+    Raises:
+        RunError: no such run or checkpoint, an unreadable one, weights that do not fit the model the
+            checkpoint's config names, or a device this machine does not have.
+    """
     from thoracic.models import build_model
 
+    device = check_device(map_location)
     path = find_checkpoint(run, which)
     config, ckpt = load_checkpoint_config(path)
     model = build_model(replace(config.model, pretrained=False, weights=None))
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        first = str(exc).split("size mismatch for ", 1)[-1].split("\n")[0][:200]
+        raise RunError(f"checkpoint {path}: its weights do not fit the model its config names "
+                       f"({config.model.name}, backbone {config.model.backbone}): size mismatch for {first}; "
+                       "expected a checkpoint written by thoracic train for that model") from None
     if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not match model {config.model.name}: "
-                       f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.to(map_location).eval()
+        raise RunError(f"checkpoint {path}: its weights do not fit the model its config names "
+                       f"({config.model.name}, backbone {config.model.backbone}): missing {missing[:5]}, "
+                       f"unexpected {unexpected[:5]}; expected a checkpoint written by thoracic train for that model")
+    model.to(device).eval()
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-    return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir)
+    return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
+                     info=checkpoint_info(path, ckpt))
 
 
 #: In-process memo of checkpoint hashes: (resolved path, size, mtime_ns) -> sha256.

@@ -35,7 +35,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, replace, save_config
-from thoracic.errors import ThoracicError
+from thoracic.errors import ThoracicError, UnsafeDeleteError
+from thoracic.safety import ensure_output_dir
 from thoracic.training.trainer import evaluate_checkpoint, train_or_resume
 
 
@@ -141,7 +142,8 @@ def run_experiment(
         name = cfg.run_name or f"experiment-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         folder = Path(cfg.output_dir) / name
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_experiment_folder(folder)
+    ensure_output_dir(folder, "--folder")
     save_config(cfg, folder / "config.yaml")
     per_seed: dict[int, dict[str, float | None]] = {}
     for seed in seeds:
@@ -168,6 +170,44 @@ def run_experiment(
         f"# {cfg.model.name}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), split seed {cfg.data.split_seed}\n\n"
         + format_mean_std(summary))
     return ExperimentResult(folder=folder, per_seed=table, summary=summary)
+
+
+#: The files ``run_experiment`` writes at the top of an experiment folder (besides ``seed<k>/`` runs), and
+#: what ``thoracic report FOLDER`` writes there by default.
+EXPERIMENT_FILES = ("config.yaml", "per_seed.csv", "summary.csv", "summary.json", "summary.md")
+
+
+def check_experiment_folder(folder: Path) -> None:
+    """Refuse a folder that is not (the start of) an experiment folder, before anything is written.
+
+    An experiment folder is new or empty, or holds the experiment's ``config.yaml`` (a thoracic config)
+    beside ``seed<k>/`` run folders and the files it writes; a run folder (checkpoints, run_info.json)
+    or a folder of other files is refused with what it holds (the experiment would overwrite or, on a
+    restart, delete them).
+    """
+    from thoracic.config import ConfigError, load_config
+    from thoracic.safety import folder_entries
+
+    if folder.exists() and not folder.is_dir():
+        raise ThoracicError(f"--folder {folder} is an existing file; expected an experiment folder (new or empty)")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if (folder / "run_info.json").exists() or (folder / "checkpoints").is_dir():
+        raise ThoracicError(f"--folder {folder} is a run folder (it holds run_info.json / checkpoints/), not an "
+                            "experiment folder; choose a new folder for the experiment")
+    config = folder / "config.yaml"
+    if config.is_file():
+        try:
+            load_config(config)
+            return
+        except ConfigError as exc:
+            raise ThoracicError(f"--folder {folder}: its config.yaml is not a thoracic config ({exc}); it is not an "
+                                "experiment folder: choose a new folder") from None
+    entries = folder_entries(folder)
+    raise UnsafeDeleteError(
+        f"--folder {folder} is not empty and is not an experiment folder (no config.yaml); it holds "
+        f"{len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. thoracic writes "
+        "an experiment only into a new or empty folder (or one it made): choose another --folder")
 
 
 def _evaluate_seed(run_dir: Path, cfg: Config, n_bootstrap: int, localize: bool, device: str | None) -> None:

@@ -22,7 +22,8 @@ import pandas as pd
 from lightning.pytorch import Callback
 
 from thoracic.config import Config, replace
-from thoracic.errors import ThoracicError
+from thoracic.errors import ThoracicError, UnsafeDeleteError
+from thoracic.safety import ensure_output_dir
 from thoracic.training.module import NonFiniteLossError
 from thoracic.training.trainer import train_or_resume
 
@@ -71,7 +72,8 @@ def lr_sweep(
         name = cfg.run_name or f"lr_sweep-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         folder = Path(cfg.output_dir) / name
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_sweep_folder(folder)
+    ensure_output_dir(folder, "sweep folder")
     rows = []
     for lr in lrs:
         run_name = f"lr_{lr:.2e}"
@@ -90,6 +92,24 @@ def lr_sweep(
     best_lr = choose_learning_rate(table)
     write_sweep_outputs(folder, table, best_lr)
     return SweepResult(folder=folder, table=table, best_lr=best_lr)
+
+
+def check_sweep_folder(folder: Path) -> None:
+    """Refuse a folder that is neither new, empty nor a sweep folder (``sweep.json`` or ``lr_*`` runs),
+    listing what it holds: the sweep writes (and on a restart clears) its own files there."""
+    from thoracic.safety import folder_entries
+
+    if folder.exists() and not folder.is_dir():
+        raise ThoracicError(f"sweep folder {folder} is an existing file; expected a folder (new or empty)")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if (folder / "sweep.json").is_file() or any(p.is_dir() and p.name.startswith("lr_") for p in folder.iterdir()):
+        return
+    entries = folder_entries(folder)
+    raise UnsafeDeleteError(
+        f"sweep folder {folder} is not empty and is not a learning-rate sweep (no sweep.json, no lr_* runs); it "
+        f"holds {len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. Choose a "
+        "new folder (output_dir / run_name)")
 
 
 def _row(lr: float, run_dir: Path, status: str) -> dict:
