@@ -102,6 +102,15 @@ def _with_extra_box(phantom_dir: Path, tmp_path: Path) -> tuple[Path, str]:
     extra = next(name for name in ("Nodule", "Mass", "Atelectasis") if name not in present)
     lines.append(f"{image},{extra},3.0,5.0,10.0,12.0")
     path.write_text("\n".join(lines) + "\n")
+    # a box's class must be among its image's labels: label the image with it too
+    entry = root / "Data_Entry_2017_v2020.csv"
+    rows = entry.read_text().splitlines()
+    for k, row in enumerate(rows):
+        if row.startswith(image + ","):
+            fields = row.split(",")
+            fields[1] = "|".join(sorted(set(fields[1].split("|")) - {"No Finding"} | {extra}))
+            rows[k] = ",".join(fields)
+    entry.write_text("\n".join(rows) + "\n")
     return root, image
 
 

@@ -252,6 +252,7 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
+    from thoracic.safety import ensure_output_dir
     from thoracic.training.checkpoints import load_run
 
     if not 0.0 <= threshold <= 1.0:  # also rejects nan

@@ -233,12 +233,12 @@ def _create_images_file(path: Path, count: int, image_size: int, kept: str) -> N
     """Write the header of ``images.npy`` and allocate every byte of its rows (zeros) on disk."""
     header = _npy_header((count, image_size, image_size))
     total = len(header) + count * image_size * image_size
-    check_free_space(path.parent, total, f"the image cache {path}", kept)
+    check_free_space(path.parent, total, "the image cache", kept)
     try:
         with open(path, "wb") as handle:
             handle.write(header)
             handle.flush()
-            reserve_file(handle, total, f"the image cache {path}", kept)
+            reserve_file(handle, total, "the image cache", kept)
     except BaseException:
         path.unlink(missing_ok=True)  # our own half-made file: the space goes back
         raise
@@ -475,7 +475,7 @@ def _recover(cache: Path, count: int, image_size: int, kept: str,
     with open(images_path, "r+b") as handle:
         if size > total:
             handle.truncate(total)
-        reserve_file(handle, total, f"the image cache {images_path}", kept)
+        reserve_file(handle, total, "the image cache", kept)
 
     done = _load_small(cache / DONE_FILE, (count,), bool)
     sizes = _load_small(cache / SIZES_FILE, (count, 2), np.int32)
