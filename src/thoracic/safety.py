@@ -19,6 +19,7 @@ import fnmatch
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,34 @@ def reserve_file(handle: Any, size: int, what: str, kept: str = "") -> None:
             os.ftruncate(fd, max(size, stat.st_size))
         else:
             raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------------
+
+
+def quiet_worker(parent_pid: int) -> None:
+    """Initializer of a worker process: no Ctrl-C traceback, and no orphan when the parent is killed.
+
+    Ctrl-C reaches every process of the terminal's group; only the parent reports it (and saves what
+    is done), so workers ignore SIGINT. When the parent dies by SIGKILL, pool workers blocked on their
+    task queue would wait forever (the queue's other end is still open in their siblings): on Linux the
+    kernel is asked to kill the worker with its parent (``prctl(PR_SET_PDEATHSIG)``, through ctypes:
+    the standard library has no binding for it).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: orphans stay possible
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ import logging
 import multiprocessing
 import os
 import re
-import signal
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -71,6 +70,7 @@ from thoracic.safety import (
     ensure_output_dir,
     folder_entries,
     is_within,
+    quiet_worker,
     remove_owned,
     reserve_file,
     write_json_atomic,
@@ -150,10 +150,10 @@ def row_checksum(pixels: np.ndarray) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(images_path: str, size: int) -> None:
-    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (saves the
-    # resume mask and says how to continue); a worker finishes its chunk and exits without a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_init(images_path: str, size: int, parent_pid: int) -> None:
+    # Ctrl-C: the parent alone handles it (saves the resume mask and says how to continue); a worker
+    # finishes its chunk and exits without a traceback. A killed parent takes its workers with it.
+    quiet_worker(parent_pid)
     _WORKER["images"] = np.load(images_path, mmap_mode="r+")
     _WORKER["size"] = size
 
@@ -558,7 +558,7 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
     # worker and waits forever for the lost chunk.
     pool = (
         ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(), initializer=_worker_init,
-                            initargs=(str(cache / IMAGES_FILE), image_size))
+                            initargs=(str(cache / IMAGES_FILE), image_size, os.getpid()))
         if workers > 1 and len(todo) >= 4 * workers
         else None
     )

@@ -58,7 +58,6 @@ import math
 import multiprocessing
 import os
 import re
-import signal
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +72,7 @@ from tqdm.auto import tqdm
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_INDEX, CLASS_NAMES, NO_FINDING
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.errors import DataError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir, folder_entries, remove_owned, write_json_atomic
+from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned, write_json_atomic
 
 GENERATOR_VERSION = 2  # 2: NIH-like prevalences (about 54% of images without finding)
 
@@ -549,11 +548,6 @@ def _plan(num_images: int, seed: int, test_fraction: float) -> list[_ImagePlan]:
     return [_ImagePlan(i, p.image_id, p.patient, p.follow_up, p.age, p.sex, p.view, p.test) for i, p in enumerate(plans)]
 
 
-def _quiet_worker() -> None:
-    # Ctrl-C reaches the whole process group: only the parent reports it, workers stop without a traceback
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _render_job(job: tuple) -> tuple[int, PhantomImage]:
     plan, size, seed, prevalence, kwargs, path = job
     phantom = render_phantom(size, seed, plan.index, plan.patient, prevalence, **kwargs)
@@ -658,7 +652,7 @@ def generate_phantom_dataset(
         # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
-                                     initializer=_quiet_worker) as pool:
+                                     initializer=quiet_worker, initargs=(os.getpid(),)) as pool:
                 for index, phantom in pool.map(_render_job, jobs, chunksize=8):
                     results[index] = phantom
                     bar.update()
