@@ -371,7 +371,11 @@ def load_config(
     try:
         return from_dict(Config, merge_overrides(data, overrides))
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
+        key = str(exc).split(":", 1)[0]
+        if key in overrides:  # the value came from the command line, not from the file
+            where = "command-line override: "
+        else:
+            where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{exc}") from None
 
 

@@ -1,8 +1,9 @@
 """The LightningModule: one model of the registry, its loss, Adam and the paper's step schedule.
 
-What it logs each epoch: ``train_loss`` (per step and per epoch), ``val_loss``, ``val_auc/<class>`` for
-the 14 classes of :data:`~thoracic.constants.CLASS_NAMES` and ``val_auc_mean`` (mean over the classes
-whose AUC is defined). Validation runs in eval mode without gradients (Lightning's evaluation loop),
+What it logs each epoch: ``train_loss_step`` and ``train_loss_epoch``, ``lr``, ``val_loss``,
+``val_auc/<class>`` for the 14 classes of :data:`~thoracic.constants.CLASS_NAMES` and ``val_auc_mean``
+(mean over the classes whose AUC is defined); every epoch-level value is logged by the end of
+validation, before the epoch's checkpoints are written. Validation runs in eval mode without gradients (Lightning's evaluation loop),
 unlike the seed paper's code, which validated in train mode and so updated BatchNorm statistics on
 validation images (seed NOTES, "Training as it really was").
 
@@ -154,6 +155,7 @@ class ThoracicModule(LightningModule):
         # Image-weighted mean over every process (Lightning's sync_dist would average per-rank means).
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
+        self.train_loss = MeanMetric(nan_strategy="disable")
 
     #: What the run trains on (:func:`thoracic.training.trainer.data_provenance`); saved into every
     #: checkpoint as ``thoracic_data`` (read back by :func:`thoracic.training.checkpoints.checkpoint_info`).
@@ -200,15 +202,26 @@ class ThoracicModule(LightningModule):
         # FINITE_CHECK_EVERY steps (and at the end of every epoch, through the validation loss).
         if loss.device.type == "cpu" or batch_idx % FINITE_CHECK_EVERY == 0:
             self._check_finite(loss, "training")
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=batch["labels"].shape[0], sync_dist=True)
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True,
+                 batch_size=batch["labels"].shape[0])
+        self.train_loss.update(loss.detach(), weight=batch["labels"].shape[0])
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        # The learning rate this epoch runs with (the step schedule updates it after each epoch).
+    def _log_training_epoch(self) -> None:
+        """``train_loss_epoch`` (image-weighted mean over every process) and the epoch's ``lr``.
+
+        Logged at the end of validation, not of the training epoch: Lightning writes the checkpoints at
+        the end of validation and logs training-epoch metrics only after them, so a run killed between
+        the two would resume after an epoch whose row in the CSV log was never written. The learning
+        rate is the one this epoch ran with (the step schedule updates it after the epoch).
+        """
+        if self.train_loss.update_count == 0:
+            return
         optimizer = self.optimizers()
         optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+        self.log("train_loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True)
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True)
+        self.train_loss.reset()
 
     def _evaluate_step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
         output = self(batch["image"])
@@ -248,6 +261,11 @@ class ThoracicModule(LightningModule):
             self.val_loss.reset()
             return
         self._log_epoch_metrics("val")
+        self._log_training_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        # an epoch without validation (none configured for it): its training row is logged here
+        self._log_training_epoch()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

@@ -513,9 +513,10 @@ class InterruptGuard(Callback):
         self._check()
 
     def restore(self) -> None:
-        if self._previous is not None:
+        """Give SIGINT back to the handler it had before the fit. Called at the end of the fit and again
+        by :func:`train` after it: Lightning's teardown re-installs the handlers it saw at fit start."""
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handler:
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
     def on_fit_end(self, *args: Any) -> None:
         self.restore()
