@@ -74,15 +74,16 @@ def free_bytes(path: str | Path) -> int:
 
 
 def disk_full_error(exc: OSError | None, what: str, where: str | Path, needed: int | None,
-                    kept: str = "") -> DiskFullError:
+                    kept: str = "", free: int | None = None) -> DiskFullError:
     """The named error for a write of ``what`` into ``where`` that did not fit.
 
     Args:
         exc: the OSError (None for a check made before writing).
         needed: bytes the write needs (None when unknown).
         kept: what is still intact, and how to continue (one sentence).
+        free: the bytes free when the write failed (default: measured now).
     """
-    free = free_bytes(where)
+    free = free_bytes(where) if free is None else free
     if exc is not None and exc.errno == errno.EFBIG:
         cause = "the file-size limit of this process (ulimit -f) was reached"
     elif exc is not None and exc.errno == errno.EDQUOT:
@@ -91,8 +92,8 @@ def disk_full_error(exc: OSError | None, what: str, where: str | Path, needed: i
         cause = "the disk is full"
     need = f"needs {format_bytes(needed)}, " if needed is not None else ""
     target = exc.filename if exc is not None and exc.filename else where
-    return DiskFullError(f"cannot write {what} ({target}): {cause}; it {need}{format_bytes(free)} are free on "
-                         f"the file system of {where}. {kept}".rstrip())
+    return DiskFullError(f"cannot write {what} ({target}): {cause}: {need}{format_bytes(free)} free on the file "
+                         f"system of {where}. {kept}".rstrip())
 
 
 def check_free_space(where: str | Path, needed: int, what: str, kept: str = "") -> None:

@@ -42,6 +42,7 @@ size than requested, built from other metadata than the folder it is used with, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -73,6 +74,7 @@ from thoracic.safety import (
     quiet_worker,
     remove_owned,
     reserve_file,
+    write_bytes_atomic,
     write_json_atomic,
 )
 
@@ -130,9 +132,11 @@ def _ids_digest(image_ids: Iterable[str]) -> str:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    """``np.save`` through a temporary file and a rename. Serialised in memory first: ``np.save`` to a
+    file uses ``ndarray.tofile``, whose short write on a full disk raises an OSError without errno."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _decode_one(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -204,8 +208,6 @@ def _guided_chunks(todo: Sequence[tuple[int, str]], workers: int, largest: int =
 
 def _npy_header(shape: tuple[int, ...], dtype: Any = np.uint8) -> bytes:
     """The exact header ``np.save`` writes for an array of ``shape`` (format 1.0)."""
-    import io
-
     buffer = io.BytesIO()
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
@@ -229,11 +231,17 @@ def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int] | None
         return None
 
 
+def _small_files_bytes(count: int) -> int:
+    """Room the other files of a cache need while being rewritten (temporary copy + old file): the
+    resume mask, checksums and sizes (1 + 4 + 8 bytes per row), the index (about 40 bytes per row)."""
+    return 2 * (count * 13 + 3 * 128) + count * 48 + 4096
+
+
 def _create_images_file(path: Path, count: int, image_size: int, kept: str) -> None:
     """Write the header of ``images.npy`` and allocate every byte of its rows (zeros) on disk."""
     header = _npy_header((count, image_size, image_size))
     total = len(header) + count * image_size * image_size
-    check_free_space(path.parent, total, "the image cache", kept)
+    check_free_space(path.parent, total + _small_files_bytes(count), "the image cache", kept)
     try:
         with open(path, "wb") as handle:
             handle.write(header)
@@ -384,8 +392,8 @@ def prepare_cache(
     images_path, done_path, sizes_path = cache / IMAGES_FILE, cache / DONE_FILE, cache / SIZES_FILE
     checksums_path = cache / CHECKSUMS_FILE
     images_bytes = images_file_bytes(count, image_size)
-    kept = (f"Nothing else was changed; free some space (or choose another --cache folder) and rerun the "
-            f"same command: it continues with the images not yet cached.")
+    kept = ("What was cached so far is kept; free some space (or choose another --cache folder) and rerun the "
+            "same command: it continues with the images not yet cached.")
 
     # What is at the cache location decides between a fresh cache and a resumed one.
     fresh = True
@@ -616,9 +624,7 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
             "available": available.astype(np.uint8),
         })
         try:
-            tmp = cache / f".{INDEX_FILE}.tmp-{os.getpid()}"
-            index_frame.to_csv(tmp, index=False)
-            os.replace(tmp, cache / INDEX_FILE)
+            write_bytes_atomic(cache / INDEX_FILE, index_frame.to_csv(index=False).encode())
             manifest.update(
                 status="complete" if (not bad or skip_bad) else "incomplete",
                 bad_images=bad_list,

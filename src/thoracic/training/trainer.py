@@ -28,7 +28,6 @@ raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is in
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -65,7 +64,7 @@ from thoracic.config import (
 )
 from thoracic.config import replace as replace_config
 from thoracic.constants import CLASS_NAMES
-from thoracic.errors import DiskFullError, Interrupted, RunError, ThoracicError, UnsafeDeleteError
+from thoracic.errors import Interrupted, RunError, ThoracicError
 from thoracic.models import build_model
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
@@ -73,6 +72,7 @@ from thoracic.safety import (
     disk_full_error,
     ensure_output_dir,
     foreign_entries,
+    free_bytes,
     is_disk_full,
     read_json,
     remove_owned,
@@ -629,9 +629,11 @@ def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
     never saved a checkpoint has its own files removed (a failed start leaves no folder)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     removed = False
+    free = free_bytes(run_dir)  # before any cleanup gives space back
     if new_run and not last.is_file() and rank_zero_only.rank == 0 and run_dir.is_dir():
         try:
-            remove_owned(run_dir, RUN_STUB_FILES, "run folder")
+            # this call made the folder: a best.ckpt in it (saved just before last.ckpt failed) is its own too
+            remove_owned(run_dir, (*RUN_STUB_FILES, "checkpoints/best.ckpt"), "run folder")
             removed = True
         except (ThoracicError, OSError):
             pass  # something else is there: leave it all
@@ -651,7 +653,7 @@ def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
             e for e in _chain(exc) if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
         kept = (f"The previous checkpoints are intact; {state}." if last.is_file()
                 else f"{state[0].upper()}{state[1:]}.")
-        return disk_full_error(cause, "a checkpoint or log of the run", run_dir, checkpoint_bytes, kept)
+        return disk_full_error(cause, "a checkpoint or log of the run", run_dir, checkpoint_bytes, kept, free)
     return exc
 
 
