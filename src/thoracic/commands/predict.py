@@ -4,7 +4,8 @@ Prints a table of per-class probabilities (or JSON with --json) and writes, per 
 heatmaps and boxes of the classes at or above --threshold, plus predictions.json, into --out.
 A file that is missing, not an image, truncated or an unsupported DICOM gets its own message and the rest
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
-nothing to process (no input exists, empty folders) or the checkpoint cannot be loaded.
+nothing to process (no input exists, empty folders), the checkpoint cannot be loaded, or --threshold /
+--device / --out is unusable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("native", "gradcam"), default="native",
                         help="heatmap method (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="classes with probability >= this get heatmaps and boxes (default: %(default)s)")
+                        help="a probability in [0, 1]: classes at or above it get heatmaps and boxes "
+                        "(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

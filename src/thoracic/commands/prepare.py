@@ -1,7 +1,9 @@
 """Decode and resize every image of a ChestX-ray14 folder once into a memory-mapped uint8 cache.
 
-Resumable: after Ctrl-C or a kill, rerun the same command. Unreadable or missing images are listed and
-the command exits non-zero unless --skip-bad is given (then they are left out of the cache).
+Resumable: after Ctrl-C or a kill, rerun the same command; a rerun also checks every finished row and
+rebuilds damaged ones. Unreadable or missing images are listed and the command exits non-zero unless
+--skip-bad is given (then they are left out of the cache). The cache goes into a new or empty folder (or
+over a thoracic cache); never into the data folder. --overwrite deletes only the cache's own files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="finish without the missing or unreadable images instead of failing")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a cache at --cache that was built from other data or another size")
+                        help="replace a cache at --cache that was built from other data or another size "
+                        "(only the cache's own files are deleted; any other file stops it)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

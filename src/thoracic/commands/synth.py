@@ -13,11 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=2000, help="number of images (default 2000)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--test-fraction", type=float, default=0.25, help="fraction of patients in test_list.txt")
+    parser.add_argument("--test-fraction", type=float, default=0.25,
+                        help="fraction of patients in test_list.txt, strictly between 0 and 1 (default 0.25)")
     parser.add_argument("--tarball-layout", action=argparse.BooleanOptionalAction, default=False,
                         help="write images_001/images/... like the NIH tarballs instead of images/")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a phantom folder written by thoracic synth (only the files its "
+                        "thoracic_synth.json lists, and image caches in it, are deleted; any other file stops it)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
