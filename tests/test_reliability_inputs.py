@@ -223,7 +223,7 @@ def test_file_system_errors_deep_inside_a_command_are_named(phantom_dir, tmp_pat
 
     monkeypatch.setattr(synth, "save_png", full)
     _expect(capsys, ["synth", "--out", tmp_path / "y", "--images", 4, "--size", 32, "--workers", 1, "--no-progress"],
-            "the disk is full", "are free on the file system")
+            "the disk is full", "free on the file system")
 
 
 def test_devices_that_do_not_exist(phantom_dir, tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_full_disk_is_named_with_the_bytes_and_stays_resumable(phantom_dir, refe
     code, err = _finish(_child(argv, limit=100_000))
     assert code == 2, err
     # 120 rows of 64 x 64 bytes (the 128-byte header is already on disk)
-    assert "cannot write the image cache" in err and "needs 491.5 kB (491,520 bytes)" in err and "are free" in err
+    assert "cannot write the image cache" in err and "needs 491.5 kB (491,520 bytes)" in err and "free on the file system" in err
     assert "rerun the same command" in err and "Traceback" not in err and "Bus error" not in err
     assert sorted(p.name for p in cache.iterdir()) == ["manifest.json"]  # its own half-made file is gone
     # half the work done, then the disk fills while the file is re-reserved (a truncated file to extend)

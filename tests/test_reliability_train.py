@@ -120,6 +120,8 @@ def _states(run: Path, which: str) -> dict[str, torch.Tensor]:
 
 
 def _assert_same_run(run: Path, reference: Path, note: str) -> None:
+    leftovers = [str(p.relative_to(run)) for p in run.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, f"temporary files left: {leftovers} ({note})"
     for which in ("last", "best"):
         a, b = _states(run, which), _states(reference, which)
         assert a.keys() == b.keys(), note
@@ -218,7 +220,7 @@ def test_full_disk_while_saving_keeps_last_ckpt_and_the_run_resumes(phantom_dir,
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert "cannot write a checkpoint or log of the run" in err and "the file-size limit of this process" in err
-    assert "needs" in err and "are free" in err and "Traceback" not in err
+    assert "needs" in err and "free on the file system" in err and "Traceback" not in err
     assert f"The previous checkpoints are intact; run folder {first}: checkpoints/last.ckpt holds epoch 0" in err
     assert f"resume with `thoracic train --resume {first}`" in err
     assert last.read_bytes() == before

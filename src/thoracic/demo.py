@@ -154,10 +154,11 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
             log(f"      resuming the interrupted run {run_dir}")
             train(None, resume=run_dir)
         else:
-            if run_dir.exists():
-                import shutil
+            if run_dir.exists():  # a run of other settings: only the files a run writes are deleted
+                from thoracic.safety import remove_owned
+                from thoracic.training.trainer import RUN_FILES
 
-                shutil.rmtree(run_dir)
+                remove_owned(run_dir, RUN_FILES, "demo run folder", hint="Move them away or use another --out.")
             train(cfg)
         runs[name] = run_dir
 

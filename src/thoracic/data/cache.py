@@ -317,6 +317,13 @@ def _looks_like_own_cache(cache: Path) -> bool:
     return header is not None and len(header[0]) == 3 and header[1] == np.uint8 and header[0][1] == header[0][2]
 
 
+def _remove_stale_temporary_files(cache: Path) -> None:
+    """Temporary files of atomic writes that a kill interrupted (the cache's own: ``.done.npy.tmp-123``)."""
+    for path in cache.glob("*"):
+        if path.is_file() and is_cache_file(path.name) and path.name not in CACHE_FILES:
+            path.unlink(missing_ok=True)
+
+
 def _start_fresh(cache: Path, overwrite: bool, reason: str) -> None:
     """Clear a cache folder of its own files before building a new cache there (deletion rule)."""
     if not cache.exists() or not any(cache.iterdir()):
@@ -425,6 +432,7 @@ def prepare_cache(
         for name in folder_entries(cache):
             (cache / name).unlink()
     ensure_output_dir(cache, "--cache")
+    _remove_stale_temporary_files(cache)
 
     manifest = {
         **identity,

@@ -142,6 +142,12 @@ RUN_STUB_FILES: tuple[str, ...] = (
 )
 
 
+#: Everything ``thoracic train`` (and evaluate / localize, into ``evaluation/``) writes into a run folder:
+#: what replacing a whole run (the demo, when its settings change) may delete.
+RUN_FILES: tuple[str, ...] = (*RUN_STUB_FILES, "checkpoints/best.ckpt", "checkpoints/last.ckpt", "summary.json",
+                              "evaluation/", "evaluation/*")
+
+
 def is_stub_run(folder: Path) -> bool:
     """A run folder whose run never saved a checkpoint nor finished (a start that died), holding only
     what :data:`RUN_STUB_FILES` names: safe to clear and reuse under the same name."""
@@ -590,6 +596,8 @@ def train(
                 if any(run_dir.iterdir()):  # a stub of a start that died (resolve_run_dir checked it)
                     remove_owned(run_dir, RUN_STUB_FILES, "run folder", remove_folder=False)
                 save_config(cfg, run_dir / "config.yaml")
+            else:
+                _remove_stale_temporary_files(run_dir)
             write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
             if checkpoint_path is not None:
                 _keep_previous_csv_log(run_dir)
@@ -621,6 +629,14 @@ def train(
             raise
         raise replacement from None
     return run_dir
+
+
+def _remove_stale_temporary_files(run_dir: Path) -> None:
+    """Temporary files of atomic writes a kill interrupted (a checkpoint's is as large as the checkpoint)."""
+    for pattern in ("checkpoints/.*.tmp-*", ".run_info.json.tmp-*", ".summary.json.tmp-*"):
+        for path in run_dir.glob(pattern):
+            if path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
