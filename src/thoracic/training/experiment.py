@@ -35,7 +35,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, replace, save_config
-from thoracic.errors import ThoracicError, UnsafeDeleteError
+from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
 from thoracic.safety import ensure_output_dir
 from thoracic.training.trainer import evaluate_checkpoint, train_or_resume
 
@@ -149,7 +149,11 @@ def run_experiment(
     for seed in seeds:
         run_cfg = replace(cfg, seed=int(seed), output_dir=str(folder), run_name=f"seed{seed}")
         # skips a finished seed, resumes an interrupted one, restarts one that died before its first epoch
-        run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
+        try:
+            run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; or rerun the same experiment command: finished seeds are kept and this "
+                              "one continues") from None
         if test:
             if "test_metrics" not in json.loads((run_dir / "summary.json").read_text()):
                 evaluate_checkpoint(run_dir, which="best", split="test")

@@ -22,7 +22,7 @@ import pandas as pd
 from lightning.pytorch import Callback
 
 from thoracic.config import Config, replace
-from thoracic.errors import ThoracicError, UnsafeDeleteError
+from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
 from thoracic.safety import ensure_output_dir
 from thoracic.training.module import NonFiniteLossError
 from thoracic.training.trainer import train_or_resume
@@ -87,6 +87,9 @@ def lr_sweep(
                 run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
             except NonFiniteLossError as exc:
                 status = f"diverged: {exc}"
+            except Interrupted as exc:
+                raise Interrupted(f"{exc}; or rerun the same lr-sweep command: finished learning rates are kept "
+                                  "and this one continues") from None
         rows.append(_row(lr, run_dir, status))
     table = pd.DataFrame(rows)
     best_lr = choose_learning_rate(table)

@@ -34,6 +34,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -148,11 +149,36 @@ RUN_FILES: tuple[str, ...] = (*RUN_STUB_FILES, "checkpoints/best.ckpt", "checkpo
                               "evaluation/", "evaluation/*")
 
 
+def _orphan_first_best(folder: Path) -> bool:
+    """Whether ``checkpoints/best.ckpt`` is the first checkpoint of a run killed before its ``last.ckpt``.
+
+    Every epoch writes best.ckpt, then last.ckpt: a kill between the two in the first epoch leaves a
+    best.ckpt of epoch 0 and nothing to resume from. Such a run starts again (the same command gives
+    the same epoch 0). Anything else named best.ckpt (another epoch, not a thoracic checkpoint) is kept.
+    """
+    best = folder / "checkpoints" / "best.ckpt"
+    if not best.is_file() or (folder / "checkpoints" / "last.ckpt").exists() or (folder / "summary.json").exists():
+        return False
+    try:
+        ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - unreadable: not provably ours, so never deleted
+        return False
+    return isinstance(ckpt, dict) and "config" in (ckpt.get("hyper_parameters") or {}) and ckpt.get("epoch") == 0
+
+
+def stub_files(folder: Path) -> tuple[str, ...] | None:
+    """The patterns to clear when ``folder`` holds a run that died before it could be resumed (a start
+    that never reached ``last.ckpt``), or None when it holds anything else."""
+    if not folder.is_dir() or (folder / "summary.json").exists() or (folder / "checkpoints" / "last.ckpt").exists():
+        return None
+    patterns = (*RUN_STUB_FILES, "checkpoints/best.ckpt") if _orphan_first_best(folder) else RUN_STUB_FILES
+    return None if foreign_entries(folder, patterns) else patterns
+
+
 def is_stub_run(folder: Path) -> bool:
-    """A run folder whose run never saved a checkpoint nor finished (a start that died), holding only
-    what :data:`RUN_STUB_FILES` names: safe to clear and reuse under the same name."""
-    return (folder.is_dir() and not (folder / "summary.json").exists() and not any(folder.rglob("*.ckpt"))
-            and not foreign_entries(folder, RUN_STUB_FILES))
+    """A run folder whose run died before it could be resumed (no ``last.ckpt``; at most the best.ckpt
+    of its first epoch) holding only what such a run writes: safe to clear and reuse under the same name."""
+    return stub_files(folder) is not None
 
 
 def resolve_run_dir(cfg: Config) -> Path:
@@ -220,13 +246,15 @@ def train_or_resume(
             )
         return train(cfg, resume=run_dir, callbacks=callbacks, command_line=command_line)
     if run_dir.exists():
-        leftovers = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.ckpt"))
+        patterns = (*RUN_STUB_FILES, "checkpoints/best.ckpt") if _orphan_first_best(run_dir) else RUN_STUB_FILES
+        leftovers = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.ckpt")
+                           if patterns is RUN_STUB_FILES or p != run_dir / "checkpoints" / "best.ckpt")
         if leftovers:
             raise RunError(f"{run_dir} holds checkpoints ({', '.join(leftovers)}) but no checkpoints/last.ckpt "
                            "to resume from; remove the folder to start that run again")
         if rank_zero_only.rank == 0 and any(run_dir.iterdir()):
-            # only what a run writes before its first checkpoint; anything else is refused, not deleted
-            remove_owned(run_dir, RUN_STUB_FILES, "run folder (a start that stopped before its first checkpoint)",
+            # only what a run writes before it can be resumed; anything else is refused, not deleted
+            remove_owned(run_dir, patterns, "run folder (a start that stopped before its first last.ckpt)",
                          hint="Move them away, or choose another folder.")
             log.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
     return train(cfg, callbacks=callbacks, command_line=command_line)
@@ -497,7 +525,7 @@ class InterruptGuard(Callback):
             raise Interrupted("interrupted twice: stopped at once")
         self.requested = True
         print("\nCtrl-C: stopping at the end of this batch (press Ctrl-C again to stop at once)",
-              file=__import__("sys").stderr, flush=True)
+              file=sys.stderr, flush=True)
 
     def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
         self._pid = os.getpid()
@@ -594,7 +622,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             if resume is None:
                 if any(run_dir.iterdir()):  # a stub of a start that died (resolve_run_dir checked it)
-                    remove_owned(run_dir, RUN_STUB_FILES, "run folder", remove_folder=False)
+                    remove_owned(run_dir, stub_files(run_dir) or RUN_STUB_FILES, "run folder", remove_folder=False)
                 save_config(cfg, run_dir / "config.yaml")
             else:
                 _remove_stale_temporary_files(run_dir)
@@ -624,7 +652,7 @@ def train(
             write_summary(run_dir, trainer)
     except BaseException as exc:
         interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt)) or guard.requested
-        replacement = _failed(exc, run_dir, created and resume is None, interrupted, checkpoint_bytes)
+        replacement = _failed(exc, run_dir, resume is None, interrupted, checkpoint_bytes, remove_folder=created)
         if replacement is exc:
             raise
         raise replacement from None
@@ -639,17 +667,19 @@ def _remove_stale_temporary_files(run_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
-            checkpoint_bytes: int) -> BaseException:
+def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool, checkpoint_bytes: int,
+            remove_folder: bool = True) -> BaseException:
     """The exception to raise when a fit stops early: named for Ctrl-C and full disks; a new run that
-    never saved a checkpoint has its own files removed (a failed start leaves no folder)."""
+    never saved a checkpoint has its own files removed (and its folder, when this call made it: a failed
+    start leaves no folder)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     removed = False
     free = free_bytes(run_dir)  # before any cleanup gives space back
     if new_run and not last.is_file() and rank_zero_only.rank == 0 and run_dir.is_dir():
         try:
             # this call made the folder: a best.ckpt in it (saved just before last.ckpt failed) is its own too
-            remove_owned(run_dir, (*RUN_STUB_FILES, "checkpoints/best.ckpt"), "run folder")
+            remove_owned(run_dir, (*RUN_STUB_FILES, "checkpoints/best.ckpt"), "run folder",
+                         remove_folder=remove_folder)
             removed = True
         except (ThoracicError, OSError):
             pass  # something else is there: leave it all
@@ -658,7 +688,8 @@ def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
         state = (f"run folder {run_dir}: checkpoints/last.ckpt holds epoch {epoch} (the last one finished); "
                  f"resume with `thoracic train --resume {run_dir}`")
     elif removed:
-        state = f"no epoch had finished, so there is nothing to resume: the run folder {run_dir} was removed"
+        state = (f"no epoch had finished, so there is nothing to resume: the run folder {run_dir} was "
+                 + ("removed" if remove_folder else "emptied of its files"))
     else:
         state = f"no epoch had finished, so there is nothing to resume in {run_dir}"
     if interrupted:
