@@ -27,6 +27,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,10 +263,19 @@ class Predictor:
 
 def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6,
                       method: str = "native", title: str = "", all_boxes: bool = False) -> Path:
+    """Save :func:`build_prediction_figure` as a PNG at ``path``."""
+    from thoracic.evaluation.figures import save_figure
+
+    return save_figure(build_prediction_figure(result, image, max_panels, method, title, all_boxes), path)
+
+
+def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_panels: int = 6,
+                            method: str = "native", title: str = "", all_boxes: bool = False) -> Any:
     """The image, then one overlay per class above its threshold (the 6 most probable): heatmap with a
     colour bar, boxes of the highest heatmap threshold solid (and, with ``all_boxes``, lower ones dashed),
-    boxes covering the whole image in orange; titled with ``title`` (method, checkpoint, warnings)."""
-    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure, save_figure
+    boxes covering the whole image in orange, a legend; titled with ``title`` (method, checkpoint,
+    warnings). Returns a matplotlib ``Figure``."""
+    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
 
     top_threshold = max((b.threshold for boxes in result.boxes.values() for b in boxes), default=None)
     names = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])[:max_panels]
@@ -289,9 +299,8 @@ def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, ma
         dashed_label=f"box: heatmap > {', '.join(f'{t:g}' for t in low)}" if all_boxes and low else None,
     ) if panels else ""
     method_label = METHOD_LABELS.get(method, method)
-    figure = overlay_figure([row], legend=legend, title=title or f"{method_label} heatmaps",
-                            colorbar=bool(panels), panel_size=2.8)
-    return save_figure(figure, path)
+    return overlay_figure([row], legend=legend, title=title or f"{method_label} heatmaps",
+                          colorbar=bool(panels), panel_size=2.8)
 
 
 #: Column labels of the probability table: readable, unique, at most 8 characters (a 6-character cut

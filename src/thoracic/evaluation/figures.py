@@ -55,6 +55,8 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mappin
 #: threshold that keeps almost every pixel draws a frame, not a finding.
 WHOLE_IMAGE_FRACTION = 0.9
 WHOLE_IMAGE_COLOR = "orange"
+#: Longest side of the image copy drawn in an overlay panel (the panels are ~300 px wide).
+DISPLAY_MAX_SIDE = 512
 HEATMAP_CMAP = "jet"
 
 
@@ -85,14 +87,19 @@ def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_
     """Image (original pixels) + upsampled heatmap + ground truth (blue) + predicted boxes (green; boxes of
     a lower heatmap threshold dashed; boxes covering the whole image orange and labelled)."""
     height, width = image.shape[:2]
-    ax.imshow(image, cmap="gray", extent=(0, width, height, 0), interpolation="nearest")
+    factor = -(-max(height, width) // DISPLAY_MAX_SIDE)
+    if factor > 1:  # a panel is a few hundred pixels wide: draw a box-filtered copy (boxes stay exact)
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(int(factor)))
+    ax.imshow(image, cmap="gray", extent=(0, width, height, 0), interpolation="antialiased")
     if panel.heatmap is not None:
         # a coarser display copy: the overlay is a picture, the boxes are computed at full resolution
         display = (min(height, 256), min(width, 256))
         heat = normalize_heatmap(upsample_heatmap(panel.heatmap, display)) / 255.0
         ax.imshow(heat, cmap=HEATMAP_CMAP, alpha=alpha, extent=(0, width, height, 0), vmin=0, vmax=1)
     for x, y, w, h in np.asarray(ground_truth_boxes).reshape(-1, 4):
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2))
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2, linestyle="-"))
     boxes = np.asarray(panel.predicted_boxes, dtype=float).reshape(-1, 4)
     thresholds = (np.full(len(boxes), np.inf) if panel.box_thresholds is None
                   else np.asarray(panel.box_thresholds, dtype=float).reshape(-1))
@@ -165,37 +172,57 @@ def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6,
     n_cols = 1 + max((len(r.panels) for r in rows), default=0)
     width_chars = max(12, int(panel_size * 72 / (fontsize * 0.62)))
     same_columns = len(rows) > 1 and len({tuple(p.title for p in r.panels) for r in rows}) == 1
-    extra = (0.5 if title else 0.0) + (0.45 if legend else 0.0)
-    fig = _figure(figsize=(panel_size * n_cols + (0.9 if colorbar else 0.0), panel_size * len(rows) + 0.4 + extra),
-                  dpi=100, layout="constrained")
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    titles = []
     for r, row in enumerate(rows):
+        shown = [p.title if (r == 0 or not same_columns) else "" for p in row.panels]
+        titles.append([_wrap(t, width_chars) for t in [row.label, *shown]])
+
+    # An explicit layout in inches (matplotlib's layout engines cost a second per figure here): every
+    # row gets the height of its longest title above its panels.
+    line = fontsize * 1.35 / 72
+    row_title = [max(t.count("\n") + 1 if t else 0 for t in row) * line + 0.06 for row in titles]
+    top = ((title.count("\n") + 1) * (fontsize + 1) * 1.45 / 72 + 0.12) if title else 0.05
+    bottom = 0.4 if legend else 0.05
+    gap, margin, bar = 0.08, 0.05, (0.85 if colorbar else 0.0)
+    width = margin * 2 + n_cols * panel_size + (n_cols - 1) * gap + bar
+    height = top + sum(row_title) + len(rows) * panel_size + bottom
+    fig = _figure(figsize=(width, height), dpi=100)
+    axes = np.empty((len(rows), n_cols), dtype=object)
+    y = top
+    for r, row in enumerate(rows):
+        y += row_title[r]
+        for c in range(n_cols):
+            x = margin + c * (panel_size + gap)
+            axes[r, c] = fig.add_axes((x / width, 1 - (y + panel_size) / height, panel_size / width,
+                                       panel_size / height))
+        y += panel_size
         draw_overlay(axes[r, 0], row.image, OverlayPanel(row.label, None), row.ground_truth_boxes,
-                     title=_wrap(row.label, width_chars), fontsize=fontsize)
+                     title=titles[r][0], fontsize=fontsize)
         for c in range(1, n_cols):
             if c - 1 < len(row.panels):
-                panel = row.panels[c - 1]
-                shown = panel.title if (r == 0 or not same_columns) else ""
-                draw_overlay(axes[r, c], row.image, panel, row.ground_truth_boxes,
-                             title=_wrap(shown, width_chars), fontsize=fontsize)
+                draw_overlay(axes[r, c], row.image, row.panels[c - 1], row.ground_truth_boxes,
+                             title=titles[r][c], fontsize=fontsize)
             else:
                 axes[r, c].axis("off")
     if colorbar and any(p.heatmap is not None for row in rows for p in row.panels):
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), HEATMAP_CMAP), ax=axes, shrink=min(0.9, 3.0 / len(rows)),
-                           aspect=25, pad=0.01)
-        bar.set_label("heatmap (min-max normalised per map)", fontsize=fontsize)
-        bar.ax.tick_params(labelsize=fontsize - 1)
+        grid_top, grid_bottom = top + row_title[0], height - bottom
+        bar_height = min(grid_bottom - grid_top, 3 * panel_size)
+        cax = fig.add_axes(((width - bar + 0.1) / width, 1 - (grid_top + bar_height) / height, 0.14 / width,
+                            bar_height / height))
+        colour_bar = fig.colorbar(ScalarMappable(Normalize(0, 1), HEATMAP_CMAP), cax=cax)
+        colour_bar.set_label("heatmap (min-max normalised per map)", fontsize=fontsize)
+        colour_bar.ax.tick_params(labelsize=fontsize - 1)
     if title:
-        fig.suptitle(title, fontsize=fontsize + 1)
+        fig.suptitle(title, fontsize=fontsize + 1, y=1 - 0.06 / height, va="top")
     if isinstance(legend, str):
         if legend:
-            fig.supxlabel(legend, fontsize=fontsize)
+            fig.text(0.5, 0.1 / height, legend, fontsize=fontsize, ha="center", va="bottom")
     elif legend:
-        fig.legend(handles=list(legend), loc="outside lower center", ncols=len(legend), fontsize=fontsize,
-                   frameon=False)
+        fig.legend(handles=list(legend), loc="lower center", bbox_to_anchor=(0.5, 0.02 / height),
+                   ncols=len(legend), fontsize=fontsize, frameon=False)
     return fig
 
 
