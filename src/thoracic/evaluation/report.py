@@ -432,6 +432,8 @@ class ReportTable:
     caption: str
     frame: pd.DataFrame
     note: str = ""
+    numeric: bool = True
+    """Right-align the cells (numbers); text tables are left-aligned."""
 
 
 @dataclass
@@ -558,7 +560,7 @@ def setup_section(context: ReportContext) -> Section:
         "What each run is: the model and how it was trained, the data it saw and the checkpoint that was "
         "evaluated. Epochs count from 0; the best epoch is the one with the lowest validation loss, whose "
         "checkpoint (best.ckpt) all numbers below come from."))
-    section.tables.append(ReportTable("Runs", setup_table(context)))
+    section.tables.append(ReportTable("Runs", setup_table(context), numeric=False))
     boxes = box_rows_table(context)
     if boxes is not None:
         section.folded_tables.append(ReportTable("Box rows per class on the test images, per data folder", boxes))
