@@ -351,7 +351,6 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
 
 
 def test_prediction_figure_title_colour_bar_box_styles_and_legend() -> None:
-    from matplotlib.colorbar import Colorbar  # noqa: F401 - the colour bar's axes carry its label
     from matplotlib.patches import Rectangle
 
     from thoracic.prediction import PredictedBox, build_prediction_figure

@@ -490,12 +490,16 @@ def _checkpoint_hash(run: RunSummary) -> str:
 
 
 def _data_kind(run: RunSummary) -> str:
+    """``phantom``, ``real`` or ``unknown``: what training recorded, else what the data folder is now."""
     from thoracic.data.synth import folder_kind
 
-    root = run.config.get("data", {}).get("root")
-    kind = run.run_info.get("data_kind") or folder_kind(root)
+    return run.run_info.get("data_kind") or folder_kind(run.config.get("data", {}).get("root"))
+
+
+def _data_folder(run: RunSummary) -> str:
     words = {"phantom": "phantom (synthetic)", "real": "real ChestX-ray14", "unknown": "unknown (folder not found)"}
-    return f"{words.get(kind, kind)}: {root}"
+    kind = _data_kind(run)
+    return f"{words.get(kind, kind)}: {run.config.get('data', {}).get('root')}"
 
 
 def _image_counts(run: RunSummary, split: str) -> str:
@@ -534,7 +538,7 @@ def setup_table(context: ReportContext) -> pd.DataFrame:
             "yes" if model.get("freeze_backbone") else "no",
             str(training.get("epochs_completed", "n/a")),
             "n/a" if best is None else str(best), str(run.seed),
-            _image_counts(run, context.split), _box_rows(run), _data_kind(run), _checkpoint_hash(run)]
+            _image_counts(run, context.split), _box_rows(run), _data_folder(run), _checkpoint_hash(run)]
     return table
 
 
@@ -564,7 +568,7 @@ def setup_section(context: ReportContext) -> Section:
     boxes = box_rows_table(context)
     if boxes is not None:
         section.folded_tables.append(ReportTable("Box rows per class on the test images, per data folder", boxes))
-    if any(r.run_info.get("data_kind") == "phantom" or "phantom (synthetic)" in _data_kind(r) for r in context.runs):
+    if any(_data_kind(r) == "phantom" for r in context.runs):
         section.notes.append("Phantom (synthetic) data: these numbers show that the code learns and localizes; "
                              "they say nothing clinical.")
     return section
@@ -667,7 +671,11 @@ def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test
                    comparison: Path | None = None) -> list[Section]:
     """Every section of :data:`SECTION_BUILDERS` that has something to show."""
     context = ReportContext(list(groups), Path(out_dir), split, comparison)
-    return [s for s in (builder(context) for builder in SECTION_BUILDERS) if s is not None]
+    sections = [s for s in (builder(context) for builder in SECTION_BUILDERS) if s is not None]
+    for section in sections:  # an empty table would render as a header over nothing
+        section.tables = [t for t in section.tables if not t.frame.empty]
+        section.folded_tables = [t for t in section.folded_tables if not t.frame.empty]
+    return sections
 
 
 # --------------------------------------------------------------------------------------------------
