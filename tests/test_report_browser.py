@@ -78,13 +78,21 @@ def report_html(trained_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 RAW_MARKDOWN = [r"\*\*", r"\]\(", r"^#{1,6} ", r"^\|.*\|$", r"^\s*- \*\*", r"`", r"^---$"]
 
 
-def test_report_renders_cleanly_in_chromium(report_html: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The browser binary, or skip (before anything is trained) saying what is missing."""
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
     binary = chromium_binary()
     if binary is None:
         pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    return binary
 
-    with playwright.sync_playwright() as p:
+
+def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    binary = chromium
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox"])  # CI runs as root
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
