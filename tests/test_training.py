@@ -17,7 +17,7 @@ import yaml
 from lightning.pytorch import Callback
 from sklearn.metrics import roc_auc_score
 
-from thoracic.config import Config, ConfigError, load_config, to_dict
+from thoracic.config import Config, ConfigError, load_config, load_config_by_name, to_dict
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError
 from thoracic.models.output import ModelOutput
@@ -29,7 +29,6 @@ from thoracic.training.sweep import PAPER_LR_GRID, choose_learning_rate, lr_swee
 from thoracic.training.trainer import (
     AtomicCheckpointIO,
     config_for_resume,
-    load_config_by_name,
     read_epoch_metrics,
     train,
 )
