@@ -111,6 +111,25 @@ def test_gpu_code_path_on_cpu(tmp_path):
     check_document(document, "gpu", 1)
 
 
+def test_library_quick(tmp_path):
+    bench_library = importlib.import_module("bench_library")
+    document = bench_library.run(quick=True, workdir=tmp_path)
+    check_document(document, "library", 1)
+    assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["resamples/s", "rows/s", "images/s"]
+    assert len(document["notes"]) == 3 and "2,000 rows" in document["notes"][1]
+
+
+def test_synthetic_metadata_loads_like_the_nih_files(tmp_path):
+    from thoracic.data.metadata import load_chestxray14
+
+    dataset = load_chestxray14(importlib.import_module("bench_library").synthetic_metadata(tmp_path / "m", 3000))
+    assert len(dataset) == 3000 and dataset.labels.shape == (3000, 14) and 0 < dataset.labels.mean() < 0.2
+    assert len(dataset.test_ids) + len(dataset.train_val_ids) == 3000 and len(dataset.boxes) > 0
+    test_patients = set(dataset.table.loc[dataset.table["split"] == "test", "patient_id"])
+    assert test_patients and not test_patients & set(dataset.table.loc[dataset.table["split"] == "train_val",
+                                                                       "patient_id"])
+
+
 def test_localization_wrapper_and_report(tmp_path):
     if not (BENCHMARKS_DIR / "bench_localization.py").is_file():
         pytest.skip("bench_localization.py not written yet")
