@@ -254,12 +254,14 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
                       model_state(run / "checkpoints" / "best.ckpt"))
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_the_phantom_set(phantom_dir, phantom_cache, tmp_path):
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=4", "train.patience=10"))
     losses = read_epoch_metrics(run)["train_loss_epoch"].to_numpy()
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
 
 
+@pytest.mark.slow
 def test_same_seed_and_config_give_identical_weights_and_metrics(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "space_attention", "data.augment=true")
     first, second = train(cfg), train(cfg)
@@ -294,6 +296,7 @@ class Sabotage(Callback):
                     parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_holds_the_best_epoch_not_the_last(phantom_dir, phantom_cache, tmp_path):
     snapshots = Snapshots()
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=3", "train.patience=10"),
@@ -308,6 +311,7 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(phantom_dir, phantom_
     assert json.loads((run / "summary.json").read_text())["best_epoch"] == best_epoch
 
 
+@pytest.mark.slow
 def test_early_stopping_triggers_when_validation_loss_stalls(phantom_dir, phantom_cache, tmp_path):
     # min_delta larger than any possible change: after the first epoch nothing counts as an improvement
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=6", "train.patience=2",
@@ -330,6 +334,7 @@ class KillAt(Callback):
             raise Killed(f"killed at epoch {self.epoch}, batch {batch_idx}")
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_and_resumed_ends_like_the_uninterrupted_run(phantom_dir, phantom_cache, tmp_path):
     # augmentation, a step schedule and early-stopping state all have to survive the resume exactly
     overrides = ("train.max_epochs=3", "train.patience=5", "data.augment=true", "optim.lr_step_epochs=1",
@@ -445,6 +450,7 @@ def test_resume_refuses_changes_to_what_the_run_learns(phantom_dir, phantom_cach
         train(None, resume=tmp_path / "empty_run")
 
 
+@pytest.mark.slow
 def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_path, capsys):
     from thoracic.cli import main
 
@@ -464,6 +470,7 @@ def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_pa
     assert main(["train", "--resume", str(run), "--config", "baseline"]) == 2
 
 
+@pytest.mark.slow
 def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     result = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, folder=tmp_path / "sweep")
@@ -482,6 +489,7 @@ def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, t
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == list(table["run"].sort_values())
 
 
+@pytest.mark.slow
 def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cache, tmp_path):
     from thoracic.evaluation.report import build_report
 
@@ -515,6 +523,7 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
     assert "IoBB > 0.5" in text and "centre box" in text  # localization of both seeds, as mean ± std
 
 
+@pytest.mark.slow
 def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     with pytest.raises(Killed):
@@ -527,6 +536,7 @@ def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phanto
     assert "resumes" not in json.loads((half_made / "run_info.json").read_text())  # started again, fresh
 
 
+@pytest.mark.slow
 def test_rerun_experiment_resumes_a_seed_stopped_after_an_epoch(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5")
     with pytest.raises(Killed):
@@ -554,6 +564,7 @@ def test_train_or_resume_never_deletes_checkpoints(tmp_path):
     assert (run / "checkpoints" / "best.ckpt").read_bytes() == b"weights"
 
 
+@pytest.mark.slow
 @pytest.mark.nih
 def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_path):
     from thoracic.data.cache import prepare_cache
@@ -565,6 +576,7 @@ def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_pat
         assert (run / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_lr_sweep_and_experiment_commands(phantom_dir, phantom_cache, tmp_path, capsys):
     from thoracic.cli import main
 

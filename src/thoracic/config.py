@@ -342,6 +342,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (``load_config(path)`` reads back an equal config)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -11,7 +11,8 @@ Example:
 
 >>> import json, tempfile
 >>> from pathlib import Path
->>> folder = Path(tempfile.mkdtemp())
+>>> temporary = tempfile.TemporaryDirectory()
+>>> folder = Path(temporary.name)
 >>> path = write_text_atomic(folder / "info.json", json.dumps({"epoch": 3}))
 >>> json.loads(path.read_text())
 {'epoch': 3}
@@ -24,6 +25,7 @@ OSError: disk full
 {'epoch': 3}
 >>> sorted(p.name for p in folder.iterdir())  # and left no temporary file behind
 ['info.json']
+>>> temporary.cleanup()
 """
 
 from __future__ import annotations

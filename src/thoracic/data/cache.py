@@ -391,6 +391,7 @@ class ImageCache:
 
     @property
     def image_size(self) -> int:
+        """Side S of the cached images, in pixels."""
         return int(self.manifest["image_size"])
 
     @property
