@@ -161,7 +161,7 @@ def metadata_comparison(settings: dict[str, Any], workdir: Path, quick: bool) ->
         common.measurement(rows, times["load"], "rows/s"), common.measurement(rows, times["read_csv"], "rows/s"),
         None, f"parsing, checks, the N x 14 label matrix, split and box rows vs the bare CSV reads; {what}",
     )
-    note = f"metadata: {rows:,} rows loaded in {common.median(times['load']):.2f} s ({what})"
+    note = f"metadata: {rows:,} rows loaded in {common.median(times['load']):.2f} s; {what}"
     return item, note
 
 
@@ -213,8 +213,13 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     import torch
 
     settings = {**settings, "torch_threads": torch.get_num_threads()}
-    return common.result_document(NAME, quick, settings, [item for item, _ in results],
-                                  [note for _, note in results])
+    document = common.result_document(NAME, quick, settings, [item for item, _ in results],
+                                      [note for _, note in results])
+    load = document["machine"].get("load_average_1_5_15")
+    document["notes"].append(
+        f"absolute times depend on the machine's load (load average {load} on {document['machine']['logical_cores']} "
+        "cores when the benchmark started); the ratios do not, their two sides ran in alternation")
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:

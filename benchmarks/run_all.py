@@ -319,8 +319,8 @@ work. The bootstrap is vectorised (each class sorted once; a resample is a weigh
 statistic over image multiplicities), so `thoracic evaluate --bootstrap 1000` on the 25,596 test images
 takes seconds where a scikit-learn loop takes minutes. Metadata loading parses and checks every row
 (labels, ages, split lists, box rows) on top of the CSV reads, once per command. The phantom generator's
-time per image is in the notes (docs/data.md quotes it); the ratio to plain PNG writing says how much of it
-is drawing.
+time per image is in the notes (docs/data.md points here); the ratio to plain PNG writing says how much of
+it is drawing.
 """,
 }
 

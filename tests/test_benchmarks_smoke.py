@@ -122,7 +122,7 @@ def test_library_quick(tmp_path):
     document = bench_library.run(quick=True, workdir=tmp_path)
     check_document(document, "library", 1)
     assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["resamples/s", "rows/s", "images/s"]
-    assert len(document["notes"]) == 3 and "2,000 rows" in document["notes"][1]
+    assert len(document["notes"]) == 4 and "2,000 rows" in document["notes"][1] and "load" in document["notes"][3]
 
 
 def test_synthetic_metadata_loads_like_the_nih_files(tmp_path):

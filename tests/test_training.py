@@ -363,10 +363,40 @@ def test_run_killed_mid_epoch_and_resumed_ends_like_the_uninterrupted_run(phanto
     assert len(info["resumes"]) == 1 and info["resumes"][0]["checkpoint"].endswith("last.ckpt")
 
 
+class PrecisionProbe(Callback):
+    """Records, for every forward pass of the model during fit, whether its input was channels-last and the
+    dtype of the backbone's final map, and whether the convolution weights were channels-last."""
+
+    def __init__(self):
+        self.inputs_channels_last, self.feature_dtypes, self.weights_channels_last = [], [], []
+
+    def on_fit_start(self, trainer, pl_module):
+        model = pl_module.model
+        self.handles = [
+            model.register_forward_pre_hook(lambda module, args: self.inputs_channels_last.append(
+                args[0].is_contiguous(memory_format=torch.channels_last))),
+            model.backbone.register_forward_hook(lambda module, args, output: self.feature_dtypes.append(
+                output["final"].dtype)),
+        ]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.weights_channels_last += [m.weight.is_contiguous(memory_format=torch.channels_last)
+                                       for m in pl_module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def on_fit_end(self, trainer, pl_module):
+        for handle in self.handles:
+            handle.remove()
+
+
 def test_bf16_mixed_precision_and_channels_last(phantom_dir, phantom_cache, tmp_path):
     # bf16 autocast runs on the CPU too; the loss and metrics stay float32
+    probe = PrecisionProbe()
     run = train(small_config(phantom_dir, tmp_path, "space_attention", "train.precision=bf16-mixed",
-                             "--train.channels_last"))
+                             "--train.channels_last"), callbacks=[probe])
+    # the options reach the forward passes: channels-last inputs and weights, bf16 activations
+    assert probe.inputs_channels_last and all(probe.inputs_channels_last)
+    assert probe.weights_channels_last and all(probe.weights_channels_last)
+    assert probe.feature_dtypes and set(probe.feature_dtypes) == {torch.bfloat16}
     epochs = read_epoch_metrics(run)
     assert np.isfinite(epochs.loc[0, "val_loss"]) and np.isfinite(epochs.loc[0, "train_loss_epoch"])
     state = model_state(run / "checkpoints" / "last.ckpt")
