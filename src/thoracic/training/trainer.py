@@ -50,7 +50,7 @@ from thoracic.config import (
     Config,
     ConfigError,
     config_from_dict,
-    load_config,
+    load_config_by_name,  # noqa: F401 - re-exported: it lived here before moving to thoracic.config
     merge_overrides,
     parse_overrides,
     save_config,
@@ -59,6 +59,7 @@ from thoracic.config import (
 from thoracic.config import replace as replace_config
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import RunError
+from thoracic.io import atomic_write, write_text_atomic
 from thoracic.models import build_model
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.module import ThoracicModule
@@ -78,11 +79,10 @@ _LIBRARIES = ("thoracic", "torch", "torchvision", "lightning", "torchmetrics", "
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the same folder, fsync it, then ``os.replace`` it.
+    """Write each checkpoint with :func:`thoracic.io.atomic_write` (temporary file, fsync, ``os.replace``).
 
-    ``os.replace`` is atomic on POSIX and Windows within one file system: readers see the old complete
-    file or the new complete file, never a truncated one (Lightning's own writer opens the target for
-    writing directly on local disks).
+    Readers see the old complete file or the new complete file, never a truncated one (Lightning's own
+    writer opens the target for writing directly on local disks).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -91,16 +91,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_write(path, "wb", fsync=True) as handle:
+            torch.save(checkpoint, handle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,10 +228,7 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
         info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
                 "model": cfg.model.name, "backbone": cfg.model.backbone,
                 "data_root": cfg.data.root, "data_kind": folder_kind(cfg.data.root), **entry}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(info, indent=2))
 
 
 def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
@@ -253,9 +242,7 @@ def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
     box_rows = boxes[boxes["image_id"].isin(test_ids)]["class_name"].value_counts()
     info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
     info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(info, indent=2))
     return info
 
 
@@ -593,20 +580,6 @@ def write_summary(run_dir: Path, trainer: Trainer) -> dict[str, Any]:
 def _finite_or_none(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...)."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        packaged = Path(__file__).resolve().parent.parent / "configs" / f"{path.stem}.yaml"
-        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
-            path = packaged
-        elif not path.exists():
-            available = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
-                              f"(packaged: {', '.join(available)})")
-    return load_config(path, overrides)
 
 
 def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
