@@ -230,15 +230,16 @@ def test_devices_that_do_not_exist(phantom_dir, tmp_path, capsys):
     run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
     image = str(next((phantom_dir / "images").iterdir()))
     _expect(capsys, ["predict", image, "--checkpoint", run, "--device", "banana", "--no-progress"],
-            "--device 'banana': not a torch device; expected cpu, cuda, cuda:N or mps")
-    _expect(capsys, ["evaluate", run, "--device", "banana", "--no-progress"], "--device 'banana'")
+            "--device: expected auto, cpu, cuda or cuda:N, got 'banana'")
+    _expect(capsys, ["evaluate", run, "--device", "banana", "--no-progress"], "got 'banana'")
+    _expect(capsys, ["localize", run, "--device", "meta", "--no-progress"], "got 'meta'")
     if torch.cuda.is_available():
         _expect(capsys, ["evaluate", run, "--device", f"cuda:{torch.cuda.device_count()}", "--no-progress"],
-                "CUDA device(s) here")
+                f"this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     else:
         _expect(capsys, ["predict", image, "--checkpoint", run, "--device", "cuda", "--no-progress"],
-                "--device 'cuda': torch sees no CUDA GPU")
-        _expect(capsys, ["localize", run, "--device", "cuda", "--no-progress"], "torch sees no CUDA GPU")
+                "--device cuda: no CUDA GPU is visible on this machine")
+        _expect(capsys, ["localize", run, "--device", "cuda:1", "--no-progress"], "no CUDA GPU is visible")
         _expect(capsys, ["train", "--config", "baseline", f"data.root={phantom_dir}", "data.image_size=64",
                          "train.accelerator=cuda", "--no-model.pretrained", f"output_dir={tmp_path / 'r'}"],
                 "train.accelerator: 'cuda' asks for a GPU")
@@ -395,7 +396,8 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert stale.stale and any(w.startswith("STALE: auc_test.json") for w in stale.warnings)
     markdown, _ = build_report([run], tmp_path / "report")
     text = markdown.read_text()
-    assert "baseline [bl] (STALE)" in text and "STALE: auc_test.json evaluated a checkpoint (epoch 0" in text
+    assert "baseline (resnet10, 64 px) [bl] (STALE)" in text
+    assert "STALE: auc_test.json evaluated a checkpoint (epoch 0" in text
     # an attention-gated checkpoint copied into a baseline run is reported as attention-gated
     gated = make_run(tmp_path / "gated", phantom_dir, "attention_gated", 0)
     shutil.copy(gated / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
@@ -404,11 +406,11 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert summary.model == "attention_gated" and not summary.stale
     assert any("config.yaml names model baseline" in w for w in summary.warnings)
     text = build_report([run], tmp_path / "report2")[0].read_text()
-    assert "**attention_gated [bl]**: model `attention_gated`, trained on phantom data" in text
+    assert "attention_gated (resnet10, 64 px) [bl]" in text and "config.yaml names model baseline" in text
     from thoracic.evaluation.report import classification_table, group_runs
 
     columns = list(classification_table(group_runs([summary])).columns)
-    assert columns[columns.index("attention_gated [bl]") + 1] == "Paper AG"  # not beside the paper's baseline
+    assert columns[columns.index("attention_gated (resnet10, 64 px) [bl]") + 1] == "Paper AG"  # not beside BL
 
 
 def test_config_checks_apply_to_config_files_too(tmp_path):

@@ -72,7 +72,8 @@ class DataConfig:
     """Restrict to these view positions (e.g. ``[PA]``); empty keeps all."""
     allow_missing_images: bool = False
     """Use only the images present in the cache (a count of the missing ones is printed)."""
-    num_workers: int = 2
+    num_workers: int | Literal["auto"] = "auto"
+    """Loader worker processes per training process; ``auto`` = min(8, usable CPU cores)."""
     augment: bool = False
     """Random horizontal flips and small shifts for training (the paper used no augmentation)."""
     normalize: Literal["imagenet", "none"] = "imagenet"
@@ -82,7 +83,8 @@ class DataConfig:
                f"an image side of at least {MIN_IMAGE_SIZE} pixels (the models' smallest input)", self.image_size)
         _check(_finite(self.val_fraction) and 0 < self.val_fraction < 1, "data.val_fraction",
                "a fraction of the train_val patients strictly between 0 and 1", self.val_fraction)
-        _check(self.num_workers >= 0, "data.num_workers", "0 (load in the main process) or more", self.num_workers)
+        _check(self.num_workers == "auto" or self.num_workers >= 0, "data.num_workers",
+               "auto, 0 (load in the main process) or more", self.num_workers)
         _check(str(self.root).strip() != "", "data.root", "a ChestX-ray14 folder", self.root)
 
 
@@ -368,8 +370,10 @@ def load_config(
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
+    # The file alone first, so that an error is blamed on what holds the bad value: the file, or the
+    # override the user typed on the command line.
     try:
-        return from_dict(Config, merge_overrides(data, overrides))
+        from_dict(Config, data)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
         if key in overrides:  # the value came from the command line, not from the file
@@ -377,6 +381,45 @@ def load_config(
         else:
             where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{exc}") from None
+    try:
+        return from_dict(Config, merge_overrides(data, overrides))
+    except ConfigError as exc:
+        named = {k: v for k, v in overrides.items() if k in str(exc)} or overrides
+        raise ConfigError(f"command line: {format_overrides(named)}: {exc}") from None
+
+
+def format_overrides(overrides: Mapping[str, Any]) -> str:
+    """``a.b=1 c.d=x`` as typed (values in YAML flow style)."""
+    def show(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    return " ".join(f"{key}={show(value)}" for key, value in overrides.items())
+
+
+#: The folder of the configs shipped inside the package (copies of the repository's ``configs/``).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...).
+
+    A path to an existing file is loaded as is; otherwise a bare name (``baseline`` or ``baseline.yaml``)
+    is looked up in :data:`PACKAGED_CONFIGS`, so ``--config baseline`` works from any folder.
+
+    Raises:
+        ConfigError: neither a file nor a packaged config (the message lists the packaged names), or
+            any error of :func:`load_config`.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
+            path = packaged
+        elif not path.exists():
+            available = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
+                              f"(packaged: {', '.join(available)})")
+    return load_config(path, overrides)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
@@ -385,6 +428,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (``load_config(path)`` reads back an equal config)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -5,9 +5,10 @@ own manifest or marker lists (``thoracic synth``'s ``thoracic_synth.json``, a ca
 or the fixed names of a run, experiment or sweep folder. :func:`remove_owned` refuses (deleting nothing)
 when a folder holds anything else, and its error lists what is there.
 
-Full disks. A write that fails for lack of space (``ENOSPC``), a quota (``EDQUOT``) or a file-size
-limit (``EFBIG``, e.g. ``ulimit -f``) becomes a :class:`~thoracic.errors.DiskFullError` that gives the
-bytes needed and free. Large files that are written through a memory map are reserved first with
+Full disks. A write that fails for lack of space (``ENOSPC``), a quota (``EDQUOT``) or a file-size limit
+(``EFBIG``, e.g. ``ulimit -f``) becomes a :class:`~thoracic.errors.DiskFullError` that gives the bytes
+needed and free; files rewritten in place go through :mod:`thoracic.io` (temporary file + rename), so a
+failed write keeps the previous file. Large files that are written through a memory map are reserved first with
 ``posix_fallocate`` (:func:`reserve_file`): a write into a memory-mapped hole of a full file system
 raises SIGBUS and kills the process, so the space must exist before the first page is touched.
 """
@@ -167,27 +168,17 @@ def quiet_worker(parent_pid: int) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then ``os.replace`` it: readers (and a kill)
-    see the old file or the new one, never half of one. On failure the old file is left as it was."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """:func:`thoracic.io.atomic_write` of ``data``: readers (and a kill) see the old file or the new one,
+    never half of one; on failure the old file is left as it was and no temporary file remains."""
+    from thoracic.io import atomic_write
 
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """:func:`write_bytes_atomic` for UTF-8 text."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """:func:`write_text_atomic` of ``json.dumps(data, indent=2)``."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """:func:`write_bytes_atomic` of ``json.dumps(data, indent=2)``."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def read_json(path: str | Path, what: str, error: type[Exception] = OutputPathError) -> Any:

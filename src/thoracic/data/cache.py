@@ -64,6 +64,7 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.data.images import RESIZE_METHOD, load_resized
 from thoracic.data.metadata import file_fingerprint, find_metadata_files, load_chestxray14
 from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
+from thoracic.io import save_npy_atomic
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -131,12 +132,6 @@ def _ids_digest(image_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file and a rename. Serialised in memory first: ``np.save`` to a
-    file uses ``ndarray.tofile``, whose short write on a full disk raises an OSError without errno."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _decode_one(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -455,9 +450,9 @@ def prepare_cache(
         else:
             done, sizes, checksums, have_checksums = _recover(cache, count, image_size, kept, progress)
             write_json_atomic(manifest_path, manifest)
-        _save_atomic(checksums_path, checksums)
-        _save_atomic(sizes_path, sizes)
-        _save_atomic(done_path, done)
+        save_npy_atomic(checksums_path, checksums)
+        save_npy_atomic(sizes_path, sizes)
+        save_npy_atomic(done_path, done)
     except OSError as exc:
         if exc.errno in DISK_FULL_ERRNOS:
             raise disk_full_error(exc, "the image cache", cache, None, kept) from None
@@ -547,9 +542,9 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
 
     def checkpoint() -> None:
         images.flush()
-        _save_atomic(cache / CHECKSUMS_FILE, checksums)
-        _save_atomic(cache / SIZES_FILE, sizes)
-        _save_atomic(cache / DONE_FILE, done)
+        save_npy_atomic(cache / CHECKSUMS_FILE, checksums)
+        save_npy_atomic(cache / SIZES_FILE, sizes)
+        save_npy_atomic(cache / DONE_FILE, done)
 
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     since_checkpoint = 0
@@ -753,6 +748,7 @@ class ImageCache:
 
     @property
     def image_size(self) -> int:
+        """Side S of the cached images, in pixels."""
         return int(self.manifest["image_size"])
 
     @property

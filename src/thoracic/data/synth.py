@@ -102,7 +102,7 @@ PREVALENCE: dict[str, float] = {
 TRUTH_FILE = "phantom_findings.csv"
 INFO_FILE = "phantom.json"
 #: The generator's marker, written before anything else: it says "this folder is a phantom" (data
-#: provenance, :func:`data_kind`) and lists every file the generator writes there, the only files
+#: provenance, :func:`folder_kind`) and lists every file the generator writes there, the only files
 #: ``overwrite`` may delete.
 MARKER_FILE = "thoracic_synth.json"
 
@@ -132,7 +132,7 @@ def synth_owned_files(out: str | Path) -> Callable[[str], bool] | None:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         images: set[str] = set()
-    elif data_kind(out) == "phantom":  # legacy folder: phantom.json, no marker
+    elif folder_kind(out) == "phantom":  # legacy folder: phantom.json, no marker
         listed = set(_METADATA_FILES)
         try:
             entry = (out / DATA_ENTRY_NAMES[0]).read_text().splitlines()[1:]
@@ -158,9 +158,12 @@ def synth_owned_files(out: str | Path) -> Callable[[str], bool] | None:
     return owned
 
 
-def data_kind(root: str | Path) -> str:
-    """``"phantom"`` for a folder written by :func:`generate_phantom_dataset`, ``"real"`` for any other
-    existing folder, ``"unknown"`` when ``root`` does not exist (any more)."""
+def folder_kind(root: str | Path | None) -> str:
+    """``"phantom"`` for a folder written by :func:`generate_phantom_dataset` (it holds the generator's
+    marker, or, written before the marker existed, its ``phantom.json``), ``"real"`` for any other
+    existing folder, ``"unknown"`` when there is no such folder (any more) on this machine."""
+    if root is None:
+        return "unknown"
     root = Path(root)
     if (root / MARKER_FILE).is_file():
         return "phantom"

@@ -18,7 +18,7 @@ evaluation artefact records about the checkpoint it came from.
 
 from __future__ import annotations
 
-import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import torch
 from thoracic.config import Config, config_from_dict, replace
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError, ThoracicError
+from thoracic.provenance import file_sha256
 
 
 @dataclass(frozen=True)
@@ -73,30 +74,6 @@ def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
         raise RunError(f"checkpoint {path}: its stored config is invalid: {exc}") from None
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists here, or a RunError naming it and what exists.
-
-    Raises:
-        RunError: not a torch device name (``banana``), or a CUDA / MPS device this machine lacks.
-    """
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise RunError(f"--device {device!r}: not a torch device; expected cpu, cuda, cuda:N or mps") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise RunError(f"--device {device!r}: torch sees no CUDA GPU on this machine (torch {torch.__version__}, "
-                           f"CUDA build {torch.version.cuda}); use --device cpu")
-        if parsed.index is not None and parsed.index >= count:
-            raise RunError(f"--device {device!r}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
-    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise RunError(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise RunError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
-    return parsed
-
-
 def load_run(run: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint).
 
@@ -106,7 +83,9 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
     """
     from thoracic.models import build_model
 
-    device = check_device(map_location)
+    from thoracic.runtime import resolve_device
+
+    device = resolve_device(map_location) if isinstance(map_location, str) else map_location
     path = find_checkpoint(run, which)
     config, ckpt = load_checkpoint_config(path)
     model = build_model(replace(config.model, pretrained=False, weights=None))
@@ -126,24 +105,6 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
                      info=checkpoint_info(path, ckpt))
-
-
-#: In-process memo of checkpoint hashes: (resolved path, size, mtime_ns) -> sha256.
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, memoised per (path, size, mtime) within the process."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[str, Any]:
@@ -168,12 +129,17 @@ def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[st
         config, checkpoint = load_checkpoint_config(path)
     else:
         config = config_from_dict(checkpoint["hyper_parameters"]["config"])
-    recorded = checkpoint.get("thoracic_data") or {}
-    kind = recorded.get("kind")
+    kind = (checkpoint.get("thoracic_data") or {}).get("kind")
+    run_info = path.parent.parent / "run_info.json" if path.parent.name == "checkpoints" else None
+    if kind is None and run_info is not None and run_info.is_file():  # recorded by an earlier version
+        try:
+            kind = json.loads(run_info.read_text()).get("data_kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
     if kind is None:
-        from thoracic.data.synth import data_kind
+        from thoracic.data.synth import folder_kind
 
-        kind = data_kind(config.data.root)
+        kind = folder_kind(config.data.root)
     return {
         "path": str(path.resolve()),
         "epoch": int(checkpoint.get("epoch", -1)),

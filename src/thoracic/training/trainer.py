@@ -28,6 +28,8 @@ raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is in
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
@@ -48,7 +50,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch import seed_everything as lightning_seed_everything
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
@@ -57,15 +59,16 @@ from thoracic.config import (
     Config,
     ConfigError,
     config_from_dict,
-    load_config,
+    load_config_by_name,  # noqa: F401 - re-exported: it lived here before moving to thoracic.config
     merge_overrides,
     parse_overrides,
     save_config,
     to_dict,
 )
 from thoracic.config import replace as replace_config
-from thoracic.constants import CLASS_NAMES
+from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import Interrupted, RunError, ThoracicError
+from thoracic.io import atomic_write, write_text_atomic
 from thoracic.models import build_model
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
@@ -97,11 +100,10 @@ _LIBRARIES = ("thoracic", "torch", "torchvision", "lightning", "torchmetrics", "
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the same folder, fsync it, then ``os.replace`` it.
+    """Write each checkpoint with :func:`thoracic.io.atomic_write` (temporary file, fsync, ``os.replace``).
 
-    ``os.replace`` is atomic on POSIX and Windows within one file system: readers see the old complete
-    file or the new complete file, never a truncated one (Lightning's own writer opens the target for
-    writing directly on local disks).
+    Readers see the old complete file or the new complete file, never a truncated one (Lightning's own
+    writer opens the target for writing directly on local disks).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -110,16 +112,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_write(path, "wb", fsync=True) as handle:
+            torch.save(checkpoint, handle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,10 +298,26 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
         info = read_json(path, "the run's run_info.json", RunError)
         info.setdefault("resumes", []).append({**entry, "checkpoint": str(resumed_from)})
     else:
+        data = data_provenance(cfg)
         info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
-                "model": cfg.model.name, "backbone": cfg.model.backbone, "data": data_provenance(cfg), **entry}
-    write_json_atomic(path, info)
-    return path
+                "model": cfg.model.name, "backbone": cfg.model.backbone,
+                "data_root": cfg.data.root, "data_kind": data["kind"], "data": data, **entry}
+    return write_text_atomic(path, json.dumps(info, indent=2))
+
+
+def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
+    """Add the split sizes (``images``: train / val / test) and the test box rows per class
+    (``box_rows``) to ``run_info.json``; reports show them in the run's setup table."""
+    path = run_dir / "run_info.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    splits = datamodule.splits
+    boxes = datamodule.dataset.boxes
+    test_ids = set(datamodule.dataset.table["image_id"].to_numpy()[splits.test])
+    box_rows = boxes[boxes["image_id"].isin(test_ids)]["class_name"].value_counts()
+    info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
+    info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
+    write_text_atomic(path, json.dumps(info, indent=2))
+    return info
 
 
 def data_provenance(cfg: Config) -> dict[str, Any]:
@@ -315,10 +325,10 @@ def data_provenance(cfg: Config) -> dict[str, Any]:
     wrote, else ``real``) and the data-entry CSV's SHA-256. Stored in ``run_info.json`` and, as
     ``thoracic_data``, in every checkpoint."""
     from thoracic.data.metadata import file_fingerprint, find_metadata_files
-    from thoracic.data.synth import data_kind
+    from thoracic.data.synth import folder_kind
 
     root = Path(cfg.data.root)
-    info: dict[str, Any] = {"root": str(root.resolve()), "kind": data_kind(root), "metadata_sha256": None}
+    info: dict[str, Any] = {"root": str(root.resolve()), "kind": folder_kind(root), "metadata_sha256": None}
     try:
         info["metadata_sha256"] = file_fingerprint(find_metadata_files(root).data_entry)
     except ThoracicError:
@@ -409,6 +419,40 @@ def parse_devices(devices: str) -> int | str | list[int]:
             from None
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars on stderr (Lightning writes them to stdout, where results go), without the
+    logger's ``v_num`` entry."""
+
+    def _on_stderr(self, factory: Any) -> Any:
+        # Lightning's init_*_tqdm pass file=sys.stdout, read when they are called.
+        with contextlib.redirect_stdout(sys.stderr):
+            return factory()
+
+    def init_sanity_tqdm(self) -> Any:
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self) -> Any:
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self) -> Any:
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self) -> Any:
+        return self._on_stderr(super().init_test_tqdm)
+
+    def init_predict_tqdm(self) -> Any:
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+def _progress_callbacks(enabled: bool) -> list[Callback]:
+    return [StderrProgressBar()] if enabled else []
+
+
 def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[Trainer, EpochReseed]:
     """A Lightning Trainer with the run's checkpoints, early stopping, loggers and precision."""
     train = cfg.train
@@ -459,7 +503,8 @@ def _make_trainer(train: Any, run_dir: Path, callbacks: Sequence[Callback], rese
         num_nodes=train.num_nodes,
         strategy=train.strategy,
         precision=train.precision,
-        callbacks=[reseed, early_stopping, *callbacks, best, last, InterruptGuard()],
+        callbacks=[reseed, early_stopping, *callbacks, best, last, *_progress_callbacks(train.progress_bar),
+                   InterruptGuard()],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         limit_train_batches=train.limit_train_batches,
@@ -627,6 +672,7 @@ def train(
             else:
                 _remove_stale_temporary_files(run_dir)
             write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
+            record_data_counts(run_dir, datamodule)
             if checkpoint_path is not None:
                 _keep_previous_csv_log(run_dir)
 
@@ -847,20 +893,6 @@ def _finite_or_none(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...)."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        packaged = Path(__file__).resolve().parent.parent / "configs" / f"{path.stem}.yaml"
-        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
-            path = packaged
-        elif not path.exists():
-            available = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
-                              f"(packaged: {', '.join(available)})")
-    return load_config(path, overrides)
-
-
 def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
              overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
     """Loss and per-class AUC of a run's checkpoint on ``split`` (``test`` or ``val``), with Lightning.
@@ -887,6 +919,7 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
     trainer = Trainer(accelerator=cfg.train.accelerator, devices=parse_devices(cfg.train.devices),
                       num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
                       logger=False, enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
+                      callbacks=_progress_callbacks(cfg.train.progress_bar),
                       limit_test_batches=1.0, deterministic="warn" if cfg.train.deterministic else False,
                       use_distributed_sampler=False)
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]

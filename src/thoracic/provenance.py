@@ -1,0 +1,38 @@
+"""Which checkpoint, trained on what: the facts reports and predictions print beside their numbers."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: Hex digits of the SHA-256 shown in reports and figures (the JSON outputs keep all 64).
+SHORT_HASH = 12
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (hex), computed once per file version in a process."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def checkpoint_provenance(path: str | Path) -> dict[str, Any]:
+    """``path``, ``sha256``, ``epoch``, ``global_step``, ``model_name``, ``backbone``, ``image_size``,
+    ``data_root`` and ``data_kind`` (``phantom`` / ``real`` / ``unknown``) of a thoracic checkpoint: the
+    record every evaluation file keeps (:func:`thoracic.training.checkpoints.checkpoint_info`)."""
+    from thoracic.training.checkpoints import checkpoint_info
+
+    return checkpoint_info(path)
+
+
+__all__ = ["SHORT_HASH", "checkpoint_provenance", "file_sha256"]
