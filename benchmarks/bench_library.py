@@ -113,6 +113,13 @@ def synthetic_metadata(folder: Path, rows: int, seed: int = 0) -> Path:
         follow_up[k] = follow_up[k - 1] + 1 if patients[k] == patients[k - 1] else 0
     ids = [f"{p:08d}_{f:03d}.png" for p, f in zip(patients, follow_up)]
     positive = rng.random((rows, len(CLASS_NAMES))) < np.array([PREVALENCE[n] for n in CLASS_NAMES])
+    test = rng.random(rows // 2 + 1) < 0.22
+    in_test = test[patients]
+    test_rows = np.flatnonzero(in_test)
+    box_rows = rng.choice(test_rows, size=min(NIH_BOXES, len(test_rows)), replace=True)
+    box_classes = [str(rng.choice(BOX_CLASS_NAMES)) for _ in box_rows]
+    for row, name in zip(box_rows, box_classes):  # as in NIH's file, a box's class is among its image's labels
+        positive[row, CLASS_NAMES.index(name)] = True
     findings = ["|".join(n for n, p in zip(CLASS_NAMES, row) if p) or "No Finding" for row in positive]
     ages, sexes = rng.integers(1, 95, size=rows), rng.choice(["M", "F"], size=rows)
     views = rng.choice(["PA", "AP"], size=rows, p=[0.6, 0.4])
@@ -120,14 +127,10 @@ def synthetic_metadata(folder: Path, rows: int, seed: int = 0) -> Path:
         f"{i},{f},{u},{p},{a},{s},{v},2500,2048,0.143,0.143"
         for i, f, u, p, a, s, v in zip(ids, findings, follow_up, patients, ages, sexes, views)]
     (folder / "Data_Entry_2017_v2020.csv").write_text("\n".join(lines) + "\n")
-    test = rng.random(rows // 2 + 1) < 0.22
-    in_test = test[patients]
     (folder / "train_val_list.txt").write_text("\n".join(i for i, t in zip(ids, in_test) if not t) + "\n")
     (folder / "test_list.txt").write_text("\n".join(i for i, t in zip(ids, in_test) if t) + "\n")
-    test_ids = [i for i, t in zip(ids, in_test) if t]
-    box_images = rng.choice(test_ids, size=min(NIH_BOXES, len(test_ids)), replace=True)
-    boxes = [f"{i},{rng.choice(BOX_CLASS_NAMES)},{rng.uniform(0, 700):.3f},{rng.uniform(0, 700):.3f},"
-             f"{rng.uniform(20, 300):.3f},{rng.uniform(20, 300):.3f}" for i in box_images]
+    boxes = [f"{ids[row]},{name},{rng.uniform(0, 700):.3f},{rng.uniform(0, 700):.3f},"
+             f"{rng.uniform(20, 300):.3f},{rng.uniform(20, 300):.3f}" for row, name in zip(box_rows, box_classes)]
     (folder / "BBox_List_2017.csv").write_text("\n".join([BBOX_HEADER, *boxes]) + "\n")
     return folder
 

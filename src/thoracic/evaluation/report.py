@@ -94,10 +94,12 @@ class RunSummary:
 
     @property
     def backbone(self) -> str | None:
+        """The backbone of the evaluated checkpoint, else of the run's config.yaml."""
         return self._evaluated("backbone") or self.config.get("model", {}).get("backbone")
 
     @property
     def image_size(self) -> int | None:
+        """The input side (pixels) of the evaluated checkpoint, else of the run's config.yaml."""
         return self._evaluated("image_size") or self.config.get("data", {}).get("image_size")
 
     @property
