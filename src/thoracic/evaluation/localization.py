@@ -116,34 +116,74 @@ def legacy_cell_centres(size_in: int, size_out: int) -> np.ndarray:
     return (np.arange(size_in) + 0.5) * (size_out / size_in) - 0.5
 
 
+@dataclass(frozen=True, eq=False)  # hashed by identity: the instances themselves are cached
+class _Taps:
+    """1-D linear resizing as two taps per output pixel: ``out[j] = lerp(in[lower[j]], in[upper[j]],
+    weight[j])``. A *segment* is a run of outputs with the same two taps; its weights never decrease,
+    so along a segment the resized values are monotone (exactly, in floating point: see :func:`_lerp`)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    weight: np.ndarray
+    seg_start: np.ndarray  # first output pixel of every segment
+    seg_end: np.ndarray  # last output pixel of every segment (inclusive)
+    seg_of: np.ndarray  # segment index of every output pixel
+
+    @classmethod
+    def build(cls, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> _Taps:
+        change = np.flatnonzero((lower[1:] != lower[:-1]) | (upper[1:] != upper[:-1])) + 1
+        seg_start = np.r_[0, change].astype(np.int64)
+        seg_end = np.r_[change - 1, len(lower) - 1].astype(np.int64)
+        seg_of = np.repeat(np.arange(len(seg_start)), seg_end - seg_start + 1)
+        arrays = (lower.astype(np.int64), upper.astype(np.int64), weight.astype(np.float64), seg_start, seg_end,
+                  seg_of)
+        for array in arrays:
+            array.setflags(write=False)
+        return cls(*arrays)
+
+
 @lru_cache(maxsize=64)
-def _legacy_interpolation_matrix(size_in: int, size_out: int) -> np.ndarray:
+def _legacy_taps(size_in: int, size_out: int) -> _Taps:
     scale = size_in / size_out
     source = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0, None)
     low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
     high = np.minimum(low + 1, size_in - 1)
-    weight_high = source - low
-    matrix = np.zeros((size_out, size_in), dtype=np.float64)
-    rows = np.arange(size_out)
-    np.add.at(matrix, (rows, low), 1.0 - weight_high)
-    np.add.at(matrix, (rows, high), weight_high)
-    matrix.setflags(write=False)
-    return matrix
+    return _Taps.build(low, high, source - low)
 
 
 @lru_cache(maxsize=256)
-def _positioned_interpolation_matrix(size_out: int, centres: tuple[float, ...]) -> np.ndarray:
+def _positioned_taps(size_out: int, centres: tuple[float, ...]) -> _Taps:
     positions = np.asarray(centres, dtype=np.float64)
     pixels = np.arange(size_out, dtype=np.float64)
+    if len(positions) == 1:
+        zeros = np.zeros(size_out, dtype=np.int64)
+        return _Taps.build(zeros, zeros, np.zeros(size_out))
     # segment k: pixels in [positions[k], positions[k + 1]); constant beyond the first and last centre
     upper = np.clip(np.searchsorted(positions, pixels, side="right"), 1, len(positions) - 1)
     lower = upper - 1
     span = positions[upper] - positions[lower]
-    weight_high = np.clip((pixels - positions[lower]) / span, 0.0, 1.0)
-    matrix = np.zeros((size_out, len(positions)), dtype=np.float64)
-    rows = np.arange(size_out)
-    np.add.at(matrix, (rows, lower), 1.0 - weight_high)
-    np.add.at(matrix, (rows, upper), weight_high)
+    return _Taps.build(lower, upper, np.clip((pixels - positions[lower]) / span, 0.0, 1.0))
+
+
+def _interpolation_taps(size_in: int, size_out: int, centres: np.ndarray | None = None) -> _Taps:
+    if size_in < 1 or size_out < 1:
+        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
+    if centres is None:
+        return _legacy_taps(size_in, size_out)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
+    if len(centres) != size_in or not np.all(np.isfinite(centres)):
+        raise DataError(f"cell centres: expected {size_in} finite coordinates, got shape {centres.shape}")
+    if np.any(np.diff(centres) <= 0):
+        raise DataError("cell centres must be strictly increasing")
+    return _positioned_taps(size_out, tuple(centres.tolist()))
+
+
+@lru_cache(maxsize=64)
+def _matrix_of(taps: _Taps, size_in: int) -> np.ndarray:
+    matrix = np.zeros((len(taps.lower), size_in), dtype=np.float64)
+    rows = np.arange(len(taps.lower))
+    np.add.at(matrix, (rows, taps.lower), 1.0 - taps.weight)
+    np.add.at(matrix, (rows, taps.upper), taps.weight)
     matrix.setflags(write=False)
     return matrix
 
@@ -154,44 +194,42 @@ def interpolation_matrix(size_in: int, size_out: int, centres: np.ndarray | None
     Without ``centres``: identical to ``torch.nn.functional.interpolate(mode='bilinear',
     align_corners=False)`` (no antialiasing), i.e. cell centres at :func:`legacy_cell_centres`.
     With ``centres`` (``size_in`` increasing coordinates in output pixels): linear interpolation between
-    the cell centres, constant beyond the first and the last one.
+    the cell centres, constant beyond the first and the last one. :func:`upsample_heatmap` applies the
+    same weights (equal to this matrix product up to floating-point rounding).
     """
-    if size_in < 1 or size_out < 1:
-        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
-    if centres is None:
-        return _legacy_interpolation_matrix(size_in, size_out)
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
-    if len(centres) != size_in or not np.all(np.isfinite(centres)):
-        raise DataError(f"cell centres: expected {size_in} finite coordinates, got shape {centres.shape}")
-    if size_in == 1:
-        return np.ones((size_out, 1))
-    if np.any(np.diff(centres) <= 0):
-        raise DataError("cell centres must be strictly increasing")
-    return _positioned_interpolation_matrix(size_out, tuple(centres.tolist()))
+    return _matrix_of(_interpolation_taps(size_in, size_out, centres), size_in)
 
 
-def _extreme_candidates(size_in: int, size_out: int, centres: np.ndarray | None = None) -> np.ndarray:
-    """Output indices where a 1-D linear resize can reach its extremes: the ends of every run of
-    outputs interpolating between the same two inputs (inside a run the value is monotone)."""
-    if centres is None:
-        centres = legacy_cell_centres(size_in, size_out)
-    segment = np.searchsorted(np.asarray(centres, dtype=np.float64), np.arange(size_out), side="right")
-    change = np.flatnonzero(segment[1:] != segment[:-1])
-    return np.unique(np.r_[0, change, change + 1, size_out - 1])
+def _lerp(low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``low + weight * (high - low)``, elementwise.
+
+    The one formula of every interpolated value, in the reference upsampling and in the box extraction
+    alike, so both compare the very same floats with a threshold. Written this way (not
+    ``(1 - w) * low + w * high``) because for fixed ``low`` and ``high`` it is exactly monotone in
+    ``weight`` in floating point: each operation rounds monotonically.
+    """
+    return low + weight * (high - low)
 
 
 def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int],
                      cell_centres: CellCentres | None = None) -> np.ndarray:
     """Linear resize of an ``(h, w)`` heatmap to ``original_size = (height, width)`` (float64).
 
+    Separable: the rows are interpolated first, then the columns, each with :func:`_lerp` between the
+    two nearest cell centres. This is the upsampling of the plain localization algorithm, which
+    :func:`boxes_from_heatmaps` reproduces exactly without materialising the map.
     ``cell_centres``: where each cell's centre lies in the original image (see :data:`CellCentres`);
     ``None`` is the ``align_corners=False`` convention.
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    height, width = original_size
+    if heatmap.ndim != 2:
+        raise DataError(f"heatmap must be a 2-D array, got shape {heatmap.shape}")
+    height, width = (int(v) for v in original_size)
     rows, cols = cell_centres if cell_centres is not None else (None, None)
-    return interpolation_matrix(heatmap.shape[0], height, rows) @ heatmap \
-        @ interpolation_matrix(heatmap.shape[1], width, cols).T
+    row_taps = _interpolation_taps(heatmap.shape[0], height, rows)
+    col_taps = _interpolation_taps(heatmap.shape[1], width, cols)
+    along_rows = _lerp(heatmap[row_taps.lower], heatmap[row_taps.upper], row_taps.weight[:, None])
+    return _lerp(along_rows[:, col_taps.lower], along_rows[:, col_taps.upper], col_taps.weight[None, :])
 
 
 def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
@@ -208,9 +246,10 @@ class ExtractedBoxes:
     """Boxes drawn around the regions of one thresholded heatmap.
 
     Attributes:
-        boxes: ``(K, 4)`` ``(x, y, w, h)`` in original-image pixels, largest region first.
-        scores: ``(K,)`` peak of the normalised heatmap in each region, in [0, 1].
-        areas: ``(K,)`` region areas in original pixels (counted on the ``step`` grid, times step**2).
+        boxes: ``(K, 4)`` ``(x, y, w, h)`` in original-image pixels; largest region first (equal areas:
+            in raster order of their first pixel, as ``scipy.ndimage.label`` numbers them).
+        scores: ``(K,)`` peak of the normalised heatmap in each region divided by 255, in [0, 1].
+        areas: ``(K,)`` region areas: the number of original-resolution pixels in each region.
     """
 
     boxes: np.ndarray
@@ -225,142 +264,45 @@ class ExtractedBoxes:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 
-def _grid(size: int, step: int) -> np.ndarray:
-    grid = np.arange(0, size, step)
-    return grid if grid[-1] == size - 1 else np.r_[grid, size - 1]
+def _image_size(original_size: tuple[int, int] | int) -> tuple[int, int]:
+    if isinstance(original_size, (int, np.integer)):
+        original_size = (int(original_size), int(original_size))
+    height, width = (int(v) for v in original_size)
+    if height < 1 or width < 1:
+        raise DataError(f"original size must be positive, got {original_size}")
+    return height, width
+
+
+def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
+    values = list(dict.fromkeys(float(t) for t in thresholds))
+    if not all(np.isfinite(values)):
+        raise DataError(f"heatmap thresholds must be finite numbers on the 0-255 scale, got {values}")
+    return values
 
 
 def boxes_from_heatmaps(
     heatmap: np.ndarray,
     thresholds: Iterable[float],
     original_size: tuple[int, int] | int,
+    *,
     largest_only: bool = False,
-    step: int = 8,
     cell_centres: CellCentres | None = None,
 ) -> dict[float, ExtractedBoxes]:
-    """Boxes of one heatmap at several thresholds, sharing the upsampling (see :func:`boxes_from_heatmap`)."""
+    """Boxes of one heatmap at several thresholds (see :func:`boxes_from_heatmap`): ``{threshold: boxes}``."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    if heatmap.ndim != 2 or not np.all(np.isfinite(heatmap)):
-        raise DataError(f"heatmap must be a finite 2-D array, got shape {heatmap.shape}")
-    if isinstance(original_size, (int, np.integer)):
-        original_size = (int(original_size), int(original_size))
-    height, width = (int(v) for v in original_size)
-    row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
-    rows_matrix = interpolation_matrix(heatmap.shape[0], height, row_centres)
-    cols_matrix = interpolation_matrix(heatmap.shape[1], width, col_centres)
-    thresholds = [float(t) for t in thresholds]
-
-    # exact min/max of the full-resolution map from the few pixels where it can be extreme
-    candidates = rows_matrix[_extreme_candidates(heatmap.shape[0], height, row_centres)] @ heatmap \
-        @ cols_matrix[_extreme_candidates(heatmap.shape[1], width, col_centres)].T
-    low, high = candidates.min(), candidates.max()
-    if not high > low:  # a constant map has no regions
-        return {t: ExtractedBoxes.empty() for t in thresholds}
-    scale = 255.0 / (high - low)
-
-    step = max(1, int(step))
-    grid_rows, grid_cols = _grid(height, step), _grid(width, step)
-    coarse = rows_matrix[grid_rows] @ heatmap @ cols_matrix[grid_cols].T
-    results = {}
-    for threshold in thresholds:
-        raw = low + threshold / scale  # normalised > threshold  <=>  raw map > this
-        mask = coarse > raw
-        labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        if count == 0:
-            results[threshold] = ExtractedBoxes.empty()
-            continue
-        slices = ndimage.find_objects(labels)
-        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(step * step)
-        peaks = np.array([coarse[sl][labels[sl] == k + 1].max() for k, sl in enumerate(slices)])
-        peaks = (peaks - low) * scale / 255.0
-        order = np.argsort(-areas, kind="stable")
-        if largest_only:
-            order = order[:1]
-        grid_boxes = np.array([[grid_rows[r.start], grid_rows[r.stop - 1], grid_cols[c.start], grid_cols[c.stop - 1]]
-                               for r, c in slices])
-        boxes = np.empty((len(order), 4))
-        for k, label_index in enumerate(order):
-            # with another region near, its pixels could fall into this one's refinement strips: then
-            # only pixels connected (inside the strip) to this region's grid pixels count
-            near = step > 1 and _has_neighbour(grid_boxes, label_index, 4 * step)
-            boxes[k] = _refine_box(heatmap, rows_matrix, cols_matrix, grid_rows, grid_cols,
-                                   slices[label_index], labels if near else None, label_index + 1, raw, step)
-        results[threshold] = ExtractedBoxes(boxes, np.clip(peaks[order], 0.0, 1.0), areas[order])
-    return results
-
-
-def _has_neighbour(grid_boxes: np.ndarray, index: int, margin: int) -> bool:
-    """Whether another region's grid box comes within ``margin`` pixels of region ``index``'s."""
-    top, bottom, left, right = grid_boxes[index]
-    others = np.delete(grid_boxes, index, axis=0)
-    near = ((others[:, 0] <= bottom + margin) & (others[:, 1] >= top - margin)
-            & (others[:, 2] <= right + margin) & (others[:, 3] >= left - margin))
-    return bool(near.any())
-
-
-def _refine_box(heatmap: np.ndarray, rows_matrix: np.ndarray, cols_matrix: np.ndarray,
-                grid_rows: np.ndarray, grid_cols: np.ndarray, slices: tuple[slice, slice],
-                grid_labels: np.ndarray | None, label: int, raw: float, step: int) -> np.ndarray:
-    """Exact full-resolution edges of a region found on the grid.
-
-    Each edge lies beyond the outermost grid line inside the region and, for regions no thinner than
-    ``step``, before the second grid line outside it (the first can be crossed between its samples), so
-    only four strips of full-resolution pixels around the grid box are evaluated. ``grid_labels`` (given
-    when another region is near) restricts each strip to pixels 8-connected, inside the strip, to this
-    region's grid pixels.
-    """
-    row_slice, col_slice = slices
-    top, bottom = int(grid_rows[row_slice.start]), int(grid_rows[row_slice.stop - 1])
-    left, right = int(grid_cols[col_slice.start]), int(grid_cols[col_slice.stop - 1])
-    if step == 1:
-        return np.array([left, top, right - left + 1, bottom - top + 1], dtype=np.float64)
-    height, width = rows_matrix.shape[0], cols_matrix.shape[0]
-    reach = 2 * step - 1
-    row_lo, row_hi = max(top - reach, 0), min(bottom + reach, height - 1)
-    col_lo, col_hi = max(left - reach, 0), min(right + reach, width - 1)
-    along_cols = heatmap @ cols_matrix[col_lo:col_hi + 1].T  # (h, window width)
-    along_rows = rows_matrix[row_lo:row_hi + 1] @ heatmap  # (window height, w)
-    own = None
-    if grid_labels is not None:
-        own = grid_labels == label
-
-    def members(strip: np.ndarray, strip_rows: np.ndarray, strip_cols: np.ndarray) -> np.ndarray:
-        """Pixels of the strip connected to this region's grid pixels lying in it."""
-        if own is None:
-            return strip
-        strip_labels, _ = ndimage.label(strip, structure=_EIGHT_CONNECTED)
-        in_rows = np.flatnonzero(np.isin(grid_rows, strip_rows))
-        in_cols = np.flatnonzero(np.isin(grid_cols, strip_cols))
-        seeds = own[np.ix_(in_rows, in_cols)]
-        seed_labels = strip_labels[np.ix_(grid_rows[in_rows] - strip_rows[0], grid_cols[in_cols] - strip_cols[0])][seeds]
-        return np.isin(strip_labels, seed_labels[seed_labels > 0])
-
-    # each strip spans from the grid edge (which holds the region's own grid pixels) outwards
-    if top > row_lo:
-        rows = np.arange(row_lo, top + 1)
-        hit = np.flatnonzero(members(rows_matrix[rows] @ along_cols > raw, rows, np.arange(col_lo, col_hi + 1)).any(1))
-        top = int(rows[hit[0]]) if len(hit) else top
-    if bottom < row_hi:
-        rows = np.arange(bottom, row_hi + 1)
-        hit = np.flatnonzero(members(rows_matrix[rows] @ along_cols > raw, rows, np.arange(col_lo, col_hi + 1)).any(1))
-        bottom = int(rows[hit[-1]]) if len(hit) else bottom
-    if left > col_lo:
-        cols = np.arange(col_lo, left + 1)
-        hit = np.flatnonzero(members(along_rows @ cols_matrix[cols].T > raw, np.arange(row_lo, row_hi + 1), cols).any(0))
-        left = int(cols[hit[0]]) if len(hit) else left
-    if right < col_hi:
-        cols = np.arange(right, col_hi + 1)
-        hit = np.flatnonzero(members(along_rows @ cols_matrix[cols].T > raw, np.arange(row_lo, row_hi + 1), cols).any(0))
-        right = int(cols[hit[-1]]) if len(hit) else right
-    return np.array([left, top, right - left + 1, bottom - top + 1], dtype=np.float64)
+    if heatmap.ndim != 2 or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
+        raise DataError(f"heatmap must be a finite, non-empty 2-D array, got shape {heatmap.shape}")
+    found = _extract_batch(heatmap[None], _check_thresholds(thresholds), _image_size(original_size),
+                           cell_centres, largest_only)
+    return found[0]
 
 
 def boxes_from_heatmap(
     heatmap: np.ndarray,
     threshold_0_255: float,
     original_size: tuple[int, int] | int,
+    *,
     largest_only: bool = False,
-    step: int = 8,
     cell_centres: CellCentres | None = None,
 ) -> ExtractedBoxes:
     """Boxes around the connected regions of a thresholded heatmap, in original-image pixels.
@@ -369,19 +311,301 @@ def boxes_from_heatmap(
     [0, 255] and thresholded (value strictly above ``threshold_0_255``); each 8-connected region gives one
     bounding box. ``largest_only`` keeps the region of largest area only, as the seed paper's code did.
 
+    The result is exactly that of the plain algorithm, ``normalize_heatmap(upsample_heatmap(...)) > T``
+    then ``scipy.ndimage.label`` with 8-connectivity and tight boxes, for every map and size (tested
+    against it), but computed without materialising the full-resolution map (see the module docstring).
+
     Args:
         heatmap: ``(h, w)`` raw heatmap at the model's native resolution (any scale: it is normalised).
         threshold_0_255: threshold on the 0-255 scale (60 and 180 in Wang et al.).
         original_size: ``(height, width)`` of the original image, or one int for a square image.
         largest_only: keep only the largest region's box.
-        step: regions are found on every ``step``-th pixel and their edges refined at full resolution
-            (1 = label the full-resolution map; larger is faster and differs only where two regions come
-            closer than ``step`` pixels or a region is thinner than ``step`` pixels).
         cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
             ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
     """
-    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only, step,
-                               cell_centres)[float(threshold_0_255)]
+    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only=largest_only,
+                               cell_centres=cell_centres)[float(threshold_0_255)]
+
+
+# The exact extraction, without materialising the full-resolution map.
+#
+# The map is separable: rows first (``rows`` below: height x w values, cheap), then columns. A *block* is
+# the product of a run of image rows that interpolate between the same two heatmap rows and a run of
+# columns that interpolate between the same two heatmap columns. Along a row inside a block the values
+# are monotone exactly (see _lerp), so a row of a block holds one interval of pixels above the
+# threshold at most, found from the values at the row's two end pixels and, where they differ, the
+# crossing pixel (an analytic guess, then bisection in the rare case that the guess is off). Across a
+# block the exact bilinear interpolant of the same weights peaks at the block's corners, and the
+# computed values differ from it by a few units of rounding (a bound from the four heatmap values); so
+# a block whose corners all clear the cut by that bound is entirely above it or entirely below it, and
+# only the blocks that the region boundaries cross are looked at row by row. Regions are the connected
+# components (scipy.sparse.csgraph) of a graph whose nodes are the runs of whole blocks above the cut in
+# one block row and the row intervals of the other blocks; areas, boxes and peaks follow from the nodes.
+# Every value compared with the cut is computed as upsample_heatmap computes it, so the result is the
+# plain algorithm's, bit for bit. Many maps of one shape and size go in one batch.
+
+_UNIT_ROUNDOFF = 2.0 ** -53
+#: |computed - exact bilinear| <= ~10 u max|H| for two nested _lerp; 32 u leaves room for the bound's own rounding
+_BOUND_FACTOR = 32 * _UNIT_ROUNDOFF
+
+
+def _expand(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs ``[start, start + length)``: (run index, position) of every element, in order."""
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    offsets = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(starts, lengths) + offsets
+
+
+def _extract_batch(maps: np.ndarray, thresholds: list[float], size: tuple[int, int],
+                   cell_centres: CellCentres | None, largest_only: bool) -> list[dict[float, ExtractedBoxes]]:
+    """Exact boxes of ``(B, h, w)`` maps of one image size at every threshold: one dict per map."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_maps = len(maps)
+    height, width = size
+    row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+    rt = _interpolation_taps(maps.shape[1], height, row_centres)
+    ct = _interpolation_taps(maps.shape[2], width, col_centres)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    n_thr = len(thr)
+    results: list[dict[float, ExtractedBoxes]] = [{t: ExtractedBoxes.empty() for t in thresholds}
+                                                  for _ in range(n_maps)]
+    if not n_thr:
+        return results
+    # rows interpolated exactly as upsample_heatmap does: (B, height, w)
+    rows = _lerp(maps[:, rt.lower, :], maps[:, rt.upper, :], rt.weight[None, :, None])
+
+    def value(b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
+        return _lerp(rows[b, i, ct.lower[j]], rows[b, i, ct.upper[j]], ct.weight[j])
+
+    # blocks (p, q): image rows r0[p]..r1[p] x columns c0[q]..c1[q]
+    r0, r1, c0, c1 = rt.seg_start, rt.seg_end, ct.seg_start, ct.seg_end
+    n_p, n_q = len(r0), len(c0)
+    corner_cols = np.r_[c0, c1]
+    at_rows = rows[:, np.r_[r0, r1], :]
+    corners = _lerp(at_rows[:, :, ct.lower[corner_cols]], at_rows[:, :, ct.upper[corner_cols]],
+                    ct.weight[corner_cols]).reshape(n_maps, 2, n_p, 2, n_q)
+    corner_low, corner_high = corners.min(axis=(1, 3)), corners.max(axis=(1, 3))  # (B, P, Q), exact pixels
+    magnitude = np.abs(maps)
+    magnitude = np.maximum(magnitude[:, rt.lower[r0], :], magnitude[:, rt.upper[r0], :])
+    magnitude = np.maximum(magnitude[:, :, ct.lower[c0]], magnitude[:, :, ct.upper[c0]])
+    slack = 2.0 * (_BOUND_FACTOR * magnitude + 1e-300)  # corner to pixel: twice the rounding bound
+    block_high, block_low = corner_high + slack, corner_low - slack  # every pixel of a block lies within
+
+    def block_pixels(b: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row of blocks (b, p, q): (block index, row, larger, smaller of the row's two end values)."""
+        owner, i = _expand(r0[p], r1[p] - r0[p] + 1)
+        first, last = value(b[owner], i, c0[q[owner]]), value(b[owner], i, c1[q[owner]])
+        return owner, i, np.maximum(first, last), np.minimum(first, last)
+
+    # exact min and max of the map: the corners, then the rows of every block that could beat them
+    high, low = corner_high.max(axis=(1, 2)), corner_low.min(axis=(1, 2))
+    b, p, q = np.nonzero(block_high >= high[:, None, None])
+    owner, _, larger, _ = block_pixels(b, p, q)
+    np.maximum.at(high, b[owner], larger)
+    b, p, q = np.nonzero(block_low <= low[:, None, None])
+    owner, _, _, smaller = block_pixels(b, p, q)
+    np.minimum.at(low, b[owner], smaller)
+    constant = ~(high > low)
+    scale = np.where(constant, 0.0, 255.0 / np.where(constant, 1.0, high - low))  # normalize_heatmap's
+    # the cut: normalised > T  <=>  raw >= cut[t, b] (normalising is monotone, so a smallest such float exists)
+    cut = np.empty((n_thr, n_maps))
+    for t, threshold in enumerate(thr):
+        if threshold < 0 or threshold > 255:
+            raise DataError(f"heatmap threshold {threshold} is outside the 0-255 scale")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            guess = np.where(constant, np.inf, low + threshold / np.where(constant, 1.0, scale))
+
+        def above(u: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore"):  # constant maps (scale 0, cut inf) are left out below
+                return (u - low) * scale > threshold
+
+        while np.any(move := ~constant & ~above(guess)):
+            guess = np.where(move, np.nextafter(guess, np.inf), guess)
+        while np.any(move := ~constant & above(np.nextafter(guess, -np.inf))):
+            guess = np.where(move, np.nextafter(guess, -np.inf), guess)
+        cut[t] = guess
+    cut_b = cut[:, :, None, None]
+    whole = block_low >= cut_b  # (T, B, P, Q): every pixel above the cut
+    mixed = ~whole & (block_high >= cut_b)
+
+    # nodes 1: runs of whole blocks along a block row (t, b, p, qa..qb)
+    padded = np.pad(whole, ((0, 0), (0, 0), (0, 0), (1, 1)))
+    run_first = np.argwhere(padded[..., 1:-1] & ~padded[..., :-2])
+    run_last = np.argwhere(padded[..., 1:-1] & ~padded[..., 2:])[:, 3]
+    run_t, run_b, run_p, run_qa = run_first.T
+    n_runs = len(run_qa)
+    run_of_block = np.full(whole.shape, -1, dtype=np.int64)
+    block_owner, block_q = _expand(run_qa, run_last - run_qa + 1)
+    run_of_block[run_t[block_owner], run_b[block_owner], run_p[block_owner], block_q] = block_owner
+
+    # nodes 2: in every mixed block, the interval above the cut in each of its rows (``layout``: the
+    # rows of mixed block m at offsets[m]..); consecutive rows whose intervals touch form one chain
+    mt, mb, mp, mq = np.nonzero(mixed)
+    heights = r1[mp] - r0[mp] + 1
+    offsets = np.cumsum(heights) - heights
+    owner, i = _expand(r0[mp], heights)
+    t, b, q = mt[owner], mb[owner], mq[owner]
+    first_col, last_col = c0[q], c1[q]
+    cut_row = cut[t, b]
+    first_value, last_value = value(b, i, first_col), value(b, i, last_col)
+    first_in, last_in = first_value >= cut_row, last_value >= cut_row
+    start = np.where(first_in, first_col, last_col + 1)  # [start, stop] above the cut, empty if start > stop
+    stop = np.where(last_in, last_col, first_col - 1)
+    cross = np.flatnonzero(first_in != last_in)
+    if len(cross):
+        # first pixel of the segment whose side differs from the first pixel's
+        cb, ci, cq = b[cross], i[cross], q[cross]
+        rising = ~first_in[cross]
+        a = rows[cb, ci, ct.lower[first_col[cross]]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.nan_to_num((cut_row[cross] - a) / (rows[cb, ci, ct.upper[first_col[cross]]] - a), nan=0.5)
+        key = 2.0 * ct.seg_of + ct.weight  # grows along the image: segment, then weight inside it
+        lo, hi = first_col[cross] + 1, last_col[cross].copy()
+        guess = np.clip(np.searchsorted(key, 2.0 * cq + np.clip(weight, 0.0, 1.0)), lo, hi)
+
+        def flipped(k: np.ndarray, j: np.ndarray) -> np.ndarray:
+            return (value(cb[k], ci[k], j) >= cut_row[cross[k]]) == rising[k]
+
+        every = np.arange(len(cross))
+        hit = flipped(every, guess)
+        hi, lo = np.where(hit, guess, hi), np.where(hit, lo, guess + 1)
+        hit = flipped(every, guess - 1)
+        hi, lo = np.where(hit, np.minimum(hi, guess - 1), hi), np.where(hit, lo, np.maximum(lo, guess))
+        active = np.flatnonzero(lo < hi)
+        while len(active):  # bisection where the guess was off (flat segments, rounding)
+            middle = (lo[active] + hi[active]) // 2
+            hit = flipped(active, middle)
+            hi[active] = np.where(hit, middle, hi[active])
+            lo[active] = np.where(hit, lo[active], middle + 1)
+            active = active[lo[active] < hi[active]]
+        start[cross] = np.where(rising, lo, first_col[cross])
+        stop[cross] = np.where(rising, last_col[cross], lo - 1)
+    filled = start <= stop
+    # monotone along the row: an interval peaks at whichever of the segment's ends it holds
+    row_peak = np.maximum(np.where(first_in, first_value, -np.inf), np.where(last_in, last_value, -np.inf))
+    joined = np.zeros(len(i), dtype=bool)
+    joined[1:] = (filled[1:] & filled[:-1] & (owner[1:] == owner[:-1])
+                  & (start[1:] <= stop[:-1] + 1) & (start[:-1] <= stop[1:] + 1))
+    chain = np.cumsum(filled & ~joined) - 1  # chain index of every filled row
+    kept = np.flatnonzero(filled)
+    heads = np.flatnonzero(~joined[kept])
+    n_chains = len(heads)
+    if n_runs + n_chains == 0:
+        return results
+    chain_group = (t * n_maps + b)[kept][heads]
+    chain_top, chain_left = i[kept][heads], start[kept][heads]
+    chain_bottom = np.maximum.reduceat(i[kept], heads) if n_chains else heads
+    chain_left_most = np.minimum.reduceat(start[kept], heads) if n_chains else heads
+    chain_right = np.maximum.reduceat(stop[kept], heads) if n_chains else heads
+    chain_area = np.add.reduceat((stop - start + 1)[kept], heads) if n_chains else heads
+    chain_peak = np.maximum.reduceat(row_peak[kept], heads) if n_chains else np.zeros(0)
+
+    # the graph: runs are nodes 0..n_runs-1, chains the next ones
+    edges = []
+    # (1) across a block-row boundary: rows r1[p] and r1[p] + 1 hold the end rows of runs and of chains
+    run_rows = np.r_[r0[run_p], r1[run_p]]
+    twice = np.r_[np.arange(n_runs), np.arange(n_runs)]
+    single = np.r_[np.ones(n_runs, bool), r1[run_p] > r0[run_p]]  # a one-row block row appears once
+    edge_rows = np.flatnonzero(filled & ((i == r0[mp[owner]]) | (i == r1[mp[owner]])))
+    node = np.r_[twice[single], n_runs + chain[edge_rows]]
+    group = np.r_[(run_t * n_maps + run_b)[twice][single], (t * n_maps + b)[edge_rows]]
+    row = np.r_[run_rows[single], i[edge_rows]]
+    first = np.r_[np.r_[c0[run_qa], c0[run_qa]][single], start[edge_rows]]
+    last = np.r_[np.r_[c1[run_last], c1[run_last]][single], stop[edge_rows]]
+    stride = width + 2
+    line = (group * (height + 1) + row) * stride  # one spare row per group: nothing follows its last row
+    order = np.argsort(line + first, kind="stable")
+    node, line, first, last = node[order], line[order], first[order], last[order]
+    # 8-connectivity with the next row: last >= first - 1 and first <= last + 1
+    begin = np.searchsorted(line + last, line + stride + first - 1, side="left")
+    end = np.searchsorted(line + first, line + stride + last + 1, side="right")
+    source, target = _expand(begin, np.clip(end - begin, 0, None))
+    edges.append((node[source], node[target]))
+    # (2) inside a block row, between horizontally adjacent mixed blocks: rows at most one apart whose
+    # intervals reach the shared block edge
+    left_edge = filled & (start == first_col)
+    right_edge = filled & (stop == last_col)
+    index_of = np.full(mixed.shape, -1, dtype=np.int64)
+    index_of[mt, mb, mp, mq] = np.arange(len(mt))
+    right_q = np.minimum(mq + 1, n_q - 1)
+    neighbour = np.where(mq + 1 < n_q, index_of[mt, mb, mp, right_q], -1)
+    pair = np.flatnonzero(neighbour >= 0)
+    pair_owner, row_in_block = _expand(np.zeros(len(pair), dtype=np.int64), heights[pair])
+    left_rows = offsets[pair][pair_owner] + row_in_block
+    touching = np.flatnonzero(right_edge[left_rows])
+    left_rows, pair_owner, row_in_block = left_rows[touching], pair_owner[touching], row_in_block[touching]
+    for shift in (-1, 0, 1):
+        other = row_in_block + shift
+        fits = (other >= 0) & (other < heights[pair][pair_owner])
+        right_rows = offsets[neighbour[pair]][pair_owner] + np.clip(other, 0, None)
+        hit = np.flatnonzero(fits & left_edge[np.minimum(right_rows, len(i) - 1)])
+        edges.append((n_runs + chain[left_rows[hit]], n_runs + chain[right_rows[hit]]))
+    # (3) a chain row reaching its block's left / right edge touches a run of whole blocks beside it
+    mq_row = mq[owner]
+    for reach, side in ((left_edge, -1), (right_edge, 1)):
+        beside_q = mq_row + side
+        inside = reach & (beside_q >= 0) & (beside_q < n_q)
+        hit = np.flatnonzero(inside)
+        beside = run_of_block[t[hit], b[hit], mp[owner][hit], beside_q[hit]]
+        hit, beside = hit[beside >= 0], beside[beside >= 0]
+        edges.append((n_runs + chain[hit], beside))
+    source = np.concatenate([e[0] for e in edges])
+    target = np.concatenate([e[1] for e in edges])
+    n_nodes = n_runs + n_chains
+    graph = coo_matrix((np.ones(len(source), dtype=np.int8), (source, target)), shape=(n_nodes, n_nodes))
+    _, label = connected_components(graph, directed=False)
+
+    # regions: aggregates of their nodes
+    node_group = np.r_[run_t * n_maps + run_b, chain_group]
+    node_top = np.r_[r0[run_p], chain_top]
+    node_bottom = np.r_[r1[run_p], chain_bottom]
+    node_left = np.r_[c0[run_qa], chain_left_most]
+    node_right = np.r_[c1[run_last], chain_right]
+    node_area = np.r_[(r1 - r0 + 1)[run_p] * (c1[run_last] - c0[run_qa] + 1), chain_area]
+    node_raster = np.r_[r0[run_p] * width + c0[run_qa], chain_top * width + chain_left]
+    # a run's exact peak is known only for the blocks that could hold its region's peak (below)
+    run_floor = np.full(n_runs, -np.inf)
+    np.maximum.at(run_floor, block_owner, corner_high[run_b[block_owner], run_p[block_owner], block_q])
+    node_peak = np.r_[run_floor, chain_peak]
+    by_label = np.argsort(label, kind="stable")
+    heads = np.r_[0, np.flatnonzero(np.diff(label[by_label])) + 1]
+    sorted_nodes = lambda values: values[by_label]  # noqa: E731
+    region_group = sorted_nodes(node_group)[heads]
+    top = np.minimum.reduceat(sorted_nodes(node_top), heads)
+    bottom = np.maximum.reduceat(sorted_nodes(node_bottom), heads)
+    left = np.minimum.reduceat(sorted_nodes(node_left), heads)
+    right = np.maximum.reduceat(sorted_nodes(node_right), heads)
+    area = np.add.reduceat(sorted_nodes(node_area), heads)
+    raster = np.minimum.reduceat(sorted_nodes(node_raster), heads)
+    region_peak = np.maximum.reduceat(sorted_nodes(node_peak), heads)
+    # blocks of runs that could beat what their region's peak is so far: their rows, exactly
+    region_of_label = np.empty(len(heads), dtype=np.int64)
+    region_of_label[label[by_label][heads]] = np.arange(len(heads))
+    block_region = region_of_label[label[block_owner]]
+    bb, bp = run_b[block_owner], run_p[block_owner]
+    suspect = np.flatnonzero(block_high[bb, bp, block_q] > region_peak[block_region])
+    if len(suspect):
+        rows_of, _, larger, _ = block_pixels(bb[suspect], bp[suspect], block_q[suspect])
+        np.maximum.at(region_peak, block_region[suspect][rows_of], larger)
+    # largest region first; equal areas in raster order of their first pixel (ndimage.label's numbering)
+    ranking = np.lexsort((raster, -area, region_group))
+    region_group = region_group[ranking]
+    boxes = np.stack([left, top, right - left + 1, bottom - top + 1], axis=1).astype(np.float64)[ranking]
+    region_b = region_group % n_maps
+    scores = np.clip((region_peak[ranking] - low[region_b]) * scale[region_b] / 255.0, 0.0, 1.0)
+    area = area[ranking].astype(np.float64)
+    edges_of = np.searchsorted(region_group, np.arange(n_thr * n_maps + 1))
+    for g in range(n_thr * n_maps):
+        t_g, b_g = divmod(g, n_maps)
+        lo_g, hi_g = edges_of[g], edges_of[g + 1]
+        if largest_only:
+            hi_g = min(hi_g, lo_g + 1)
+        if hi_g > lo_g:
+            results[b_g][thresholds[t_g]] = ExtractedBoxes(boxes[lo_g:hi_g], scores[lo_g:hi_g], area[lo_g:hi_g])
+    return results
 
 
 def extract_boxes(
@@ -389,39 +613,65 @@ def extract_boxes(
     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
-    step: int = 8,
     progress: bool = False,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 64,
 ) -> pd.DataFrame:
     """Predicted boxes of many ``(image_id, class_name) -> heatmap`` pairs as a table.
 
     Returns one row per box with :data:`PREDICTED_BOX_COLUMNS` (``threshold`` as an int on the 0-255
-    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1]).
+    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1];
+    ``area`` = the region's pixel count), in input order, per map the thresholds in the given order and
+    the largest region first; the same boxes as :func:`boxes_from_heatmaps` map by map.
     ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
-    image (``None``: the ``align_corners=False`` convention).
+    image (``None``: the ``align_corners=False`` convention); it is called once per distinct
+    (shape, size). Maps of one shape, size and registration are extracted ``batch_size`` at a time.
     """
-    items = heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(list(items), desc="boxes", unit="map", leave=False)
-    records: list[tuple] = []
-    for (image_id, class_name), heatmap in items:
+    items = list(heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps))
+    thresholds = _check_thresholds(thresholds)
+    batches: dict[tuple, list[int]] = {}
+    sizes: list[tuple[int, int]] = []
+    arrays: list[np.ndarray] = []
+    for index, ((image_id, _), heatmap) in enumerate(items):
         if isinstance(original_sizes, Mapping):
             if image_id not in original_sizes:
                 raise DataError(f"no original size known for image {image_id}")
-            size = original_sizes[image_id]
+            size = _image_size(original_sizes[image_id])
         else:
-            size = original_sizes
-        if isinstance(size, (int, np.integer)):
-            size = (int(size), int(size))
-        centres = registration(np.shape(heatmap), tuple(size)) if registration is not None else None
-        extracted = boxes_from_heatmaps(heatmap, thresholds, size, largest_only, step, centres)
-        for threshold, found in extracted.items():
-            for box, score in zip(found.boxes, found.scores):
-                records.append((image_id, class_name, int(round(threshold)), *box.tolist(), float(score)))
-    table = pd.DataFrame.from_records(records, columns=PREDICTED_BOX_COLUMNS)
-    return table.astype({"threshold": int, "x": float, "y": float, "w": float, "h": float, "score": float})
+            size = _image_size(original_sizes)
+        array = np.asarray(heatmap, dtype=np.float64)
+        if array.ndim != 2 or array.size == 0 or not np.all(np.isfinite(array)):
+            raise DataError(f"heatmap of {items[index][0]}: expected a finite, non-empty 2-D array, "
+                            f"got shape {array.shape}")
+        sizes.append(size)
+        arrays.append(array)
+        batches.setdefault((array.shape, size), []).append(index)
+    found: list[dict[float, ExtractedBoxes]] = [{} for _ in items]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="boxes", unit="map", leave=False)
+    for (shape, size), indices in batches.items():
+        centres = registration(shape, size) if registration is not None else None
+        for chunk in range(0, len(indices), max(1, int(batch_size))):
+            members = indices[chunk:chunk + max(1, int(batch_size))]
+            stack = np.stack([arrays[k] for k in members])
+            for k, result in zip(members, _extract_batch(stack, thresholds, size, centres, largest_only)):
+                found[k] = result
+            if bar is not None:
+                bar.update(len(members))
+    if bar is not None:
+        bar.close()
+    records: list[tuple] = []
+    for ((image_id, class_name), _), extracted in zip(items, found):
+        for threshold in thresholds:
+            boxes = extracted[threshold]
+            for box, score, area in zip(boxes.boxes.tolist(), boxes.scores.tolist(), boxes.areas.tolist()):
+                records.append((image_id, class_name, int(round(threshold)), *box, score, area))
+    table = pd.DataFrame.from_records(records, columns=[*PREDICTED_BOX_COLUMNS, "area"])
+    return table.astype({"threshold": int, "x": float, "y": float, "w": float, "h": float, "score": float,
+                         "area": float})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -167,7 +167,6 @@ def localize_boxes(
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
     seed: int = 0,
-    step: int = 8,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Boxes, per-row scores and the accuracy table (method + random and centre baselines), no network.
@@ -178,7 +177,7 @@ def localize_boxes(
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
-    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, step=step, progress=progress)
+    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, progress=progress)
     scores = score_localization(ground_truth, boxes)
     # the ground-truth box and image size beside each score, so the file alone recomputes everything
     scores = scores.merge(ground_truth[["box_row", "x", "y", "w", "h", "original_width", "original_height"]],
