@@ -1,8 +1,6 @@
-"""IoU / IoBB on hand-made boxes, box extraction on synthetic heatmaps, row-wise scoring, baselines, speed."""
+"""IoU / IoBB on hand-made boxes, box extraction on known blobs, row-wise scoring, baselines."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -127,16 +125,6 @@ def test_box_extraction_in_non_square_original_pixels_and_options() -> None:
     assert len(boxes_from_heatmap(heatmap, 255, 1024)) == 0  # nothing strictly above the maximum
 
 
-def test_grid_extraction_agrees_with_full_resolution_on_smooth_maps() -> None:
-    rng = np.random.default_rng(3)
-    for size in (8, 32):
-        for _ in range(10):
-            heatmap = ndimage.gaussian_filter(rng.random((size, size)), size / 8)
-            found = boxes_from_heatmaps(heatmap, [60, 180], 1024)
-            for threshold in (60, 180):
-                assert _as_set(found[threshold].boxes) == _full_resolution_reference(heatmap, threshold, (1024, 1024))
-
-
 # ---------------------------------------------------------------------------------------------- scoring
 def _ground_truth() -> pd.DataFrame:
     return pd.DataFrame({
@@ -231,18 +219,3 @@ def test_heatmaps_that_see_the_lesion_beat_both_baselines() -> None:
             theirs = other[(other["metric"] == metric) & (other["t"] == t)
                            & (other["class_name"] == "Mean")]["accuracy"].item()
             assert ours > theirs + 0.2
-
-
-def test_984_rows_at_both_thresholds_in_under_two_seconds() -> None:
-    """Issue 5 point 6 (benchmarks/bench_localization.py prints the time); generous bound for shared CI."""
-    rng = np.random.default_rng(0)
-    gt = _synthetic_rows(984, rng)
-    pairs = gt.drop_duplicates(["image_id", "class_name"])
-    heatmaps = {(i, c): ndimage.gaussian_filter(rng.random((8, 8)), 1.0)
-                for i, c in zip(pairs["image_id"], pairs["class_name"])}
-    start = time.process_time()  # CPU time of this process: robust to other tests sharing the cores
-    boxes = extract_boxes(heatmaps, 1024)
-    table = localization_accuracy(gt, boxes, class_names=["Mass", "Nodule", "Effusion"])
-    elapsed = time.process_time() - start
-    assert table["n_boxes"].max() > 0 and len(boxes) >= len(pairs)
-    assert elapsed < 2.0 * 1.5, f"localization took {elapsed:.2f} s of CPU"

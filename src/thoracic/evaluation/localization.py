@@ -16,12 +16,10 @@ All boxes are ``(x, y, w, h)`` in original-image pixels with ``(x, y)`` the top-
 the half-open area ``[x, x + w) x [y, y + h)``, so a box drawn around pixel columns ``c0..c1`` has
 ``w = c1 - c0 + 1`` (like OpenCV's ``boundingRect``), and two boxes that share an edge do not intersect.
 
-Speed: materialising and labelling a 1024 x 1024 map costs ~5 ms, too slow for 984 rows x 2 thresholds
-in 2 s. Bilinear upsampling is separable (``U = A_rows @ H @ A_cols.T``) and piecewise linear, so
-:func:`boxes_from_heatmap` evaluates ``U`` only where it is needed: its exact minimum and maximum at the
-few pixels beside the low-resolution sample positions, its regions on a grid of every ``step``-th pixel,
-and each region's exact edges in thin strips of full-resolution rows and columns around the grid box.
-With ``step=1`` it is the plain full-resolution algorithm (tests check both agree).
+The boxes equal those of the plain algorithm (materialise :func:`upsample_heatmap`, :func:`normalize_heatmap`,
+threshold, ``scipy.ndimage.label`` with 8-connectivity, tight boxes) bit for bit, on every map and size,
+but are computed without materialising the full-resolution map (see the notes above ``_extract_batch``): 984 rows at
+two thresholds take well under 2 s on one core (``benchmarks/bench_localization.py``).
 """
 
 from __future__ import annotations
@@ -275,8 +273,9 @@ def _image_size(original_size: tuple[int, int] | int) -> tuple[int, int]:
 
 def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
     values = list(dict.fromkeys(float(t) for t in thresholds))
-    if not all(np.isfinite(values)):
-        raise DataError(f"heatmap thresholds must be finite numbers on the 0-255 scale, got {values}")
+    for value in values:
+        if not 0.0 <= value <= 255.0:  # also NaN
+            raise DataError(f"heatmap threshold {value} is outside the 0-255 scale")
     return values
 
 
@@ -374,7 +373,11 @@ def _extract_batch(maps: np.ndarray, thresholds: list[float], size: tuple[int, i
     if not n_thr:
         return results
     # rows interpolated exactly as upsample_heatmap does: (B, height, w)
-    rows = _lerp(maps[:, rt.lower, :], maps[:, rt.upper, :], rt.weight[None, :, None])
+    # (each segment's two heatmap rows and their difference repeated: the same floats as _lerp computes)
+    segment_rows = rt.seg_end - rt.seg_start + 1
+    low_rows = maps[:, rt.lower[rt.seg_start], :]
+    rows = np.repeat(low_rows, segment_rows, axis=1)
+    rows += rt.weight[None, :, None] * np.repeat(maps[:, rt.upper[rt.seg_start], :] - low_rows, segment_rows, axis=1)
 
     def value(b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
@@ -413,8 +416,6 @@ def _extract_batch(maps: np.ndarray, thresholds: list[float], size: tuple[int, i
     # the cut: normalised > T  <=>  raw >= cut[t, b] (normalising is monotone, so a smallest such float exists)
     cut = np.empty((n_thr, n_maps))
     for t, threshold in enumerate(thr):
-        if threshold < 0 or threshold > 255:
-            raise DataError(f"heatmap threshold {threshold} is outside the 0-255 scale")
         with np.errstate(divide="ignore", invalid="ignore"):
             guess = np.where(constant, np.inf, low + threshold / np.where(constant, 1.0, scale))
 
@@ -615,7 +616,7 @@ def extract_boxes(
     largest_only: bool = False,
     progress: bool = False,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
-    batch_size: int = 64,
+    batch_size: int = 16,
 ) -> pd.DataFrame:
     """Predicted boxes of many ``(image_id, class_name) -> heatmap`` pairs as a table.
 
