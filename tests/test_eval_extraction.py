@@ -19,6 +19,8 @@ from thoracic.evaluation.localization import (
     boxes_from_heatmap,
     boxes_from_heatmaps,
     extract_boxes,
+    heatmap_peak,
+    heatmap_peaks,
     interpolation_matrix,
     legacy_cell_centres,
     normalize_heatmap,
@@ -185,3 +187,22 @@ def test_constant_maps_and_bad_thresholds() -> None:
             boxes_from_heatmap(np.eye(4), bad, 64)
     with pytest.raises(DataError, match="finite"):
         boxes_from_heatmap(np.full((4, 4), np.nan), 60, 64)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (256, 256), (1024, 1024), (100, 37)])
+def test_heatmap_peak_is_the_argmax_of_the_upsampled_map(size: tuple[int, int]) -> None:
+    """In original pixels, through the same cell centres; ties (flat maps, plateaus): first in raster order."""
+    rng = np.random.default_rng(size[0] + size[1])
+    maps = {}
+    for shape in MAP_SHAPES:
+        for name, centres in registrations(rng, shape, size).items():
+            for kind in ("smooth", "plateaus", "border", "twins", "flat"):
+                heatmap = np.full(shape, 0.25) if kind == "flat" else random_map(rng, shape, kind)
+                upsampled = upsample_heatmap(heatmap, size, centres)
+                row, column = np.unravel_index(np.argmax(upsampled), upsampled.shape)
+                assert heatmap_peak(heatmap, size, centres) == (column, row), f"{shape} {name} {kind}"
+                if name == "strided":
+                    maps[(f"{kind}", f"{shape}")] = (heatmap, (column, row))
+    table = heatmap_peaks({key: value[0] for key, value in maps.items()}, size,
+                          registration=lambda shape, _: tuple(np.arange(n) * (s / n) for n, s in zip(shape, size)))
+    assert list(zip(table["peak_x"], table["peak_y"])) == [value[1] for value in maps.values()]

@@ -291,9 +291,8 @@ def boxes_from_heatmaps(
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.ndim != 2 or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
         raise DataError(f"heatmap must be a finite, non-empty 2-D array, got shape {heatmap.shape}")
-    found = _extract_batch(heatmap[None], _check_thresholds(thresholds), _image_size(original_size),
-                           cell_centres, largest_only)
-    return found[0]
+    batch = _MapBatch(heatmap[None], _image_size(original_size), cell_centres)
+    return _extract_batch(batch, _check_thresholds(thresholds), largest_only)[0]
 
 
 def boxes_from_heatmap(
@@ -355,62 +354,104 @@ def _expand(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.nda
     return owner, np.repeat(starts, lengths) + offsets
 
 
-def _extract_batch(maps: np.ndarray, thresholds: list[float], size: tuple[int, int],
-                   cell_centres: CellCentres | None, largest_only: bool) -> list[dict[float, ExtractedBoxes]]:
-    """Exact boxes of ``(B, h, w)`` maps of one image size at every threshold: one dict per map."""
+class _MapBatch:
+    """``(B, h, w)`` maps of one shape, image size and registration, and what the box extraction and the
+    peak search need of them: the interpolated rows, the blocks with their value bounds, and the exact
+    minimum and maximum of every full-resolution map."""
+
+    def __init__(self, maps: np.ndarray, size: tuple[int, int], cell_centres: CellCentres | None) -> None:
+        self.maps = maps
+        self.n_maps = len(maps)
+        self.height, self.width = size
+        row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+        rt = self.rt = _interpolation_taps(maps.shape[1], self.height, row_centres)
+        ct = self.ct = _interpolation_taps(maps.shape[2], self.width, col_centres)
+        # rows interpolated exactly as upsample_heatmap does: (B, height, w); each segment's two heatmap
+        # rows and their difference are repeated, which gives the very floats _lerp computes
+        segment_rows = rt.seg_end - rt.seg_start + 1
+        low_rows = maps[:, rt.lower[rt.seg_start], :]
+        self.rows = np.repeat(low_rows, segment_rows, axis=1)
+        self.rows += rt.weight[None, :, None] * np.repeat(maps[:, rt.upper[rt.seg_start], :] - low_rows,
+                                                          segment_rows, axis=1)
+        # blocks (p, q): image rows r0[p]..r1[p] x columns c0[q]..c1[q]
+        r0, r1, c0, c1 = self.r0, self.r1, self.c0, self.c1 = rt.seg_start, rt.seg_end, ct.seg_start, ct.seg_end
+        n_p, n_q = len(r0), len(c0)
+        corner_cols = np.r_[c0, c1]
+        at_rows = self.rows[:, np.r_[r0, r1], :]
+        corners = _lerp(at_rows[:, :, ct.lower[corner_cols]], at_rows[:, :, ct.upper[corner_cols]],
+                        ct.weight[corner_cols]).reshape(self.n_maps, 2, n_p, 2, n_q)
+        self.corner_low, self.corner_high = corners.min(axis=(1, 3)), corners.max(axis=(1, 3))  # exact pixels
+        magnitude = np.abs(maps)
+        magnitude = np.maximum(magnitude[:, rt.lower[r0], :], magnitude[:, rt.upper[r0], :])
+        magnitude = np.maximum(magnitude[:, :, ct.lower[c0]], magnitude[:, :, ct.upper[c0]])
+        slack = 2.0 * (_BOUND_FACTOR * magnitude + 1e-300)  # corner to pixel: twice the rounding bound
+        self.block_high, self.block_low = self.corner_high + slack, self.corner_low - slack  # all pixels within
+        # exact min and max of every map: the corners, then the rows of every block that could beat them
+        self.high, self.low = self.corner_high.max(axis=(1, 2)), self.corner_low.min(axis=(1, 2))
+        b, p, q = np.nonzero(self.block_high >= self.high[:, None, None])
+        owner, _, larger, _ = self.block_rows(b, p, q)
+        np.maximum.at(self.high, b[owner], larger)
+        b, p, q = np.nonzero(self.block_low <= self.low[:, None, None])
+        owner, _, _, smaller = self.block_rows(b, p, q)
+        np.minimum.at(self.low, b[owner], smaller)
+
+    def value(self, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
+        ct = self.ct
+        return _lerp(self.rows[b, i, ct.lower[j]], self.rows[b, i, ct.upper[j]], ct.weight[j])
+
+    def block_rows(self, b: np.ndarray, p: np.ndarray, q: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row of blocks (b, p, q): (block index, row, larger, smaller of the row's two end values).
+        Along a row of a block the map is monotone: these are the row's extremes in the block."""
+        owner, i = _expand(self.r0[p], self.r1[p] - self.r0[p] + 1)
+        first, last = self.value(b[owner], i, self.c0[q[owner]]), self.value(b[owner], i, self.c1[q[owner]])
+        return owner, i, np.maximum(first, last), np.minimum(first, last)
+
+    def peaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of every map's maximum; the first in raster order where it is reached several
+        times (``numpy.argmax`` of the materialised map)."""
+        b, p, q = np.nonzero(self.block_high >= self.high[:, None, None])
+        owner, i = _expand(self.r0[p], self.r1[p] - self.r0[p] + 1)
+        b, q = b[owner], q[owner]
+        first_col, last_col = self.c0[q], self.c1[q]
+        first_top = self.value(b, i, first_col) == self.high[b]
+        rising = ~first_top & (self.value(b, i, last_col) == self.high[b])
+        column = np.where(first_top, first_col, -1)
+        lo, hi = first_col + 1, last_col.copy()  # rising rows: the first pixel reaching the maximum
+        active = np.flatnonzero(rising & (lo < hi))
+        while len(active):
+            middle = (lo[active] + hi[active]) // 2
+            hit = self.value(b[active], i[active], middle) >= self.high[b[active]]
+            hi[active] = np.where(hit, middle, hi[active])
+            lo[active] = np.where(hit, lo[active], middle + 1)
+            active = active[lo[active] < hi[active]]
+        column = np.where(rising, lo, column)
+        found = column >= 0
+        key = np.full(self.n_maps, np.iinfo(np.int64).max)
+        np.minimum.at(key, b[found], i[found] * self.width + column[found])
+        return np.divmod(key, self.width)
+
+
+def _extract_batch(batch: _MapBatch, thresholds: list[float],
+                   largest_only: bool) -> list[dict[float, ExtractedBoxes]]:
+    """Exact boxes of a batch of maps at every threshold: one dict per map."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    n_maps = len(maps)
-    height, width = size
-    row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
-    rt = _interpolation_taps(maps.shape[1], height, row_centres)
-    ct = _interpolation_taps(maps.shape[2], width, col_centres)
+    n_maps, height, width = batch.n_maps, batch.height, batch.width
+    rows, ct, value = batch.rows, batch.ct, batch.value
+    r0, r1, c0, c1 = batch.r0, batch.r1, batch.c0, batch.c1
+    n_q = len(c0)
+    corner_high, block_high, block_low = batch.corner_high, batch.block_high, batch.block_low
+    high, low = batch.high, batch.low
+    block_pixels = batch.block_rows
     thr = np.asarray(thresholds, dtype=np.float64)
     n_thr = len(thr)
     results: list[dict[float, ExtractedBoxes]] = [{t: ExtractedBoxes.empty() for t in thresholds}
                                                   for _ in range(n_maps)]
     if not n_thr:
         return results
-    # rows interpolated exactly as upsample_heatmap does: (B, height, w)
-    # (each segment's two heatmap rows and their difference repeated: the same floats as _lerp computes)
-    segment_rows = rt.seg_end - rt.seg_start + 1
-    low_rows = maps[:, rt.lower[rt.seg_start], :]
-    rows = np.repeat(low_rows, segment_rows, axis=1)
-    rows += rt.weight[None, :, None] * np.repeat(maps[:, rt.upper[rt.seg_start], :] - low_rows, segment_rows, axis=1)
-
-    def value(b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
-        return _lerp(rows[b, i, ct.lower[j]], rows[b, i, ct.upper[j]], ct.weight[j])
-
-    # blocks (p, q): image rows r0[p]..r1[p] x columns c0[q]..c1[q]
-    r0, r1, c0, c1 = rt.seg_start, rt.seg_end, ct.seg_start, ct.seg_end
-    n_p, n_q = len(r0), len(c0)
-    corner_cols = np.r_[c0, c1]
-    at_rows = rows[:, np.r_[r0, r1], :]
-    corners = _lerp(at_rows[:, :, ct.lower[corner_cols]], at_rows[:, :, ct.upper[corner_cols]],
-                    ct.weight[corner_cols]).reshape(n_maps, 2, n_p, 2, n_q)
-    corner_low, corner_high = corners.min(axis=(1, 3)), corners.max(axis=(1, 3))  # (B, P, Q), exact pixels
-    magnitude = np.abs(maps)
-    magnitude = np.maximum(magnitude[:, rt.lower[r0], :], magnitude[:, rt.upper[r0], :])
-    magnitude = np.maximum(magnitude[:, :, ct.lower[c0]], magnitude[:, :, ct.upper[c0]])
-    slack = 2.0 * (_BOUND_FACTOR * magnitude + 1e-300)  # corner to pixel: twice the rounding bound
-    block_high, block_low = corner_high + slack, corner_low - slack  # every pixel of a block lies within
-
-    def block_pixels(b: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row of blocks (b, p, q): (block index, row, larger, smaller of the row's two end values)."""
-        owner, i = _expand(r0[p], r1[p] - r0[p] + 1)
-        first, last = value(b[owner], i, c0[q[owner]]), value(b[owner], i, c1[q[owner]])
-        return owner, i, np.maximum(first, last), np.minimum(first, last)
-
-    # exact min and max of the map: the corners, then the rows of every block that could beat them
-    high, low = corner_high.max(axis=(1, 2)), corner_low.min(axis=(1, 2))
-    b, p, q = np.nonzero(block_high >= high[:, None, None])
-    owner, _, larger, _ = block_pixels(b, p, q)
-    np.maximum.at(high, b[owner], larger)
-    b, p, q = np.nonzero(block_low <= low[:, None, None])
-    owner, _, _, smaller = block_pixels(b, p, q)
-    np.minimum.at(low, b[owner], smaller)
     constant = ~(high > low)
     scale = np.where(constant, 0.0, 255.0 / np.where(constant, 1.0, high - low))  # normalize_heatmap's
     # the cut: normalised > T  <=>  raw >= cut[t, b] (normalising is monotone, so a smallest such float exists)
@@ -609,6 +650,48 @@ def _extract_batch(maps: np.ndarray, thresholds: list[float], size: tuple[int, i
     return results
 
 
+def _map_batches(items: list[tuple[tuple[str, str], np.ndarray]],
+                 original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+                 registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None,
+                 batch_size: int, progress: str | None) -> Iterable[tuple[list[int], _MapBatch]]:
+    """The maps grouped by shape and image size, ``batch_size`` at a time: (their indices, the batch)."""
+    batches: dict[tuple, list[int]] = {}
+    arrays: list[np.ndarray] = []
+    for index, ((image_id, class_name), heatmap) in enumerate(items):
+        if isinstance(original_sizes, Mapping):
+            if image_id not in original_sizes:
+                raise DataError(f"no original size known for image {image_id}")
+            size = _image_size(original_sizes[image_id])
+        else:
+            size = _image_size(original_sizes)
+        array = np.asarray(heatmap, dtype=np.float64)
+        if array.ndim != 2 or array.size == 0 or not np.all(np.isfinite(array)):
+            raise DataError(f"heatmap of ({image_id}, {class_name}): expected a finite, non-empty 2-D array, "
+                            f"got shape {array.shape}")
+        arrays.append(array)
+        batches.setdefault((array.shape, size), []).append(index)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=progress, unit="map", leave=False)
+    step = max(1, int(batch_size))
+    for (shape, size), indices in batches.items():
+        centres = registration(shape, size) if registration is not None else None
+        for chunk in range(0, len(indices), step):
+            members = indices[chunk:chunk + step]
+            yield members, _MapBatch(np.stack([arrays[k] for k in members]), size, centres)
+            if bar is not None:
+                bar.update(len(members))
+    if bar is not None:
+        bar.close()
+
+
+def _items(heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]]
+           ) -> list[tuple[tuple[str, str], np.ndarray]]:
+    return list(heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps))
+
+
 def extract_boxes(
     heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
@@ -621,49 +704,19 @@ def extract_boxes(
     """Predicted boxes of many ``(image_id, class_name) -> heatmap`` pairs as a table.
 
     Returns one row per box with :data:`PREDICTED_BOX_COLUMNS` (``threshold`` as an int on the 0-255
-    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1];
-    ``area`` = the region's pixel count), in input order, per map the thresholds in the given order and
-    the largest region first; the same boxes as :func:`boxes_from_heatmaps` map by map.
+    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1]) and
+    ``area`` (the region's pixel count), in input order, per map the thresholds in the given order and
+    the largest region first: the boxes of :func:`boxes_from_heatmaps`, map by map.
     ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
     image (``None``: the ``align_corners=False`` convention); it is called once per distinct
-    (shape, size). Maps of one shape, size and registration are extracted ``batch_size`` at a time.
+    (shape, size). Maps of one shape and size are extracted ``batch_size`` at a time.
     """
-    items = list(heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps))
+    items = _items(heatmaps)
     thresholds = _check_thresholds(thresholds)
-    batches: dict[tuple, list[int]] = {}
-    sizes: list[tuple[int, int]] = []
-    arrays: list[np.ndarray] = []
-    for index, ((image_id, _), heatmap) in enumerate(items):
-        if isinstance(original_sizes, Mapping):
-            if image_id not in original_sizes:
-                raise DataError(f"no original size known for image {image_id}")
-            size = _image_size(original_sizes[image_id])
-        else:
-            size = _image_size(original_sizes)
-        array = np.asarray(heatmap, dtype=np.float64)
-        if array.ndim != 2 or array.size == 0 or not np.all(np.isfinite(array)):
-            raise DataError(f"heatmap of {items[index][0]}: expected a finite, non-empty 2-D array, "
-                            f"got shape {array.shape}")
-        sizes.append(size)
-        arrays.append(array)
-        batches.setdefault((array.shape, size), []).append(index)
     found: list[dict[float, ExtractedBoxes]] = [{} for _ in items]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="boxes", unit="map", leave=False)
-    for (shape, size), indices in batches.items():
-        centres = registration(shape, size) if registration is not None else None
-        for chunk in range(0, len(indices), max(1, int(batch_size))):
-            members = indices[chunk:chunk + max(1, int(batch_size))]
-            stack = np.stack([arrays[k] for k in members])
-            for k, result in zip(members, _extract_batch(stack, thresholds, size, centres, largest_only)):
-                found[k] = result
-            if bar is not None:
-                bar.update(len(members))
-    if bar is not None:
-        bar.close()
+    for members, batch in _map_batches(items, original_sizes, registration, batch_size, "boxes" if progress else None):
+        for k, result in zip(members, _extract_batch(batch, thresholds, largest_only)):
+            found[k] = result
     records: list[tuple] = []
     for ((image_id, class_name), _), extracted in zip(items, found):
         for threshold in thresholds:
@@ -673,6 +726,37 @@ def extract_boxes(
     table = pd.DataFrame.from_records(records, columns=[*PREDICTED_BOX_COLUMNS, "area"])
     return table.astype({"threshold": int, "x": float, "y": float, "w": float, "h": float, "score": float,
                          "area": float})
+
+
+def heatmap_peak(heatmap: np.ndarray, original_size: tuple[int, int] | int,
+                 cell_centres: CellCentres | None = None) -> tuple[int, int]:
+    """``(x, y)``: column and row, in original pixels, of the maximum of the upsampled heatmap.
+
+    Exactly ``numpy.argmax`` of ``upsample_heatmap(heatmap, original_size, cell_centres)`` (the first
+    pixel in raster order where the maximum is reached several times), without materialising it.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    if heatmap.ndim != 2 or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
+        raise DataError(f"heatmap must be a finite, non-empty 2-D array, got shape {heatmap.shape}")
+    row, column = _MapBatch(heatmap[None], _image_size(original_size), cell_centres).peaks()
+    return int(column[0]), int(row[0])
+
+
+def heatmap_peaks(
+    heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
+    original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+    registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """:func:`heatmap_peak` of many maps: ``image_id, class_name, peak_x, peak_y`` (original pixels), in
+    input order; ``registration`` as in :func:`extract_boxes`."""
+    items = _items(heatmaps)
+    peak_x = np.zeros(len(items), dtype=np.int64)
+    peak_y = np.zeros(len(items), dtype=np.int64)
+    for members, batch in _map_batches(items, original_sizes, registration, batch_size, None):
+        peak_y[members], peak_x[members] = batch.peaks()
+    return pd.DataFrame({"image_id": [key[0] for key, _ in items], "class_name": [key[1] for key, _ in items],
+                         "peak_x": peak_x, "peak_y": peak_y})
 
 
 # --------------------------------------------------------------------------------------------------
