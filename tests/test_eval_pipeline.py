@@ -44,7 +44,7 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     # every box row of the phantom test images is scored, at both thresholds and pooled
     scores = pd.read_csv(evaluation / "scores_native.csv")
     boxes = pd.read_csv(evaluation / "boxes_native.csv")
-    assert list(boxes.columns) == ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score"]
+    assert list(boxes.columns) == ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score", "area"]
     assert set(scores["threshold"].astype(str)) == {"60", "180", "all"}
     assert scores.groupby("threshold")["box_row"].nunique().nunique() == 1
     table = pd.read_csv(evaluation / "localization_native.csv")

@@ -42,11 +42,20 @@ IOBB_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
 #: Label of the pooled boxes of all heatmap thresholds in the tables.
 POOLED = "all"
+#: The heatmap threshold of the headline numbers: the paper's (60 "always covers most of the image").
+HEADLINE_THRESHOLD = "180"
+#: ``metric`` of the pointing-game rows of the accuracy tables.
+POINTING = "pointing"
+#: ``class_name`` of the rows averaging over the classes with boxes.
+MEAN = "Mean"
 #: 8-connectivity, as OpenCV's contours (used by Wang et al. and the seed code) see regions.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 BOX_COLUMNS = ["x", "y", "w", "h"]
 PREDICTED_BOX_COLUMNS = ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score"]
+#: Columns of :func:`localization_accuracy` (the ``localization_<method>.csv`` files add ``source``).
+ACCURACY_COLUMNS = ["threshold", "metric", "t", "class_name", "accuracy", "accuracy_sd", "n_draws", "n_boxes",
+                    "n_localized", "false_positives_per_image", "n_classes"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -783,6 +792,20 @@ def _check_predicted(predicted: pd.DataFrame) -> pd.DataFrame:
     return predicted.reset_index(drop=True)
 
 
+def _labelled(pred: pd.DataFrame, pooled: bool) -> tuple[pd.DataFrame, list[str]]:
+    """The predicted boxes with a ``label`` per heatmap threshold (str), plus a pooled copy (:data:`POOLED`)
+    when ``pooled`` and there are several thresholds; and the labels in order."""
+    values = sorted(pred["threshold"].unique().tolist(), key=lambda v: (str(type(v)), v))
+    labels = [str(v) for v in values]
+    frame = pred.assign(label=pred["threshold"].astype(str))
+    if pooled and len(labels) > 1:
+        frame = pd.concat([frame, pred.assign(label=POOLED)], ignore_index=True)
+        labels.append(POOLED)
+    if not labels:  # no box at all: every row still gets scored (as missed)
+        labels = [POOLED]
+    return frame, labels
+
+
 def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
     """Best IoU and IoBB of every ground-truth box row against the predicted boxes of its class and image.
 
@@ -795,28 +818,31 @@ def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pool
             :data:`POOLED`), the reading of Wang et al. where boxes from both thresholds count.
 
     Returns:
-        One row per (ground-truth row, threshold): ``box_row, image_id, class_name, threshold`` (str),
+        One row per (threshold, ground-truth row): ``box_row, image_id, class_name, threshold`` (str),
         ``n_predicted`` (boxes of that class on that image), ``best_iou``, ``best_iobb`` (0 with no box).
     """
     gt = _check_ground_truth(ground_truth)
-    pred = _check_predicted(predicted)
-    groups = _threshold_groups(pred, pooled)
-    frames = []
-    for label, boxes in groups:
-        pairs = gt[["box_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-            boxes[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
-            how="left", suffixes=("", "_pred"))
-        has_box, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
-            pairs, BOX_COLUMNS, [c + "_pred" for c in BOX_COLUMNS])
-        pairs["n_predicted"] = has_box.astype(int)
-        best = pairs.groupby("box_row", sort=False).agg(
-            n_predicted=("n_predicted", "sum"), best_iou=("best_iou", "max"), best_iobb=("best_iobb", "max"))
-        scored = gt[["box_row", "image_id", "class_name"]].merge(best, left_on="box_row", right_index=True)
-        scored.insert(3, "threshold", label)
-        frames.append(scored)
-    if len(frames) != len(groups) or sum(len(f) for f in frames) != len(gt) * len(groups):
+    labelled, labels = _labelled(_check_predicted(predicted), pooled)
+    pairs = gt[["box_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
+        labelled[["label", "image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
+        suffixes=("", "_pred"))
+    _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(pairs, BOX_COLUMNS, [c + "_pred" for c in BOX_COLUMNS])
+    best = pairs.groupby(["label", "box_row"], sort=False).agg(
+        n_predicted=("best_iou", "size"), best_iou=("best_iou", "max"), best_iobb=("best_iobb", "max"))
+    grid = pd.MultiIndex.from_product([labels, gt["box_row"]], names=["label", "box_row"])
+    best = best.reindex(grid, fill_value=0)
+    scored = pd.DataFrame({
+        "box_row": np.tile(gt["box_row"].to_numpy(), len(labels)),
+        "image_id": np.tile(gt["image_id"].to_numpy(), len(labels)),
+        "class_name": np.tile(gt["class_name"].to_numpy(), len(labels)),
+        "threshold": np.repeat(labels, len(gt)),
+        "n_predicted": best["n_predicted"].to_numpy(dtype=np.int64),
+        "best_iou": best["best_iou"].to_numpy(dtype=np.float64),
+        "best_iobb": best["best_iobb"].to_numpy(dtype=np.float64),
+    })
+    if len(scored) != len(gt) * len(labels):
         raise AssertionError("scoring lost ground-truth rows")  # guards the seed code's dict-by-image bug
-    return pd.concat(frames, ignore_index=True)
+    return scored
 
 
 def _pair_overlaps(pairs: pd.DataFrame, gt_columns: Sequence[str],
@@ -831,16 +857,6 @@ def _pair_overlaps(pairs: pd.DataFrame, gt_columns: Sequence[str],
     return found, np.where(found, iou(gt_boxes, pred_boxes), 0.0), np.where(found, iobb(gt_boxes, pred_boxes), 0.0)
 
 
-def _threshold_groups(pred: pd.DataFrame, pooled: bool) -> list[tuple[str, pd.DataFrame]]:
-    labels = sorted(pred["threshold"].unique().tolist(), key=lambda v: (str(type(v)), v))
-    groups = [(str(t), pred[pred["threshold"] == t]) for t in labels]
-    if pooled and len(labels) > 1:
-        groups.append((POOLED, pred))
-    if not groups:  # no box at all: every row still gets scored (as missed)
-        groups = [(POOLED, pred)]
-    return groups
-
-
 def false_positive_boxes(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
     """Best IoU and IoBB of every predicted box against the ground-truth boxes of its class and image.
 
@@ -848,24 +864,86 @@ def false_positive_boxes(ground_truth: pd.DataFrame, predicted: pd.DataFrame, po
     a box is a false positive at T when its best value is not above T.
     """
     gt = _check_ground_truth(ground_truth)
-    pred = _check_predicted(predicted)
+    labelled, _ = _labelled(_check_predicted(predicted), pooled)
+    labelled["pred_row"] = np.arange(len(labelled))
+    pairs = labelled[["pred_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
+        gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"], how="left",
+        suffixes=("", "_gt"))
+    _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(pairs, [c + "_gt" for c in BOX_COLUMNS], BOX_COLUMNS)
+    best = pairs.groupby("pred_row", sort=True)[["best_iou", "best_iobb"]].max()
+    out = labelled[["image_id", "class_name", *BOX_COLUMNS]].copy()
+    out.insert(2, "threshold", labelled["label"].to_numpy())
+    out["best_iou"] = best["best_iou"].to_numpy()
+    out["best_iobb"] = best["best_iobb"].to_numpy()
+    return out
+
+
+def _per_class(values: pd.Series, keys: list[pd.Series], index: pd.MultiIndex) -> np.ndarray:
+    """Sum of ``values`` (a (n, k) frame) per key combination, on ``index`` (missing keys: 0)."""
+    return values.groupby(keys, sort=False).sum().reindex(index, fill_value=0).to_numpy()
+
+
+def _accuracy_rows(gt: pd.DataFrame, scored: pd.DataFrame, fp: pd.DataFrame | None, class_names: Sequence[str],
+                   metrics: Sequence[tuple[str, str, Sequence[float]]], labels: Sequence[str]) -> pd.DataFrame:
+    """The long accuracy table (:data:`ACCURACY_COLUMNS`) of scored rows (``threshold`` label, ``class_name``
+    and one value column per metric: a row is localized at t when its value is above t) and of the
+    predicted boxes' best values ``fp`` (a box is a false positive at t when its value is not above t;
+    None: no false positive count)."""
+    class_names = list(class_names)
+    index = pd.MultiIndex.from_product([list(labels), class_names], names=["threshold", "class_name"])
+    n_images = gt.groupby("class_name")["image_id"].nunique().reindex(class_names, fill_value=0).to_numpy()
+    n_boxes = scored.groupby(["threshold", "class_name"], sort=False).size().reindex(index, fill_value=0)
+    n_boxes = n_boxes.to_numpy().reshape(len(labels), len(class_names))
     frames = []
-    for label, boxes in _threshold_groups(pred, pooled):
-        boxes = boxes.reset_index(drop=True).assign(pred_row=lambda d: np.arange(len(d)))
-        pairs = boxes[["pred_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-            gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
-            how="left", suffixes=("", "_gt"))
-        _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
-            pairs, [c + "_gt" for c in BOX_COLUMNS], BOX_COLUMNS)
-        best = pairs.groupby("pred_row", sort=True)[["best_iou", "best_iobb"]].max()
-        out = boxes[["image_id", "class_name", *BOX_COLUMNS]].copy()
-        out.insert(2, "threshold", label)
-        out["best_iou"] = best["best_iou"].to_numpy()
-        out["best_iobb"] = best["best_iobb"].to_numpy()
-        frames.append(out)
-    if not frames:
-        return pd.DataFrame(columns=["image_id", "class_name", "threshold", *BOX_COLUMNS, "best_iou", "best_iobb"])
-    return pd.concat(frames, ignore_index=True)
+    for metric, column, ts in metrics:
+        ts = np.asarray(ts, dtype=np.float64)
+        keys = [scored["threshold"], scored["class_name"]]
+        hits = pd.DataFrame(scored[column].to_numpy()[:, None] > ts[None, :])
+        hits.index = scored.index
+        localized = _per_class(hits, keys, index).reshape(len(labels), len(class_names), len(ts))
+        if fp is not None:
+            misses = pd.DataFrame(fp[column].to_numpy()[:, None] <= ts[None, :])
+            misses.index = fp.index
+            false_pos = _per_class(misses, [fp["threshold"], fp["class_name"]], index)
+            false_pos = false_pos.reshape(len(labels), len(class_names), len(ts)).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fp_rate = np.where(n_images[None, :, None] > 0, false_pos / n_images[None, :, None], np.nan)
+        else:
+            fp_rate = np.full(localized.shape, np.nan)
+        boxes = np.broadcast_to(n_boxes[:, :, None], localized.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = np.where(boxes > 0, localized / np.maximum(boxes, 1), np.nan)
+        defined = boxes > 0
+        finite_fp = np.isfinite(fp_rate)
+        mean_accuracy = np.where(defined.any(axis=1), np.where(defined, accuracy, 0.0).sum(axis=1)
+                                 / np.maximum(defined.sum(axis=1), 1), np.nan)
+        mean_fp = np.where(finite_fp.any(axis=1), np.where(finite_fp, fp_rate, 0.0).sum(axis=1)
+                           / np.maximum(finite_fp.sum(axis=1), 1), np.nan)
+        # (label, t, class) -> rows, the classes then their Mean
+        accuracy = np.concatenate([accuracy, mean_accuracy[:, None, :]], axis=1)
+        fp_rate = np.concatenate([fp_rate, mean_fp[:, None, :]], axis=1)
+        boxes = np.concatenate([boxes, boxes.sum(axis=1, keepdims=True)], axis=1)
+        localized = np.concatenate([localized, localized.sum(axis=1, keepdims=True)], axis=1)
+        classes = np.concatenate([defined, defined.sum(axis=1, keepdims=True)], axis=1)
+        n_rows = len(class_names) + 1
+        shape = (len(labels), len(ts), n_rows)
+        frames.append(pd.DataFrame({
+            "threshold": np.repeat(np.asarray(labels, dtype=object), len(ts) * n_rows),
+            "metric": metric,
+            "t": np.tile(np.repeat(ts, n_rows), len(labels)),
+            "class_name": np.tile(np.asarray([*class_names, MEAN], dtype=object), len(labels) * len(ts)),
+            "accuracy": accuracy.transpose(0, 2, 1).reshape(shape).ravel(),
+            "accuracy_sd": np.nan,
+            "n_draws": 1,
+            "n_boxes": boxes.transpose(0, 2, 1).reshape(shape).ravel().astype(np.int64),
+            "n_localized": localized.transpose(0, 2, 1).reshape(shape).ravel().astype(np.float64),
+            "false_positives_per_image": fp_rate.transpose(0, 2, 1).reshape(shape).ravel(),
+            "n_classes": classes.transpose(0, 2, 1).reshape(shape).ravel().astype(np.int64),
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    # per heatmap threshold: IoU, then IoBB (then the pointing game), as the tables read
+    order = np.argsort(pd.Categorical(table["threshold"], categories=list(labels), ordered=True).codes, kind="stable")
+    return table.iloc[order].reset_index(drop=True)[ACCURACY_COLUMNS]
 
 
 def localization_accuracy(
@@ -878,40 +956,89 @@ def localization_accuracy(
 ) -> pd.DataFrame:
     """Accuracy and average false positives per class and threshold (Wang et al. 2017; paper Tables 2-7).
 
-    Returns a long table: ``threshold`` (heatmap threshold, str), ``metric`` ('IoU'/'IoBB'), ``t`` (the
-    metric threshold), ``class_name`` (the box classes, then ``Mean`` = mean of the per-class accuracies
-    over classes with boxes), ``accuracy`` (fraction of the class's box rows with best value > t; NaN
-    for a class without boxes), ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes
-    localizing no box of their class and image, divided by the number of images with a box of that class).
+    Returns a long table with :data:`ACCURACY_COLUMNS`: ``threshold`` (heatmap threshold, str),
+    ``metric`` ('IoU'/'IoBB'), ``t`` (the metric threshold), ``class_name`` (the box classes, then
+    ``Mean`` = mean of the per-class accuracies over the classes with boxes, ``n_classes`` of them),
+    ``accuracy`` (fraction of the class's box rows with best value > t; NaN for a class without boxes),
+    ``accuracy_sd`` (NaN here; the spread over draws of :func:`random_baseline`), ``n_draws`` (1),
+    ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes localizing no box of their class
+    and image, divided by the number of images with a box of that class; ``Mean``: over the classes),
+    ``n_classes`` (1 for a class with boxes, 0 without; ``Mean``: the number of classes averaged).
     """
     gt = _check_ground_truth(ground_truth)
     scored = score_localization(gt, predicted, pooled=pooled)
     fp = false_positive_boxes(gt, predicted, pooled=pooled)
-    images_per_class = gt.groupby("class_name")["image_id"].nunique()
-    records = []
-    for label in scored["threshold"].unique():
-        rows = scored[scored["threshold"] == label]
-        boxes = fp[fp["threshold"] == label]
-        for metric, ts in (("IoU", iou_thresholds), ("IoBB", iobb_thresholds)):
-            column = "best_iou" if metric == "IoU" else "best_iobb"
-            for t in ts:
-                per_class = []
-                for name in class_names:
-                    values = rows.loc[rows["class_name"] == name, column].to_numpy()
-                    n_images = int(images_per_class.get(name, 0))
-                    false_pos = int((boxes.loc[boxes["class_name"] == name, column].to_numpy() <= t).sum())
-                    accuracy = float((values > t).mean()) if len(values) else float("nan")
-                    per_class.append(accuracy)
-                    records.append((label, metric, float(t), name, accuracy, len(values), int((values > t).sum()),
-                                    false_pos / n_images if n_images else float("nan")))
-                defined = [a for a in per_class if np.isfinite(a)]
-                fps = [r[-1] for r in records[-len(class_names):] if np.isfinite(r[-1])]
-                records.append((label, metric, float(t), "Mean", float(np.mean(defined)) if defined else float("nan"),
-                                sum(r[5] for r in records[-len(class_names):]),
-                                sum(r[6] for r in records[-len(class_names):]),
-                                float(np.mean(fps)) if fps else float("nan")))
-    return pd.DataFrame.from_records(records, columns=[
-        "threshold", "metric", "t", "class_name", "accuracy", "n_boxes", "n_localized", "false_positives_per_image"])
+    labels = list(dict.fromkeys(scored["threshold"]))
+    return _accuracy_rows(gt, scored, fp, class_names,
+                          [("IoU", "best_iou", iou_thresholds), ("IoBB", "best_iobb", iobb_thresholds)], labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pointing game: is the heatmap's maximum inside a ground-truth box of its class?
+# --------------------------------------------------------------------------------------------------
+
+
+def pointing_game(ground_truth: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Whether the point of every ground-truth row's (image, class) falls inside *some* ground-truth box of
+    that class on that image (a resolution-free measure: no threshold, no box).
+
+    Args:
+        ground_truth: box rows as in :func:`score_localization`.
+        points: ``image_id, class_name, x, y`` in box coordinates (a box covers ``[x, x + w)``; the centre
+            of pixel column ``c`` is at ``c + 0.5``), optionally ``draw`` (several points per pair, one
+            per draw). Pairs without a point count as misses.
+
+    Returns:
+        One row per (draw, ground-truth row): ``draw`` (0 without draws), ``box_row, image_id,
+        class_name, x, y`` (the point; NaN without one), ``hit`` (bool).
+    """
+    gt = _check_ground_truth(ground_truth)
+    missing = [c for c in ["image_id", "class_name", "x", "y"] if c not in points.columns]
+    if missing:
+        raise DataError(f"point table lacks columns {missing} (has {list(points.columns)})")
+    points = points.assign(draw=points["draw"] if "draw" in points.columns else 0)
+    if points.duplicated(["draw", "image_id", "class_name"]).any():
+        raise DataError("point table has several points for one (draw, image, class)")
+    pairs = points[["draw", "image_id", "class_name", "x", "y"]].merge(
+        gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"], suffixes=("", "_gt"))
+    inside = ((pairs["x_gt"] <= pairs["x"]) & (pairs["x"] < pairs["x_gt"] + pairs["w"])
+              & (pairs["y_gt"] <= pairs["y"]) & (pairs["y"] < pairs["y_gt"] + pairs["h"]))
+    hit = inside.groupby([pairs["draw"], pairs["image_id"], pairs["class_name"]]).any().rename("hit").reset_index()
+    draws = sorted(points["draw"].unique().tolist()) or [0]
+    rows = gt[["box_row", "image_id", "class_name"]]
+    grid = pd.concat([rows.assign(draw=d) for d in draws], ignore_index=True)
+    out = grid.merge(points[["draw", "image_id", "class_name", "x", "y"]], on=["draw", "image_id", "class_name"],
+                     how="left").merge(hit, on=["draw", "image_id", "class_name"], how="left")
+    out["hit"] = out["hit"].fillna(False).astype(bool)
+    return out[["draw", "box_row", "image_id", "class_name", "x", "y", "hit"]]
+
+
+def pointing_accuracy(ground_truth: pd.DataFrame, hits: pd.DataFrame,
+                      class_names: Sequence[str] = BOX_CLASS_NAMES) -> pd.DataFrame:
+    """Rows of the accuracy table (:data:`ACCURACY_COLUMNS`, ``metric`` = :data:`POINTING`, ``t`` NaN,
+    ``threshold`` '') from :func:`pointing_game`: per class the share of box rows whose point hits, and
+    their ``Mean`` over the classes with boxes; over draws, mean and ``accuracy_sd`` as in
+    :func:`random_baseline`."""
+    gt = _check_ground_truth(ground_truth)
+    scored = hits.assign(threshold=hits["draw"].astype(str), hit=hits["hit"].astype(np.float64))
+    labels = [str(d) for d in sorted(hits["draw"].unique().tolist())] or ["0"]
+    table = _accuracy_rows(gt, scored, None, class_names, [(POINTING, "hit", [0.5])], labels)
+    table["t"] = np.nan
+    return _over_draws(table) if len(labels) > 1 else table.assign(threshold="")
+
+
+def _over_draws(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the draws (``threshold`` labels) of a per-draw accuracy table, with the standard deviation
+    over draws (ddof=1) in ``accuracy_sd``; ``threshold`` becomes ''."""
+    keys = ["metric", "t", "class_name"]
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    out = grouped.agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
+                      n_draws=("accuracy", "size"), n_boxes=("n_boxes", "first"),
+                      n_localized=("n_localized", "mean"),
+                      false_positives_per_image=("false_positives_per_image", "mean"),
+                      n_classes=("n_classes", "first")).reset_index()
+    out.insert(0, "threshold", "")
+    return out[ACCURACY_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -944,23 +1071,55 @@ def centre_boxes(ground_truth: pd.DataFrame,
 
 def random_boxes(ground_truth: pd.DataFrame,
                  original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, draws: int = 1) -> pd.DataFrame:
     """Baseline: for every (image, class) with a ground-truth box, one box whose width and height are
     drawn uniformly from that class's ground-truth box sizes and whose position is uniform inside the
-    image (seeded ``numpy.random.default_rng``). Same columns as :func:`extract_boxes`."""
+    image (seeded ``numpy.random.default_rng``). ``draws`` independent draws from one generator, in a
+    ``draw`` column (0, 1, ...; the first draw does not depend on ``draws``). Same columns as
+    :func:`extract_boxes`, plus ``draw``."""
     gt = _check_ground_truth(ground_truth)
     rng = np.random.default_rng(seed)
     pairs = gt.drop_duplicates(["image_id", "class_name"]).reset_index(drop=True)
     sizes = _sizes_of(pairs, original_sizes)
-    w = np.empty(len(pairs))
-    h = np.empty(len(pairs))
-    for name, index in pairs.groupby("class_name").indices.items():
-        pool = gt.loc[gt["class_name"] == name, ["w", "h"]].to_numpy(dtype=np.float64)
-        pick = rng.integers(0, len(pool), size=len(index))
-        w[index], h[index] = pool[pick, 0], pool[pick, 1]
-    w = np.minimum(w, sizes[:, 1])
-    h = np.minimum(h, sizes[:, 0])
-    x = rng.random(len(pairs)) * (sizes[:, 1] - w)
-    y = rng.random(len(pairs)) * (sizes[:, 0] - h)
-    return pd.DataFrame({"image_id": pairs["image_id"], "class_name": pairs["class_name"], "threshold": 0,
-                         "x": x, "y": y, "w": w, "h": h, "score": 1.0})
+    pools = {name: gt.loc[gt["class_name"] == name, ["w", "h"]].to_numpy(dtype=np.float64)
+             for name in pairs["class_name"].unique()}
+    indices = pairs.groupby("class_name").indices
+    frames = []
+    for draw in range(max(1, int(draws))):
+        w = np.empty(len(pairs))
+        h = np.empty(len(pairs))
+        for name, index in indices.items():
+            pool = pools[name]
+            pick = rng.integers(0, len(pool), size=len(index))
+            w[index], h[index] = pool[pick, 0], pool[pick, 1]
+        w = np.minimum(w, sizes[:, 1])
+        h = np.minimum(h, sizes[:, 0])
+        x = rng.random(len(pairs)) * (sizes[:, 1] - w)
+        y = rng.random(len(pairs)) * (sizes[:, 0] - h)
+        frames.append(pd.DataFrame({"image_id": pairs["image_id"], "class_name": pairs["class_name"],
+                                    "threshold": 0, "x": x, "y": y, "w": w, "h": h, "score": 1.0, "draw": draw}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def box_centres(boxes: pd.DataFrame) -> pd.DataFrame:
+    """The centre of every box as a pointing-game point (``image_id, class_name, x, y`` [, ``draw``])."""
+    columns = ["draw"] if "draw" in boxes.columns else []
+    return boxes[[*columns, "image_id", "class_name"]].assign(x=boxes["x"] + boxes["w"] / 2,
+                                                               y=boxes["y"] + boxes["h"] / 2)
+
+
+def baseline_accuracy(ground_truth: pd.DataFrame, boxes: pd.DataFrame,
+                      class_names: Sequence[str] = BOX_CLASS_NAMES,
+                      iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+                      iobb_thresholds: Sequence[float] = IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Accuracy table (:data:`ACCURACY_COLUMNS`, ``threshold`` '') of one-box-per-(image, class) baseline
+    boxes: IoU, IoBB and the pointing game of the box centres. With a ``draw`` column (several draws,
+    :func:`random_boxes`): per draw, then the mean over draws with their standard deviation
+    (``accuracy_sd``, ddof=1; ``n_localized`` and ``false_positives_per_image`` are means too)."""
+    gt = _check_ground_truth(ground_truth)
+    drawn = "draw" in boxes.columns and boxes["draw"].nunique() > 1
+    by_draw = boxes.assign(threshold=boxes["draw"] if "draw" in boxes.columns else 0)
+    table = localization_accuracy(gt, by_draw, class_names, iou_thresholds, iobb_thresholds, pooled=False)
+    table = _over_draws(table) if drawn else table.assign(threshold="")
+    pointing = pointing_accuracy(gt, pointing_game(gt, box_centres(boxes)), class_names)
+    return pd.concat([table, pointing], ignore_index=True)
