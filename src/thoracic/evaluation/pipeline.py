@@ -307,6 +307,30 @@ def headline_text(row: dict[str, float], method: str) -> str:
     return "\n".join(lines)
 
 
+def write_localization(out: Path, method: str, tables: LocalizationTables, info: dict[str, Any]) -> dict[str, Path]:
+    """Write ``boxes_``, ``scores_``, ``baselines_``, ``localization_<method>.csv`` and
+    ``localization_<method>.json`` (``info`` plus the protocol and the table) into ``out``.
+
+    Boxes, scores and baseline boxes are written at full precision (shortest round-trip decimals), so
+    every number of the accuracy table recomputes exactly from them; the accuracy table has 6 decimals.
+    """
+    files = {"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
+             "baselines": out / f"baselines_{method}.csv", "localization_csv": out / f"localization_{method}.csv",
+             "localization_json": out / f"localization_{method}.json"}
+    tables.boxes.to_csv(files["boxes"], index=False)
+    tables.scores.to_csv(files["scores"], index=False)
+    tables.baseline_boxes.to_csv(files["baselines"], index=False)
+    tables.accuracy.to_csv(files["localization_csv"], index=False, float_format="%.6f")
+    document = {
+        **info, "headline_threshold": HEADLINE_THRESHOLD,
+        "metric": "IoBB = intersection / area of the predicted box; localized when value > T; pointing game: "
+                  "the heatmap maximum (pixel centre) inside a ground-truth box of its class and image",
+        "table": json.loads(tables.accuracy.to_json(orient="records")),
+    }
+    files["localization_json"].write_text(json.dumps(document, indent=2))
+    return files
+
+
 def localize_run(
     run: str | Path,
     method: str = "native",
@@ -336,28 +360,16 @@ def localize_run(
                                 progress=progress)
     out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
-    boxes, scores, accuracy, baseline_boxes = localize_boxes(ground_truth, heatmaps, method, thresholds,
-                                                             largest_only, seed, progress=progress, draws=draws)
-    # boxes, scores and baseline boxes at full precision: the tables recompute exactly from them
-    boxes.to_csv(out / f"boxes_{method}.csv", index=False)
-    scores.to_csv(out / f"scores_{method}.csv", index=False)
-    baseline_boxes.to_csv(out / f"baselines_{method}.csv", index=False)
-    accuracy.to_csv(out / f"localization_{method}.csv", index=False, float_format="%.6f")
+    tables = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed, progress=progress,
+                            draws=draws)
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
         "checkpoint": str(loaded.checkpoint_path), "heatmap_thresholds": [float(t) for t in thresholds],
         "largest_only": bool(largest_only), "baseline_seed": seed, "random_box_draws": int(draws),
-        "headline_threshold": HEADLINE_THRESHOLD, "n_box_rows": int(len(ground_truth)),
-        "n_images": int(ground_truth["image_id"].nunique()),
-        "metric": "IoBB = intersection / area of the predicted box; localized when value > T; pointing game: "
-                  "the heatmap maximum (pixel centre) inside a ground-truth box of its class and image",
-        "table": json.loads(accuracy.to_json(orient="records")),
+        "n_box_rows": int(len(ground_truth)), "n_images": int(ground_truth["image_id"].nunique()),
     }
-    (out / f"localization_{method}.json").write_text(json.dumps(info, indent=2))
-    files.update({"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
-                  "baselines": out / f"baselines_{method}.csv",
-                  "localization_csv": out / f"localization_{method}.csv",
-                  "localization_json": out / f"localization_{method}.json"})
+    files.update(write_localization(out, method, tables, info))
+    boxes, scores, accuracy = tables.boxes, tables.scores, tables.accuracy
     rows = overlay_rows(module, ground_truth, {f"{loaded.config.model.name} {method}": (heatmaps, boxes)},
                         n_examples)
     if rows:
@@ -415,5 +427,6 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
 __all__ = [
     "BASELINE_BOX_COLUMNS", "CENTRE_BOX", "HEADLINE_METRICS", "POOLED", "RANDOM_BOX", "RANDOM_DRAWS",
     "SCORE_COLUMNS", "EvaluationResult", "LocalizationRunResult", "LocalizationTables", "evaluate_run",
-    "evaluation_dir", "ground_truth_boxes", "headline", "headline_text", "localize_boxes", "localize_run", "overlay_rows",
+    "evaluation_dir", "ground_truth_boxes", "headline", "headline_text", "localize_boxes", "localize_run",
+    "overlay_rows", "write_localization",
 ]
