@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -375,13 +376,11 @@ class _MapBatch:
         row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
         rt = self.rt = _interpolation_taps(maps.shape[1], self.height, row_centres)
         ct = self.ct = _interpolation_taps(maps.shape[2], self.width, col_centres)
-        # rows interpolated exactly as upsample_heatmap does: (B, height, w); each segment's two heatmap
-        # rows and their difference are repeated, which gives the very floats _lerp computes
-        segment_rows = rt.seg_end - rt.seg_start + 1
-        low_rows = maps[:, rt.lower[rt.seg_start], :]
-        self.rows = np.repeat(low_rows, segment_rows, axis=1)
-        self.rows += rt.weight[None, :, None] * np.repeat(maps[:, rt.upper[rt.seg_start], :] - low_rows,
-                                                          segment_rows, axis=1)
+        # rows interpolated exactly as upsample_heatmap does: (B, height, w); the difference of each
+        # segment's two heatmap rows is taken once per segment, the very floats _lerp computes per pixel
+        difference = maps[:, rt.upper[rt.seg_start], :] - maps[:, rt.lower[rt.seg_start], :]
+        self.rows = np.ascontiguousarray(maps[:, rt.lower, :] + rt.weight[None, :, None] * difference[:, rt.seg_of, :])
+        self.flat_rows = self.rows.reshape(-1)  # a view: values are gathered from it by flat index
         # blocks (p, q): image rows r0[p]..r1[p] x columns c0[q]..c1[q]
         r0, r1, c0, c1 = self.r0, self.r1, self.c0, self.c1 = rt.seg_start, rt.seg_end, ct.seg_start, ct.seg_end
         n_p, n_q = len(r0), len(c0)
@@ -406,8 +405,9 @@ class _MapBatch:
 
     def value(self, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
-        ct = self.ct
-        return _lerp(self.rows[b, i, ct.lower[j]], self.rows[b, i, ct.upper[j]], ct.weight[j])
+        ct, flat = self.ct, self.flat_rows
+        base = (b * self.height + i) * self.rows.shape[2]
+        return _lerp(flat.take(base + ct.lower[j]), flat.take(base + ct.upper[j]), ct.weight[j])
 
     def block_rows(self, b: np.ndarray, p: np.ndarray, q: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -701,6 +701,44 @@ def _items(heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, 
     return list(heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps))
 
 
+def _boxes_and_peaks(items: list[tuple[tuple[str, str], np.ndarray]],
+                     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+                     thresholds: list[float] | None, largest_only: bool, progress: bool,
+                     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None,
+                     batch_size: int) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The box table (None without ``thresholds``) and the peak table of the maps, in one pass."""
+    parts: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]] = []  # (map, threshold, boxes, ...)
+    peak_x = np.zeros(len(items), dtype=np.int64)
+    peak_y = np.zeros(len(items), dtype=np.int64)
+    for members, batch in _map_batches(items, original_sizes, registration, batch_size,
+                                       "boxes" if progress else None):
+        peak_y[members], peak_x[members] = batch.peaks()
+        if thresholds is None:
+            continue
+        for k, result in zip(members, _extract_batch(batch, thresholds, largest_only)):
+            for t, threshold in enumerate(thresholds):
+                found = result[threshold]
+                if len(found):
+                    parts.append((np.full(len(found), k), t, found.boxes, found.scores, found.areas))
+    peaks = pd.DataFrame({"image_id": [key[0] for key, _ in items], "class_name": [key[1] for key, _ in items],
+                          "peak_x": peak_x, "peak_y": peak_y})
+    if thresholds is None:
+        return None, peaks
+    # in input order, per map the thresholds in the given order, largest region first
+    parts.sort(key=lambda part: (int(part[0][0]), part[1]))
+    index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    threshold_of = np.concatenate([np.full(len(p[0]), p[1]) for p in parts]) if parts else np.zeros(0, np.int64)
+    boxes = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 4))
+    table = pd.DataFrame({
+        "image_id": peaks["image_id"].to_numpy()[index], "class_name": peaks["class_name"].to_numpy()[index],
+        "threshold": np.asarray([int(round(t)) for t in thresholds], dtype=np.int64)[threshold_of],
+        "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2], "h": boxes[:, 3],
+        "score": np.concatenate([p[3] for p in parts]) if parts else np.zeros(0),
+        "area": np.concatenate([p[4] for p in parts]) if parts else np.zeros(0),
+    })
+    return table, peaks
+
+
 def extract_boxes(
     heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
@@ -720,21 +758,24 @@ def extract_boxes(
     image (``None``: the ``align_corners=False`` convention); it is called once per distinct
     (shape, size). Maps of one shape and size are extracted ``batch_size`` at a time.
     """
-    items = _items(heatmaps)
-    thresholds = _check_thresholds(thresholds)
-    found: list[dict[float, ExtractedBoxes]] = [{} for _ in items]
-    for members, batch in _map_batches(items, original_sizes, registration, batch_size, "boxes" if progress else None):
-        for k, result in zip(members, _extract_batch(batch, thresholds, largest_only)):
-            found[k] = result
-    records: list[tuple] = []
-    for ((image_id, class_name), _), extracted in zip(items, found):
-        for threshold in thresholds:
-            boxes = extracted[threshold]
-            for box, score, area in zip(boxes.boxes.tolist(), boxes.scores.tolist(), boxes.areas.tolist()):
-                records.append((image_id, class_name, int(round(threshold)), *box, score, area))
-    table = pd.DataFrame.from_records(records, columns=[*PREDICTED_BOX_COLUMNS, "area"])
-    return table.astype({"threshold": int, "x": float, "y": float, "w": float, "h": float, "score": float,
-                         "area": float})
+    return extract_boxes_and_peaks(heatmaps, original_sizes, thresholds, largest_only, progress, registration,
+                                   batch_size)[0]
+
+
+def extract_boxes_and_peaks(
+    heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
+    original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    progress: bool = False,
+    registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 16,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`extract_boxes` and :func:`heatmap_peaks` of the same maps in one pass (what both need of a
+    map, its interpolated rows and exact extremes, is computed once)."""
+    boxes, peaks = _boxes_and_peaks(_items(heatmaps), original_sizes, _check_thresholds(thresholds), largest_only,
+                                    progress, registration, batch_size)
+    return boxes, peaks
 
 
 def heatmap_peak(heatmap: np.ndarray, original_size: tuple[int, int] | int,
@@ -759,13 +800,7 @@ def heatmap_peaks(
 ) -> pd.DataFrame:
     """:func:`heatmap_peak` of many maps: ``image_id, class_name, peak_x, peak_y`` (original pixels), in
     input order; ``registration`` as in :func:`extract_boxes`."""
-    items = _items(heatmaps)
-    peak_x = np.zeros(len(items), dtype=np.int64)
-    peak_y = np.zeros(len(items), dtype=np.int64)
-    for members, batch in _map_batches(items, original_sizes, registration, batch_size, None):
-        peak_y[members], peak_x[members] = batch.peaks()
-    return pd.DataFrame({"image_id": [key[0] for key, _ in items], "class_name": [key[1] for key, _ in items],
-                         "peak_x": peak_x, "peak_y": peak_y})
+    return _boxes_and_peaks(_items(heatmaps), original_sizes, None, False, False, registration, batch_size)[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -789,21 +824,89 @@ def _check_predicted(predicted: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ["image_id", "class_name", "threshold", *BOX_COLUMNS] if c not in predicted.columns]
     if missing:
         raise DataError(f"predicted box table lacks columns {missing} (has {list(predicted.columns)})")
-    return predicted.reset_index(drop=True)
+    return predicted  # used by position only
 
 
-def _labelled(pred: pd.DataFrame, pooled: bool) -> tuple[pd.DataFrame, list[str]]:
-    """The predicted boxes with a ``label`` per heatmap threshold (str), plus a pooled copy (:data:`POOLED`)
-    when ``pooled`` and there are several thresholds; and the labels in order."""
+def _labels(pred: pd.DataFrame, pooled: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The heatmap-threshold labels (str, in order, :data:`POOLED` last when ``pooled`` and there are several
+    thresholds), and the predicted rows as (row index, label index) pairs, the pooled copies included."""
     values = sorted(pred["threshold"].unique().tolist(), key=lambda v: (str(type(v)), v))
     labels = [str(v) for v in values]
-    frame = pred.assign(label=pred["threshold"].astype(str))
+    codes = _codes(pred["threshold"], values)
+    rows = np.arange(len(pred))
     if pooled and len(labels) > 1:
-        frame = pd.concat([frame, pred.assign(label=POOLED)], ignore_index=True)
+        rows = np.r_[rows, rows]
+        codes = np.r_[codes, np.full(len(pred), len(labels))]
         labels.append(POOLED)
     if not labels:  # no box at all: every row still gets scored (as missed)
         labels = [POOLED]
-    return frame, labels
+    return labels, rows, codes
+
+
+def _codes(values: pd.Series, categories: Sequence[Any]) -> np.ndarray:
+    """Index of every value in ``categories`` (-1 for others)."""
+    codes, uniques = pd.factorize(values)
+    position = {value: k for k, value in enumerate(categories)}
+    lookup = np.asarray([position.get(value, -1) for value in uniques], dtype=np.int64)
+    return lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def _pair_keys(*tables: pd.DataFrame) -> list[np.ndarray]:
+    """One integer per (image_id, class_name), shared by the tables."""
+    images, _ = pd.factorize(pd.concat([t["image_id"] for t in tables], ignore_index=True))
+    classes, class_values = pd.factorize(pd.concat([t["class_name"] for t in tables], ignore_index=True))
+    keys = images.astype(np.int64) * max(len(class_values), 1) + classes
+    bounds = np.cumsum([0, *(len(t) for t in tables)])
+    return [keys[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _matches(keys: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with ``keys[i] == other[j]``, as two index arrays."""
+    order = np.argsort(other, kind="stable")
+    begin = np.searchsorted(other[order], keys, side="left")
+    end = np.searchsorted(other[order], keys, side="right")
+    left, position = _expand(begin, end - begin)
+    return left, order[position]
+
+
+def _boxes_of(table: pd.DataFrame) -> np.ndarray:
+    return table[BOX_COLUMNS].to_numpy(dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Best IoU / IoBB of every (label, ground-truth row) and of every labelled predicted box."""
+
+    labels: list[str]
+    row_count: np.ndarray  # (labels * rows,) predicted boxes of the row's pair
+    row_iou: np.ndarray
+    row_iobb: np.ndarray
+    box_rows: np.ndarray  # predicted row of every labelled box (pooled copies included)
+    box_labels: np.ndarray  # its label index
+    box_iou: np.ndarray
+    box_iobb: np.ndarray
+
+
+def _score(gt: pd.DataFrame, pred: pd.DataFrame, pooled: bool) -> _Scores:
+    labels, pred_rows, pred_labels = _labels(pred, pooled)
+    gt_keys, pred_keys = _pair_keys(gt, pred)
+    gt_boxes, pred_boxes = _boxes_of(gt), _boxes_of(pred)
+    # rows: against the boxes of their pair, per label
+    row, match = _matches(gt_keys, pred_keys[pred_rows])
+    n_gt = len(gt)
+    slot = pred_labels[match] * n_gt + row
+    pairs = gt_boxes[row], pred_boxes[pred_rows[match]]
+    row_iou, row_iobb = np.zeros(len(labels) * n_gt), np.zeros(len(labels) * n_gt)
+    np.maximum.at(row_iou, slot, iou(*pairs))
+    np.maximum.at(row_iobb, slot, iobb(*pairs))
+    # predicted boxes: against the ground-truth boxes of their pair (the same for every label)
+    box, match = _matches(pred_keys, gt_keys)
+    pairs = gt_boxes[match], pred_boxes[box]
+    box_iou, box_iobb = np.zeros(len(pred)), np.zeros(len(pred))
+    np.maximum.at(box_iou, box, iou(*pairs))
+    np.maximum.at(box_iobb, box, iobb(*pairs))
+    return _Scores(labels, np.bincount(slot, minlength=len(labels) * n_gt).astype(np.int64), row_iou, row_iobb,
+                   pred_rows, pred_labels, box_iou[pred_rows], box_iobb[pred_rows])
 
 
 def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
@@ -818,132 +921,121 @@ def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pool
             :data:`POOLED`), the reading of Wang et al. where boxes from both thresholds count.
 
     Returns:
-        One row per (threshold, ground-truth row): ``box_row, image_id, class_name, threshold`` (str),
-        ``n_predicted`` (boxes of that class on that image), ``best_iou``, ``best_iobb`` (0 with no box).
+        One row per (threshold, ground-truth row): ``box_row, image_id, class_name, threshold`` (str,
+        categorical), ``n_predicted`` (boxes of that class on that image), ``best_iou``, ``best_iobb``
+        (0 with no box).
     """
     gt = _check_ground_truth(ground_truth)
-    labelled, labels = _labelled(_check_predicted(predicted), pooled)
-    pairs = gt[["box_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-        labelled[["label", "image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
-        suffixes=("", "_pred"))
-    _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(pairs, BOX_COLUMNS, [c + "_pred" for c in BOX_COLUMNS])
-    best = pairs.groupby(["label", "box_row"], sort=False).agg(
-        n_predicted=("best_iou", "size"), best_iou=("best_iou", "max"), best_iobb=("best_iobb", "max"))
-    grid = pd.MultiIndex.from_product([labels, gt["box_row"]], names=["label", "box_row"])
-    best = best.reindex(grid, fill_value=0)
-    scored = pd.DataFrame({
-        "box_row": np.tile(gt["box_row"].to_numpy(), len(labels)),
-        "image_id": np.tile(gt["image_id"].to_numpy(), len(labels)),
-        "class_name": np.tile(gt["class_name"].to_numpy(), len(labels)),
-        "threshold": np.repeat(labels, len(gt)),
-        "n_predicted": best["n_predicted"].to_numpy(dtype=np.int64),
-        "best_iou": best["best_iou"].to_numpy(dtype=np.float64),
-        "best_iobb": best["best_iobb"].to_numpy(dtype=np.float64),
-    })
-    if len(scored) != len(gt) * len(labels):
-        raise AssertionError("scoring lost ground-truth rows")  # guards the seed code's dict-by-image bug
+    scores = _score(gt, _check_predicted(predicted), pooled)
+    n_gt, labels = len(gt), scores.labels
+    # (taking rows keeps the columns' dtypes; the labels are categorical: both spare a check per cell)
+    scored = gt[["box_row", "image_id", "class_name"]].iloc[np.tile(np.arange(n_gt), len(labels))]
+    scored = scored.reset_index(drop=True)
+    scored["threshold"] = pd.Categorical.from_codes(np.repeat(np.arange(len(labels)), n_gt), categories=labels)
+    scored["n_predicted"] = scores.row_count
+    scored["best_iou"] = scores.row_iou
+    scored["best_iobb"] = scores.row_iobb
     return scored
-
-
-def _pair_overlaps(pairs: pd.DataFrame, gt_columns: Sequence[str],
-                   pred_columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows of a left merge of boxes: (partner found, IoU, IoBB), the values 0 where the merge found
-    no partner box (its columns are NaN)."""
-    gt_boxes = pairs[list(gt_columns)].to_numpy(dtype=np.float64)
-    pred_boxes = pairs[list(pred_columns)].to_numpy(dtype=np.float64)
-    found = np.isfinite(gt_boxes).all(axis=1) & np.isfinite(pred_boxes).all(axis=1)
-    gt_boxes = np.where(found[:, None], gt_boxes, 0.0)
-    pred_boxes = np.where(found[:, None], pred_boxes, 0.0)
-    return found, np.where(found, iou(gt_boxes, pred_boxes), 0.0), np.where(found, iobb(gt_boxes, pred_boxes), 0.0)
 
 
 def false_positive_boxes(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
     """Best IoU and IoBB of every predicted box against the ground-truth boxes of its class and image.
 
-    Returns the predicted rows (``threshold`` as str, plus pooled copies) with ``best_iou``, ``best_iobb``;
-    a box is a false positive at T when its best value is not above T.
+    Returns the predicted rows (``threshold`` as str, categorical; plus pooled copies) with ``best_iou``,
+    ``best_iobb``; a box is a false positive at T when its best value is not above T.
     """
     gt = _check_ground_truth(ground_truth)
-    labelled, _ = _labelled(_check_predicted(predicted), pooled)
-    labelled["pred_row"] = np.arange(len(labelled))
-    pairs = labelled[["pred_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-        gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"], how="left",
-        suffixes=("", "_gt"))
-    _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(pairs, [c + "_gt" for c in BOX_COLUMNS], BOX_COLUMNS)
-    best = pairs.groupby("pred_row", sort=True)[["best_iou", "best_iobb"]].max()
-    out = labelled[["image_id", "class_name", *BOX_COLUMNS]].copy()
-    out.insert(2, "threshold", labelled["label"].to_numpy())
-    out["best_iou"] = best["best_iou"].to_numpy()
-    out["best_iobb"] = best["best_iobb"].to_numpy()
+    pred = _check_predicted(predicted)
+    scores = _score(gt, pred, pooled)
+    out = pred.iloc[scores.box_rows][["image_id", "class_name", *BOX_COLUMNS]].reset_index(drop=True)
+    out.insert(2, "threshold", pd.Categorical.from_codes(scores.box_labels, categories=scores.labels))
+    out["best_iou"] = scores.box_iou
+    out["best_iobb"] = scores.box_iobb
     return out
 
 
-def _per_class(values: pd.Series, keys: list[pd.Series], index: pd.MultiIndex) -> np.ndarray:
-    """Sum of ``values`` (a (n, k) frame) per key combination, on ``index`` (missing keys: 0)."""
-    return values.groupby(keys, sort=False).sum().reindex(index, fill_value=0).to_numpy()
+def _class_codes(names: pd.Series, class_names: Sequence[str]) -> np.ndarray:
+    """Index of every name in ``class_names`` (-1 for other names)."""
+    return _codes(names, class_names)
 
 
-def _accuracy_rows(gt: pd.DataFrame, scored: pd.DataFrame, fp: pd.DataFrame | None, class_names: Sequence[str],
-                   metrics: Sequence[tuple[str, str, Sequence[float]]], labels: Sequence[str]) -> pd.DataFrame:
-    """The long accuracy table (:data:`ACCURACY_COLUMNS`) of scored rows (``threshold`` label, ``class_name``
-    and one value column per metric: a row is localized at t when its value is above t) and of the
-    predicted boxes' best values ``fp`` (a box is a false positive at t when its value is not above t;
-    None: no false positive count)."""
-    class_names = list(class_names)
-    index = pd.MultiIndex.from_product([list(labels), class_names], names=["threshold", "class_name"])
-    n_images = gt.groupby("class_name")["image_id"].nunique().reindex(class_names, fill_value=0).to_numpy()
-    n_boxes = scored.groupby(["threshold", "class_name"], sort=False).size().reindex(index, fill_value=0)
-    n_boxes = n_boxes.to_numpy().reshape(len(labels), len(class_names))
+def _accuracy_rows(n_images: np.ndarray, labels: Sequence[str], class_names: Sequence[str],
+                   row_cells: np.ndarray, row_values: dict[str, np.ndarray],
+                   box_cells: np.ndarray | None, box_values: dict[str, np.ndarray] | None,
+                   metrics: Sequence[tuple[str, Sequence[float]]]) -> pd.DataFrame:
+    """The long accuracy table (:data:`ACCURACY_COLUMNS`).
+
+    ``row_cells``: per scored ground-truth row its cell ``label * classes + class`` (-1: left out);
+    ``row_values[metric]``: its best value (localized at t when above t). ``box_cells`` / ``box_values``:
+    the same for the predicted boxes (a false positive at t when not above t; None: no false positive
+    count). ``n_images``: images with a box, per class.
+    """
+    class_names, labels = list(class_names), list(labels)
+    n_labels, n_classes = len(labels), len(class_names)
+    size = n_labels * n_classes
+    kept = row_cells >= 0
+    n_boxes = np.bincount(row_cells[kept], minlength=size).reshape(n_labels, n_classes)
     frames = []
-    for metric, column, ts in metrics:
+    for metric, ts in metrics:
         ts = np.asarray(ts, dtype=np.float64)
-        keys = [scored["threshold"], scored["class_name"]]
-        hits = pd.DataFrame(scored[column].to_numpy()[:, None] > ts[None, :])
-        hits.index = scored.index
-        localized = _per_class(hits, keys, index).reshape(len(labels), len(class_names), len(ts))
-        if fp is not None:
-            misses = pd.DataFrame(fp[column].to_numpy()[:, None] <= ts[None, :])
-            misses.index = fp.index
-            false_pos = _per_class(misses, [fp["threshold"], fp["class_name"]], index)
-            false_pos = false_pos.reshape(len(labels), len(class_names), len(ts)).astype(np.float64)
+        values = row_values[metric][kept]
+        localized = np.stack([np.bincount(row_cells[kept], weights=values > t, minlength=size) for t in ts],
+                             axis=-1).reshape(n_labels, n_classes, len(ts))
+        if box_cells is not None and box_values is not None:
+            box_kept = box_cells >= 0
+            best = box_values[metric][box_kept]
+            false_pos = np.stack([np.bincount(box_cells[box_kept], weights=best <= t, minlength=size) for t in ts],
+                                 axis=-1).reshape(n_labels, n_classes, len(ts))
             with np.errstate(invalid="ignore", divide="ignore"):
                 fp_rate = np.where(n_images[None, :, None] > 0, false_pos / n_images[None, :, None], np.nan)
         else:
             fp_rate = np.full(localized.shape, np.nan)
         boxes = np.broadcast_to(n_boxes[:, :, None], localized.shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            accuracy = np.where(boxes > 0, localized / np.maximum(boxes, 1), np.nan)
         defined = boxes > 0
+        accuracy = np.where(defined, localized / np.maximum(boxes, 1), np.nan)
         finite_fp = np.isfinite(fp_rate)
         mean_accuracy = np.where(defined.any(axis=1), np.where(defined, accuracy, 0.0).sum(axis=1)
                                  / np.maximum(defined.sum(axis=1), 1), np.nan)
         mean_fp = np.where(finite_fp.any(axis=1), np.where(finite_fp, fp_rate, 0.0).sum(axis=1)
                            / np.maximum(finite_fp.sum(axis=1), 1), np.nan)
-        # (label, t, class) -> rows, the classes then their Mean
+        # (label, class, t) -> rows per (label, t): the classes, then their Mean
         accuracy = np.concatenate([accuracy, mean_accuracy[:, None, :]], axis=1)
         fp_rate = np.concatenate([fp_rate, mean_fp[:, None, :]], axis=1)
         boxes = np.concatenate([boxes, boxes.sum(axis=1, keepdims=True)], axis=1)
         localized = np.concatenate([localized, localized.sum(axis=1, keepdims=True)], axis=1)
         classes = np.concatenate([defined, defined.sum(axis=1, keepdims=True)], axis=1)
-        n_rows = len(class_names) + 1
-        shape = (len(labels), len(ts), n_rows)
-        frames.append(pd.DataFrame({
-            "threshold": np.repeat(np.asarray(labels, dtype=object), len(ts) * n_rows),
-            "metric": metric,
-            "t": np.tile(np.repeat(ts, n_rows), len(labels)),
-            "class_name": np.tile(np.asarray([*class_names, MEAN], dtype=object), len(labels) * len(ts)),
-            "accuracy": accuracy.transpose(0, 2, 1).reshape(shape).ravel(),
-            "accuracy_sd": np.nan,
-            "n_draws": 1,
-            "n_boxes": boxes.transpose(0, 2, 1).reshape(shape).ravel().astype(np.int64),
-            "n_localized": localized.transpose(0, 2, 1).reshape(shape).ravel().astype(np.float64),
-            "false_positives_per_image": fp_rate.transpose(0, 2, 1).reshape(shape).ravel(),
-            "n_classes": classes.transpose(0, 2, 1).reshape(shape).ravel().astype(np.int64),
-        }))
-    table = pd.concat(frames, ignore_index=True)
-    # per heatmap threshold: IoU, then IoBB (then the pointing game), as the tables read
-    order = np.argsort(pd.Categorical(table["threshold"], categories=list(labels), ordered=True).codes, kind="stable")
-    return table.iloc[order].reset_index(drop=True)[ACCURACY_COLUMNS]
+        n_rows = n_classes + 1
+        # per label, the rows of this metric: t-major, the classes then their Mean
+        frames.append({
+            "metric": np.full((n_labels, len(ts) * n_rows), metric, dtype=object),
+            "t": np.broadcast_to(np.repeat(ts, n_rows), (n_labels, len(ts) * n_rows)),
+            "class_name": np.broadcast_to(np.tile(np.arange(n_rows), len(ts)), (n_labels, len(ts) * n_rows)),
+            "accuracy": accuracy.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_boxes": boxes.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_localized": localized.transpose(0, 2, 1).reshape(n_labels, -1),
+            "false_positives_per_image": fp_rate.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_classes": classes.transpose(0, 2, 1).reshape(n_labels, -1),
+        })
+    # per heatmap threshold (label): IoU, then IoBB, as the tables read
+    columns = {key: np.concatenate([frame[key] for frame in frames], axis=1).ravel() for key in frames[0]}
+    per_label = columns["t"].size // max(n_labels, 1)
+    return pd.DataFrame({
+        "threshold": np.repeat(np.asarray(labels, dtype=object), per_label),
+        "metric": columns["metric"],
+        "t": columns["t"].astype(np.float64),
+        "class_name": np.asarray([*class_names, MEAN], dtype=object)[columns["class_name"]],
+        "accuracy": columns["accuracy"],
+        "accuracy_sd": np.nan,
+        "n_draws": 1,
+        "n_boxes": columns["n_boxes"].astype(np.int64),
+        "n_localized": columns["n_localized"].astype(np.float64),
+        "false_positives_per_image": columns["false_positives_per_image"],
+        "n_classes": columns["n_classes"].astype(np.int64),
+    })[ACCURACY_COLUMNS]
+
+
+def _images_per_class(gt: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
+    return gt.groupby("class_name")["image_id"].nunique().reindex(list(class_names), fill_value=0).to_numpy()
 
 
 def localization_accuracy(
@@ -960,17 +1052,24 @@ def localization_accuracy(
     ``metric`` ('IoU'/'IoBB'), ``t`` (the metric threshold), ``class_name`` (the box classes, then
     ``Mean`` = mean of the per-class accuracies over the classes with boxes, ``n_classes`` of them),
     ``accuracy`` (fraction of the class's box rows with best value > t; NaN for a class without boxes),
-    ``accuracy_sd`` (NaN here; the spread over draws of :func:`random_baseline`), ``n_draws`` (1),
+    ``accuracy_sd`` (NaN here; the spread over draws of :func:`baseline_accuracy`), ``n_draws`` (1),
     ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes localizing no box of their class
     and image, divided by the number of images with a box of that class; ``Mean``: over the classes),
     ``n_classes`` (1 for a class with boxes, 0 without; ``Mean``: the number of classes averaged).
     """
     gt = _check_ground_truth(ground_truth)
-    scored = score_localization(gt, predicted, pooled=pooled)
-    fp = false_positive_boxes(gt, predicted, pooled=pooled)
-    labels = list(dict.fromkeys(scored["threshold"]))
-    return _accuracy_rows(gt, scored, fp, class_names,
-                          [("IoU", "best_iou", iou_thresholds), ("IoBB", "best_iobb", iobb_thresholds)], labels)
+    pred = _check_predicted(predicted)
+    scores = _score(gt, pred, pooled)
+    n_classes = len(class_names)
+    gt_class = _class_codes(gt["class_name"], class_names)
+    pred_class = _class_codes(pred["class_name"], class_names)[scores.box_rows]
+    row_cells = np.repeat(np.arange(len(scores.labels)), len(gt)) * n_classes + np.tile(gt_class, len(scores.labels))
+    row_cells = np.where(np.tile(gt_class, len(scores.labels)) >= 0, row_cells, -1)
+    box_cells = np.where(pred_class >= 0, scores.box_labels * n_classes + pred_class, -1)
+    return _accuracy_rows(_images_per_class(gt, class_names), scores.labels, class_names,
+                          row_cells, {"IoU": scores.row_iou, "IoBB": scores.row_iobb},
+                          box_cells, {"IoU": scores.box_iou, "IoBB": scores.box_iobb},
+                          [("IoU", iou_thresholds), ("IoBB", iobb_thresholds)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -996,21 +1095,38 @@ def pointing_game(ground_truth: pd.DataFrame, points: pd.DataFrame) -> pd.DataFr
     missing = [c for c in ["image_id", "class_name", "x", "y"] if c not in points.columns]
     if missing:
         raise DataError(f"point table lacks columns {missing} (has {list(points.columns)})")
-    points = points.assign(draw=points["draw"] if "draw" in points.columns else 0)
-    if points.duplicated(["draw", "image_id", "class_name"]).any():
+    points = points.reset_index(drop=True)
+    n_gt = len(gt)
+    if points.empty:
+        return pd.DataFrame({"draw": 0, "box_row": gt["box_row"].to_numpy(), "image_id": gt["image_id"].to_numpy(),
+                             "class_name": gt["class_name"].to_numpy(), "x": np.nan, "y": np.nan, "hit": False})
+    draw = points["draw"].to_numpy(dtype=np.int64) if "draw" in points.columns else np.zeros(len(points), np.int64)
+    draws, draw_index = np.unique(draw, return_inverse=True)
+    gt_keys, point_keys = _pair_keys(gt, points)
+    width = int(max(gt_keys.max(initial=0), point_keys.max(initial=0))) + 1
+    slot = draw_index * width + point_keys  # (draw, pair)
+    if len(np.unique(slot)) != len(slot):
         raise DataError("point table has several points for one (draw, image, class)")
-    pairs = points[["draw", "image_id", "class_name", "x", "y"]].merge(
-        gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"], suffixes=("", "_gt"))
-    inside = ((pairs["x_gt"] <= pairs["x"]) & (pairs["x"] < pairs["x_gt"] + pairs["w"])
-              & (pairs["y_gt"] <= pairs["y"]) & (pairs["y"] < pairs["y_gt"] + pairs["h"]))
-    hit = inside.groupby([pairs["draw"], pairs["image_id"], pairs["class_name"]]).any().rename("hit").reset_index()
-    draws = sorted(points["draw"].unique().tolist()) or [0]
-    rows = gt[["box_row", "image_id", "class_name"]]
-    grid = pd.concat([rows.assign(draw=d) for d in draws], ignore_index=True)
-    out = grid.merge(points[["draw", "image_id", "class_name", "x", "y"]], on=["draw", "image_id", "class_name"],
-                     how="left").merge(hit, on=["draw", "image_id", "class_name"], how="left")
-    out["hit"] = out["hit"].fillna(False).astype(bool)
-    return out[["draw", "box_row", "image_id", "class_name", "x", "y", "hit"]]
+    # a point hits when it lies in some ground-truth box of its pair
+    px, py = points["x"].to_numpy(dtype=np.float64), points["y"].to_numpy(dtype=np.float64)
+    point, match = _matches(point_keys, gt_keys)
+    boxes = _boxes_of(gt)[match]
+    inside = ((boxes[:, 0] <= px[point]) & (px[point] < boxes[:, 0] + boxes[:, 2])
+              & (boxes[:, 1] <= py[point]) & (py[point] < boxes[:, 1] + boxes[:, 3]))
+    point_hit = np.zeros(len(points), dtype=bool)
+    np.logical_or.at(point_hit, point, inside)
+    # every ground-truth row, once per draw, with its pair's point of that draw (if any)
+    grid = np.repeat(np.arange(len(draws)), n_gt) * width + np.tile(gt_keys, len(draws))
+    order = np.argsort(slot)
+    found = np.minimum(np.searchsorted(slot[order], grid), len(order) - 1)
+    has = slot[order][found] == grid
+    index = order[found]
+    out = gt[["box_row", "image_id", "class_name"]].iloc[np.tile(np.arange(n_gt), len(draws))].reset_index(drop=True)
+    out.insert(0, "draw", np.repeat(draws, n_gt))
+    out["x"] = np.where(has, px[index], np.nan)
+    out["y"] = np.where(has, py[index], np.nan)
+    out["hit"] = has & point_hit[index]
+    return out
 
 
 def pointing_accuracy(ground_truth: pd.DataFrame, hits: pd.DataFrame,
@@ -1018,11 +1134,14 @@ def pointing_accuracy(ground_truth: pd.DataFrame, hits: pd.DataFrame,
     """Rows of the accuracy table (:data:`ACCURACY_COLUMNS`, ``metric`` = :data:`POINTING`, ``t`` NaN,
     ``threshold`` '') from :func:`pointing_game`: per class the share of box rows whose point hits, and
     their ``Mean`` over the classes with boxes; over draws, mean and ``accuracy_sd`` as in
-    :func:`random_baseline`."""
+    :func:`baseline_accuracy`."""
     gt = _check_ground_truth(ground_truth)
-    scored = hits.assign(threshold=hits["draw"].astype(str), hit=hits["hit"].astype(np.float64))
-    labels = [str(d) for d in sorted(hits["draw"].unique().tolist())] or ["0"]
-    table = _accuracy_rows(gt, scored, None, class_names, [(POINTING, "hit", [0.5])], labels)
+    draws, draw_index = np.unique(hits["draw"].to_numpy(), return_inverse=True)
+    classes = _class_codes(hits["class_name"], class_names)
+    cells = np.where(classes >= 0, draw_index * len(class_names) + classes, -1)
+    labels = [str(d) for d in draws] or ["0"]
+    table = _accuracy_rows(_images_per_class(gt, class_names), labels, class_names, cells,
+                           {POINTING: hits["hit"].to_numpy(dtype=np.float64)}, None, None, [(POINTING, [0.5])])
     table["t"] = np.nan
     return _over_draws(table) if len(labels) > 1 else table.assign(threshold="")
 
@@ -1084,21 +1203,22 @@ def random_boxes(ground_truth: pd.DataFrame,
     pools = {name: gt.loc[gt["class_name"] == name, ["w", "h"]].to_numpy(dtype=np.float64)
              for name in pairs["class_name"].unique()}
     indices = pairs.groupby("class_name").indices
-    frames = []
-    for draw in range(max(1, int(draws))):
-        w = np.empty(len(pairs))
-        h = np.empty(len(pairs))
+    n_draws, n_pairs = max(1, int(draws)), len(pairs)
+    w, h = np.empty((n_draws, n_pairs)), np.empty((n_draws, n_pairs))
+    x, y = np.empty((n_draws, n_pairs)), np.empty((n_draws, n_pairs))
+    for draw in range(n_draws):  # one generator, draw after draw: draw 0 does not depend on ``draws``
         for name, index in indices.items():
             pool = pools[name]
             pick = rng.integers(0, len(pool), size=len(index))
-            w[index], h[index] = pool[pick, 0], pool[pick, 1]
-        w = np.minimum(w, sizes[:, 1])
-        h = np.minimum(h, sizes[:, 0])
-        x = rng.random(len(pairs)) * (sizes[:, 1] - w)
-        y = rng.random(len(pairs)) * (sizes[:, 0] - h)
-        frames.append(pd.DataFrame({"image_id": pairs["image_id"], "class_name": pairs["class_name"],
-                                    "threshold": 0, "x": x, "y": y, "w": w, "h": h, "score": 1.0, "draw": draw}))
-    return pd.concat(frames, ignore_index=True)
+            w[draw, index], h[draw, index] = pool[pick, 0], pool[pick, 1]
+        w[draw] = np.minimum(w[draw], sizes[:, 1])
+        h[draw] = np.minimum(h[draw], sizes[:, 0])
+        x[draw] = rng.random(n_pairs) * (sizes[:, 1] - w[draw])
+        y[draw] = rng.random(n_pairs) * (sizes[:, 0] - h[draw])
+    return pd.DataFrame({"image_id": np.tile(pairs["image_id"].to_numpy(), n_draws),
+                         "class_name": np.tile(pairs["class_name"].to_numpy(), n_draws), "threshold": 0,
+                         "x": x.ravel(), "y": y.ravel(), "w": w.ravel(), "h": h.ravel(), "score": 1.0,
+                         "draw": np.repeat(np.arange(n_draws), n_pairs)})
 
 
 def box_centres(boxes: pd.DataFrame) -> pd.DataFrame:

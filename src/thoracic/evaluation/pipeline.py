@@ -52,8 +52,7 @@ from thoracic.evaluation.localization import (
     CellCentres,
     baseline_accuracy,
     centre_boxes,
-    extract_boxes,
-    heatmap_peaks,
+    extract_boxes_and_peaks,
     localization_accuracy,
     pointing_accuracy,
     pointing_game,
@@ -224,9 +223,8 @@ def localize_boxes(
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
-    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, progress=progress,
-                          registration=registration)
-    peaks = heatmap_peaks(heatmaps, sizes, registration=registration)
+    boxes, peaks = extract_boxes_and_peaks(heatmaps, sizes, thresholds, largest_only=largest_only,
+                                           progress=progress, registration=registration)
     # the peak pixel's centre, in box coordinates, is the point of the pointing game
     hits = pointing_game(ground_truth, peaks.assign(x=peaks["peak_x"] + 0.5, y=peaks["peak_y"] + 0.5))
     scores = score_localization(ground_truth, boxes)
