@@ -66,7 +66,8 @@ def _summaries(truth: list[tuple], best_rows: list[tuple[float, float]], best_bo
                           "n_classes": int(bool(values))}
                 per_class.append(record)
             defined = [r["accuracy"] for r in per_class if not math.isnan(r["accuracy"])]
-            rates = [r["false_positives_per_image"] for r in per_class if not math.isnan(r["false_positives_per_image"])]
+            rates = [r["false_positives_per_image"] for r in per_class
+                     if not math.isnan(r["false_positives_per_image"])]
             records += per_class + [{"metric": metric, "t": t, "class_name": "Mean",
                                      "n_boxes": sum(r["n_boxes"] for r in per_class),
                                      "n_localized": sum(r["n_localized"] for r in per_class),
@@ -91,7 +92,8 @@ def _pointing(truth: list[tuple], points: dict[tuple[str, str], tuple[float, flo
                         "false_positives_per_image": math.nan, "n_classes": int(bool(values))})
     defined = [r["accuracy"] for r in records if not math.isnan(r["accuracy"])]
     records.append({"metric": "pointing", "t": math.nan, "class_name": "Mean",
-                    "n_boxes": sum(r["n_boxes"] for r in records), "n_localized": sum(r["n_localized"] for r in records),
+                    "n_boxes": sum(r["n_boxes"] for r in records),
+                    "n_localized": sum(r["n_localized"] for r in records),
                     "accuracy": sum(defined) / len(defined) if defined else math.nan,
                     "false_positives_per_image": math.nan, "n_classes": len(defined)})
     return records
@@ -127,7 +129,8 @@ def recompute_localization(evaluation: Path, method: str) -> pd.DataFrame:
         for (image_id, name), predicted_boxes in by_pair.items():
             for p in predicted_boxes:
                 pairs = [_overlap(g, p) for g in boxes_of.get((image_id, name), [])]
-                best_boxes.append((name, max((q[0] for q in pairs), default=0.0), max((q[1] for q in pairs), default=0.0)))
+                best_boxes.append((name, max((q[0] for q in pairs), default=0.0),
+                                   max((q[1] for q in pairs), default=0.0)))
         return best_rows, best_boxes
 
     records = []
