@@ -264,11 +264,14 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
         rows = mean[(mean["source"] == source) & (mean["threshold"] == threshold) & (mean["metric"] == metric)]
         if t is not None:
             rows = rows[np.isclose(rows["t"], t)]
-        return float(rows[column].iloc[0]) if len(rows) else float("nan")
+        return float(rows[column].iloc[0]) if len(rows) and column in rows.columns else float("nan")
 
     own = mean[(mean["source"] == method) & (mean["metric"] != POINTING)]
-    row: dict[str, float] = {"classes": float(own["n_classes"].max()) if len(own) else float("nan"),
-                             "boxes": float(own["n_boxes"].max()) if len(own) else float("nan")}
+
+    def most(column: str) -> float:  # (tables written before a column existed lack it)
+        return float(own[column].max()) if len(own) and column in own.columns else float("nan")
+
+    row: dict[str, float] = {"classes": most("n_classes"), "boxes": most("n_boxes")}
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         row[name] = pick(method, HEADLINE_THRESHOLD, metric, t)

@@ -320,8 +320,9 @@ def _class_index(group: RunGroup, method: str, metric: str = "IoU") -> tuple[lis
     with k the number of classes that have boxes (those the mean is over)."""
     counts = _localization_values(group, method, method, _heatmap_thresholds(group, method)[0], metric,
                                   IOU_THRESHOLDS[0] if metric == "IoU" else None, "n_classes").get(MEAN, [])
-    k = int(counts[0]) if counts and np.isfinite(counts[0]) else 0
-    return [*BOX_CLASS_NAMES, f"Mean ({k} of {len(BOX_CLASS_NAMES)} classes)"], [*BOX_CLASS_NAMES, MEAN]
+    if not counts or not np.isfinite(counts[0]):  # a table written before the class count was recorded
+        return [*BOX_CLASS_NAMES, MEAN], [*BOX_CLASS_NAMES, MEAN]
+    return [*BOX_CLASS_NAMES, f"Mean ({int(counts[0])} of {len(BOX_CLASS_NAMES)} classes)"], [*BOX_CLASS_NAMES, MEAN]
 
 
 def _box_counts(group: RunGroup, method: str) -> list[str]:
