@@ -1,4 +1,4 @@
-"""IoU / IoBB on hand-made boxes, box extraction on known blobs, row-wise scoring, baselines."""
+"""IoU / IoBB on hand-made boxes, box extraction on synthetic heatmaps, row-wise scoring, baselines."""
 
 from __future__ import annotations
 
@@ -219,3 +219,28 @@ def test_heatmaps_that_see_the_lesion_beat_both_baselines() -> None:
             theirs = other[(other["metric"] == metric) & (other["t"] == t)
                            & (other["class_name"] == "Mean")]["accuracy"].item()
             assert ours > theirs + 0.2
+
+
+
+def test_984_rows_at_both_thresholds_are_all_scored() -> None:
+    """The real set's size (984 rows, several boxes on some images): every row is scored at both
+    heatmap thresholds and pooled, and every heatmap yields a box at each threshold (its normalised
+    peak is 255). The time this takes is measured by benchmarks/bench_localization.py."""
+    rng = np.random.default_rng(0)
+    gt = _synthetic_rows(984, rng)
+    pairs = gt.drop_duplicates(["image_id", "class_name"])
+    heatmaps = {(i, c): ndimage.gaussian_filter(rng.random((8, 8)), 1.0)
+                for i, c in zip(pairs["image_id"], pairs["class_name"])}
+    boxes = extract_boxes(heatmaps, 1024)
+    assert set(boxes["threshold"]) == {60, 180}
+    for threshold in (60, 180):
+        found = boxes[boxes["threshold"] == threshold].drop_duplicates(["image_id", "class_name"])
+        assert len(found) == len(pairs)
+    scores = score_localization(gt.assign(box_row=np.arange(984)), boxes)
+    assert set(scores["threshold"].astype(str)) == {"60", "180", "all"}
+    for _, group in scores.groupby("threshold"):
+        assert sorted(group["box_row"]) == list(range(984))
+        assert (group["n_predicted"] >= 1).all()
+    table = localization_accuracy(gt, boxes, class_names=["Mass", "Nodule", "Effusion"])
+    counts = table[(table["threshold"] == "all") & (table["class_name"] != "Mean")]
+    assert counts.groupby("class_name")["n_boxes"].first().sum() == 984

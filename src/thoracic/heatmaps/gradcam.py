@@ -47,6 +47,7 @@ class GradCAM(HeatmapMethod):
         return output.logits
 
     def close(self) -> None:
+        """Forget the native map size (captum's hooks are already gone after each call)."""
         self._native_size = None
 
     def _attribute(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
