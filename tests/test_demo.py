@@ -191,8 +191,7 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """``thoracic demo`` options reach :func:`run_demo`; the headline and any shortfall are printed."""
     calls: list[DemoSettings] = []
-    headline = pd.DataFrame([dict(zip(HEADLINE_COLUMNS, ("baseline", "native", 0.5, 0.0, 0.05, 0.2,
-                                                         0.3, 0.1, 0.4)))])
+    headline = pd.DataFrame([headline_row("baseline", "native", 0.5, 0.0, 0.3)])
 
     def fake_run_demo(settings: DemoSettings) -> DemoResult:
         calls.append(settings)
