@@ -166,3 +166,15 @@ def test_report_lists_every_figure_with_its_verdict():
     assert "| info one | 1.00x | - | info |" in text
     assert "not measured: no GPU on this machine" in text
     assert "shared with other jobs" in text and "Whole run: 1.0 min" in text
+
+
+def test_full_scale_checklist_in_the_docs_is_rendered_from_the_results(tmp_path: Path) -> None:
+    """docs/training.md's checklist block equals what benchmarks/checklist.py renders from the results."""
+    checklist = importlib.import_module("checklist")
+    assert checklist.main(["--check"]) == 0
+    prepare = json.loads((BENCHMARKS_DIR / "results" / "prepare.json").read_text())
+    block = checklist.render(prepare, None)
+    one_worker = prepare["comparisons"][0]["candidate"]["rate"]
+    assert f"{checklist.NIH_IMAGES / one_worker / 60:.0f} core-minutes" in block
+    assert "| time: one training epoch per GPU | not measured yet |" in block
+    assert f"| disk: the image cache at 256 px | {112_120 * 256 * 256 / 1e9:.1f} GB |" in block

@@ -193,8 +193,9 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
     calls: list[DemoSettings] = []
     headline = pd.DataFrame([headline_row("baseline", "native", 0.5, 0.0, 0.3)])
 
-    def fake_run_demo(settings: DemoSettings) -> DemoResult:
+    def fake_run_demo(settings: DemoSettings, log=print) -> DemoResult:
         calls.append(settings)
+        log("[1/4] a progress line")
         return DemoResult(tmp_path / "report.md", tmp_path / "report.html", {}, headline, 30.0)
 
     monkeypatch.setattr("thoracic.demo.run_demo", fake_run_demo)
@@ -204,7 +205,9 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
     assert (settings.out_dir, settings.num_images, settings.image_size, settings.seed) == (tmp_path / "d", 50, 48, 3)
     assert settings.models == ("baseline", "attention_gated") and settings.progress is False
     assert settings.overrides == {**DEMO_OVERRIDES, "train.max_epochs": 2}
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "[1/4] a progress line" in captured.err and "[1/4]" not in out  # progress on stderr, results on stdout
     assert str(tmp_path / "report.html") in out and "0.500" in out
     assert "did not reach its targets" in out and "baseline: mean AUC 0.500 < 0.9" in out
     # no options: the documented defaults (what `make demo` runs)

@@ -54,17 +54,57 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     assert_table_recomputes(runs[2] / "evaluation", "gradcam")
     assert (runs[2] / "evaluation" / "overlays_gradcam.png").is_file()
 
+    # operating points: chosen on the validation split, stored in the contract format, reported on test
+    points = json.loads((evaluation / "operating_points.json").read_text())
+    assert set(points) == {"method", "split", "thresholds"}
+    assert points["method"] == "youden" and points["split"] == "val"
+    assert list(points["thresholds"]) == list(CLASS_NAMES)
+    assert all(isinstance(t, float) and 0 <= t <= 1 for t in points["thresholds"].values())
+    table = pd.read_csv(evaluation / "operating_points_test.csv")
+    assert list(table["class_name"]) == list(CLASS_NAMES)
+    assert {"auc", "threshold", "sensitivity", "specificity"} <= set(table.columns)
+    assert (evaluation / "predictions_val.csv").is_file()
+
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "experiment"), str(runs[2]), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    assert "baseline x2 seeds" in markdown and "±" in markdown  # the two seeds aggregated
+    # what was trained, at a glance: model, backbone and input size in every column label
+    assert "baseline (resnet10, 64 px) x2 seeds" in markdown and "±" in markdown  # the two seeds aggregated
     assert "Wang 2017 ResNet-50" in markdown and "Paper BL ResNet-34" in markdown and "Paper S.Att." in markdown
     for heading in ["IoU > 0.1", "IoU > 0.7", "IoBB > 0.25", "IoBB > 0.9", "random box", "centre box",
-                    "Localization headline", "Pointing game", "of 8 classes)", "heatmap threshold 180"]:
+                    "Localization headline", "Pointing game", "heatmap threshold 180"]:
         assert heading in markdown
-    assert "data:image/png;base64," in html and "<table" in html
     assert "on the test split" in markdown
+    # contents list, section anchors, figures first then tables, secondary tables folded
+    for anchor in ("setup", "classification", "localization"):
+        assert f'<section id="{anchor}">' in html and f'href="#{anchor}"' in html
+        assert f"](#{anchor})" in markdown
+    classification = html[html.index('<section id="classification">'):html.index('<section id="localization">')]
+    assert classification.index("<figure") < classification.index("<table")
+    assert "<details>" in classification  # the operating points, folded
+    localization = html[html.index('<section id="localization">'):]
+    headline = localization[:localization.index("<details>")]
+    assert "Localization accuracy at IoU &gt; 0.3" in headline and "IoU &gt; 0.1" not in headline
+    # the setup table: one column per run, every field filled
+    setup = html[html.index('<section id="setup">'):html.index('<section id="classification">')]
+    for field in ("backbone", "input size", "none (trained from scratch)", "epochs run", "best epoch",
+                  "images train / val / test", "box rows (test)", "phantom (synthetic)", "sha256"):
+        assert field in setup
+    runs_table = setup[:setup.index("</table>")]
+    assert runs_table.count('<th scope="col">') == 1 + 3  # "setting" + the three runs
+    # localization means name how many classes they average, with the box rows per class
+    scored = pd.read_csv(evaluation / "localization_native.csv")
+    per_class = scored[(scored["source"] == "native") & (scored["class_name"] != "Mean")].drop_duplicates("class_name")
+    k = int((per_class["n_boxes"] > 0).sum())
+    assert f"Mean over {k} of 8 classes" in markdown
+    assert f"| Atelectasis | {int(per_class.iloc[0]['n_boxes'])} |" in markdown  # the box rows column
+    # figures embedded, compressed; no raw Markdown, no unnamed index columns, no empty rows
+    assert "data:image/webp;base64," in html and "data:image/png" not in html
+    assert "**" not in html and "](" not in html and "|---" not in html
+    assert "<th></th>" not in html and '<th scope="col"></th>' not in html
+    assert "<tr></tr>" not in html.replace("\n", "")
+    assert "compare_overlays.png" in markdown and "every run and heatmap method side by side" in markdown.lower()
 
     # --split val: evaluated, tabled and reported as the validation split, never called "test"
     assert main(["evaluate", str(runs[2]), "--split", "val", "--bootstrap", "0", "--no-progress"]) == 0

@@ -137,8 +137,11 @@ def test_predict_folder_with_a_bad_file(run_dir: Path, images: Path, tmp_path: P
         # threshold 0: every class gets a heatmap and its boxes lie inside the original image
         height, width = by_name[name]["original_size"]
         for boxes in by_name[name]["boxes"].values():
-            for x, y, w, h in boxes:
+            for box in boxes:
+                x, y, w, h = (box[k] for k in "xywh")
                 assert 0 <= x and 0 <= y and x + w <= width + 0.5 and y + h <= height + 0.5
+                assert box["threshold"] in (60.0, 180.0) and 0.0 <= box["score"] <= 1.0
+                assert box["whole_image"] == (w * h >= 0.9 * width * height)
         assert Path(by_name[name]["figure"]).stat().st_size > 0
     assert by_name["scan.dcm"]["original_size"] == [60, 100]
     assert "FAILED" in captured.out and "photo.jpg" in captured.out
@@ -267,3 +270,115 @@ def test_predictor_rejects_unknown_method(run_dir: Path) -> None:
 
     with pytest.raises(ThoracicError, match="native or gradcam"):
         Predictor(load_run(run_dir).model, 64, method="lime")
+
+
+def _with_operating_points(run: Path, thresholds: dict[str, float]) -> Path:
+    from thoracic.evaluation.operating_points import save_operating_points
+
+    save_operating_points(run / "evaluation" / "operating_points.json", "f1", thresholds)
+    return run
+
+
+def test_predict_uses_the_runs_operating_points_and_says_which(tmp_path: Path, images: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path / "run", Path("unused"), "baseline", 0)
+    # 0 for the first four classes (always shown), 1.0 for the others (never reached by a sigmoid here)
+    thresholds = {n: (0.0 if k < 4 else 1.0) for k, n in enumerate(CLASS_NAMES)}
+    _with_operating_points(run, thresholds)
+    out = tmp_path / "out"
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(run), "--out", str(out),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "per-class thresholds of the run (F1 on the val split" in err and "operating_points.json" in err
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["threshold_source"] == "operating_points" and report["threshold"] is None
+    assert report["thresholds"] == thresholds
+    image = report["images"][0]
+    assert image["above_threshold"] == list(CLASS_NAMES[:4]) and set(image["boxes"]) == set(CLASS_NAMES[:4])
+
+    # --threshold overrides the file, for every class, and says so
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(run), "--out", str(out),
+                 "--threshold", "0.99", "--no-progress"]) == 0
+    assert "--threshold 0.99 for every class" in capsys.readouterr().err
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["threshold_source"] == "command line" and report["threshold"] == 0.99
+    assert report["images"][0]["above_threshold"] == []  # an untrained model's probabilities are near 0.5
+
+    # a run without operating points: 0.5, and the user is told how to get per-class thresholds
+    bare = make_run(tmp_path / "bare", Path("unused"), "baseline", 0)
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(bare), "--out", str(tmp_path / "b"),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "0.5 for every class: no operating_points.json" in err and "thoracic evaluate" in err
+    assert json.loads((tmp_path / "b" / "predictions.json").read_text())["threshold_source"] == "default"
+
+
+def test_a_broken_operating_points_file_is_named(tmp_path: Path, images: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path / "run", Path("unused"), "baseline", 0)
+    (run / "evaluation").mkdir()
+    path = run / "evaluation" / "operating_points.json"
+    path.write_text(json.dumps({"method": "youden", "split": "val", "thresholds": {"Atelectasis": 0.3}}))
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(run), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "no threshold for Cardiomegaly" in err
+
+
+def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images: Path, phantom_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    phantom_run = make_run(tmp_path / "phantom_run", phantom_dir, "baseline", 0)
+    out = tmp_path / "o"
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(phantom_run), "--out", str(out),
+                 "--threshold", "1", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "phantom (synthetic) images" in captured.err
+    assert "warning" not in captured.out  # results on stdout, messages on stderr
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["trained_on"] == "phantom" and "phantom" in report["warning"]
+    from thoracic.provenance import file_sha256
+
+    assert report["checkpoint_sha256"] == file_sha256(phantom_run / "checkpoints" / "best.ckpt")
+
+    real_root = tmp_path / "real_data"  # a folder without phantom.json
+    real_root.mkdir()
+    real_run = make_run(tmp_path / "real_run", real_root, "baseline", 0)
+    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(real_run), "--out", str(out),
+                 "--threshold", "1", "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["trained_on"] == "real" and report["warning"] is None
+
+
+def test_prediction_figure_title_colour_bar_box_styles_and_legend() -> None:
+    from matplotlib.patches import Rectangle
+
+    from thoracic.prediction import PredictedBox, build_prediction_figure
+
+    heatmap = np.zeros((8, 8))
+    heatmap[2:4, 2:4] = 1.0
+    result = ImagePrediction(
+        Path("chest.png"), probabilities={n: 0.1 for n in CLASS_NAMES} | {"Effusion": 0.9},
+        original_size=(100, 100), heatmaps={"Effusion": heatmap}, thresholds={n: 0.4 for n in CLASS_NAMES},
+        boxes={"Effusion": [PredictedBox(20, 20, 20, 20, 180.0, 0.9, False),
+                            PredictedBox(0, 0, 100, 98, 60.0, 0.3, True)]})
+    image = np.full((100, 100), 100, dtype=np.uint8)
+
+    def boxes_drawn(figure):
+        panel = [ax for ax in figure.axes if ax.get_title().startswith("Effusion")][0]
+        return [(p.get_linestyle(), p.get_width()) for p in panel.patches if isinstance(p, Rectangle)]
+
+    title = "Grad-CAM of baseline (CAM) (resnet34, 256 px); checkpoint runs/x/checkpoints/best.ckpt"
+    figure = build_prediction_figure(result, image, method="gradcam", title=title, all_boxes=True)
+    assert figure.get_suptitle() == title
+    assert any(ax.get_ylabel() == "heatmap (min-max normalised per map)" for ax in figure.axes)  # colour bar
+    assert sorted(boxes_drawn(figure)) == [("-", 20.0), ("--", 100.0)]  # 180 solid, 60 dashed
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend == ["box: heatmap > 180", "box: heatmap > 60", "box covering >= 90% of the image"]
+    panel = [ax for ax in figure.axes if ax.get_title().startswith("Effusion")][0]
+    assert "p=0.90 (threshold 0.40)" in panel.get_title()
+    assert [t.get_text() for t in panel.texts] == ["whole image"]
+    # by default only the boxes of the highest heatmap threshold
+    default = build_prediction_figure(result, image, method="gradcam", title=title)
+    assert boxes_drawn(default) == [("-", 20.0)]
+    assert "box: heatmap > 60" not in [t.get_text() for t in default.legends[0].get_texts()]

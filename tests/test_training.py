@@ -549,7 +549,7 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
     markdown, html = build_report([tmp_path / "exp"])
     assert markdown == tmp_path / "exp" / "report.md" and html.is_file()
     text = markdown.read_text()
-    assert "baseline x2 seeds" in text and "±" in text and "on the test split" in text
+    assert "baseline (resnet10, 64 px) x2 seeds" in text and "±" in text and "on the test split" in text
     assert "IoBB > 0.5" in text and "centre box" in text  # localization of both seeds, as mean ± std
 
 

@@ -4,6 +4,10 @@ Each subcommand lives in ``thoracic.commands.<module>`` and exposes ``add_argume
 ``run(args) -> int``; it parses its arguments, loads a config and calls one library function.
 Modules are imported lazily so ``thoracic --help`` stays fast and a broken optional part never
 breaks the others.
+
+Conventions of every subcommand: results (tables, the files written) on stdout, progress bars and
+messages on stderr; Lightning's and PyTorch's own messages are hidden unless ``--verbose``
+(:func:`thoracic.runtime.quiet_libraries`); ``ThoracicError`` messages without a traceback, exit code 2.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(sp)
+        sp.add_argument("--verbose", action="store_true",
+                        help="also show Lightning's and PyTorch's own messages and warnings (hidden by default)")
         sp.set_defaults(_run=module.run)
     return parser
 
@@ -65,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from thoracic.errors import ThoracicError
+    from thoracic.runtime import quiet_libraries
 
+    quiet_libraries(verbose=bool(getattr(args, "verbose", False)))
     try:
         return int(args._run(args) or 0)
     except ThoracicError as exc:

@@ -50,7 +50,8 @@ class DataConfig:
     """Restrict to these view positions (e.g. ``[PA]``); empty keeps all."""
     allow_missing_images: bool = False
     """Use only the images present in the cache (a count of the missing ones is printed)."""
-    num_workers: int = 2
+    num_workers: int | Literal["auto"] = "auto"
+    """Loader worker processes per training process; ``auto`` = min(8, usable CPU cores)."""
     augment: bool = False
     """Random horizontal flips and small shifts for training (the paper used no augmentation)."""
     normalize: Literal["imagenet", "none"] = "imagenet"
@@ -303,11 +304,26 @@ def load_config(
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
+    # The file alone first, so that an error is blamed on what holds the bad value: the file, or the
+    # override the user typed on the command line.
     try:
-        return from_dict(Config, merge_overrides(data, overrides))
+        from_dict(Config, data)
     except ConfigError as exc:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{exc}") from None
+    try:
+        return from_dict(Config, merge_overrides(data, overrides))
+    except ConfigError as exc:
+        named = {k: v for k, v in overrides.items() if k in str(exc)} or overrides
+        raise ConfigError(f"command line: {format_overrides(named)}: {exc}") from None
+
+
+def format_overrides(overrides: Mapping[str, Any]) -> str:
+    """``a.b=1 c.d=x`` as typed (values in YAML flow style)."""
+    def show(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    return " ".join(f"{key}={show(value)}" for key, value in overrides.items())
 
 
 #: The folder of the configs shipped inside the package (copies of the repository's ``configs/``).

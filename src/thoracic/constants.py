@@ -42,3 +42,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: Side of the original NIH images, in pixels.
 NIH_IMAGE_SIZE: int = 1024
+
+#: Readable names of the models and heatmap methods in figures and reports.
+MODEL_LABELS: dict[str, str] = {"baseline": "baseline (CAM)", "space_attention": "space attention",
+                                "attention_gated": "attention-gated"}
+METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM"}

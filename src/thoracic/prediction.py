@@ -8,6 +8,14 @@ training batches (:func:`thoracic.data.dataset.normalize_images`). Heatmaps are 
 maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
 original image size, as in localization.
 
+Decision thresholds: by default each class uses the run's operating point
+(``<run>/evaluation/operating_points.json``, chosen on the validation split by ``thoracic evaluate``);
+``threshold=P`` applies one value to every class; a run without the file falls back to 0.5 and says so.
+Classes at or above their threshold get a heatmap and boxes. Boxes carry the heatmap threshold they
+come from (60 or 180) and a score (the peak of the normalised heatmap inside the region); a box that
+covers nearly the whole image is flagged (``whole_image``): a threshold that keeps almost every pixel
+draws a frame, not a finding.
+
 A file that cannot be processed (missing, not an image, truncated, unsupported DICOM, or any
 :class:`~thoracic.errors.ThoracicError` / ``ValueError`` later on) fails with its own message; the
 others are still processed.
@@ -16,21 +24,84 @@ others are still processed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from thoracic.constants import CLASS_NAMES
+from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
 from thoracic.data.dataset import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
+from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION, covers_whole_image
 from thoracic.evaluation.localization import HEATMAP_THRESHOLDS, boxes_from_heatmaps
+from thoracic.evaluation.operating_points import (
+    DEFAULT_THRESHOLD,
+    OPERATING_POINTS_FILE,
+    load_operating_points,
+)
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class PredictedBox:
+    """One box of one class: ``x, y, w, h`` in original pixels, the heatmap threshold (0-255) it came
+    from, its score (peak normalised heat in the region, [0, 1]) and whether it covers at least
+    :data:`~thoracic.evaluation.figures.WHOLE_IMAGE_FRACTION` of the image."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    threshold: float
+    score: float
+    whole_image: bool
+
+    def to_dict(self) -> dict:
+        return {"x": round(self.x, 1), "y": round(self.y, 1), "w": round(self.w, 1), "h": round(self.h, 1),
+                "threshold": float(self.threshold), "score": round(float(self.score), 4),
+                "whole_image": bool(self.whole_image)}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The per-class probability thresholds predict applies, and where they come from (said to the user)."""
+
+    values: dict[str, float]
+    source: str
+    """``operating_points`` (the run's file), ``command line`` (``--threshold``) or ``default``."""
+    description: str
+    """One sentence for the user, naming the file or the option."""
+
+    @property
+    def uniform(self) -> float | None:
+        """The common value when every class has the same threshold, else None."""
+        distinct = set(self.values.values())
+        return distinct.pop() if len(distinct) == 1 else None
+
+
+def resolve_thresholds(threshold: float | None, run_dir: Path | None) -> Thresholds:
+    """``threshold`` for every class when given; else the run's ``evaluation/operating_points.json``;
+    else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD` for every class."""
+    if threshold is not None:
+        value = float(threshold)
+        return Thresholds({n: value for n in CLASS_NAMES}, "command line",
+                          f"--threshold {value:g} for every class")
+    path = run_dir / "evaluation" / OPERATING_POINTS_FILE if run_dir is not None else None
+    if path is not None and path.is_file():
+        points = load_operating_points(path)
+        criterion = {"youden": "Youden's J", "f1": "F1"}.get(points["method"], points["method"])
+        return Thresholds(points["thresholds"], "operating_points",
+                          f"per-class thresholds of the run ({criterion} on the {points['split']} split, {path})")
+    where = f"{run_dir}/evaluation" if run_dir is not None else "beside the checkpoint"
+    return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
+                      f"{DEFAULT_THRESHOLD:g} for every class: no {OPERATING_POINTS_FILE} in {where} "
+                      "(`thoracic evaluate RUN` chooses one threshold per class)")
 
 
 @dataclass
@@ -43,8 +114,10 @@ class ImagePrediction:
     """(height, width) of the decoded image."""
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     """class -> heatmap in [0, 1] at the model's native resolution (classes above the threshold)."""
-    boxes: dict[str, np.ndarray] = field(default_factory=dict)
-    """class -> (K, 4) boxes (x, y, w, h) in original pixels, all heatmap thresholds pooled."""
+    boxes: dict[str, list[PredictedBox]] = field(default_factory=dict)
+    """class -> its boxes at every heatmap threshold (classes above their threshold)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """class -> the probability threshold applied."""
     figure: Path | None = None
     """The figure written for this image (None when it failed or none was asked for)."""
     error: str | None = None
@@ -56,7 +129,8 @@ class ImagePrediction:
             "error": self.error,
             "original_size": list(self.original_size),
             "probabilities": self.probabilities,
-            "boxes": {k: np.asarray(v).round(1).tolist() for k, v in self.boxes.items()},
+            "above_threshold": [n for n in CLASS_NAMES if n in self.heatmaps],
+            "boxes": {k: [b.to_dict() for b in v] for k, v in self.boxes.items()},
             "figure": str(self.figure) if self.figure else None,
         }
 
@@ -106,23 +180,33 @@ class Predictor:
         image_size: input side the model was trained at (the run's ``data.image_size``).
         normalize: the run's ``data.normalize``.
         method: ``native`` (the model's own maps) or ``gradcam``.
-        threshold: classes whose probability reaches this get a heatmap, boxes and a figure panel.
+        threshold: classes whose probability reaches their threshold get a heatmap, boxes and a figure
+            panel: one value for every class, or ``class -> value``.
         heatmap_thresholds: 0-255 thresholds for box extraction (Wang et al.: 60 and 180).
         device: where the forward pass runs.
+        figure_title: first line(s) of every figure's title (method, checkpoint, warnings).
+        all_boxes: draw the boxes of every heatmap threshold in figures (lower ones dashed), not only
+            those of the highest one.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
-                 method: str = "native", threshold: float = 0.5,
-                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu") -> None:
+                 method: str = "native", threshold: float | dict[str, float] = DEFAULT_THRESHOLD,
+                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
+                 figure_title: str = "", all_boxes: bool = False) -> None:
         if method not in ("native", "gradcam"):
             raise ThoracicError(f"--method must be native or gradcam, got {method!r}")
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.normalize = normalize
         self.method = method
-        self.threshold = float(threshold)
+        if isinstance(threshold, dict):
+            self.thresholds = {n: float(threshold[n]) for n in CLASS_NAMES}
+        else:
+            self.thresholds = {n: float(threshold) for n in CLASS_NAMES}
         self.heatmap_thresholds = tuple(heatmap_thresholds)
         self.device = device
+        self.figure_title = figure_title
+        self.all_boxes = all_boxes
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
         from thoracic.heatmaps import GradCAM, NativeHeatmap
@@ -138,19 +222,23 @@ class Predictor:
 
     def predict_image(self, image: np.ndarray, path: Path) -> ImagePrediction:
         """Probabilities, heatmaps and boxes for a decoded uint8 grayscale ``image`` read from ``path``."""
-        result = ImagePrediction(path=path, original_size=(int(image.shape[0]), int(image.shape[1])))
+        result = ImagePrediction(path=path, original_size=(int(image.shape[0]), int(image.shape[1])),
+                                 thresholds=dict(self.thresholds))
         batch = preprocess(image, self.image_size, self.normalize).unsqueeze(0).to(self.device)
         with torch.no_grad():
             logits = self.model(batch).logits
         probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
         result.probabilities = {name: float(p) for name, p in zip(CLASS_NAMES, probabilities)}
-        shown = [k for k, p in enumerate(probabilities) if p >= self.threshold]
+        shown = [k for k, p in enumerate(probabilities) if p >= self.thresholds[CLASS_NAMES[k]]]
         for k, heatmap in self._heatmaps(batch, shown).items():
             name = CLASS_NAMES[k]
             result.heatmaps[name] = heatmap
             extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size)
-            boxes = [e.boxes for e in extracted.values() if len(e)]
-            result.boxes[name] = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+            result.boxes[name] = [
+                PredictedBox(*(float(v) for v in box), threshold=float(t), score=float(score), whole_image=bool(whole))
+                for t, found in extracted.items()
+                for box, score, whole in zip(found.boxes, found.scores,
+                                             covers_whole_image(found.boxes, result.original_size))]
         return result
 
     def predict_one(self, path: Path, figure: Path | None = None) -> ImagePrediction:
@@ -165,25 +253,54 @@ class Predictor:
             image = read_image(path)
             result = self.predict_image(image, path)
             if figure is not None:
-                result.figure = prediction_figure(result, image, figure)
+                result.figure = prediction_figure(result, image, figure, method=self.method,
+                                                  title=self.figure_title, all_boxes=self.all_boxes)
         except (ThoracicError, ValueError) as exc:
             message = str(exc)
             return ImagePrediction(path=path, error=message if str(path) in message else f"{path}: {message}")
         return result
 
 
-def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6) -> Path:
-    """The image, then one overlay per shown class (heatmap, boxes in green), titled with its probability."""
-    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, save_figure
+def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6,
+                      method: str = "native", title: str = "", all_boxes: bool = False) -> Path:
+    """Save :func:`build_prediction_figure` as a PNG at ``path``."""
+    from thoracic.evaluation.figures import save_figure
 
+    return save_figure(build_prediction_figure(result, image, max_panels, method, title, all_boxes), path)
+
+
+def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_panels: int = 6,
+                            method: str = "native", title: str = "", all_boxes: bool = False) -> Any:
+    """The image, then one overlay per class above its threshold (the 6 most probable): heatmap with a
+    colour bar, boxes of the highest heatmap threshold solid (and, with ``all_boxes``, lower ones dashed),
+    boxes covering the whole image in orange, a legend; titled with ``title`` (method, checkpoint,
+    warnings). Returns a matplotlib ``Figure``."""
+    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
+
+    top_threshold = max((b.threshold for boxes in result.boxes.values() for b in boxes), default=None)
     names = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])[:max_panels]
-    panels = [OverlayPanel(f"{n} p={result.probabilities[n]:.2f}", result.heatmaps[n], result.boxes[n])
-              for n in names]
+    panels = []
+    for n in names:
+        boxes = [b for b in result.boxes.get(n, []) if all_boxes or b.threshold == top_threshold]
+        panels.append(OverlayPanel(
+            f"{n}\np={result.probabilities[n]:.2f} (threshold {result.thresholds.get(n, float('nan')):.2f})",
+            result.heatmaps[n], np.array([[b.x, b.y, b.w, b.h] for b in boxes]).reshape(-1, 4),
+            np.array([b.threshold for b in boxes])))
     top = max(result.probabilities, key=result.probabilities.get)
     label = (f"{result.path.name}" if panels
-             else f"{result.path.name}\nno class >= threshold (top: {top} {result.probabilities[top]:.2f})")
+             else f"{result.path.name}\nno class at or above its threshold\n(top: {top} "
+                  f"p={result.probabilities[top]:.2f}, threshold {result.thresholds.get(top, float('nan')):.2f})")
     row = OverlayRow(image=image, label=label, ground_truth_boxes=np.zeros((0, 4)), panels=panels)
-    return save_figure(overlay_figure([row], legend="predicted boxes: green"), path)
+    heatmap_thresholds = sorted({b.threshold for boxes in result.boxes.values() for b in boxes})
+    low = [t for t in heatmap_thresholds if t != top_threshold]
+    legend = box_legend_handles(
+        ground_truth=False,
+        solid_label=f"box: heatmap > {top_threshold:g}" if top_threshold is not None else "box",
+        dashed_label=f"box: heatmap > {', '.join(f'{t:g}' for t in low)}" if all_boxes and low else None,
+    ) if panels else ""
+    method_label = METHOD_LABELS.get(method, method)
+    return overlay_figure([row], legend=legend, title=title or f"{method_label} heatmaps",
+                          colorbar=bool(panels), panel_size=2.8)
 
 
 #: Column labels of the probability table: readable, unique, at most 8 characters (a 6-character cut
@@ -231,9 +348,11 @@ def predict_images(
     checkpoint: str | Path,
     out_dir: str | Path | None = None,
     method: str = "native",
-    threshold: float = 0.5,
-    device: str = "cpu",
+    threshold: float | None = None,
+    device: str = "auto",
     progress: bool = True,
+    all_boxes: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[ImagePrediction]:
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
 
@@ -242,6 +361,12 @@ def predict_images(
         checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
         out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
             go (default ``predictions/`` in the working folder).
+        threshold: one probability threshold for every class; None (default) uses the run's operating
+            points (:func:`resolve_thresholds`).
+        device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
+        all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
+        log: receives the messages for the user (which thresholds, phantom-data warning); the CLI
+            prints them on stderr.
 
     Returns:
         One result per file, in input order; a file that failed has ``error`` set (the others are still
@@ -252,18 +377,42 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
+    from thoracic.provenance import SHORT_HASH, checkpoint_provenance
+    from thoracic.runtime import resolve_device
     from thoracic.training.checkpoints import load_run
 
+    say = log or (lambda message: None)
     paths = collect_image_paths(inputs)
+    device = resolve_device(device)
     loaded = load_run(checkpoint, which="best", map_location=device)
-    predictor = Predictor(loaded.model, loaded.config.data.image_size, loaded.config.data.normalize,
-                          method=method, threshold=threshold, device=device)
+    provenance = checkpoint_provenance(loaded.checkpoint_path)
+    thresholds = resolve_thresholds(threshold, loaded.run_dir)
+    say(f"thresholds: {thresholds.description}")
+    warning = None
+    if provenance["data_kind"] == "phantom":
+        warning = (f"{loaded.checkpoint_path} was trained on phantom (synthetic) images "
+                   f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
+        say(f"warning: {warning}")
+    config = loaded.config
+    title = (f"{METHOD_LABELS.get(method, method)} of {MODEL_LABELS.get(config.model.name, config.model.name)} "
+             f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
+             f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
+    if warning:
+        title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
+    predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
+                          threshold=thresholds.values, device=device, figure_title=title, all_boxes=all_boxes)
     out = Path(out_dir) if out_dir is not None else Path("predictions")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
-        {"checkpoint": str(loaded.checkpoint_path), "method": method, "threshold": threshold,
+        {"checkpoint": str(loaded.checkpoint_path), "checkpoint_sha256": provenance["sha256"],
+         "checkpoint_epoch": provenance["epoch"], "trained_on": provenance["data_kind"],
+         "warning": warning, "method": method, "threshold": thresholds.uniform,
+         "thresholds": thresholds.values, "threshold_source": thresholds.source,
+         "threshold_description": thresholds.description,
+         "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
+         "whole_image_fraction": WHOLE_IMAGE_FRACTION,
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results

@@ -8,6 +8,7 @@ headline numbers. Rerunning reuses finished steps and resumes an interrupted tra
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["train.max_epochs"] = args.epochs
     settings = DemoSettings(out_dir=args.out, num_images=args.images, image_size=args.size, seed=args.seed,
                             models=tuple(args.models), overrides=overrides, progress=args.progress)
-    result = run_demo(settings)
+    result = run_demo(settings, log=lambda message: print(message, file=sys.stderr))  # progress: stderr
     print(format_headline(result))
     problems = check_learning(result.headline)
     if problems:

@@ -2,13 +2,16 @@
 
 Writes RUN/evaluation/predictions_<split>.csv (image_id, 14 probabilities, 14 labels), auc_<split>.csv
 and .json (AUC, CI, counts, notes for undefined classes, mean over defined classes), roc_<split>.png and
-table1_<split>.md / .csv (Table 1: this run beside Wang et al. 2017 and the seed paper's three columns).
+table1_<split>.md / .csv (Table 1: this run beside Wang et al. 2017 and the seed paper's three columns),
+operating_points.json (one threshold per class, chosen on the validation split by Youden's J or F1; used
+by `thoracic predict`) and operating_points_<split>.csv (their sensitivity and specificity on the split).
 The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +19,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (or a .ckpt file)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's train.batch_size")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--data", default=None, help="ChestX-ray14 folder instead of the run's data.root")
     parser.add_argument("--cache", default=None, help="image cache folder (default: the run's, or DATA/cache_SIZE)")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: the run's)")
@@ -29,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("test", "val"), help="split to evaluate (default test)")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples for the 95%% CIs (0: none; default 1000)")
+    parser.add_argument("--operating-point", default="youden", choices=("youden", "f1"),
+                        help="how each class's threshold is chosen on the validation split: Youden's J "
+                        "(sensitivity + specificity - 1) or F1 (default youden); `thoracic predict` uses them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,11 +43,32 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_run(args.run, split=args.split, n_bootstrap=args.bootstrap, batch_size=args.batch_size,
                           device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,
-                          which=args.checkpoint, seed=args.seed, progress=args.progress)
-    frame = result.auc.to_frame()
-    for row in frame.itertuples(index=False):
-        ci = f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" if row.ci_low == row.ci_low else ""
-        note = f"  ({row.note})" if row.note and row.class_name != "Mean" else ""
-        print(f"{row.class_name:<20} {row.auc:.4f} {ci}{note}")
+                          which=args.checkpoint, seed=args.seed, progress=args.progress,
+                          operating_point=args.operating_point)
+    print(format_evaluation(result, args.split, args.operating_point))
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")
     return 0
+
+
+def format_evaluation(result: Any, split: str, method: str) -> str:
+    """The per-class table evaluate prints: AUC and 95% CI, then threshold, sensitivity, specificity."""
+    frame = result.auc.to_frame()
+    points = result.operating_points.set_index("class_name")
+    criterion = "Youden's J" if method == "youden" else "F1"
+    lines = [f"{split} split; thresholds chosen on the val split by {criterion}",
+             f"{'class':<20} {'AUC':>6} {'95% CI':<16} {'thresh':>6} {'sens':>5} {'spec':>5}"]
+
+    def rate(value: float) -> str:
+        return f"{value:5.2f}" if value == value else "  n/a"
+
+    for row in frame.itertuples(index=False):
+        ci = f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" if row.ci_low == row.ci_low else ""
+        auc = f"{row.auc:6.4f}" if row.auc == row.auc else "   n/a"
+        if row.class_name in points.index:
+            p = points.loc[row.class_name]
+            point = f"{p.threshold:6.3f} {rate(p.sensitivity)} {rate(p.specificity)}"
+            note = "; ".join(n for n in (row.note, p.note) if n)
+        else:
+            point, note = "", row.note
+        lines.append(f"{row.class_name:<20} {auc} {ci:<16} {point}" + (f"  ({note})" if note else ""))
+    return "\n".join(lines)

@@ -1,7 +1,10 @@
 """Probabilities, heatmaps and boxes for new chest X-rays (PNG, JPEG or DICOM; files or folders).
 
-Prints a table of per-class probabilities (or JSON with --json) and writes, per image, a figure with the
-heatmaps and boxes of the classes at or above --threshold, plus predictions.json, into --out.
+Prints a table of per-class probabilities (or JSON with --json) on stdout and writes, per image, a figure
+with the heatmaps and boxes of the classes at or above their threshold, plus predictions.json, into --out.
+Thresholds: the run's per-class operating points (evaluation/operating_points.json, written by
+`thoracic evaluate`) by default, --threshold P for one value for every class; which one is used is said
+on stderr and stored in predictions.json. A checkpoint trained on phantom images gets a warning.
 A file that is missing, not an image, truncated or an unsupported DICOM gets its own message and the rest
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
 nothing to process (no input exists, empty folders) or the checkpoint cannot be loaded.
@@ -21,9 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     parser.add_argument("--method", choices=("native", "gradcam"), default="native",
                         help="heatmap method (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="classes with probability >= this get heatmaps and boxes (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="P",
+                        help="one probability threshold for every class (default: the run's per-class "
+                        "operating points from `thoracic evaluate`, else 0.5)")
+    parser.add_argument("--all-boxes", action="store_true",
+                        help="figures also show the boxes of heatmap threshold 60 (dashed); by default only "
+                        "those of threshold 180 (predictions.json always has both)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -32,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from thoracic.prediction import predict_images, probability_table
 
     results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
-                             threshold=args.threshold, device=args.device, progress=args.progress)
+                             threshold=args.threshold, device=args.device, progress=args.progress,
+                             all_boxes=args.all_boxes, log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:

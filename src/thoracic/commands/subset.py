@@ -1,9 +1,9 @@
 """Build a small real ChestX-ray14 folder from complete metadata and a folder holding some of its images.
 
-For example ``thoracic subset --source ../shared/nih --images ../shared/nih/sample/images --out DIR``
-turns the full NIH metadata and its 40 sample PNGs into a folder in the NIH layout (the CSV rows and
-list lines of those images copied verbatim, the images symlinked) on which ``thoracic prepare`` and
-every other command run unchanged.
+For example ``thoracic subset --source /data/nih --images /data/nih/sample/images --out DIR`` turns the
+full NIH metadata and some of its PNGs into a folder in the NIH layout (the CSV rows and list lines of
+those images copied verbatim, the images symlinked) on which ``thoracic prepare`` and every other
+command run unchanged.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from thoracic.data.cache import ImageCache, default_cache_dir
 from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxray14
 from thoracic.data.splits import Splits, make_splits
 from thoracic.errors import DataError
+from thoracic.runtime import resolve_num_workers
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ class ChestXrayDataModule(LightningDataModule):
         split_seed: int = 0,
         views: Sequence[str] = (),
         allow_missing_images: bool = False,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         augment: bool = False,
         normalize: str = "imagenet",
         as_uint8: bool = False,
@@ -281,7 +282,7 @@ class ChestXrayDataModule(LightningDataModule):
         self.split_seed = int(split_seed)
         self.views = tuple(views)
         self.allow_missing_images = allow_missing_images
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_num_workers(num_workers)  # "auto": min(8, usable cores)
         self.augment = augment
         self.normalize = normalize
         self.as_uint8 = as_uint8

@@ -100,6 +100,14 @@ TRUTH_FILE = "phantom_findings.csv"
 INFO_FILE = "phantom.json"
 
 
+def folder_kind(root: str | Path | None) -> str:
+    """``phantom`` (a folder written by :func:`generate_phantom_dataset`: it holds ``phantom.json``),
+    ``real`` (any other existing folder) or ``unknown`` (no such folder on this machine)."""
+    if root is None or not Path(root).is_dir():
+        return "unknown"
+    return "phantom" if (Path(root) / INFO_FILE).is_file() else "real"
+
+
 @dataclass(frozen=True)
 class PhantomImage:
     """One rendered image: pixels (uint8), its findings' boxes (x, y, w, h in pixels), storage mode."""

@@ -51,30 +51,71 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mappin
     return fig
 
 
+#: A predicted box covering at least this fraction of the image is marked "whole image": a heatmap
+#: threshold that keeps almost every pixel draws a frame, not a finding.
+WHOLE_IMAGE_FRACTION = 0.9
+WHOLE_IMAGE_COLOR = "orange"
+#: Longest side of the image copy drawn in an overlay panel (the panels are ~300 px wide).
+DISPLAY_MAX_SIDE = 512
+HEATMAP_CMAP = "jet"
+
+
+def covers_whole_image(boxes: np.ndarray, image_size: tuple[int, int],
+                       fraction: float = WHOLE_IMAGE_FRACTION) -> np.ndarray:
+    """``(K,)`` bool: whether each ``(x, y, w, h)`` box covers at least ``fraction`` of a ``(height, width)``
+    image."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return boxes[:, 2] * boxes[:, 3] >= fraction * float(image_size[0]) * float(image_size[1])
+
+
 @dataclass
 class OverlayPanel:
-    """One panel: a heatmap (native resolution, any scale) and its predicted boxes, under a title."""
+    """One panel: a heatmap (native resolution, any scale) and its predicted boxes, under a title.
+
+    ``box_thresholds`` (``(K,)``, optional) is the heatmap threshold each box came from: boxes of the
+    highest threshold are drawn solid, the others dashed.
+    """
 
     title: str
     heatmap: np.ndarray | None
     predicted_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    box_thresholds: np.ndarray | None = None
 
 
 def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_boxes: np.ndarray,
-                 alpha: float = 0.4) -> None:
-    """Image (original pixels) + upsampled heatmap + ground truth (blue) + predicted boxes (green)."""
+                 alpha: float = 0.4, title: str | None = None, fontsize: float = 8) -> None:
+    """Image (original pixels) + upsampled heatmap + ground truth (blue) + predicted boxes (green; boxes of
+    a lower heatmap threshold dashed; boxes covering the whole image orange and labelled)."""
     height, width = image.shape[:2]
-    ax.imshow(image, cmap="gray", extent=(0, width, height, 0), interpolation="nearest")
+    factor = -(-max(height, width) // DISPLAY_MAX_SIDE)
+    if factor > 1:  # a panel is a few hundred pixels wide: draw a box-filtered copy (boxes stay exact)
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(int(factor)))
+    ax.imshow(image, cmap="gray", extent=(0, width, height, 0), interpolation="antialiased")
     if panel.heatmap is not None:
         # a coarser display copy: the overlay is a picture, the boxes are computed at full resolution
         display = (min(height, 256), min(width, 256))
         heat = normalize_heatmap(upsample_heatmap(panel.heatmap, display)) / 255.0
-        ax.imshow(heat, cmap="jet", alpha=alpha, extent=(0, width, height, 0), vmin=0, vmax=1)
+        ax.imshow(heat, cmap=HEATMAP_CMAP, alpha=alpha, extent=(0, width, height, 0), vmin=0, vmax=1)
     for x, y, w, h in np.asarray(ground_truth_boxes).reshape(-1, 4):
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2))
-    for x, y, w, h in np.asarray(panel.predicted_boxes).reshape(-1, 4):
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=PREDICTED_COLOR, linewidth=1.5))
-    ax.set_title(panel.title, fontsize=8)
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2, linestyle="-"))
+    boxes = np.asarray(panel.predicted_boxes, dtype=float).reshape(-1, 4)
+    thresholds = (np.full(len(boxes), np.inf) if panel.box_thresholds is None
+                  else np.asarray(panel.box_thresholds, dtype=float).reshape(-1))
+    whole = covers_whole_image(boxes, (height, width))
+    top = thresholds.max() if len(thresholds) else np.inf
+    for (x, y, w, h), threshold, frame in zip(boxes, thresholds, whole):
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, linewidth=1.5,
+                               edgecolor=WHOLE_IMAGE_COLOR if frame else PREDICTED_COLOR,
+                               linestyle="-" if threshold >= top else "--"))
+        if frame:
+            ax.text(x + 0.03 * width, y + 0.03 * height, "whole image", color="black", fontsize=fontsize - 1,
+                    va="top", ha="left", bbox={"facecolor": WHOLE_IMAGE_COLOR, "edgecolor": "none", "pad": 1})
+    if title is None:
+        title = panel.title
+    if title:
+        ax.set_title(title, fontsize=fontsize)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.axis("off")
@@ -90,22 +131,98 @@ class OverlayRow:
     panels: Sequence[OverlayPanel]
 
 
+def _wrap(text: str, width: int) -> str:
+    """Wrap each line of ``text`` at ``width`` characters (breaking at spaces and underscores)."""
+    import textwrap
+
+    lines = []
+    for line in text.split("\n"):
+        lines.extend(textwrap.wrap(line.replace("_", "_\u200b"), width) or [""])
+    return "\n".join(lines).replace("\u200b", "")
+
+
+def box_legend_handles(ground_truth: bool = True, dashed_label: str | None = None,
+                       solid_label: str = "predicted box", whole_image: bool = True) -> list:
+    """Legend entries for the box styles of :func:`draw_overlay`."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    if ground_truth:
+        handles.append(Line2D([], [], color=GROUND_TRUTH_COLOR, linewidth=2, label="ground truth"))
+    handles.append(Line2D([], [], color=PREDICTED_COLOR, linewidth=1.5, label=solid_label))
+    if dashed_label:
+        handles.append(Line2D([], [], color=PREDICTED_COLOR, linewidth=1.5, linestyle="--", label=dashed_label))
+    if whole_image:
+        handles.append(Line2D([], [], color=WHOLE_IMAGE_COLOR, linewidth=1.5,
+                              label=f"box covering >= {WHOLE_IMAGE_FRACTION:.0%} of the image"))
+    return handles
+
+
 def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6,
-                   legend: str = "ground truth: blue, predicted boxes: green") -> Figure:
+                   legend: str | Sequence = "ground truth: blue, predicted boxes: green",
+                   title: str | None = None, colorbar: bool = True, fontsize: float = 8) -> Figure:
     """Grid of overlays (paper Figs. 6-8): one row per image, the plain image first, then one column per
-    model / heatmap method, so models are compared on the same test image. ``legend`` is the caption."""
+    model / heatmap method, so models are compared on the same test image.
+
+    When every row has the same panel titles (one model / method per column), they are written once, as
+    column headings above the first row; titles are wrapped to the panel width so they never overlap.
+    ``legend``: a caption line, or legend handles (:func:`box_legend_handles`) drawn under the grid.
+    ``colorbar``: a colour bar of the (min-max normalised) heatmap scale beside the grid.
+    """
     n_cols = 1 + max((len(r.panels) for r in rows), default=0)
-    fig = _figure(figsize=(panel_size * n_cols, panel_size * len(rows) + 0.3), dpi=100)
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    width_chars = max(12, int(panel_size * 72 / (fontsize * 0.62)))
+    same_columns = len(rows) > 1 and len({tuple(p.title for p in r.panels) for r in rows}) == 1
+    titles = []
     for r, row in enumerate(rows):
-        draw_overlay(axes[r, 0], row.image, OverlayPanel(row.label, None), row.ground_truth_boxes)
+        shown = [p.title if (r == 0 or not same_columns) else "" for p in row.panels]
+        titles.append([_wrap(t, width_chars) for t in [row.label, *shown]])
+
+    # An explicit layout in inches (matplotlib's layout engines cost a second per figure here): every
+    # row gets the height of its longest title above its panels.
+    line = fontsize * 1.35 / 72
+    row_title = [max(t.count("\n") + 1 if t else 0 for t in row) * line + 0.06 for row in titles]
+    top = ((title.count("\n") + 1) * (fontsize + 1) * 1.45 / 72 + 0.12) if title else 0.05
+    bottom = 0.4 if legend else 0.05
+    gap, margin, bar = 0.08, 0.05, (0.85 if colorbar else 0.0)
+    width = margin * 2 + n_cols * panel_size + (n_cols - 1) * gap + bar
+    height = top + sum(row_title) + len(rows) * panel_size + bottom
+    fig = _figure(figsize=(width, height), dpi=100)
+    axes = np.empty((len(rows), n_cols), dtype=object)
+    y = top
+    for r, row in enumerate(rows):
+        y += row_title[r]
+        for c in range(n_cols):
+            x = margin + c * (panel_size + gap)
+            axes[r, c] = fig.add_axes((x / width, 1 - (y + panel_size) / height, panel_size / width,
+                                       panel_size / height))
+        y += panel_size
+        draw_overlay(axes[r, 0], row.image, OverlayPanel(row.label, None), row.ground_truth_boxes,
+                     title=titles[r][0], fontsize=fontsize)
         for c in range(1, n_cols):
             if c - 1 < len(row.panels):
-                draw_overlay(axes[r, c], row.image, row.panels[c - 1], row.ground_truth_boxes)
+                draw_overlay(axes[r, c], row.image, row.panels[c - 1], row.ground_truth_boxes,
+                             title=titles[r][c], fontsize=fontsize)
             else:
                 axes[r, c].axis("off")
-    fig.tight_layout()
-    fig.suptitle(legend, fontsize=8, y=1.0, va="bottom")
+    if colorbar and any(p.heatmap is not None for row in rows for p in row.panels):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        grid_top, grid_bottom = top + row_title[0], height - bottom
+        bar_height = min(grid_bottom - grid_top, 3 * panel_size)
+        cax = fig.add_axes(((width - bar + 0.1) / width, 1 - (grid_top + bar_height) / height, 0.14 / width,
+                            bar_height / height))
+        colour_bar = fig.colorbar(ScalarMappable(Normalize(0, 1), HEATMAP_CMAP), cax=cax)
+        colour_bar.set_label("heatmap (min-max normalised per map)", fontsize=fontsize)
+        colour_bar.ax.tick_params(labelsize=fontsize - 1)
+    if title:
+        fig.suptitle(title, fontsize=fontsize + 1, y=1 - 0.06 / height, va="top")
+    if isinstance(legend, str):
+        if legend:
+            fig.text(0.5, 0.1 / height, legend, fontsize=fontsize, ha="center", va="bottom")
+    elif legend:
+        fig.legend(handles=list(legend), loc="lower center", bbox_to_anchor=(0.5, 0.02 / height),
+                   ncols=len(legend), fontsize=fontsize, frameon=False)
     return fig
 
 
@@ -115,5 +232,5 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    fig.savefig(path, format="png", bbox_inches="tight", pad_inches=0.05)
     return path

@@ -6,6 +6,9 @@
     auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
     roc_<split>.png           ROC curves (paper Figs. 3-5)
     table1_<split>.md / .csv  Table 1: per-class AUC beside Wang et al. 2017 and the seed paper's columns
+    operating_points.json     per-class thresholds chosen on the validation split (Youden's J or F1)
+    operating_points_<split>.csv  per class: AUC, threshold, sensitivity and specificity on <split>
+    predictions_val.csv       (also with --split test) the validation predictions the thresholds come from
 
 ``localize_run`` writes::
 
@@ -38,10 +41,17 @@ import numpy as np
 import pandas as pd
 
 from thoracic.config import Config, replace, to_dict
-from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
+from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
-from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, roc_figure, save_figure
+from thoracic.evaluation.figures import (
+    OverlayPanel,
+    OverlayRow,
+    box_legend_handles,
+    overlay_figure,
+    roc_figure,
+    save_figure,
+)
 from thoracic.evaluation.localization import (
     ACCURACY_COLUMNS,
     HEADLINE_THRESHOLD,
@@ -66,7 +76,15 @@ from thoracic.evaluation.predictions import (
     save_heatmaps,
     save_predictions,
 )
+from thoracic.evaluation.operating_points import (
+    OPERATING_POINT_METHODS,
+    OPERATING_POINTS_FILE,
+    choose_thresholds,
+    operating_point_table,
+    save_operating_points,
+)
 from thoracic.evaluation.report import write_run_table1
+from thoracic.runtime import resolve_device
 
 #: ``source`` values of the baselines in localization tables.
 RANDOM_BOX = "random box"
@@ -120,6 +138,8 @@ def _load(run: str | Path, which: str, device: str) -> Any:
 class EvaluationResult:
     auc: AUCResult
     files: dict[str, Path]
+    operating_points: pd.DataFrame
+    """:func:`~thoracic.evaluation.operating_points.operating_point_table` of the evaluated split."""
 
 
 def evaluate_run(
@@ -127,28 +147,50 @@ def evaluate_run(
     split: str = "test",
     n_bootstrap: int = 1000,
     batch_size: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     data_root: str | Path | None = None,
     cache: str | Path | None = None,
     num_workers: int | None = None,
     which: str = "best",
     seed: int = 0,
     progress: bool = True,
+    operating_point: str = "youden",
 ) -> EvaluationResult:
-    """Predictions, per-class AUC with bootstrap CIs, and ROC curves of a run on ``split`` (test or val)."""
+    """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
+    on ``split`` (test or val).
+
+    The operating points (``operating_point``: ``youden`` or ``f1``) are always chosen on the validation
+    split (:mod:`thoracic.evaluation.operating_points`) and their sensitivity / specificity reported on
+    ``split``. ``device``: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
+    """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
+    if operating_point not in OPERATING_POINT_METHODS:
+        raise DataError(f"operating point must be one of {OPERATING_POINT_METHODS}, got {operating_point!r}")
+    device = resolve_device(device)
     loaded = _load(run, which, device)
     module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
     predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
     out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
+    if split == "val":
+        validation = predictions
+    else:
+        validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress)
+        files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
     auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=n_bootstrap,
                       seed=seed, progress=progress)
     auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
+    thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
+    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds)
+    points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc,
+                                   CLASS_NAMES, operating_point)
+    files["operating_points_csv"] = out / f"operating_points_{split}.csv"
+    points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
-                 "seed": loaded.config.seed, "checkpoint": str(loaded.checkpoint_path)})
+                 "seed": loaded.config.seed, "checkpoint": str(loaded.checkpoint_path),
+                 "n_val_images": int(len(validation.image_ids))})
     (out / f"auc_{split}.json").write_text(json.dumps(info, indent=2))
     files["auc_csv"] = out / f"auc_{split}.csv"
     files["auc_json"] = out / f"auc_{split}.json"
@@ -157,7 +199,7 @@ def evaluate_run(
     curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
     files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
-    return EvaluationResult(auc, files)
+    return EvaluationResult(auc, files, points)
 
 
 def ground_truth_boxes(box_table: pd.DataFrame) -> pd.DataFrame:
@@ -338,7 +380,7 @@ def localize_run(
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
     batch_size: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     data_root: str | Path | None = None,
     cache: str | Path | None = None,
     num_workers: int | None = None,
@@ -351,6 +393,7 @@ def localize_run(
     """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol)."""
     if method not in HEATMAP_METHODS:
         raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    device = resolve_device(device)
     loaded = _load(run, which, device)
     module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
     ground_truth = ground_truth_boxes(module.box_table)
@@ -371,10 +414,14 @@ def localize_run(
     }
     files.update(write_localization(out, method, tables, info))
     boxes, scores, accuracy = tables.boxes, tables.scores, tables.accuracy
-    rows = overlay_rows(module, ground_truth, {f"{loaded.config.model.name} {method}": (heatmaps, boxes)},
-                        n_examples)
+    name = loaded.config.model.name
+    label = f"{MODEL_LABELS.get(name, name)}, {METHOD_LABELS.get(method, method)}"
+    rows = overlay_rows(module, ground_truth, {label: (heatmaps, boxes)}, n_examples)
     if rows:
-        files["overlays"] = save_figure(overlay_figure(rows), out / f"overlays_{method}.png")
+        top = int(max(thresholds))
+        figure = overlay_figure(rows, legend=box_legend_handles(solid_label=f"predicted box (heatmap > {top})"),
+                                title=f"{label}: test images with boxes")
+        files["overlays"] = save_figure(figure, out / f"overlays_{method}.png")
     return LocalizationRunResult(accuracy, scores, boxes, files)
 
 
@@ -392,7 +439,8 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
                  n_examples: int, threshold: float | None = None) -> list[OverlayRow]:
     """Overlay rows for up to ``n_examples`` (image, class) pairs and each ``name -> (heatmaps, boxes)``.
 
-    Predicted boxes shown are those of the highest heatmap threshold (unless ``threshold`` is given).
+    Predicted boxes shown are those of the highest heatmap threshold of ``boxes`` (unless ``threshold`` is
+    given).
     The image is read from its original file (falls back to the cache image, stretched to the original
     size, when the file is not on disk).
     """
@@ -415,10 +463,10 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
         panels = []
         for name, (heatmaps, boxes) in sources.items():
             mine = boxes[(boxes["image_id"] == image_id) & (boxes["class_name"] == class_name)]
-            shown = threshold if threshold is not None else (mine["threshold"].max() if len(mine) else None)
+            # the same heatmap threshold in every panel (an image without a box at it shows none)
+            shown = threshold if threshold is not None else (boxes["threshold"].max() if len(boxes) else None)
             mine = mine[mine["threshold"] == shown] if shown is not None else mine
-            title = f"{name}" + (f" (T={int(shown)})" if shown is not None else "")
-            panels.append(OverlayPanel(title, heatmaps.get((image_id, class_name)),
+            panels.append(OverlayPanel(name, heatmaps.get((image_id, class_name)),
                                        mine[["x", "y", "w", "h"]].to_numpy(dtype=float)))
         rows.append(OverlayRow(image, f"{image_id}\n{class_name}", truth[["x", "y", "w", "h"]].to_numpy(float),
                                panels))

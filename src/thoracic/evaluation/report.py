@@ -5,26 +5,34 @@ experiment folders (``seed*/`` run folders of one config). Runs whose configs di
 (and ``run_name`` / ``output_dir``) form one group, reported as mean +- std over the runs; a single run
 shows its bootstrap 95% CI instead.
 
-Tables:
-- Table 1 style: classes as rows; Wang et al. 2017 ResNet-50, then each group beside the seed paper's
-  column for the same model.
-- Localization headline: per group and heatmap method, accuracy at T(IoU) = 0.3 and T(IoBB) = 0.25 at
-  heatmap threshold 180 (the paper's) with false positives per image, threshold 60 and pooled beside it,
-  the baselines and the pointing game.
-- Tables 2-7 style: for every T(IoU) and T(IoBB), classes as rows (box counts, and the mean over the k of
-  8 classes with boxes); Wang et al. 2017, each group and heatmap method at threshold 180, and the
-  random-box (mean ± sd over its draws) and centre-box baselines; every cell with its false positives per
-  image. Then the accuracy per heatmap threshold, the average false positives and the pointing game.
-The HTML embeds every figure as base64, so the one file can be mailed or archived.
+A report is a list of :class:`Section` s (title, anchor, figures, headline tables, folded secondary
+tables, notes), each built by one function of :data:`SECTION_BUILDERS` from a :class:`ReportContext`;
+adding a section is adding one function. Both outputs are rendered from the same sections by the
+Jinja2 templates in ``thoracic/evaluation/templates/`` (no Markdown is converted to HTML):
+
+- Setup: one column per run: model, backbone, input size, weights, frozen backbone, epochs run and best
+  epoch, seed, image counts per split, box rows, data folder (phantom or real), checkpoint hash.
+- Classification: ROC curves, Table 1 (classes as rows; Wang et al. 2017 ResNet-50, then each group
+  beside the seed paper's column for the same model), and (folded) the per-class operating points.
+- Localization: overlays; a headline table (per run and heatmap method: accuracy at T(IoU) = 0.3 and
+  T(IoBB) = 0.25 at heatmap threshold 180, the paper's, with false positives per image, threshold 60 and
+  pooled beside it, the random-box (mean ± sd over its seeded draws) and centre-box baselines, the
+  pointing game); the per-class tables at those two criteria (heatmap threshold 180, every cell
+  ``accuracy (false positives per image)``, the box rows of each class and the mean over the classes
+  that have boxes); the pointing game per class; then (folded) the other thresholds, the accuracy per
+  heatmap threshold and the average false positives.
+
+The HTML embeds every figure (re-encoded as WebP, or JPEG where Pillow lacks WebP, to keep the file
+small), so the one file can be mailed or archived.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
+from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
 from thoracic.errors import RunError
 from thoracic.evaluation.localization import (
     HEADLINE_THRESHOLD,
@@ -66,10 +74,25 @@ class RunSummary:
     auc: dict[str, Any] | None
     localization: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
+    operating_points: pd.DataFrame | None = None
+    """``operating_points_<split>.csv``: per class AUC, threshold, sensitivity, specificity."""
+    run_info: dict[str, Any] = field(default_factory=dict)
+    """``run_info.json`` (versions, data kind, image counts per split, box rows)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """``summary.json`` (epochs run, best epoch)."""
+    operating_point_method: str | None = None
 
     @property
     def model(self) -> str:
         return str(self.config.get("model", {}).get("name", "?"))
+
+    @property
+    def roc_figure(self) -> Path | None:
+        return next((p for p in self.figures if p.name.startswith("roc_")), None)
+
+    def overlay_figures(self) -> dict[str, Path]:
+        """heatmap method -> ``overlays_<method>.png``."""
+        return {p.stem.split("_", 1)[1]: p for p in self.figures if p.name.startswith("overlays_")}
 
     @property
     def seed(self) -> Any:
@@ -151,7 +174,20 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
     figures = sorted(evaluation.glob(f"roc_{split}.png")) + sorted(evaluation.glob("overlays_*.png"))
     if auc is None and not localization:
         raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv")
-    return RunSummary(run, _read_config(run), auc, localization, figures)
+    points_path = evaluation / f"operating_points_{split}.csv"
+    points = pd.read_csv(points_path, keep_default_na=False, na_values=[""]) if points_path.is_file() else None
+    method = None
+    if (evaluation / "operating_points.json").is_file():
+        method = json.loads((evaluation / "operating_points.json").read_text()).get("method")
+    return RunSummary(run, _read_config(run), auc, localization, figures, points, _read_json(run / "run_info.json"),
+                      _read_json(run / "summary.json"), method)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged side file must not stop the report
+        return {}
 
 
 def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
@@ -162,12 +198,16 @@ def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
     labels: dict[str, int] = {}
     result = []
     for runs in groups.values():
-        base = runs[0].model
+        model = runs[0].config.get("model", {})
+        size = runs[0].config.get("data", {}).get("image_size")
+        # what was trained, at a glance: "baseline (resnet10, 160 px)" beside "Paper BL ResNet-34"
+        details = ", ".join(str(v) for v in (model.get("backbone"), f"{size} px" if size else None) if v)
+        base = f"{runs[0].model} ({details})" if details else runs[0].model
         labels[base] = labels.get(base, 0) + 1
-        label = base if labels[base] == 1 else f"{base} ({labels[base]})"
+        label = base if labels[base] == 1 else f"{base} #{labels[base]}"
         if len(runs) > 1:
             label += f" x{len(runs)} seeds"
-        elif runs[0].path.name != base:
+        elif runs[0].path.name != runs[0].model:
             label += f" [{runs[0].path.name}]"
         result.append(RunGroup(label, runs))
     return result
@@ -270,7 +310,7 @@ def write_run_table1(auc: dict[str, Any], config: dict[str, Any], out_dir: str |
 def _localization_values(group: RunGroup, method: str, source: str, threshold: str, metric: str, t: float | None,
                          column: str = "accuracy") -> dict[str, list[float]]:
     """``class_name -> [value of each run]`` of one (source, heatmap threshold, metric, t); ``t`` None: the
-    pointing game (no metric threshold)."""
+    pointing game (no metric threshold). Tables written before ``column`` existed give nothing."""
     values: dict[str, list[float]] = {}
     for run in group.runs:
         table = run.localization.get(method)
@@ -287,16 +327,36 @@ def _methods(groups: Sequence[RunGroup]) -> list[tuple[RunGroup, str]]:
     return [(g, m) for g in groups for m in sorted({m for r in g.runs for m in r.localization})]
 
 
+def box_rows_per_class(group: RunGroup, method: str) -> dict[str, int]:
+    """Box rows scored per box class (the first run of ``group``, heatmap method ``method``)."""
+    table = group.runs[0].localization[method]
+    rows = table[(table["source"] == method) & (table["class_name"] != MEAN)]
+    rows = rows.drop_duplicates("class_name")
+    return {name: int(n) for name, n in zip(rows["class_name"], rows["n_boxes"])}
+
+
+def mean_label(counts: dict[str, int]) -> str:
+    """``Mean over k of 8 classes``: the classes with at least one box row."""
+    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
+    return f"Mean over {k} of {len(BOX_CLASS_NAMES)} classes"
+
+
 def _heatmap_thresholds(group: RunGroup, method: str) -> list[str]:
     """The method's heatmap thresholds in the run's table: the headline one (180, the paper's) first, then
     the others, pooled last. Without 180 (other ``--thresholds``) the highest one leads."""
     table = group.runs[0].localization[method]
     found = [t for t in dict.fromkeys(table.loc[table["source"] == method, "threshold"]) if t not in ("", POOLED)]
-    numeric = sorted(found, key=lambda v: float(v) if v.replace(".", "", 1).isdigit() else -1.0, reverse=True)
-    lead = HEADLINE_THRESHOLD if HEADLINE_THRESHOLD in found else (numeric[0] if numeric else POOLED)
-    rest = [t for t in found if t != lead]
-    has_pooled = (table["threshold"] == POOLED).any()
-    return [lead, *rest, *([POOLED] if has_pooled and lead != POOLED else [])]
+
+    def number(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            return -1.0
+
+    highest = sorted(found, key=number, reverse=True)
+    lead = HEADLINE_THRESHOLD if HEADLINE_THRESHOLD in found else (highest[0] if highest else POOLED)
+    pooled = [POOLED] if (table["threshold"] == POOLED).any() and lead != POOLED else []
+    return [lead, *[t for t in found if t != lead], *pooled]
 
 
 def _cell(group: RunGroup, method: str, source: str, threshold: str, metric: str, t: float | None, name: str,
@@ -315,88 +375,88 @@ def _cell(group: RunGroup, method: str, source: str, threshold: str, metric: str
     return text
 
 
-def _class_index(group: RunGroup, method: str, metric: str = "IoU") -> tuple[list[str], list[str]]:
-    """(row labels, class names) of a per-class table: the box classes, then ``Mean (k of 8 classes)``
-    with k the number of classes that have boxes (those the mean is over)."""
-    counts = _localization_values(group, method, method, _heatmap_thresholds(group, method)[0], metric,
-                                  IOU_THRESHOLDS[0] if metric == "IoU" else None, "n_classes").get(MEAN, [])
-    if not counts or not np.isfinite(counts[0]):  # a table written before the class count was recorded
-        return [*BOX_CLASS_NAMES, MEAN], [*BOX_CLASS_NAMES, MEAN]
-    return [*BOX_CLASS_NAMES, f"Mean ({int(counts[0])} of {len(BOX_CLASS_NAMES)} classes)"], [*BOX_CLASS_NAMES, MEAN]
+def _threshold_label(threshold: str) -> str:
+    return "60 and 180 pooled" if threshold == POOLED else threshold
 
 
-def _box_counts(group: RunGroup, method: str) -> list[str]:
-    counts = _localization_values(group, method, method, _heatmap_thresholds(group, method)[0], "IoU",
-                                  IOU_THRESHOLDS[0], "n_boxes")
-    return [str(int(counts[name][0])) if counts.get(name) else "0" for name in [*BOX_CLASS_NAMES, MEAN]]
-
-
-#: What the cells of the localization tables mean (written beside them).
+#: What the cells of the localization tables mean.
 LOCALIZATION_LEGEND = (
-    "Heatmap threshold 180 (the paper's; threshold 60 and both thresholds pooled are in the per-threshold "
-    "table). A cell reads accuracy (false positives per image); a group of seeds shows mean ± standard "
-    "deviation over its runs. The random box is the mean ± standard deviation over its seeded draws, the "
-    "centre box one box of the class's mean size centred in the image. Means are over the box classes that "
-    "have boxes (k of 8), each class weighing the same; `boxes` counts the box rows per class.")
+    "A cell reads accuracy (false positives per image); a group of seeds shows mean ± standard deviation "
+    "over its runs. The random box is the mean ± standard deviation over its seeded draws; the centre box "
+    "is one box of the class's mean size centred in the image.")
+
+#: Under the headline table.
+HEADLINE_NOTE = (
+    "Accuracy at heatmap threshold 180 with false positives per image in parentheses; threshold 60 and both "
+    "thresholds pooled beside it (pooling doubles the boxes, and with them the false positives); the random "
+    "box as mean ± sd over its seeded draws; the pointing game of the heatmap maximum, of the random boxes' "
+    "centres and of the image centre.")
 
 
 def localization_tables(groups: Sequence[RunGroup]) -> dict[str, pd.DataFrame]:
-    """Tables 2-7 style at heatmap threshold 180: ``"IoU > 0.3"`` -> rows = 8 box classes + the mean over
-    the classes with boxes; columns: box rows per class, Wang 2017, every group x method and the
-    random-box and centre-box baselines, each cell ``accuracy (false positives per image)``
-    (:data:`LOCALIZATION_LEGEND`)."""
+    """Tables 2-7 style at heatmap threshold 180: ``"IoU > 0.3"`` -> rows = the 8 box classes + the mean
+    over the classes with box rows; columns: the box rows per class, Wang 2017 (its mean over the same
+    classes), every group x method and the random-box and centre-box baselines, each cell ``accuracy
+    (false positives per image)`` (:data:`LOCALIZATION_LEGEND`)."""
     reference = load_localization_reference()
     pairs = _methods(groups)
     if not pairs:
         return {}
-    first_group, first_method = pairs[0]
-    labels, names = _class_index(first_group, first_method)
+    counts = box_rows_per_class(*pairs[0])
+    with_boxes = [name for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0]
+    mean_row = mean_label(counts)
+    names = [*BOX_CLASS_NAMES, MEAN]
     tables = {}
     for metric, thresholds in (("IoU", IOU_THRESHOLDS), ("IoBB", IOBB_THRESHOLDS)):
         for t in thresholds:
-            table = pd.DataFrame(index=labels)
+            table = pd.DataFrame(index=[*BOX_CLASS_NAMES, mean_row])
             table.index.name = "class"
-            table["boxes"] = _box_counts(first_group, first_method)
+            table["box rows"] = [str(counts.get(c, 0)) for c in BOX_CLASS_NAMES] + [str(sum(counts.values()))]
             ref = reference[(reference["metric"] == metric) & np.isclose(reference["threshold"], t)]
             ref_values = dict(zip(ref["class_name"], ref["accuracy"]))
-            ref_values[MEAN] = float(np.mean(list(ref_values.values()))) if ref_values else None
+            # the published mean over the same classes as ours, so the Mean row compares like with like
+            ref_values[MEAN] = float(np.mean([ref_values[c] for c in with_boxes if c in ref_values])) \
+                if with_boxes else None
             table[LOCALIZATION_REFERENCE_LABEL] = [_fmt(ref_values.get(c)) for c in names]
             for group, method in pairs:
                 threshold = _heatmap_thresholds(group, method)[0]
-                column = f"{group.label} {method}" + ("" if threshold == HEADLINE_THRESHOLD else f" (T={threshold})")
-                table[column] = [_cell(group, method, method, threshold, metric, t, c) for c in names]
-            first = RunGroup(first_group.label, first_group.runs[:1])  # baselines depend only on the boxes and the seed
+                label = _column_label(group, method)
+                if threshold != HEADLINE_THRESHOLD:
+                    label += f" (threshold {_threshold_label(threshold)})"
+                table[label] = [_cell(group, method, method, threshold, metric, t, c) for c in names]
+            group, method = pairs[0]
+            first = RunGroup(group.label, group.runs[:1])  # baselines depend only on the boxes and the seed
             for source in BASELINE_SOURCES:
-                table[source] = [_cell(first, first_method, source, "", metric, t, c) for c in names]
+                table[source] = [_cell(first, method, source, "", metric, t, c) for c in names]
             tables[f"{metric} > {t:g}"] = table
     return tables
 
 
+def _column_label(group: RunGroup, method: str) -> str:
+    return f"{group.label}, {METHOD_LABELS.get(method, method)}"
+
+
 def localization_headline_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
     """One row per group x method: accuracy at T(IoU) = 0.3 and T(IoBB) = 0.25 at heatmap threshold 180
-    with false positives per image, at 60 and pooled beside it, the random-box and centre-box baselines,
-    and the pointing game; means over the classes with boxes (``classes``: k of 8)."""
+    with false positives per image, at 60 and pooled beside it, the random-box (mean ± sd over its draws)
+    and centre-box baselines, and the pointing game; means over the classes with box rows."""
     records = []
-    pairs = _methods(groups)
-    for group, method in pairs:
+    for group, method in _methods(groups):
         threshold, *others = _heatmap_thresholds(group, method)
         first = RunGroup(group.label, group.runs[:1])
-        counts = _localization_values(group, method, method, threshold, "IoU", 0.3, "n_classes").get(MEAN, [])
-        boxes = _localization_values(group, method, method, threshold, "IoU", 0.3, "n_boxes").get(MEAN, [])
-        row = {"run": group.label, "method": method,
-               "classes": f"{int(counts[0])} of {len(BOX_CLASS_NAMES)}" if counts else "n/a",
-               "boxes": str(int(boxes[0])) if boxes else "n/a"}
+        row = {"run": group.label, "heatmap": METHOD_LABELS.get(method, method),
+               "classes": mean_label(box_rows_per_class(group, method)).removeprefix("Mean over ")}
         for metric, t in (("IoU", 0.3), ("IoBB", 0.25)):
-            name = f"{metric}>{t:g}"
-            row[f"{name} T={threshold} (FP)"] = _cell(group, method, method, threshold, metric, t, MEAN, 3)
+            name = f"{metric} > {t:g}"
+            row[f"{name}, threshold {threshold} (FP)"] = _cell(group, method, method, threshold, metric, t, MEAN, 3)
             for other in others:
-                label = "pooled" if other == POOLED else f"T={other}"
-                row[f"{name} {label}"] = _cell(group, method, method, other, metric, t, MEAN, 3, False)
+                label = _threshold_label(other) if other == POOLED else f"threshold {other}"
+                row[f"{name}, {label}"] = _cell(group, method, method, other, metric, t, MEAN, 3, False)
             for source in BASELINE_SOURCES:
-                row[f"{name} {source}"] = _cell(first, method, source, "", metric, t, MEAN, 3, False)
+                row[f"{name}, {source}"] = _cell(first, method, source, "", metric, t, MEAN, 3, False)
         row["pointing game"] = _cell(group, method, method, "", POINTING, None, MEAN, 3, False)
-        row["pointing: random box centre"] = _cell(first, method, BASELINE_SOURCES[0], "", POINTING, None, MEAN, 3,
-                                                   False)
+        row["pointing: random box centres"] = _cell(first, method, BASELINE_SOURCES[0], "", POINTING, None, MEAN,
+                                                    3, False)
         row["pointing: image centre"] = _cell(first, method, BASELINE_SOURCES[1], "", POINTING, None, MEAN, 3,
                                               False)
         records.append(row)
@@ -405,14 +465,12 @@ def localization_headline_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
 
 def per_threshold_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
     """Mean accuracy over the box classes (false positives per image in parentheses) per heatmap threshold
-    (180 first, then 60 and pooled) and metric threshold."""
+    (180, the paper's, first; then 60 and pooled) and metric threshold."""
     records = []
     for group, method in _methods(groups):
         for threshold in _heatmap_thresholds(group, method):
-            counts = _localization_values(group, method, method, threshold, "IoU", IOU_THRESHOLDS[0],
-                                          "n_classes").get(MEAN, [])
-            row = {"run": group.label, "method": method, "heatmap threshold": threshold,
-                   "classes": f"{int(counts[0])} of {len(BOX_CLASS_NAMES)}" if counts else "n/a"}
+            row = {"run": group.label, "heatmap": METHOD_LABELS.get(method, method),
+                   "heatmap threshold": _threshold_label(threshold)}
             for metric, thresholds in (("IoU", IOU_THRESHOLDS), ("IoBB", IOBB_THRESHOLDS)):
                 for t in thresholds:
                     row[f"{metric}>{t:g}"] = _cell(group, method, method, threshold, metric, t, MEAN, 3)
@@ -421,177 +479,412 @@ def per_threshold_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
 
 
 def false_positive_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
-    """Average false positives per image (mean over the box classes with boxes) at each T(IoU) and T(IoBB),
-    heatmap threshold 180, beside the baselines' (one box per image and class)."""
+    """Average false positives per image (mean over the box classes with box rows) at each T(IoU) and
+    T(IoBB), heatmap threshold 180, beside the baselines'."""
     pairs = _methods(groups)
     if not pairs:
         return pd.DataFrame()
-    metrics = [("IoU", t) for t in IOU_THRESHOLDS] + [("IoBB", t) for t in IOBB_THRESHOLDS]
-    table = pd.DataFrame(index=[f"{m} > {t:g}" for m, t in metrics])
-    table.index.name = "T"
+    criteria = [("IoU", t) for t in IOU_THRESHOLDS] + [("IoBB", t) for t in IOBB_THRESHOLDS]
+    table = pd.DataFrame(index=[f"{m} > {t:g}" for m, t in criteria])
+    table.index.name = "criterion"
     for group, method in pairs:
         threshold = _heatmap_thresholds(group, method)[0]
-        column = f"{group.label} {method}" + ("" if threshold == HEADLINE_THRESHOLD else f" (T={threshold})")
-        table[column] = [_mean_std(_localization_values(group, method, method, threshold, m, t,
-                                                        "false_positives_per_image").get(MEAN, []), 2)
-                         for m, t in metrics]
+        label = _column_label(group, method)
+        if threshold != HEADLINE_THRESHOLD:
+            label += f" (threshold {_threshold_label(threshold)})"
+        table[label] = [_mean_std(_localization_values(group, method, method, threshold, m, t,
+                                                       "false_positives_per_image").get(MEAN, []), 2)
+                        for m, t in criteria]
     group, method = pairs[0]
     first = RunGroup(group.label, group.runs[:1])
     for source in BASELINE_SOURCES:
         table[source] = [_mean_std(_localization_values(first, method, source, "", m, t,
                                                         "false_positives_per_image").get(MEAN, []), 2)
-                         for m, t in metrics]
+                         for m, t in criteria]
     return table
 
 
 def pointing_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
     """The pointing game per class: the share of box rows whose heatmap maximum (in original pixels) lies
     inside a ground-truth box of that class on that image; beside it the random boxes' centres (mean ± sd
-    over the draws) and the image centre. Rows: 8 box classes + the mean over the classes with boxes."""
+    over the draws) and the image centre. Rows: the 8 box classes + the mean over the classes with box
+    rows (empty when the runs' tables have no pointing game)."""
     pairs = _methods(groups)
-    if not pairs:
+    if not pairs or not any(_localization_values(g, m, m, "", POINTING, None) for g, m in pairs):
         return pd.DataFrame()
-    first_group, first_method = pairs[0]
-    labels, names = _class_index(first_group, first_method)
-    table = pd.DataFrame(index=labels)
+    counts = box_rows_per_class(*pairs[0])
+    names = [*BOX_CLASS_NAMES, MEAN]
+    table = pd.DataFrame(index=[*BOX_CLASS_NAMES, mean_label(counts)])
     table.index.name = "class"
-    table["boxes"] = _box_counts(first_group, first_method)
+    table["box rows"] = [str(counts.get(c, 0)) for c in BOX_CLASS_NAMES] + [str(sum(counts.values()))]
     for group, method in pairs:
-        table[f"{group.label} {method}"] = [_cell(group, method, method, "", POINTING, None, c, 4, False)
-                                            for c in names]
-    first = RunGroup(first_group.label, first_group.runs[:1])
-    for source, label in zip(BASELINE_SOURCES, ("random box centre", "image centre")):
-        table[label] = [_cell(first, first_method, source, "", POINTING, None, c, 4, False) for c in names]
+        table[_column_label(group, method)] = [_cell(group, method, method, "", POINTING, None, c, 4, False)
+                                               for c in names]
+    group, method = pairs[0]
+    first = RunGroup(group.label, group.runs[:1])
+    for source, label in zip(BASELINE_SOURCES, ("random box centres", "image centre")):
+        table[label] = [_cell(first, method, source, "", POINTING, None, c, 4, False) for c in names]
     return table
 
 
 # --------------------------------------------------------------------------------------------------
-# Rendering
+# Sections
 # --------------------------------------------------------------------------------------------------
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (index as the first column when it is named)."""
-    frame = table.reset_index() if table.index.name else table
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines)
+@dataclass
+class ReportFigure:
+    """A figure file and its caption (words, not a file name)."""
+
+    caption: str
+    path: Path
+    wide: bool = False
+    """Shown across the whole page width (otherwise figures sit side by side in a grid)."""
+
+
+@dataclass
+class ReportTable:
+    """A table with its caption; the index is its first column when it is named, dropped otherwise."""
+
+    caption: str
+    frame: pd.DataFrame
+    note: str = ""
+    numeric: bool = True
+    """Right-align the cells (numbers); text tables are left-aligned."""
 
 
 @dataclass
 class Section:
+    """One section of the report: figures first, then the headline tables, then secondary tables
+    (folded in the HTML), then notes. ``intro`` is plain text (paragraphs separated by blank lines)."""
+
     title: str
-    text: str = ""
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    figures: list[tuple[str, Path]] = field(default_factory=list)
+    anchor: str
+    figures: list[ReportFigure] = field(default_factory=list)
+    tables: list[ReportTable] = field(default_factory=list)
+    folded_tables: list[ReportTable] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    intro: str = ""
 
 
-def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test") -> list[Section]:
-    runs = [r for g in groups for r in g.runs]
-    sections = [Section("Runs", "\n".join(
-        f"- **{g.label}**: model `{g.model}`, " + ", ".join(f"`{r.path}` (seed {r.seed})" for r in g.runs)
-        for g in groups))]
-    if any(r.auc for r in runs):
-        notes = sorted({f"{r.path.name}: {e['note']}" for r in runs if r.auc
-                        for e in r.auc["per_class"].values() if e.get("note")})
-        text = (f"Per-class ROC AUC on the {split} split (Table 1 style). {TABLE1_LEGEND}"
-                + ("" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."))
-        if notes:
-            text += "\n\nUndefined AUCs:\n" + "\n".join(f"- {n}" for n in notes)
-        sections.append(Section("Classification (Table 1)", text, [("AUC", classification_table(groups))]))
-    tables = localization_tables(groups)
-    if tables:
-        sections.append(Section(
-            "Localization headline",
-            "Accuracy at T(IoU) = 0.3 and T(IoBB) = 0.25 at heatmap threshold 180 (the paper's), false positives "
-            "per image in parentheses; threshold 60 and both thresholds pooled beside it; the random-box "
-            "(mean ± sd over its seeded draws) and centre-box baselines; and the pointing game (share of box rows "
-            "whose heatmap maximum lies inside a ground-truth box of that class on that image). Means over the "
-            "box classes with boxes (`classes`: k of 8).",
-            [("headline", localization_headline_table(groups))]))
-        text = ("Weakly supervised localization accuracy (Tables 2-7 style) under the protocol of Wang et al. "
-                "2017: heatmap upsampled to the original image, normalised to [0, 255], thresholded, one box per "
-                "connected region; a box row is localized when some predicted box of its class exceeds T. IoBB = "
-                "intersection / area of the predicted box. Every one of the box rows counts (several per image "
-                "included). " + LOCALIZATION_LEGEND + " The seed paper's own Tables 2-7 divided by the "
-                "ground-truth box and scored 104 rows against the wrong box, so they are not comparable and not "
-                "shown. The random-box and centre-box baselines are what any method must beat.")
-        sections.append(Section("Localization (Tables 2-7)", text, list(tables.items())))
-        sections.append(Section("Localization per heatmap threshold",
-                                "Mean accuracy over the box classes with boxes (`classes`: k of 8) for each "
-                                "heatmap threshold (180, the paper's, first), false positives per image in "
-                                "parentheses.",
-                                [("per threshold", per_threshold_table(groups))]))
-        sections.append(Section("Average false positives per image",
-                                "Predicted boxes (heatmap threshold 180) localizing no ground-truth box of their "
-                                "class and image, per image with a box of that class, mean over the classes "
-                                "with boxes.",
-                                [("AFP", false_positive_table(groups))]))
-        sections.append(Section("Pointing game",
-                                "Share of the box rows whose heatmap maximum (in original pixels, through the "
-                                "same cell positions as the boxes) lies inside a ground-truth box of that class "
-                                "on that image: no heatmap threshold and no box, so it does not depend on how "
-                                "coarse the heatmap is. Beside it the centres of the random boxes (mean ± sd over "
-                                "the draws) and the image centre.",
-                                [("pointing", pointing_table(groups))]))
-    figures = [(f"{r.path.name}: {p.stem}", p) for r in runs for p in r.figures]
-    extra = sorted(out_dir.glob("compare_*.png"))
-    figures += [(p.stem, p) for p in extra]
-    if figures:
-        sections.append(Section("Figures", "ROC curves (Figs. 3-5) and heatmap overlays (Figs. 6-8): ground "
-                                "truth in blue, predicted boxes in green.", figures=figures))
+@dataclass
+class ReportContext:
+    """What every section builder gets."""
+
+    groups: list[RunGroup]
+    out_dir: Path
+    split: str = "test"
+    comparison: Path | None = None
+    """``compare_overlays.png`` written for this report (None when fewer than two runs / methods)."""
+
+    @property
+    def runs(self) -> list[RunSummary]:
+        return [r for g in self.groups for r in g.runs]
+
+    def run_label(self, run: RunSummary) -> str:
+        """The group label, plus the run folder's name inside a group of seeds."""
+        group = next(g for g in self.groups if any(r is run for r in g.runs))
+        return group.label if len(group.runs) == 1 else f"{group.label}: {run.path.name}"
+
+
+def _weights(model: dict[str, Any]) -> str:
+    if model.get("weights"):
+        return f"file {Path(str(model['weights'])).name}"
+    return "ImageNet (torchvision)" if model.get("pretrained") else "none (trained from scratch)"
+
+
+def _checkpoint_hash(run: RunSummary) -> str:
+    """Short SHA-256 of the run's best checkpoint (the one evaluate and localize use by default)."""
+    from thoracic.provenance import SHORT_HASH, checkpoint_provenance
+
+    path = run.path / "checkpoints" / "best.ckpt"
+    if not path.is_file():
+        return "n/a (no checkpoints/best.ckpt)"
+    try:
+        return f"best.ckpt, sha256 {checkpoint_provenance(path)['sha256'][:SHORT_HASH]}"
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint must not stop the report
+        return "best.ckpt (unreadable)"
+
+
+def _data_kind(run: RunSummary) -> str:
+    """``phantom``, ``real`` or ``unknown``: what training recorded, else what the data folder is now."""
+    from thoracic.data.synth import folder_kind
+
+    return run.run_info.get("data_kind") or folder_kind(run.config.get("data", {}).get("root"))
+
+
+def _data_folder(run: RunSummary) -> str:
+    words = {"phantom": "phantom (synthetic)", "real": "real ChestX-ray14", "unknown": "unknown (folder not found)"}
+    kind = _data_kind(run)
+    return f"{words.get(kind, kind)}: {run.config.get('data', {}).get('root')}"
+
+
+def _image_counts(run: RunSummary, split: str) -> str:
+    counts = dict(run.run_info.get("images") or {})
+    if run.auc:
+        counts.setdefault(split, run.auc.get("n_images"))
+        if run.auc.get("n_val_images") is not None:
+            counts.setdefault("val", run.auc["n_val_images"])
+    return " / ".join(str(counts.get(k, "n/a")) for k in ("train", "val", "test"))
+
+
+def _box_rows(run: RunSummary) -> str:
+    counts = run.run_info.get("box_rows")
+    if not counts and run.localization:
+        method = sorted(run.localization)[0]
+        counts = box_rows_per_class(RunGroup("", [run]), method)
+    if not counts:
+        return "n/a"
+    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
+    return f"{sum(counts.values())} in {k} of {len(BOX_CLASS_NAMES)} classes"
+
+
+def setup_table(context: ReportContext) -> pd.DataFrame:
+    """One column per run: what was trained, on what, for how long, and which checkpoint was evaluated."""
+    rows = ["model", "backbone", "input size", "weights", "backbone frozen", "epochs run", "best epoch", "seed",
+            "images train / val / test", "box rows (test)", "data folder", "checkpoint"]
+    table = pd.DataFrame(index=rows)
+    table.index.name = "setting"
+    for run in context.runs:
+        model, data = run.config.get("model", {}), run.config.get("data", {})
+        training = run.training
+        best = training.get("best_epoch")
+        table[context.run_label(run)] = [
+            MODEL_LABELS.get(run.model, run.model), model.get("backbone", "n/a"),
+            f"{data.get('image_size', 'n/a')} px", _weights(model),
+            "yes" if model.get("freeze_backbone") else "no",
+            str(training.get("epochs_completed", "n/a")),
+            "n/a" if best is None else str(best), str(run.seed),
+            _image_counts(run, context.split), _box_rows(run), _data_folder(run), _checkpoint_hash(run)]
+    return table
+
+
+def box_rows_table(context: ReportContext) -> pd.DataFrame | None:
+    """Box rows per class on the test images of each distinct data folder."""
+    columns: dict[str, dict[str, int]] = {}
+    for run in context.runs:
+        counts = run.run_info.get("box_rows")
+        if not counts and run.localization:
+            counts = box_rows_per_class(RunGroup("", [run]), sorted(run.localization)[0])
+        if counts:
+            columns.setdefault(str(run.config.get("data", {}).get("root", run.path)), counts)
+    if not columns:
+        return None
+    table = pd.DataFrame({root: [int(c.get(n, 0)) for n in BOX_CLASS_NAMES] + [int(sum(c.values()))]
+                          for root, c in columns.items()}, index=[*BOX_CLASS_NAMES, "total"])
+    table.index.name = "class"
+    return table
+
+
+def setup_section(context: ReportContext) -> Section:
+    section = Section("Setup", "setup", intro=(
+        "What each run is: the model and how it was trained, the data it saw and the checkpoint that was "
+        "evaluated. Epochs count from 0; the best epoch is the one with the lowest validation loss, whose "
+        "checkpoint (best.ckpt) all numbers below come from."))
+    section.tables.append(ReportTable("Runs", setup_table(context), numeric=False))
+    boxes = box_rows_table(context)
+    if boxes is not None:
+        section.folded_tables.append(ReportTable("Box rows per class on the test images, per data folder", boxes))
+    if any(_data_kind(r) == "phantom" for r in context.runs):
+        section.notes.append("Phantom (synthetic) data: these numbers show that the code learns and localizes; "
+                             "they say nothing clinical.")
+    return section
+
+
+def operating_point_table_of(group: RunGroup) -> pd.DataFrame | None:
+    """Per class: AUC, threshold, sensitivity and specificity (mean ± std over the seeds of a group)."""
+    tables = [r.operating_points for r in group.runs if r.operating_points is not None]
+    if not tables:
+        return None
+    table = pd.DataFrame(index=list(CLASS_NAMES))
+    table.index.name = "class"
+    for column, digits in (("auc", 4), ("threshold", 3), ("sensitivity", 3), ("specificity", 3)):
+        values = [t.set_index("class_name")[column].reindex(CLASS_NAMES).to_numpy(float) for t in tables]
+        table[column.replace("auc", "AUC")] = [_mean_std([v[i] for v in values], digits) for i in range(len(CLASS_NAMES))]
+    return table
+
+
+def classification_section(context: ReportContext) -> Section | None:
+    runs = context.runs
+    if not any(r.auc for r in runs):
+        return None
+    split = context.split
+    caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
+    section = Section("Classification (Table 1)", "classification", intro=(
+        f"Per-class ROC AUC on the {split} split (Table 1 style). {TABLE1_LEGEND}{caveat}"))
+    for run in runs:
+        if run.roc_figure is not None and run.auc:
+            section.figures.append(ReportFigure(
+                f"ROC curves of {context.run_label(run)} on the {split} split ({run.auc.get('n_images', '?')} "
+                f"images); the legend gives each class's AUC.", run.roc_figure))
+    section.tables.append(ReportTable(f"Per-class ROC AUC on the {split} split", classification_table(context.groups)))
+    for group in context.groups:
+        table = operating_point_table_of(group)
+        if table is not None:
+            method = group.runs[0].operating_point_method or "youden"
+            criterion = "Youden's J" if method == "youden" else "F1"
+            section.folded_tables.append(ReportTable(
+                f"Operating points of {group.label}: sensitivity and specificity on the {split} split",
+                table, note=f"One threshold per class, chosen on the validation split by {criterion} "
+                "(evaluation/operating_points.json, used by thoracic predict); an image is called positive "
+                "when its probability is at or above it."))
+    section.notes.extend(f"{context.run_label(r)}: {e['note']}" for r in runs if r.auc
+                         for e in r.auc["per_class"].values() if e.get("note"))
+    return section
+
+
+#: Localization tables shown unfolded (the others are folded).
+HEADLINE_LOCALIZATION = ("IoU > 0.3", "IoBB > 0.25")
+
+LOCALIZATION_PROTOCOL = (
+    "Weakly supervised localization accuracy (Tables 2-7 style) under the protocol of Wang et al. 2017: "
+    "the heatmap of each box row's class is upsampled to the original image, normalised to [0, 255] and "
+    "thresholded; one box is drawn around every connected region. The headline is heatmap threshold 180, "
+    "the paper's (threshold 60 and both thresholds pooled are beside it). A box row is localized when some "
+    "predicted box of its class on its image has IoU (or IoBB = intersection / area of the predicted box) "
+    "above T. Every box row counts, several per image included. The random-box and centre-box baselines "
+    "are what any method must beat; the pointing game (is the heatmap's maximum inside a ground-truth box "
+    "of its class?) needs neither threshold nor box. " + LOCALIZATION_LEGEND)
+
+
+def localization_section(context: ReportContext) -> Section | None:
+    tables = localization_tables(context.groups)
+    if not tables:
+        return None
+    section = Section("Localization (Tables 2-7)", "localization", intro=LOCALIZATION_PROTOCOL)
+    if context.comparison is not None:
+        section.figures.append(ReportFigure(
+            "Every run and heatmap method side by side on the same test images (ground truth in blue, "
+            "predicted boxes of heatmap threshold 180 in green).", context.comparison, wide=True))
+    for run in context.runs:
+        for method, path in sorted(run.overlay_figures().items()):
+            section.figures.append(ReportFigure(
+                f"{context.run_label(run)}, {METHOD_LABELS.get(method, method)}: heatmap overlays on test images "
+                "with boxes (ground truth in blue, predicted boxes of heatmap threshold 180 in green).", path))
+    counts = box_rows_per_class(*_methods(context.groups)[0])
+    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
+    mean_note = (f"The mean is over the {k} of {len(BOX_CLASS_NAMES)} box classes that have box rows here "
+                 f"({sum(counts.values())} rows); the Wang et al. 2017 mean is recomputed over the same classes.")
+    section.tables.append(ReportTable(
+        f"Localization headline: heatmap threshold {HEADLINE_THRESHOLD}, mean over the {k} classes with box rows",
+        localization_headline_table(context.groups), note=HEADLINE_NOTE, numeric=False))
+    for name, table in tables.items():
+        target = section.tables if name in HEADLINE_LOCALIZATION else section.folded_tables
+        target.append(ReportTable(f"Localization accuracy at {name}, heatmap threshold {HEADLINE_THRESHOLD} "
+                                  "(false positives per image)", table, note=mean_note))
+    section.tables.append(ReportTable(
+        "Pointing game: the heatmap maximum inside a ground-truth box of its class", pointing_table(context.groups),
+        note="Share of each class's box rows whose heatmap maximum (in original pixels, through the same cell "
+             "positions as the boxes) lies inside a ground-truth box of that class on that image. Beside it the "
+             "centres of the random boxes (mean ± sd over the draws) and the image centre. " + mean_note))
+    section.folded_tables.append(ReportTable(
+        f"Mean localization accuracy (over the {k} classes with box rows) per heatmap threshold "
+        "(false positives per image)", per_threshold_table(context.groups)))
+    section.folded_tables.append(ReportTable(
+        f"Average false positives per image (boxes of heatmap threshold {HEADLINE_THRESHOLD})",
+        false_positive_table(context.groups),
+        note="Predicted boxes localizing no ground-truth box of their class and image, per image with a box of "
+             "that class, mean over the classes with box rows; the baselines draw one box per image and class."))
+    section.notes.append("The seed paper's own Tables 2-7 divided by the ground-truth box and scored 104 rows "
+                         "against the wrong box, so they are not comparable and not shown.")
+    return section
+
+
+#: The report's sections, in order; each builder returns a Section or None (nothing to show).
+SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
+    setup_section, classification_section, localization_section,
+]
+
+
+def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test",
+                   comparison: Path | None = None) -> list[Section]:
+    """Every section of :data:`SECTION_BUILDERS` that has something to show."""
+    context = ReportContext(list(groups), Path(out_dir), split, comparison)
+    sections = [s for s in (builder(context) for builder in SECTION_BUILDERS) if s is not None]
+    for section in sections:  # an empty table would render as a header over nothing
+        section.tables = [t for t in section.tables if not t.frame.empty]
+        section.folded_tables = [t for t in section.folded_tables if not t.frame.empty]
     return sections
 
 
-def render_markdown(sections: Sequence[Section], title: str, out_dir: Path) -> str:
-    parts = [f"# {title}", "", f"Generated {datetime.now().isoformat(timespec='seconds')} by `thoracic report`.", ""]
-    for section in sections:
-        parts += [f"## {section.title}", ""]
-        if section.text:
-            parts += [section.text, ""]
-        for name, table in section.tables:
-            if len(section.tables) > 1:
-                parts += [f"### {name}", ""]
-            parts += [markdown_table(table), ""]
-        for caption, path in section.figures:
-            try:
-                relative = path.resolve().relative_to(out_dir.resolve())
-            except ValueError:
-                relative = Path(_relative(path, out_dir))
-            parts += [f"![{caption}]({relative.as_posix()})", ""]
-    return "\n".join(parts)
+# --------------------------------------------------------------------------------------------------
+# Rendering (Jinja2 templates in thoracic/evaluation/templates)
+# --------------------------------------------------------------------------------------------------
+
+
+def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a table as strings: a named index becomes the first column, an unnamed
+    (0, 1, 2 ...) index is dropped."""
+    frame = table.reset_index() if table.index.name else table
+    header = [str(c) for c in frame.columns]
+    rows = [["" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row]
+            for row in frame.itertuples(index=False)]
+    return header, rows
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (see :func:`table_cells`)."""
+    header, rows = table_cells(table)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def _environment(autoescape: bool) -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("thoracic.evaluation", "templates"),
+                             autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters["cells"] = table_cells
+    env.filters["markdown_table"] = markdown_table
+    env.filters["paragraphs"] = lambda text: [p.strip() for p in str(text).split("\n\n") if p.strip()]
+    return env
 
 
 def _relative(path: Path, start: Path) -> str:
     import os
 
-    return os.path.relpath(path.resolve(), start.resolve())
+    return Path(os.path.relpath(Path(path).resolve(), start.resolve())).as_posix()
+
+
+def render_markdown(sections: Sequence[Section], title: str, out_dir: Path) -> str:
+    """``report.md``: figures linked by their path relative to ``out_dir``."""
+    return _environment(autoescape=False).get_template("report.md.j2").render(
+        title=title, sections=sections, generated=datetime.now().isoformat(timespec="seconds"),
+        link=lambda path: _relative(path, Path(out_dir)))
+
+
+#: Longest side of a figure embedded in the HTML (pixels); larger figures are downscaled.
+EMBED_MAX_SIDE = 2000
+#: WebP quality of embedded figures (sharp lines and text at a fraction of the PNG's size).
+EMBED_QUALITY = 85
+
+
+def embed_image(path: str | Path, max_side: int = EMBED_MAX_SIDE, quality: int = EMBED_QUALITY) -> str:
+    """A ``data:`` URI of the figure, re-encoded as WebP (JPEG where Pillow has no WebP support)."""
+    from PIL import Image, features
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")  # matplotlib figures are opaque
+        scale = max_side / max(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        buffer = io.BytesIO()
+        if features.check("webp"):
+            image.save(buffer, format="WEBP", quality=quality, method=4)
+            mime = "image/webp"
+        else:
+            image.save(buffer, format="JPEG", quality=quality, optimize=True)
+            mime = "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
 def render_html(sections: Sequence[Section], title: str) -> str:
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-             "th:first-child,td:first-child{text-align:left}img{max-width:100%}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
-    for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        if section.text:
-            for paragraph in section.text.split("\n\n"):
-                parts.append(f"<p>{html.escape(paragraph).replace(chr(10), '<br>')}</p>")
-        for name, table in section.tables:
-            if len(section.tables) > 1:
-                parts.append(f"<h3>{html.escape(name)}</h3>")
-            parts.append(table.to_html(escape=True, border=0))
-        for caption, path in section.figures:
-            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """``report.html``: one self-contained file (figures embedded, no script, no external resource)."""
+    return _environment(autoescape=True).get_template("report.html.j2").render(
+        title=title, sections=sections, generated=datetime.now().isoformat(timespec="seconds"), embed=embed_image)
 
 
 def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, split: str = "test",
@@ -610,8 +903,8 @@ def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, 
         out_dir = Path(runs[0]) if len(runs) == 1 else Path("report")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    comparison_figure(summaries, out_dir)
-    sections = build_sections(groups, out_dir, split)
+    comparison = comparison_figure(summaries, out_dir, groups=groups)
+    sections = build_sections(groups, out_dir, split, comparison)
     markdown_path = out_dir / "report.md"
     html_path = out_dir / "report.html"
     markdown_path.write_text(render_markdown(sections, title, out_dir))
@@ -619,16 +912,27 @@ def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, 
     return markdown_path, html_path
 
 
-def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples: int = 4) -> Path | None:
+def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples: int = 4,
+                      groups: Sequence[RunGroup] | None = None) -> Path | None:
     """Models and heatmap methods side by side on the same box images (paper Figs. 6-8).
 
     Uses each run's ``heatmaps_<method>.npz``, ``boxes_<method>.csv`` and ``scores_<method>.csv``; the
-    image is read from the run's data folder when present (otherwise a grey canvas of its size).
+    image is read from the run's data folder when present (otherwise a grey canvas of its size). Boxes
+    shown are those of the highest heatmap threshold. Returns None (and writes nothing) with fewer than
+    two runs x methods.
     """
-    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, save_figure
+    from thoracic.evaluation.figures import (
+        OverlayPanel,
+        OverlayRow,
+        box_legend_handles,
+        overlay_figure,
+        save_figure,
+    )
     from thoracic.evaluation.pipeline import example_rows
     from thoracic.evaluation.predictions import load_heatmaps
 
+    labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}")
+              for g in (groups or group_runs(summaries)) for r in g.runs}
     sources = []
     for summary in summaries:
         for method in sorted(summary.localization):
@@ -636,8 +940,8 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
             paths = [evaluation / f"{kind}_{method}.{ext}" for kind, ext in
                      (("heatmaps", "npz"), ("boxes", "csv"), ("scores", "csv"))]
             if all(p.is_file() for p in paths):
-                run = summary.model if summary.path.name == summary.model else f"{summary.path.name} ({summary.model})"
-                sources.append((f"{run} {method}", summary, *paths))
+                name = f"{labels.get(id(summary), summary.model)}\n{METHOD_LABELS.get(method, method)}"
+                sources.append((name, summary, *paths))
     if len(sources) < 2:
         return None
     scores = pd.read_csv(sources[0][4])
@@ -645,6 +949,7 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
         return None
     truth = scores.drop_duplicates("box_row")
     loaded = [(name, load_heatmaps(h), pd.read_csv(b)) for name, _, h, b, _ in sources]
+    top = max((float(b["threshold"].max()) for _, _, b in loaded if len(b)), default=None)
     images = _image_paths(sources[0][1])
     rows = []
     for example in example_rows(truth, n_examples).itertuples(index=False):
@@ -654,13 +959,14 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
         panels = []
         for name, heatmaps, boxes in loaded:
             mine = boxes[(boxes["image_id"] == key[0]) & (boxes["class_name"] == key[1])]
-            if len(mine):
-                mine = mine[mine["threshold"] == mine["threshold"].max()]
+            mine = mine[np.isclose(mine["threshold"], top)] if top is not None else mine
             panels.append(OverlayPanel(name, heatmaps.get(key), mine[["x", "y", "w", "h"]].to_numpy(float)))
         rows.append(OverlayRow(image, f"{key[0]}\n{key[1]}", gt.to_numpy(float), panels))
     if not rows:
         return None
-    return save_figure(overlay_figure(rows), out_dir / "compare_overlays.png")
+    legend = box_legend_handles(solid_label=f"predicted box (heatmap > {top:g})" if top is not None else "predicted box")
+    figure = overlay_figure(rows, legend=legend, title="The same test images under every run and heatmap method")
+    return save_figure(figure, out_dir / "compare_overlays.png")
 
 
 def _image_paths(summary: RunSummary) -> dict[str, str]:

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric, Metric
-from torchmetrics.functional.classification import multilabel_auroc
+from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from thoracic.config import Config, config_from_dict, to_dict
@@ -73,9 +73,12 @@ class DeduplicatedAUROC(Metric):
         auc = torch.full((self.num_labels,), float("nan"), device=preds.device)
         if bool(defined.any()):
             columns = defined.nonzero().flatten()
-            auc[columns] = multilabel_auroc(
-                preds[:, columns], target[:, columns], num_labels=len(columns), average=None, thresholds=None
-            ).float()
+            if len(columns) == 1:  # multilabel_auroc needs at least two labels (tiny validation sets)
+                auc[columns] = binary_auroc(preds[:, columns[0]], target[:, columns[0]], thresholds=None).float()
+            else:
+                auc[columns] = multilabel_auroc(
+                    preds[:, columns], target[:, columns], num_labels=len(columns), average=None,
+                    thresholds=None).float()
         return auc
 
 

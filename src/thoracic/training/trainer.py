@@ -21,6 +21,7 @@ uninterrupted run did.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -39,7 +41,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch import seed_everything as lightning_seed_everything
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
@@ -55,7 +57,7 @@ from thoracic.config import (
     to_dict,
 )
 from thoracic.config import replace as replace_config
-from thoracic.constants import CLASS_NAMES
+from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import RunError
 from thoracic.io import atomic_write, write_text_atomic
 from thoracic.models import build_model
@@ -221,9 +223,27 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
         info = json.loads(path.read_text())
         info.setdefault("resumes", []).append({**entry, "checkpoint": str(resumed_from)})
     else:
+        from thoracic.data.synth import folder_kind
+
         info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
-                "model": cfg.model.name, "backbone": cfg.model.backbone, **entry}
+                "model": cfg.model.name, "backbone": cfg.model.backbone,
+                "data_root": cfg.data.root, "data_kind": folder_kind(cfg.data.root), **entry}
     return write_text_atomic(path, json.dumps(info, indent=2))
+
+
+def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
+    """Add the split sizes (``images``: train / val / test) and the test box rows per class
+    (``box_rows``) to ``run_info.json``; reports show them in the run's setup table."""
+    path = run_dir / "run_info.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    splits = datamodule.splits
+    boxes = datamodule.dataset.boxes
+    test_ids = set(datamodule.dataset.table["image_id"].to_numpy()[splits.test])
+    box_rows = boxes[boxes["image_id"].isin(test_ids)]["class_name"].value_counts()
+    info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
+    info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
+    write_text_atomic(path, json.dumps(info, indent=2))
+    return info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,6 +329,40 @@ def parse_devices(devices: str) -> int | str | list[int]:
             from None
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars on stderr (Lightning writes them to stdout, where results go), without the
+    logger's ``v_num`` entry."""
+
+    def _on_stderr(self, factory: Any) -> Any:
+        # Lightning's init_*_tqdm pass file=sys.stdout, read when they are called.
+        with contextlib.redirect_stdout(sys.stderr):
+            return factory()
+
+    def init_sanity_tqdm(self) -> Any:
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self) -> Any:
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self) -> Any:
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self) -> Any:
+        return self._on_stderr(super().init_test_tqdm)
+
+    def init_predict_tqdm(self) -> Any:
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+def _progress_callbacks(enabled: bool) -> list[Callback]:
+    return [StderrProgressBar()] if enabled else []
+
+
 def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[Trainer, EpochReseed]:
     """A Lightning Trainer with the run's checkpoints, early stopping, loggers and precision."""
     train = cfg.train
@@ -339,7 +393,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()
         num_nodes=train.num_nodes,
         strategy=train.strategy,
         precision=train.precision,
-        callbacks=[reseed, early_stopping, *callbacks, best, last],
+        callbacks=[reseed, early_stopping, *callbacks, best, last, *_progress_callbacks(train.progress_bar)],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         limit_train_batches=train.limit_train_batches,
@@ -424,6 +478,8 @@ def train(
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if rank_zero_only.rank == 0:
+        record_data_counts(run_dir, datamodule)
     frequencies = getattr(datamodule, "class_frequencies", None)
     # On resume the checkpoint supplies every weight: do not fetch ImageNet weights just to overwrite them.
     model = _model_without_pretrained_weights(cfg) if checkpoint_path is not None else None
@@ -552,6 +608,7 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
     trainer = Trainer(accelerator=cfg.train.accelerator, devices=parse_devices(cfg.train.devices),
                       num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
                       logger=False, enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False,
+                      callbacks=_progress_callbacks(cfg.train.progress_bar),
                       limit_test_batches=1.0, deterministic="warn" if cfg.train.deterministic else False,
                       use_distributed_sampler=False)
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]

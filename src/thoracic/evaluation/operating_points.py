@@ -1,0 +1,161 @@
+"""Per-class decision thresholds ("operating points") chosen on the validation split.
+
+A weighted loss (Eq. 1) shifts each class's probabilities differently, so one threshold for all 14
+classes (0.5) is wrong for most of them. ``thoracic evaluate`` chooses one threshold per class on the
+*validation* split (never on the test split it reports), by
+
+- ``youden`` (default): the threshold maximising Youden's J = sensitivity + specificity - 1;
+- ``f1``: the threshold maximising F1 = 2 precision recall / (precision + recall);
+
+and stores them in ``<run>/evaluation/operating_points.json``::
+
+    {"method": "youden", "split": "val", "thresholds": {"Atelectasis": 0.4132, ...}}
+
+(exactly these keys: other tools read the file). An image is called positive for a class when its
+probability is ``>= threshold``. A class whose validation labels take one value has no ROC curve; it
+gets :data:`DEFAULT_THRESHOLD` and the per-class table says so. ``thoracic predict`` uses these
+thresholds by default.
+
+Both criteria are evaluated at every distinct score of the ROC curve
+(:func:`thoracic.evaluation.classification.roc_curve`, the points of scikit-learn's ``roc_curve``); ties
+keep the highest threshold (the most specific of the equally good points).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import DataError, RunError
+from thoracic.evaluation.classification import roc_curve
+
+#: Criteria of :func:`choose_threshold`.
+OPERATING_POINT_METHODS: tuple[str, ...] = ("youden", "f1")
+#: Threshold of a class without both label values on the validation split (and of runs without a file).
+DEFAULT_THRESHOLD = 0.5
+#: File name in ``<run>/evaluation/``.
+OPERATING_POINTS_FILE = "operating_points.json"
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "youden") -> float | None:
+    """The probability threshold of one class that maximises ``method`` (``youden`` or ``f1``).
+
+    Args:
+        labels: ``(N,)`` 0/1 labels.
+        scores: ``(N,)`` probabilities.
+    Returns:
+        The threshold (predict positive when ``score >= threshold``), or None when ``labels`` take one value.
+    """
+    if method not in OPERATING_POINT_METHODS:
+        raise DataError(f"operating point method must be one of {OPERATING_POINT_METHODS}, got {method!r}")
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if labels.size == 0:
+        return None
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=np.float64).reshape(-1))
+    if not len(fpr):
+        return None
+    # drop the (0, 0) point: its threshold is +inf (nothing positive)
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]
+    if method == "youden":
+        objective = tpr - fpr
+    else:
+        n_pos = labels.sum()
+        tp, fp = tpr * n_pos, fpr * (len(labels) - n_pos)
+        objective = 2 * tp / (tp + fp + n_pos)  # = 2PR / (P + R), defined at every point (tp + fp >= 1)
+    return float(thresholds[int(np.argmax(objective))])  # argmax: first maximum = highest threshold
+
+
+def choose_thresholds(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+                      method: str = "youden") -> dict[str, float | None]:
+    """:func:`choose_threshold` for every column of ``(N, C)`` labels and scores: ``class -> threshold``."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if labels.shape != scores.shape or labels.ndim != 2 or labels.shape[1] != len(class_names):
+        raise DataError(f"labels {labels.shape} and scores {scores.shape} must both be (N, {len(class_names)})")
+    return {name: choose_threshold(labels[:, j], scores[:, j], method) for j, name in enumerate(class_names)}
+
+
+def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Sensitivity (true-positive rate) and specificity (true-negative rate) of ``score >= threshold``;
+    NaN for a rate whose denominator is 0."""
+    labels = np.asarray(labels).reshape(-1) > 0.5
+    called = np.asarray(scores).reshape(-1) >= threshold
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    sensitivity = float((called & labels).sum() / positives) if positives else math.nan
+    specificity = float((~called & ~labels).sum() / negatives) if negatives else math.nan
+    return sensitivity, specificity
+
+
+def save_operating_points(path: str | Path, method: str, thresholds: Mapping[str, float | None],
+                          split: str = "val") -> Path:
+    """Write the contract file (classes without a chosen threshold get :data:`DEFAULT_THRESHOLD`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {name: float(DEFAULT_THRESHOLD if t is None else t) for name, t in thresholds.items()}
+    path.write_text(json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
+    return path
+
+
+def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_NAMES) -> dict:
+    """Read and check ``operating_points.json``: ``{"method", "split", "thresholds": {class: float}}``.
+
+    Raises:
+        RunError: unreadable file, missing keys, a class missing, or a threshold that is not a number
+            in [0, 1].
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read operating points {path}: {exc}") from None
+    if not isinstance(data, dict) or not {"method", "split", "thresholds"} <= set(data):
+        raise RunError(f"{path}: expected the keys method, split, thresholds")
+    thresholds = data["thresholds"]
+    missing = [n for n in class_names if n not in thresholds]
+    if missing:
+        raise RunError(f"{path}: no threshold for {', '.join(missing)}")
+    for name in class_names:
+        value = thresholds[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise RunError(f"{path}: threshold of {name} must be a number in [0, 1], got {value!r}")
+    return {"method": data["method"], "split": data["split"],
+            "thresholds": {n: float(thresholds[n]) for n in class_names}}
+
+
+def operating_point_table(labels: np.ndarray, scores: np.ndarray, thresholds: Mapping[str, float | None],
+                          auc: Sequence[float] | None = None, class_names: Sequence[str] = CLASS_NAMES,
+                          method: str = "youden", threshold_split: str = "val") -> pd.DataFrame:
+    """Per class: AUC (when given), the threshold, and the sensitivity / specificity it gives on
+    ``labels`` / ``scores`` (the evaluated split), with counts and a note for default thresholds."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    rows = []
+    for j, name in enumerate(class_names):
+        chosen = thresholds.get(name)
+        threshold = DEFAULT_THRESHOLD if chosen is None else float(chosen)
+        sensitivity, specificity = sensitivity_specificity(labels[:, j], scores[:, j], threshold)
+        rows.append({
+            "class_name": name,
+            "auc": float(auc[j]) if auc is not None else math.nan,
+            "threshold": threshold,
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "n_positive": int((labels[:, j] > 0.5).sum()),
+            "n_negative": int((labels[:, j] <= 0.5).sum()),
+            "note": "" if chosen is not None else
+            f"default {DEFAULT_THRESHOLD}: no positives or no negatives on the {threshold_split} split",
+        })
+    table = pd.DataFrame(rows)
+    table.attrs.update({"method": method, "threshold_split": threshold_split})
+    return table
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD", "OPERATING_POINTS_FILE", "OPERATING_POINT_METHODS", "choose_threshold",
+    "choose_thresholds", "load_operating_points", "operating_point_table", "save_operating_points",
+    "sensitivity_specificity",
+]
