@@ -776,7 +776,8 @@ def localization_section(context: ReportContext) -> Section | None:
         "Pointing game: the heatmap maximum inside a ground-truth box of its class", pointing_table(context.groups),
         note="Share of each class's box rows whose heatmap maximum (in original pixels, through the same cell "
              "positions as the boxes) lies inside a ground-truth box of that class on that image. Beside it the "
-             "centres of the random boxes (mean ± sd over the draws) and the image centre. " + mean_note))
+             f"centres of the random boxes (mean ± sd over the draws) and the image centre. The mean is over the {k} "
+             f"of {len(BOX_CLASS_NAMES)} box classes that have box rows here."))
     section.folded_tables.append(ReportTable(
         f"Mean localization accuracy (over the {k} classes with box rows) per heatmap threshold "
         "(false positives per image)", per_threshold_table(context.groups)))
