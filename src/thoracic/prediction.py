@@ -4,7 +4,7 @@ Every image goes through exactly the preprocessing of training: decoded to 8-bit
 (:func:`thoracic.data.images.read_image`: any PIL mode; DICOM with MONOCHROME1 inverted and the file's
 window or min-max), resized with antialiasing to the run's ``data.image_size``
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
-training batches (:func:`thoracic.data.dataset.normalize_images`). Heatmaps are the model's native
+training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
 maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
 original image size, as in localization.
 
@@ -16,7 +16,7 @@ others are still processed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from thoracic.constants import CLASS_NAMES
-from thoracic.data.dataset import normalize_images
+from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.localization import HEATMAP_THRESHOLDS, boxes_from_heatmaps
@@ -109,11 +109,14 @@ class Predictor:
         threshold: classes whose probability reaches this get a heatmap, boxes and a figure panel.
         heatmap_thresholds: 0-255 thresholds for box extraction (Wang et al.: 60 and 180).
         device: where the forward pass runs.
+        temperature: ``(C,)`` temperatures of the run's calibration (probability = sigmoid(logit / T)),
+            or None for uncalibrated probabilities.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
                  method: str = "native", threshold: float = 0.5,
-                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu") -> None:
+                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
+                 temperature: np.ndarray | None = None) -> None:
         if method not in ("native", "gradcam"):
             raise ThoracicError(f"--method must be native or gradcam, got {method!r}")
         self.model = model.to(device).eval()
@@ -123,6 +126,7 @@ class Predictor:
         self.threshold = float(threshold)
         self.heatmap_thresholds = tuple(heatmap_thresholds)
         self.device = device
+        self.temperature = None if temperature is None else np.asarray(temperature, dtype=np.float32)
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
         from thoracic.heatmaps import GradCAM, NativeHeatmap
@@ -142,6 +146,8 @@ class Predictor:
         batch = preprocess(image, self.image_size, self.normalize).unsqueeze(0).to(self.device)
         with torch.no_grad():
             logits = self.model(batch).logits
+        if self.temperature is not None:
+            logits = logits.float() / torch.as_tensor(self.temperature, device=logits.device)
         probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
         result.probabilities = {name: float(p) for name, p in zip(CLASS_NAMES, probabilities)}
         shown = [k for k, p in enumerate(probabilities) if p >= self.threshold]
@@ -228,18 +234,26 @@ def figure_names(paths: Sequence[Path]) -> list[str]:
 
 def predict_images(
     inputs: Sequence[str | Path],
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     out_dir: str | Path | None = None,
     method: str = "native",
     threshold: float = 0.5,
     device: str = "cpu",
     progress: bool = True,
+    model: str | Path | None = None,
+    calibrate: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> list[ImagePrediction]:
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
 
     Args:
         inputs: files and/or folders (see :func:`collect_image_paths`).
         checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
+        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
+            runs without Lightning or the model code; native heatmaps only).
+        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
+            the export's metadata) when there is one.
+        log: receives one line saying whether the probabilities are calibrated.
         out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
             go (default ``predictions/`` in the working folder).
 
@@ -252,18 +266,37 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
-    from thoracic.training.checkpoints import load_run
-
+    if (checkpoint is None) == (model is None):
+        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
     paths = collect_image_paths(inputs)
-    loaded = load_run(checkpoint, which="best", map_location=device)
-    predictor = Predictor(loaded.model, loaded.config.data.image_size, loaded.config.data.normalize,
-                          method=method, threshold=threshold, device=device)
+    if model is not None:
+        from thoracic.runtime import exported_predictor
+
+        predictor, message, calibration = exported_predictor(model, method, threshold, device, calibrate)
+        source = {"model": str(model)}
+    else:
+        from thoracic.training.checkpoints import load_run
+
+        loaded = load_run(checkpoint, which="best", map_location=device)
+        from thoracic.evaluation.calibration import calibration_for_run
+
+        stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
+        calibration = stored.info if stored is not None else None
+        predictor = Predictor(loaded.model, loaded.config.data.image_size, loaded.config.data.normalize,
+                              method=method, threshold=threshold, device=device,
+                              temperature=stored.temperature if stored is not None else None)
+        source = {"checkpoint": str(loaded.checkpoint_path)}
+    if log is not None:
+        log(message)
     out = Path(out_dir) if out_dir is not None else Path("predictions")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
-        {"checkpoint": str(loaded.checkpoint_path), "method": method, "threshold": threshold,
+        {**source, "method": method, "threshold": threshold,
+         "calibration": {"applied": calibration is not None, "note": message,
+                         "temperature": calibration.get("temperature") if calibration else None},
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results
+

@@ -5,6 +5,10 @@ heatmaps and boxes of the classes at or above --threshold, plus predictions.json
 A file that is missing, not an image, truncated or an unsupported DICOM gets its own message and the rest
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
 nothing to process (no input exists, empty folders) or the checkpoint cannot be loaded.
+With --model FILE, a model written by `thoracic export` (ONNX or TorchScript) runs instead of the
+checkpoint, without Lightning or thoracic's model code (native heatmaps only). Probabilities are
+temperature-scaled when the run (or the export) holds a calibration fitted by `thoracic evaluate
+--calibrate`; the first line on stderr says whether they are.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+",
                         help="image files (PNG, JPEG, DICOM) and/or folders (searched recursively)")
-    parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a .ckpt file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a run folder (its best checkpoint) or a .ckpt file")
+    source.add_argument("--model", help="an exported model (.onnx or TorchScript .pt from `thoracic export`)")
     parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     parser.add_argument("--method", choices=("native", "gradcam"), default="native",
                         help="heatmap method (default: %(default)s)")
@@ -25,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classes with probability >= this get heatmaps and boxes (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
+                        help="ignore the run's (or the export's) temperature scaling")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -32,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from thoracic.prediction import predict_images, probability_table
 
     results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
-                             threshold=args.threshold, device=args.device, progress=args.progress)
+                             threshold=args.threshold, device=args.device, progress=args.progress,
+                             model=args.model, calibrate=args.calibrate,
+                             log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:

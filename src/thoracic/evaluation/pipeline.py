@@ -6,6 +6,11 @@
     auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
     roc_<split>.png           ROC curves (paper Figs. 3-5)
     table1_<split>.md / .csv  Table 1: per-class AUC beside Wang et al. 2017 and the seed paper's columns
+    subgroups_<split>.csv / .json / .png, subgroup_gaps_<split>.csv
+                              AUC and TPR per sex, age band, view and follow-up group; gaps (subgroups.py)
+    calibration_<split>.csv / .json, reliability_<split>.csv / .png
+                              ECE and reliability bins, before / after temperature scaling (calibration.py)
+    calibration.json          the fitted temperature (with ``calibrate``), applied by ``thoracic predict``
 
 ``localize_run`` writes::
 
@@ -115,8 +120,20 @@ def evaluate_run(
     which: str = "best",
     seed: int = 0,
     progress: bool = True,
+    subgroups: bool = True,
+    age_bands: Sequence[int] | None = None,
+    subgroup_min_count: int = 1,
+    calibrate: str | None = None,
+    calibration_bins: int | None = None,
 ) -> EvaluationResult:
-    """Predictions, per-class AUC with bootstrap CIs, and ROC curves of a run on ``split`` (test or val)."""
+    """Predictions, per-class AUC with bootstrap CIs, and ROC curves of a run on ``split`` (test or val).
+
+    Also, per sex / age band / view / follow-up group (``subgroups``; ``age_bands`` lower edges, default
+    0 20 40 60 80), AUC and TPR at the run's operating points with their gaps; and calibration (ECE,
+    reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature scaling on the
+    validation split and stores it as ``calibration.json``; without it, a stored calibration of the same
+    checkpoint is still measured.
+    """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
     loaded = _load(run, which, device)
@@ -138,7 +155,65 @@ def evaluate_run(
     curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
     files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
+    if subgroups:
+        files.update(_subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands, subgroup_min_count,
+                                progress))
+    files.update(_calibration(loaded, module, predictions, out, split, calibrate, calibration_bins, device,
+                              progress))
     return EvaluationResult(auc, files)
+
+
+def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
+               age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
+    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
+    from thoracic.evaluation.subgroups import (
+        DEFAULT_AGE_BANDS,
+        evaluate_subgroups,
+        load_operating_points,
+        save_subgroups,
+    )
+
+    thresholds, source = load_operating_points(out)
+    result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
+                                module.dataset.table, thresholds, source, CLASS_NAMES,
+                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
+                                seed=seed, min_count=min_count, progress=progress)
+    return save_subgroups(result, out, split)
+
+
+def _calibration(loaded: Any, module: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
+                 n_bins: int | None, device: str, progress: bool) -> dict[str, Path]:
+    """ECE / reliability files of one split; with ``calibrate``, first fit temperatures on the validation split."""
+    from thoracic.evaluation.calibration import (
+        CALIBRATION_FILE,
+        DEFAULT_BINS,
+        calibration_for_checkpoint,
+        evaluate_calibration,
+        fit_temperature,
+        save_calibration,
+        write_calibration,
+    )
+
+    n_bins = n_bins or DEFAULT_BINS
+    files: dict[str, Path] = {}
+    if calibrate is not None:
+        fitting = predictions if split == "val" else predict(loaded.model, module.dataloader("val"), device=device,
+                                                             progress=progress)
+        temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, CLASS_NAMES)
+        settings = {"split": split, "temperature_source": f"fitted now on the val split ({calibrate})"}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
+                                      notes, settings)
+        files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
+                                                 loaded.checkpoint_path, result, split, len(fitting.labels), notes)
+    else:
+        stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
+        settings = {"split": split, "temperature_source": message}
+        notes = {name: entry.get("note") or "" for name, entry in (stored.info.get("per_class") or {}).items()
+                 if isinstance(entry, dict)} if stored else {}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES,
+                                      stored.temperature if stored else None, n_bins, notes, settings)
+    files.update(save_calibration(result, out, split))
+    return files
 
 
 def ground_truth_boxes(box_table: pd.DataFrame) -> pd.DataFrame:
