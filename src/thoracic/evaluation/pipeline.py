@@ -200,7 +200,7 @@ def _calibration(loaded: Any, module: Any, predictions: Any, out: Path, split: s
         fitting = predictions if split == "val" else predict(loaded.model, module.dataloader("val"), device=device,
                                                              progress=progress)
         temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, CLASS_NAMES)
-        settings = {"split": split, "temperature_source": f"fitted now on the val split ({calibrate})"}
+        settings = {"split": split, "temperature_source": f"fitted on the val split ({calibrate}) by this evaluation"}
         result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
                                       notes, settings)
         files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
