@@ -172,16 +172,22 @@ def default_export_path(loaded: Any, fmt: str) -> Path:
 def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, metadata: dict, opset: int | None) -> None:
     import onnx
 
+    import inspect
+
     kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
-    batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():
         # the exporter's own progress messages and torch.export notes are not the user's concern
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapper, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                                    dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False, **kwargs)
-    if program is None:  # pragma: no cover - dynamo=True always returns a program
-        raise RunError("torch.onnx.export returned no program")
-    program.save(str(path))
+        if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.onnx.export(wrapper, (example,), input_names=[INPUT_NAME],
+                                        output_names=list(OUTPUT_NAMES), dynamic_shapes={"image": {0: batch}},
+                                        dynamo=True, verbose=False, **kwargs)
+            program.save(str(path))
+        else:  # pragma: no cover - PyTorch < 2.5 has only the TorchScript-based exporter
+            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=axes, **kwargs)
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
     proto.doc_string = "thoracic export: image (B, 3, S, S) -> logits (B, C), class_maps (B, C, h, w)"
