@@ -26,7 +26,7 @@ With ``step=1`` it is the plain full-resolution algorithm (tests check both agre
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -105,12 +105,19 @@ def iobb(ground_truth: np.ndarray | Sequence[float], predicted: np.ndarray | Seq
 # --------------------------------------------------------------------------------------------------
 
 
+#: ``(row_centres, col_centres)``: the coordinate, in original-image pixels (pixel ``i``'s centre is ``i``),
+#: of the centre of every heatmap cell along the rows and along the columns (increasing 1-D arrays).
+CellCentres = tuple[np.ndarray, np.ndarray]
+
+
+def legacy_cell_centres(size_in: int, size_out: int) -> np.ndarray:
+    """Cell centres of the ``align_corners=False`` convention: cell ``k`` of ``size_in`` at
+    ``(k + 0.5) * size_out / size_in - 0.5`` of ``size_out`` pixels (each cell centred on its tile)."""
+    return (np.arange(size_in) + 0.5) * (size_out / size_in) - 0.5
+
+
 @lru_cache(maxsize=64)
-def interpolation_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """``(size_out, size_in)`` matrix of 1-D bilinear resizing, identical to ``torch.nn.functional.interpolate(
-    mode='bilinear', align_corners=False)`` (no antialiasing). Read-only; cached (pure function of sizes)."""
-    if size_in < 1 or size_out < 1:
-        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
+def _legacy_interpolation_matrix(size_in: int, size_out: int) -> np.ndarray:
     scale = size_in / size_out
     source = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0, None)
     low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
@@ -124,22 +131,67 @@ def interpolation_matrix(size_in: int, size_out: int) -> np.ndarray:
     return matrix
 
 
-@lru_cache(maxsize=64)
-def _extreme_candidates(size_in: int, size_out: int) -> np.ndarray:
-    """Output indices where a 1-D bilinear resize can reach its extremes: the ends of every run of
+@lru_cache(maxsize=256)
+def _positioned_interpolation_matrix(size_out: int, centres: tuple[float, ...]) -> np.ndarray:
+    positions = np.asarray(centres, dtype=np.float64)
+    pixels = np.arange(size_out, dtype=np.float64)
+    # segment k: pixels in [positions[k], positions[k + 1]); constant beyond the first and last centre
+    upper = np.clip(np.searchsorted(positions, pixels, side="right"), 1, len(positions) - 1)
+    lower = upper - 1
+    span = positions[upper] - positions[lower]
+    weight_high = np.clip((pixels - positions[lower]) / span, 0.0, 1.0)
+    matrix = np.zeros((size_out, len(positions)), dtype=np.float64)
+    rows = np.arange(size_out)
+    np.add.at(matrix, (rows, lower), 1.0 - weight_high)
+    np.add.at(matrix, (rows, upper), weight_high)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def interpolation_matrix(size_in: int, size_out: int, centres: np.ndarray | None = None) -> np.ndarray:
+    """``(size_out, size_in)`` matrix of 1-D linear resizing. Read-only; cached (pure function of its inputs).
+
+    Without ``centres``: identical to ``torch.nn.functional.interpolate(mode='bilinear',
+    align_corners=False)`` (no antialiasing), i.e. cell centres at :func:`legacy_cell_centres`.
+    With ``centres`` (``size_in`` increasing coordinates in output pixels): linear interpolation between
+    the cell centres, constant beyond the first and the last one.
+    """
+    if size_in < 1 or size_out < 1:
+        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
+    if centres is None:
+        return _legacy_interpolation_matrix(size_in, size_out)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
+    if len(centres) != size_in or not np.all(np.isfinite(centres)):
+        raise DataError(f"cell centres: expected {size_in} finite coordinates, got shape {centres.shape}")
+    if size_in == 1:
+        return np.ones((size_out, 1))
+    if np.any(np.diff(centres) <= 0):
+        raise DataError("cell centres must be strictly increasing")
+    return _positioned_interpolation_matrix(size_out, tuple(centres.tolist()))
+
+
+def _extreme_candidates(size_in: int, size_out: int, centres: np.ndarray | None = None) -> np.ndarray:
+    """Output indices where a 1-D linear resize can reach its extremes: the ends of every run of
     outputs interpolating between the same two inputs (inside a run the value is monotone)."""
-    scale = size_in / size_out
-    source = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0, None)
-    segment = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    if centres is None:
+        centres = legacy_cell_centres(size_in, size_out)
+    segment = np.searchsorted(np.asarray(centres, dtype=np.float64), np.arange(size_out), side="right")
     change = np.flatnonzero(segment[1:] != segment[:-1])
     return np.unique(np.r_[0, change, change + 1, size_out - 1])
 
 
-def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an ``(h, w)`` heatmap to ``original_size = (height, width)`` (float64)."""
+def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int],
+                     cell_centres: CellCentres | None = None) -> np.ndarray:
+    """Linear resize of an ``(h, w)`` heatmap to ``original_size = (height, width)`` (float64).
+
+    ``cell_centres``: where each cell's centre lies in the original image (see :data:`CellCentres`);
+    ``None`` is the ``align_corners=False`` convention.
+    """
     heatmap = np.asarray(heatmap, dtype=np.float64)
     height, width = original_size
-    return interpolation_matrix(heatmap.shape[0], height) @ heatmap @ interpolation_matrix(heatmap.shape[1], width).T
+    rows, cols = cell_centres if cell_centres is not None else (None, None)
+    return interpolation_matrix(heatmap.shape[0], height, rows) @ heatmap \
+        @ interpolation_matrix(heatmap.shape[1], width, cols).T
 
 
 def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
@@ -184,6 +236,7 @@ def boxes_from_heatmaps(
     original_size: tuple[int, int] | int,
     largest_only: bool = False,
     step: int = 8,
+    cell_centres: CellCentres | None = None,
 ) -> dict[float, ExtractedBoxes]:
     """Boxes of one heatmap at several thresholds, sharing the upsampling (see :func:`boxes_from_heatmap`)."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
@@ -192,13 +245,14 @@ def boxes_from_heatmaps(
     if isinstance(original_size, (int, np.integer)):
         original_size = (int(original_size), int(original_size))
     height, width = (int(v) for v in original_size)
-    rows_matrix = interpolation_matrix(heatmap.shape[0], height)
-    cols_matrix = interpolation_matrix(heatmap.shape[1], width)
+    row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+    rows_matrix = interpolation_matrix(heatmap.shape[0], height, row_centres)
+    cols_matrix = interpolation_matrix(heatmap.shape[1], width, col_centres)
     thresholds = [float(t) for t in thresholds]
 
     # exact min/max of the full-resolution map from the few pixels where it can be extreme
-    candidates = rows_matrix[_extreme_candidates(heatmap.shape[0], height)] @ heatmap \
-        @ cols_matrix[_extreme_candidates(heatmap.shape[1], width)].T
+    candidates = rows_matrix[_extreme_candidates(heatmap.shape[0], height, row_centres)] @ heatmap \
+        @ cols_matrix[_extreme_candidates(heatmap.shape[1], width, col_centres)].T
     low, high = candidates.min(), candidates.max()
     if not high > low:  # a constant map has no regions
         return {t: ExtractedBoxes.empty() for t in thresholds}
@@ -307,6 +361,7 @@ def boxes_from_heatmap(
     original_size: tuple[int, int] | int,
     largest_only: bool = False,
     step: int = 8,
+    cell_centres: CellCentres | None = None,
 ) -> ExtractedBoxes:
     """Boxes around the connected regions of a thresholded heatmap, in original-image pixels.
 
@@ -322,8 +377,11 @@ def boxes_from_heatmap(
         step: regions are found on every ``step``-th pixel and their edges refined at full resolution
             (1 = label the full-resolution map; larger is faster and differs only where two regions come
             closer than ``step`` pixels or a region is thinner than ``step`` pixels).
+        cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
+            ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
     """
-    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only, step)[float(threshold_0_255)]
+    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only, step,
+                               cell_centres)[float(threshold_0_255)]
 
 
 def extract_boxes(
@@ -333,11 +391,14 @@ def extract_boxes(
     largest_only: bool = False,
     step: int = 8,
     progress: bool = False,
+    registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
 ) -> pd.DataFrame:
     """Predicted boxes of many ``(image_id, class_name) -> heatmap`` pairs as a table.
 
     Returns one row per box with :data:`PREDICTED_BOX_COLUMNS` (``threshold`` as an int on the 0-255
     scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1]).
+    ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
+    image (``None``: the ``align_corners=False`` convention).
     """
     items = heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps)
     if progress:
@@ -352,7 +413,10 @@ def extract_boxes(
             size = original_sizes[image_id]
         else:
             size = original_sizes
-        extracted = boxes_from_heatmaps(heatmap, thresholds, size, largest_only, step)
+        if isinstance(size, (int, np.integer)):
+            size = (int(size), int(size))
+        centres = registration(np.shape(heatmap), tuple(size)) if registration is not None else None
+        extracted = boxes_from_heatmaps(heatmap, thresholds, size, largest_only, step, centres)
         for threshold, found in extracted.items():
             for box, score in zip(found.boxes, found.scores):
                 records.append((image_id, class_name, int(round(threshold)), *box.tolist(), float(score)))
