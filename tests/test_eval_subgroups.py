@@ -161,3 +161,11 @@ def test_files_beside_the_auc_table(tmp_path: Path) -> None:
     info = json.loads(files["subgroups_json"].read_text())
     assert info["split"] == "test" and info["age_band_labels"][-1] == "80+" and len(info["gaps"]) == len(result.gaps)
     assert files["subgroups_png"].stat().st_size > 10_000
+
+
+def test_without_bootstrap_values_stay_and_intervals_are_empty() -> None:
+    labels, scores, ids, metadata = synthetic(n=200)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=0)
+    defined = result.groups[np.isfinite(result.groups["auc"])]
+    assert len(defined) > 10 and defined["auc_ci_low"].isna().all() and defined["tpr_ci_low"].isna().all()
+    assert np.isfinite(result.gaps["gap"]).any() and result.gaps["ci_low"].isna().all()

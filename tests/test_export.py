@@ -145,10 +145,14 @@ def test_export_and_predict_errors(exported: dict, tmp_path: Path, capsys: pytes
     assert main(["predict", str(image), "--model", str(exported["baseline"]["onnx"]), "--method", "gradcam",
                  "--out", str(tmp_path / "g")]) == 2
     assert "Grad-CAM needs the PyTorch model" in capsys.readouterr().err
-    not_export = tmp_path / "plain.onnx"
-    onnx.save(onnx.load(str(exported["baseline"]["onnx"])).__class__(), str(not_export))
-    assert main(["predict", str(image), "--model", str(not_export), "--out", str(tmp_path / "h")]) == 2
+    plain = onnx.load(str(exported["baseline"]["onnx"]))  # a valid model without thoracic's metadata
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    assert main(["predict", str(image), "--model", str(tmp_path / "plain.onnx"), "--out", str(tmp_path / "h")]) == 2
     assert "no thoracic metadata" in capsys.readouterr().err
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    assert main(["predict", str(image), "--model", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "i")]) == 2
+    assert "onnxruntime cannot load it" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing_run")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --checkpoint and --model are exclusive

@@ -77,21 +77,21 @@ class ExportedModel:
         return logits.float().cpu().numpy(), maps.float().cpu().numpy()
 
 
-def read_export_metadata(path: str | Path) -> dict:
-    """The metadata of an exported file: from inside the file, else from ``<file>.json`` beside it."""
+def read_export_metadata(path: str | Path, session: Any = None) -> dict:
+    """The metadata of an exported file: from inside the file, else from ``<file>.json`` beside it.
+
+    ``session``: an onnxruntime session of the file, if one is open (its metadata is read from it instead
+    of parsing the file a second time).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"exported model {path} does not exist")
     fmt = _format_of(path)
     text = None
     if fmt == "onnx":
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise DataError(f"{path}: cannot read the ONNX file ({exc})") from exc
-        text = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+        if session is None:
+            session = _onnx_session(path, ["CPUExecutionProvider"])
+        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     else:
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.endswith(f"extra/{TORCHSCRIPT_METADATA_FILE}")), None)
@@ -119,7 +119,8 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
     ``device``: ``cpu`` or a CUDA device (onnxruntime's CUDA provider when installed, else CPU).
     """
     path = Path(path)
-    metadata = read_export_metadata(path)
+    if not path.is_file():
+        raise DataError(f"exported model {path} does not exist")
     fmt = _format_of(path)
     if fmt == "onnx":
         import onnxruntime
@@ -127,16 +128,13 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: no notes about unused initialisers
-        try:
-            session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise DataError(f"{path}: onnxruntime cannot load it ({exc})") from exc
+        session = _onnx_session(path, providers)
+        metadata = read_export_metadata(path, session)
         runtime = f"onnxruntime {onnxruntime.__version__} ({session.get_providers()[0]})"
         return ExportedModel(path, fmt, metadata, runtime, _session=session)
     import torch
 
+    metadata = read_export_metadata(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load is deprecated upstream; the format is what was asked
         try:
@@ -146,6 +144,17 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
     module.eval()
     return ExportedModel(path, fmt, metadata, f"torch.jit {torch.__version__} ({device})", _module=module,
                          _device=device)
+
+
+def _onnx_session(path: Path, providers: list[str]) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no notes about unused initialisers
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise DataError(f"{path}: onnxruntime cannot load it ({exc})") from exc
 
 
 @dataclass(frozen=True)
