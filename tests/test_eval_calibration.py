@@ -156,6 +156,16 @@ def test_evaluate_calibrate_then_predict_and_report(phantom_dir: Path, phantom_c
     raw = json.loads(capsys.readouterr().out)[0]["probabilities"]
     np.testing.assert_allclose([raw[c] for c in CLASS_NAMES], expit(logits), atol=1e-5)
 
+    # an export carries the calibration, and predict --model applies it
+    assert main(["export", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(image), "--model", str(run / "export" / "baseline.onnx"), "--out",
+                 str(tmp_path / "onnx"), "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "applied temperature scaling per class" in captured.err
+    exported = json.loads(captured.out)[0]["probabilities"]
+    np.testing.assert_allclose([exported[c] for c in CLASS_NAMES], expected, atol=1e-5)
+
     # the report has both sections, computed from these files
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
