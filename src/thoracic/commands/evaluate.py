@@ -39,10 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subgroup-min-count", type=int, default=1, metavar="N",
                         help="fewest positive and negative images of a class for a subgroup AUC (default 1)")
     parser.add_argument("--no-subgroups", dest="subgroups", action="store_false", help="skip the subgroup evaluation")
-    parser.add_argument("--calibrate", nargs="?", const="per_class", default=None, choices=("per_class", "single"),
-                        help="fit temperature scaling on the validation split (per class by default, or one "
-                             "temperature: single), store it as evaluation/calibration.json and report ECE "
-                             "before / after")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit temperature scaling on the validation split, store it as "
+                             "evaluation/calibration.json (applied by `thoracic predict`) and report ECE before / after")
+    parser.add_argument("--calibration-mode", choices=("per_class", "single"), default="per_class",
+                        help="one temperature per class or a single one for all (default: %(default)s)")
     parser.add_argument("--calibration-bins", type=int, default=None, metavar="N",
                         help="equal-width probability bins of the ECE and reliability diagrams (default 15)")
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                           device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,
                           which=args.checkpoint, seed=args.seed, progress=args.progress,
                           subgroups=args.subgroups, age_bands=args.age_bands,
-                          subgroup_min_count=args.subgroup_min_count, calibrate=args.calibrate,
+                          subgroup_min_count=args.subgroup_min_count, calibrate=args.calibration_mode if args.calibrate else None,
                           calibration_bins=args.calibration_bins)
     frame = result.auc.to_frame()
     for row in frame.itertuples(index=False):
