@@ -33,6 +33,18 @@ def test_layout_headers_and_lists(phantom_dir):
     assert {"L", "RGBA", "I;16"} <= modes
 
 
+def test_demographics_for_subgroups(phantom_dir):
+    """The data-entry columns subgroup evaluation reads: sex, age, view, follow-up, varied in the test split."""
+    table = load_chestxray14(phantom_dir).table
+    test = table[table["split"] == "test"]
+    assert set(test["sex"]) == {"M", "F"} and set(test["view"]) == {"PA", "AP"}
+    assert (test["follow_up"] == 0).any() and (test["follow_up"] > 0).any()
+    assert test["age"].between(18, 95).all() and test["age"].max() - test["age"].min() >= 40
+    # a patient keeps their sex across follow-ups and does not get younger
+    assert (table.groupby("patient_id")["sex"].nunique() == 1).all()
+    assert table.sort_values("follow_up").groupby("patient_id")["age"].apply(lambda a: a.is_monotonic_increasing).all()
+
+
 def test_labels_boxes_and_truth_agree(phantom_dir):
     dataset = load_chestxray14(phantom_dir)
     assert (dataset.labels.sum(axis=0) > 0).all(), "every class occurs in the 120-image set"

@@ -62,6 +62,15 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     assert headline["IoU>0.3 centre"].nunique() == 1 and headline["IoBB>0.25 random"].nunique() == 1
     assert headline["pointing centre"].nunique() == 1
     assert str(result.report_html) in format_headline(result)
+    # subgroup and calibration sections computed on the phantom test split; each run exported to ONNX
+    # and checked in onnxruntime against PyTorch
+    markdown = result.report_markdown.read_text()
+    for heading in ("## Subgroups", "## Calibration", "## Exported models", "| sex | F |", "| view | AP |"):
+        assert heading in markdown
+    assert (run / "evaluation" / "calibration.json").is_file() and (run / "evaluation" / "subgroups_test.csv").is_file()
+    export_info = json.loads((run / "export" / "baseline.onnx.json").read_text())
+    assert export_info["calibration"]["fitted_on"] == "val"
+    assert max(export_info["verification"]["max_abs_diff"].values()) <= 1e-4
     assert any("[3/4] training baseline" in line and "64 px" in line for line in logged)
 
     # second call: the phantom folder and the finished run are reused, nothing is generated or trained

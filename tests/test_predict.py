@@ -382,3 +382,19 @@ def test_prediction_figure_title_colour_bar_box_styles_and_legend() -> None:
     default = build_prediction_figure(result, image, method="gradcam", title=title)
     assert boxes_drawn(default) == [("-", 20.0)]
     assert "box: heatmap > 60" not in [t.get_text() for t in default.legends[0].get_texts()]
+
+
+def test_operating_points_moved_onto_calibrated_probabilities_make_the_same_decisions() -> None:
+    from thoracic.prediction import Thresholds, calibrated_thresholds
+
+    rng = np.random.default_rng(0)
+    temperature = rng.uniform(0.3, 3.0, len(CLASS_NAMES))
+    given = Thresholds({n: float(t) for n, t in zip(CLASS_NAMES, rng.uniform(0.05, 0.95, len(CLASS_NAMES)))},
+                       "operating_points", "test")
+    moved = calibrated_thresholds(given, temperature)
+    logits = rng.normal(0, 3, (500, len(CLASS_NAMES)))
+    raw = 1 / (1 + np.exp(-logits))
+    calibrated = 1 / (1 + np.exp(-logits / temperature))
+    for k, name in enumerate(CLASS_NAMES):
+        assert ((raw[:, k] >= given.values[name]) == (calibrated[:, k] >= moved.values[name])).mean() >= 0.998
+    assert moved.source == "operating_points" and "calibrated" in moved.description

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localize": ("localize", "weakly supervised localization accuracy (IoU / IoBB) on the boxes"),
     "report": ("report", "Markdown + HTML report of one or more runs beside the published numbers"),
     "predict": ("predict", "probabilities and heatmaps for new PNG/JPEG/DICOM images"),
+    "export": ("export", "export a run's model to ONNX or TorchScript (logits + class maps, with metadata)"),
     "demo": ("demo", "the whole pipeline on phantom data, CPU-sized (what `make demo` runs)"),
 }
 

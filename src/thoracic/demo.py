@@ -9,8 +9,10 @@ Steps (each the same library call a real run makes; nothing is special-cased for
    overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 160 px, from phantoms stored
    at 256 px: no ImageNet weights can be downloaded here, and a ResNet-34 at 256 px would need hours on
    two cores);
-4. ``thoracic evaluate`` / ``localize`` (native heatmaps of all three models, and Grad-CAM of the
-   baseline) and ``thoracic report`` over the three runs.
+4. ``thoracic evaluate --calibrate`` (AUC, subgroups, calibration with temperature scaling fitted on
+   the validation split) / ``localize`` (native heatmaps of all three models, and Grad-CAM of the
+   baseline), ``thoracic export`` (ONNX, checked in onnxruntime against PyTorch) and ``thoracic report``
+   over the three runs.
 
 Results on phantoms show that the code learns and localizes; they say nothing clinical.
 """
@@ -146,6 +148,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     from thoracic.data.cache import prepare_cache
     from thoracic.evaluation.pipeline import evaluate_run, localize_run
     from thoracic.evaluation.report import build_report
+    from thoracic.export import export_run
     from thoracic.training.trainer import train
 
     start = time.perf_counter()
@@ -182,13 +185,17 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
             train(cfg)
         runs[name] = run_dir
 
-    log("[4/4] evaluation, localization and report")
+    log("[4/4] evaluation, localization, export and report")
     methods: dict[str, tuple[str, ...]] = {}
     for name, run_dir in runs.items():
-        evaluate_run(run_dir, "test", n_bootstrap=settings.n_bootstrap, progress=settings.progress)
+        evaluate_run(run_dir, "test", n_bootstrap=settings.n_bootstrap, progress=settings.progress,
+                     calibrate="per_class")
         methods[name] = ("native", "gradcam") if name in settings.gradcam_models else ("native",)
         for method in methods[name]:
             localize_run(run_dir, method=method, progress=settings.progress)
+        exported = export_run(run_dir, "onnx")
+        log(f"      {name}: exported {exported.path}; onnxruntime vs PyTorch max abs difference "
+            + ", ".join(f"{k} {v:.1e}" for k, v in exported.max_abs_diff.items()))
     markdown, html = build_report(list(runs.values()), out / "report", title="thoracic demo (phantom data)")
     headline = headline_numbers(runs, methods)
     seconds = time.perf_counter() - start

@@ -4,7 +4,7 @@ Every image goes through exactly the preprocessing of training: decoded to 8-bit
 (:func:`thoracic.data.images.read_image`: any PIL mode; DICOM with MONOCHROME1 inverted and the file's
 window or min-max), resized with antialiasing to the run's ``data.image_size``
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
-training batches (:func:`thoracic.data.dataset.normalize_images`). Heatmaps are the model's native
+training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
 maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
 original image size, as in localization.
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
-from thoracic.data.dataset import normalize_images
+from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION, covers_whole_image
@@ -102,6 +102,45 @@ def resolve_thresholds(threshold: float | None, run_dir: Path | None) -> Thresho
     return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
                       f"{DEFAULT_THRESHOLD:g} for every class: no {OPERATING_POINTS_FILE} in {where} "
                       "(`thoracic evaluate RUN` chooses one threshold per class)")
+
+
+
+def exported_thresholds(threshold: float | None, metadata: dict, path: str | Path) -> Thresholds:
+    """:func:`resolve_thresholds` for an exported model: ``--threshold``, else the operating points stored
+    in its metadata (``operating_points``, the run's ``operating_points.json`` at export time), else
+    :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD`."""
+    if threshold is not None:
+        return resolve_thresholds(threshold, None)
+    points = metadata.get("operating_points")
+    if isinstance(points, dict) and isinstance(points.get("thresholds"), dict):
+        given = points["thresholds"]
+        values = {}
+        for name in CLASS_NAMES:
+            value = given.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise DataError(f"{path}: metadata operating_points.thresholds[{name!r}] is {value!r}; "
+                                "expected a probability in [0, 1]")
+            values[name] = float(value)
+        method = points.get("method", "?")
+        criterion = {"youden": "Youden's J", "f1": "F1"}.get(method, method)
+        return Thresholds(values, "operating_points",
+                          f"per-class thresholds stored in {path} ({criterion} on the {points.get('split', '?')} split)")
+    return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
+                      f"{DEFAULT_THRESHOLD:g} for every class: {path} carries no operating points")
+
+
+def calibrated_thresholds(thresholds: Thresholds, temperature: np.ndarray) -> Thresholds:
+    """Operating points chosen on uncalibrated probabilities, moved onto calibrated ones.
+
+    Temperature scaling is monotonic per class, so the image set a threshold ``t`` selects on
+    ``sigmoid(z)`` is the one ``sigmoid(logit(t) / T)`` selects on ``sigmoid(z / T)``.
+    """
+    values = {}
+    for k, name in enumerate(CLASS_NAMES):
+        t = min(max(float(thresholds.values[name]), 1e-12), 1.0 - 1e-12)
+        values[name] = float(1.0 / (1.0 + np.exp(-np.log(t / (1.0 - t)) / float(temperature[k]))))
+    return Thresholds(values, thresholds.source,
+                      thresholds.description + "; mapped onto calibrated probabilities (same decisions)")
 
 
 @dataclass
@@ -187,12 +226,15 @@ class Predictor:
         figure_title: first line(s) of every figure's title (method, checkpoint, warnings).
         all_boxes: draw the boxes of every heatmap threshold in figures (lower ones dashed), not only
             those of the highest one.
+        temperature: ``(C,)`` temperatures of the run's calibration (probability = sigmoid(logit / T)),
+            or None for uncalibrated probabilities.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
                  method: str = "native", threshold: float | dict[str, float] = DEFAULT_THRESHOLD,
                  heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
-                 figure_title: str = "", all_boxes: bool = False) -> None:
+                 figure_title: str = "", all_boxes: bool = False,
+                 temperature: np.ndarray | None = None) -> None:
         if method not in ("native", "gradcam"):
             raise ThoracicError(f"--method must be native or gradcam, got {method!r}")
         self.model = model.to(device).eval()
@@ -207,6 +249,7 @@ class Predictor:
         self.device = device
         self.figure_title = figure_title
         self.all_boxes = all_boxes
+        self.temperature = None if temperature is None else np.asarray(temperature, dtype=np.float32)
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
         from thoracic.heatmaps import GradCAM, NativeHeatmap
@@ -227,6 +270,8 @@ class Predictor:
         batch = preprocess(image, self.image_size, self.normalize).unsqueeze(0).to(self.device)
         with torch.no_grad():
             logits = self.model(batch).logits
+        if self.temperature is not None:
+            logits = logits.float() / torch.as_tensor(self.temperature, device=logits.device)
         probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
         result.probabilities = {name: float(p) for name, p in zip(CLASS_NAMES, probabilities)}
         shown = [k for k, p in enumerate(probabilities) if p >= self.thresholds[CLASS_NAMES[k]]]
@@ -345,13 +390,15 @@ def figure_names(paths: Sequence[Path]) -> list[str]:
 
 def predict_images(
     inputs: Sequence[str | Path],
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     out_dir: str | Path | None = None,
     method: str = "native",
     threshold: float | None = None,
     device: str = "auto",
     progress: bool = True,
     all_boxes: bool = False,
+    model: str | Path | None = None,
+    calibrate: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[ImagePrediction]:
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
@@ -359,13 +406,17 @@ def predict_images(
     Args:
         inputs: files and/or folders (see :func:`collect_image_paths`).
         checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
+        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
+            runs without Lightning or the model code; native heatmaps only).
+        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
+            the export's metadata) when there is one.
         out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
             go (default ``predictions/`` in the working folder).
         threshold: one probability threshold for every class; None (default) uses the run's operating
             points (:func:`resolve_thresholds`).
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
         all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
-        log: receives the messages for the user (which thresholds, phantom-data warning); the CLI
+        log: receives the messages for the user (calibration, which thresholds, phantom-data warning); the CLI
             prints them on stderr.
 
     Returns:
@@ -380,41 +431,69 @@ def predict_images(
     from thoracic.provenance import SHORT_HASH
     from thoracic.runtime import resolve_device
     from thoracic.safety import ensure_output_dir
-    from thoracic.training.checkpoints import load_run
 
+    if (checkpoint is None) == (model is None):
+        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
         raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
     say = log or (lambda message: None)
     paths = collect_image_paths(inputs)
     device = resolve_device(device)
-    loaded = load_run(checkpoint, which="best", map_location=device)
-    provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
-    thresholds = resolve_thresholds(threshold, loaded.run_dir)
-    say(f"thresholds: {thresholds.description}")
     warning = None
-    if provenance["data_kind"] == "phantom":
-        warning = (f"{loaded.checkpoint_path} was trained on phantom (synthetic) images "
+    if model is not None:
+        from thoracic.runtime import exported_predictor
+
+        predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate)
+        metadata = predictor.model.exported.metadata
+        thresholds = exported_thresholds(threshold, metadata, model)
+        provenance = metadata.get("checkpoint_info")
+        source = {"model": str(model), "checkpoint": metadata.get("checkpoint")}
+        title = f"{METHOD_LABELS.get(method, method)} of exported model {model}"
+        if provenance is not None:
+            title += f" (checkpoint sha256 {provenance['sha256'][:SHORT_HASH]})"
+    else:
+        from thoracic.evaluation.calibration import calibration_for_run
+        from thoracic.training.checkpoints import load_run
+
+        loaded = load_run(checkpoint, which="best", map_location=device)
+        provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
+        thresholds = resolve_thresholds(threshold, loaded.run_dir)
+        stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
+        calibration = stored.info if stored is not None else None
+        config = loaded.config
+        title = (f"{METHOD_LABELS.get(method, method)} of {MODEL_LABELS.get(config.model.name, config.model.name)} "
+                 f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
+                 f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
+        predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
+                              device=device, temperature=stored.temperature if stored is not None else None)
+        source = {"checkpoint": str(loaded.checkpoint_path)}
+    if predictor.temperature is not None and thresholds.source == "operating_points":
+        thresholds = calibrated_thresholds(thresholds, predictor.temperature)
+    predictor.thresholds = dict(thresholds.values)
+    say(message)
+    say(f"thresholds: {thresholds.description}")
+    if provenance is not None and provenance.get("data_kind") == "phantom":
+        warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
                    f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
         say(f"warning: {warning}")
-    config = loaded.config
-    title = (f"{METHOD_LABELS.get(method, method)} of {MODEL_LABELS.get(config.model.name, config.model.name)} "
-             f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
-             f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
-    if warning:
         title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
-    predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
-                          threshold=thresholds.values, device=device, figure_title=title, all_boxes=all_boxes)
+    predictor.figure_title = title
+    predictor.all_boxes = all_boxes
     out = ensure_output_dir(Path(out_dir) if out_dir is not None else Path("predictions"), "--out")
     results = []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
-        {"checkpoint": str(loaded.checkpoint_path), "checkpoint_sha256": provenance["sha256"],
-         "checkpoint_epoch": provenance["epoch"], "trained_on": provenance["data_kind"],
+        {**source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
+         "checkpoint_epoch": provenance["epoch"] if provenance else None,
+         "trained_on": provenance["data_kind"] if provenance else None,
          "warning": warning, "method": method, "threshold": thresholds.uniform,
          "thresholds": thresholds.values, "threshold_source": thresholds.source,
          "threshold_description": thresholds.description,
+         "calibration": {"applied": calibration is not None, "note": message,
+                         "temperature": calibration.get("temperature") if calibration else None},
          "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
          "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results
+

@@ -1,4 +1,4 @@
-"""Where and how quietly things run: ``--device auto``, data-loader worker counts, library noise.
+"""Where and how things run: ``--device auto``, data-loader worker counts, library noise, exported models.
 
 - :func:`resolve_device` turns ``auto`` into ``cuda`` when a GPU is visible, else ``cpu``; every command
   that runs a network (evaluate, localize, predict, experiment's evaluation) takes ``--device auto`` by
@@ -7,15 +7,32 @@
 - :func:`quiet_libraries` switches off what Lightning and PyTorch print that a user cannot act on
   (device banners, the logger "Tip", model summaries, worker-count hints, deprecation notices of
   Lightning's own internals); the CLI calls it unless ``--verbose`` is given.
+
+Running an exported model (``thoracic export``): ONNX in onnxruntime, TorchScript in ``torch.jit``.
+This module and what it imports stay clear of Lightning and of thoracic's model and training code:
+``thoracic predict --model FILE`` needs only the file, its metadata (class order, input size,
+normalisation, calibration) and the preprocessing of :mod:`thoracic.prediction`.
+
+:class:`ExportedModule` lets an exported file stand where :class:`~thoracic.prediction.Predictor` expects
+a thoracic model (``module(x, return_maps=...)`` returning an object with ``logits`` and ``class_maps``),
+so predictions, heatmaps, boxes and figures are computed by the same code for both.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from thoracic.errors import ThoracicError
+import numpy as np
+
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import DataError, ThoracicError
 
 #: Upper bound of ``data.num_workers: auto``: decoding from the uint8 cache is cheap, and more workers
 #: than this only cost memory (benchmarks: one worker feeds thousands of samples per second).
@@ -104,5 +121,211 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-__all__ = ["MAX_AUTO_WORKERS", "NOISY_LOGGERS", "NOISY_WARNINGS", "quiet_libraries", "resolve_device",
+METADATA_KEY = "thoracic"  # same as thoracic.export.METADATA_KEY (not imported: that module imports the models)
+TORCHSCRIPT_METADATA_FILE = "thoracic.json"
+
+
+def _format_of(path: Path) -> str:
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if zipfile.is_zipfile(path):  # a TorchScript archive is a zip file
+        return "torchscript"
+    raise DataError(f"{path}: neither an ONNX file (.onnx) nor a TorchScript archive (.pt) written by `thoracic export`")
+
+
+@dataclass
+class ExportedModel:
+    """An exported file ready to run: ``run(images) -> (logits, class_maps)`` as numpy arrays.
+
+    Attributes:
+        path, format: the file and ``onnx`` / ``torchscript``.
+        metadata: the JSON stored with the export (see :func:`thoracic.export.export_metadata`).
+        runtime: what runs it, in words (e.g. ``onnxruntime 1.20.1 (CPUExecutionProvider)``).
+    """
+
+    path: Path
+    format: str
+    metadata: dict
+    runtime: str
+    _session: Any = None
+    _module: Any = None
+    _device: str = "cpu"
+
+    @property
+    def image_size(self) -> int:
+        return int(self.metadata["image_size"])
+
+    @property
+    def normalize(self) -> str:
+        return str(self.metadata["preprocessing"]["normalize"])
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(B, 3, S, S)`` float32 normalised images -> ``(logits (B, C), class_maps (B, C, h, w))``."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        size = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (3, size, size):
+            raise DataError(f"{self.path}: expects images of shape (B, 3, {size}, {size}), got {images.shape}")
+        if self._session is not None:
+            logits, maps = self._session.run(None, {self._session.get_inputs()[0].name: images})
+            return np.asarray(logits), np.asarray(maps)
+        import torch
+
+        with torch.no_grad():
+            logits, maps = self._module(torch.from_numpy(images).to(self._device))
+        return logits.float().cpu().numpy(), maps.float().cpu().numpy()
+
+
+def read_export_metadata(path: str | Path, session: Any = None) -> dict:
+    """The metadata of an exported file: from inside the file, else from ``<file>.json`` beside it.
+
+    ``session``: an onnxruntime session of the file, if one is open (its metadata is read from it instead
+    of parsing the file a second time).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"exported model {path} does not exist")
+    fmt = _format_of(path)
+    text = None
+    if fmt == "onnx":
+        if session is None:
+            session = _onnx_session(path, ["CPUExecutionProvider"])
+        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    else:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(f"extra/{TORCHSCRIPT_METADATA_FILE}")), None)
+            text = archive.read(name).decode() if name else None
+    beside = path.with_name(path.name + ".json")
+    if text is None and beside.is_file():
+        text = beside.read_text()
+    if text is None:
+        raise DataError(f"{path}: no thoracic metadata inside the file nor in {beside}; export it with `thoracic export`")
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: its metadata is not valid JSON ({exc})") from exc
+    for key in ("class_names", "image_size", "preprocessing"):
+        if key not in metadata:
+            raise DataError(f"{path}: metadata lacks {key!r}; export it again with `thoracic export`")
+    if list(metadata["class_names"]) != list(CLASS_NAMES):
+        raise DataError(f"{path}: class order {metadata['class_names']} differs from {list(CLASS_NAMES)}")
+    return metadata
+
+
+def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
+    """Open an exported ONNX (onnxruntime) or TorchScript (``torch.jit.load``) file with its metadata.
+
+    ``device``: ``cpu`` or a CUDA device (onnxruntime's CUDA provider when installed, else CPU).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"exported model {path} does not exist")
+    fmt = _format_of(path)
+    if fmt == "onnx":
+        import onnxruntime
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        session = _onnx_session(path, providers)
+        metadata = read_export_metadata(path, session)
+        runtime = f"onnxruntime {onnxruntime.__version__} ({session.get_providers()[0]})"
+        return ExportedModel(path, fmt, metadata, runtime, _session=session)
+    import torch
+
+    metadata = read_export_metadata(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load is deprecated upstream; the format is what was asked
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:  # noqa: BLE001 - any unreadable archive gets the same clear message
+            raise DataError(f"{path}: torch.jit.load cannot load it ({exc})") from exc
+    module.eval()
+    return ExportedModel(path, fmt, metadata, f"torch.jit {torch.__version__} ({device})", _module=module,
+                         _device=device)
+
+
+def _onnx_session(path: Path, providers: list[str]) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no notes about unused initialisers
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise DataError(f"{path}: onnxruntime cannot load it ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class _Output:
+    """Duck-typed ``ModelOutput`` (importing thoracic.models would load every model)."""
+
+    logits: Any
+    class_maps: Any = None
+
+
+class ExportedModule:
+    """An :class:`ExportedModel` called like a thoracic model: ``module(x, return_maps=False)`` on torch
+    tensors returns an object with ``logits`` and ``class_maps`` (torch tensors on ``x``'s device).
+
+    The file computes logits and maps in one pass; the last result is reused when the same tensor comes
+    again (``Predictor`` asks for logits, then for the maps of the same batch).
+    """
+
+    def __init__(self, exported: ExportedModel) -> None:
+        self.exported = exported
+        self._last: tuple[Any, Any, Any] | None = None
+
+    def __call__(self, x: Any, return_maps: bool = False) -> _Output:
+        import torch
+
+        if self._last is not None and self._last[0] is x:
+            logits, maps = self._last[1], self._last[2]
+        else:
+            logits_np, maps_np = self.exported.run(x.detach().float().cpu().numpy())
+            logits, maps = torch.from_numpy(logits_np).to(x.device), torch.from_numpy(maps_np).to(x.device)
+            self._last = (x, logits, maps)
+        return _Output(logits, maps if return_maps else None)
+
+    def to(self, device: Any) -> ExportedModule:
+        return self
+
+    def eval(self) -> ExportedModule:
+        return self
+
+
+def exported_predictor(path: str | Path, method: str = "native", threshold: float | dict[str, float] = 0.5,
+                       device: str = "cpu", calibrate: bool = True) -> tuple[Any, str, dict | None]:
+    """A :class:`~thoracic.prediction.Predictor` over an exported file.
+
+    Returns ``(predictor, calibration message, calibration dict or None)``: the metadata's calibration
+    (temperature scaling fitted on the run's validation split) is applied unless ``calibrate`` is False.
+
+    Raises:
+        ThoracicError: ``method`` other than ``native`` (Grad-CAM needs the PyTorch model: use
+            ``--checkpoint``), or an unreadable file.
+    """
+    from thoracic.evaluation.calibration import calibration_from_dict
+    from thoracic.prediction import Predictor
+
+    if method != "native":
+        raise ThoracicError(f"--method {method}: an exported model carries its native class maps only; "
+                            "Grad-CAM needs the PyTorch model (use --checkpoint RUN)")
+    exported = load_exported(path, device)
+    info = exported.metadata.get("calibration")
+    temperature = None
+    if info and calibrate:
+        calibration = calibration_from_dict(info, f"{path} metadata 'calibration'")
+        temperature = calibration.temperature
+        message = f"applied {calibration.describe()} stored in {path}"
+    elif info:
+        message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
+    else:
+        message = f"no calibration in {path}: uncalibrated probabilities"
+    predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
+                          threshold=threshold, device=device, temperature=temperature)
+    return predictor, message, info if temperature is not None else None
+
+
+__all__ = ["MAX_AUTO_WORKERS", "NOISY_LOGGERS", "NOISY_WARNINGS", "ExportedModel", "ExportedModule",
+           "exported_predictor", "load_exported", "quiet_libraries", "read_export_metadata", "resolve_device",
            "resolve_num_workers", "usable_cores"]

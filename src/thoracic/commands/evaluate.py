@@ -5,6 +5,11 @@ and .json (AUC, CI, counts, notes for undefined classes, mean over defined class
 table1_<split>.md / .csv (Table 1: this run beside Wang et al. 2017 and the seed paper's three columns),
 operating_points.json (one threshold per class, chosen on the validation split by Youden's J or F1; used
 by `thoracic predict`) and operating_points_<split>.csv (their sensitivity and specificity on the split).
+subgroups_<split>.csv / .json / .png and subgroup_gaps_<split>.csv (AUC and true-positive rate per sex,
+age band, view and follow-up group, with bootstrap CIs and the gaps between groups), calibration_<split>.csv /
+.json and reliability_<split>.csv / .png (expected calibration error and reliability diagrams; with
+--calibrate, before and after temperature scaling fitted on the validation split, stored as calibration.json
+and applied by `thoracic predict`).
 The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
 """
 
@@ -36,6 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operating-point", default="youden", choices=("youden", "f1"),
                         help="how each class's threshold is chosen on the validation split: Youden's J "
                         "(sensitivity + specificity - 1) or F1 (default youden); `thoracic predict` uses them")
+    parser.add_argument("--age-bands", type=int, nargs="+", default=None, metavar="AGE",
+                        help="lower edges of the subgroup age bands (default 0 20 40 60 80: 0-19 ... 80+)")
+    parser.add_argument("--subgroup-min-count", type=int, default=1, metavar="N",
+                        help="fewest positive and negative images of a class for a subgroup AUC (default 1)")
+    parser.add_argument("--no-subgroups", dest="subgroups", action="store_false", help="skip the subgroup evaluation")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit temperature scaling on the validation split, store it as "
+                             "evaluation/calibration.json (applied by `thoracic predict`) and report ECE before / after")
+    parser.add_argument("--calibration-mode", choices=("per_class", "single"), default="per_class",
+                        help="one temperature per class or a single one for all (default: %(default)s)")
+    parser.add_argument("--calibration-bins", type=int, default=None, metavar="N",
+                        help="equal-width probability bins of the ECE and reliability diagrams (default 15)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, split=args.split, n_bootstrap=args.bootstrap, batch_size=args.batch_size,
                           device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,
                           which=args.checkpoint, seed=args.seed, progress=args.progress,
-                          operating_point=args.operating_point)
+                          operating_point=args.operating_point, subgroups=args.subgroups,
+                          age_bands=args.age_bands, subgroup_min_count=args.subgroup_min_count,
+                          calibrate=args.calibration_mode if args.calibrate else None,
+                          calibration_bins=args.calibration_bins)
     print(format_evaluation(result, args.split, args.operating_point))
+    _print_extras(result.files)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")
     return 0
 
@@ -72,3 +93,21 @@ def format_evaluation(result: Any, split: str, method: str) -> str:
             point, note = "", row.note
         lines.append(f"{row.class_name:<20} {auc} {ci:<16} {point}" + (f"  ({note})" if note else ""))
     return "\n".join(lines)
+
+
+def _print_extras(files: dict) -> None:
+    """Mean AUC per subgroup and the mean ECE (before / after temperature scaling), when written."""
+    import pandas as pd
+
+    if "subgroups_csv" in files:
+        table = pd.read_csv(files["subgroups_csv"])
+        means = table[table["class_name"] == "Mean"]
+        print("subgroups (mean AUC over classes with a defined AUC [95% CI], n images):")
+        for row in means.itertuples(index=False):
+            value = f"{row.auc:.4f} [{row.auc_ci_low:.3f}, {row.auc_ci_high:.3f}]" if row.auc == row.auc else "undefined"
+            print(f"  {row.attribute:<10} {row.group:<8} {value}  n={row.n_images}")
+    if "calibration_csv" in files:
+        table = pd.read_csv(files["calibration_csv"]).set_index("class_name")
+        after = table.loc["Mean", "ece_calibrated"]
+        print(f"mean ECE {table.loc['Mean', 'ece']:.4f}" + (f" -> {after:.4f} after temperature scaling"
+                                                             if after == after else ""))

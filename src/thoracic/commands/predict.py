@@ -9,6 +9,11 @@ A file that is missing, not an image, truncated or an unsupported DICOM gets its
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
 nothing to process (no input exists, empty folders), the checkpoint cannot be loaded, or --threshold /
 --device / --out is unusable.
+With --model FILE, a model written by `thoracic export` (ONNX or TorchScript) runs instead of the
+checkpoint, without Lightning or thoracic's model code (native heatmaps only). Probabilities are
+temperature-scaled when the run (or the export) holds a calibration fitted by `thoracic evaluate
+--calibrate`; stderr says whether they are (the operating points are then mapped onto the
+calibrated probabilities, so the decisions they make do not change).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+",
                         help="image files (PNG, JPEG, DICOM) and/or folders (searched recursively)")
-    parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a .ckpt file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a run folder (its best checkpoint) or a .ckpt file")
+    source.add_argument("--model", help="an exported model (.onnx or TorchScript .pt from `thoracic export`)")
     parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     parser.add_argument("--method", choices=("native", "gradcam"), default="native",
                         help="heatmap method (default: %(default)s)")
@@ -34,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
+                        help="ignore the run's (or the export's) temperature scaling")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -42,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
                              threshold=args.threshold, device=args.device, progress=args.progress,
-                             all_boxes=args.all_boxes, log=lambda message: print(message, file=sys.stderr))
+                             all_boxes=args.all_boxes, model=args.model, calibrate=args.calibrate,
+                             log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:

@@ -33,17 +33,15 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
 from thoracic.data.boxes import scale_boxes
 from thoracic.data.cache import ImageCache, default_cache_dir
 from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxray14
 from thoracic.data.splits import Splits, make_splits
+from thoracic.data.transforms import NORMALIZATIONS, normalize_images  # noqa: F401 - part of this module's API
 from thoracic.errors import DataError
 from thoracic.runtime import resolve_num_workers
 
 logger = logging.getLogger(__name__)
-
-NORMALIZATIONS = ("imagenet", "none")
 
 #: Sample keys with one entry per box (0 to several per image): batched as lists, not stacked.
 BOX_KEYS = ("boxes", "box_classes")
@@ -61,32 +59,6 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else default_collate([sample[key] for sample in samples])
         for key in samples[0]
     }
-
-
-def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
-    """uint8 (B, 1, S, S) / (B, S, S) / (1, S, S) images -> float32 3-channel, normalised.
-
-    Runs wherever ``images`` lives (CPU worker or GPU). ``"imagenet"``: (x / 255 - mean) / std per
-    channel with torchvision's ImageNet statistics; ``"none"``: x / 255.
-    """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    x = images
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    if x.dim() == 3 and x.shape[0] != 1:  # (B, S, S)
-        x = x.unsqueeze(1)
-    channel_dim = x.dim() - 3
-    repeats = [1] * x.dim()
-    repeats[channel_dim] = 3
-    x = x.to(torch.float32).div(255.0).repeat(*repeats)
-    if normalize == "imagenet":
-        shape = [1] * x.dim()
-        shape[channel_dim] = 3
-        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
-        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
-        x = (x - mean) / std
-    return x
 
 
 def box_table(dataset: ChestXray14, cache: ImageCache, image_ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -538,8 +538,12 @@ def _plan(num_images: int, seed: int, test_fraction: float) -> list[_ImagePlan]:
         test_patients += is_test
         sex = "M" if rng.random() < 0.56 else "F"
         age = int(rng.integers(18, 86))
+        years = 0.0
         for follow_up in range(count):
-            age_now = age + int(follow_up * rng.uniform(0.0, 0.8))
+            # up to 0.8 years between follow-ups, accumulated: a patient never gets younger
+            step = rng.uniform(0.0, 0.8)
+            years += step if follow_up else 0.0
+            age_now = age + int(years)
             view = "PA" if rng.random() < 0.6 else "AP"
             plans.append(_ImagePlan(0, f"{patient:08d}_{follow_up:03d}.png", patient, follow_up, age_now, sex, view, is_test))
     # make both official lists non-empty when there are at least two patients

@@ -37,6 +37,9 @@ class AUCResult:
         ci_low, ci_high: ``(C,)`` bootstrap percentile bounds, or None without a bootstrap.
         mean_ci: ``(low, high)`` of the mean AUC, or None.
         n_bootstrap, confidence, seed: how the intervals were drawn (0 / None without a bootstrap).
+        replicates: ``(n_bootstrap, C)`` AUC of every resample (NaN where a resample lacks a label value),
+            kept only when asked (``compute_auc(..., keep_replicates=True)``): differences between
+            independently resampled groups (subgroup gaps) need them.
     """
 
     class_names: tuple[str, ...]
@@ -52,6 +55,7 @@ class AUCResult:
     confidence: float = 0.95
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    replicates: np.ndarray | None = field(default=None, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per class plus a final ``Mean`` row: auc, ci_low, ci_high, n_positive, n_negative, note."""
@@ -182,6 +186,7 @@ def compute_auc(
     confidence: float = 0.95,
     chunk_size: int = 100,
     progress: bool = False,
+    keep_replicates: bool = False,
 ) -> AUCResult:
     """Per-class ROC AUC, the mean over defined classes, and optional bootstrap CIs (paper Table 1).
 
@@ -194,6 +199,7 @@ def compute_auc(
         confidence: two-sided level of the percentile interval.
         chunk_size: resamples computed together (memory ~ chunk_size x N x 8 bytes x a few).
         progress: show a progress bar over chunks.
+        keep_replicates: keep the ``(n_bootstrap, C)`` resample AUCs in ``AUCResult.replicates``.
 
     Returns:
         :class:`AUCResult`: ``auc`` ``(C,)`` (NaN with a reason where a class has one label value),
@@ -265,7 +271,7 @@ def compute_auc(
     ci_low[~np.isfinite(auc)] = np.nan
     ci_high[~np.isfinite(auc)] = np.nan
     return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg, ci_low, ci_high, mean_ci,
-                     n_bootstrap, confidence, seed)
+                     n_bootstrap, confidence, seed, replicates=boot if keep_replicates else None)
 
 
 class _quiet_nan_warnings:

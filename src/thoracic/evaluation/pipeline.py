@@ -9,6 +9,11 @@
     operating_points.json     per-class thresholds chosen on the validation split (Youden's J or F1)
     operating_points_<split>.csv  per class: AUC, threshold, sensitivity and specificity on <split>
     predictions_val.csv       (also with --split test) the validation predictions the thresholds come from
+    subgroups_<split>.csv / .json / .png, subgroup_gaps_<split>.csv
+                              AUC and TPR per sex, age band, view and follow-up group; gaps (subgroups.py)
+    calibration_<split>.csv / .json, reliability_<split>.csv / .png
+                              ECE and reliability bins, before / after temperature scaling (calibration.py)
+    calibration.json          the fitted temperature (with ``calibrate``), applied by ``thoracic predict``
 
 ``localize_run`` writes::
 
@@ -156,6 +161,11 @@ def evaluate_run(
     seed: int = 0,
     progress: bool = True,
     operating_point: str = "youden",
+    subgroups: bool = True,
+    age_bands: Sequence[int] | None = None,
+    subgroup_min_count: int = 1,
+    calibrate: str | None = None,
+    calibration_bins: int | None = None,
 ) -> EvaluationResult:
     """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
     on ``split`` (test or val).
@@ -163,6 +173,12 @@ def evaluate_run(
     The operating points (``operating_point``: ``youden`` or ``f1``) are always chosen on the validation
     split (:mod:`thoracic.evaluation.operating_points`) and their sensitivity / specificity reported on
     ``split``. ``device``: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
+
+    Also, per sex / age band / view / follow-up group (``subgroups``; ``age_bands`` lower edges, default
+    0 20 40 60 80), AUC and TPR at those operating points with their gaps; and calibration (ECE,
+    reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature scaling on the
+    validation split and stores it as ``calibration.json``; without it, a stored calibration of the same
+    checkpoint is still measured.
     """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
@@ -200,7 +216,65 @@ def evaluate_run(
     curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
     files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
+    if subgroups:
+        files.update(_subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands, subgroup_min_count,
+                                progress))
+    files.update(_calibration(loaded, validation, predictions, out, split, calibrate, calibration_bins, device,
+                              progress))
     return EvaluationResult(auc, files, points)
+
+
+def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
+               age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
+    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
+    from thoracic.evaluation.subgroups import (
+        DEFAULT_AGE_BANDS,
+        evaluate_subgroups,
+        load_operating_points,
+        save_subgroups,
+    )
+
+    thresholds, source = load_operating_points(out)
+    result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
+                                module.dataset.table, thresholds, source, CLASS_NAMES,
+                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
+                                seed=seed, min_count=min_count, progress=progress)
+    return save_subgroups(result, out, split)
+
+
+def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
+                 n_bins: int | None, device: str, progress: bool) -> dict[str, Path]:
+    """ECE / reliability files of one split; with ``calibrate``, first fit temperatures on the validation
+    split's predictions ``validation``."""
+    from thoracic.evaluation.calibration import (
+        CALIBRATION_FILE,
+        DEFAULT_BINS,
+        calibration_for_checkpoint,
+        evaluate_calibration,
+        fit_temperature,
+        save_calibration,
+        write_calibration,
+    )
+
+    n_bins = n_bins or DEFAULT_BINS
+    files: dict[str, Path] = {}
+    if calibrate is not None:
+        fitting = validation
+        temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, CLASS_NAMES)
+        settings = {"split": split, "temperature_source": f"fitted on the val split ({calibrate}) by this evaluation"}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
+                                      notes, settings)
+        files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
+                                                 loaded.checkpoint_path, result, split, len(fitting.labels), notes)
+    else:
+        stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
+        settings = {"split": split, "temperature_source": message}
+        notes = {name: entry.get("note") or "" for name, entry in (stored.info.get("per_class") or {}).items()
+                 if isinstance(entry, dict)} if stored else {}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES,
+                                      stored.temperature if stored else None, n_bins, notes, settings)
+    files.update(save_calibration(result, out, split))
+    return files
 
 
 def ground_truth_boxes(box_table: pd.DataFrame) -> pd.DataFrame:

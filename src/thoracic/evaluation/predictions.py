@@ -27,12 +27,17 @@ HEATMAP_METHODS = ("native", "gradcam")
 
 @dataclass(frozen=True)
 class Predictions:
-    """Model outputs on one split: ``probabilities`` and ``labels`` are ``(N, C)`` aligned with ``image_ids``."""
+    """Model outputs on one split: ``probabilities`` and ``labels`` are ``(N, C)`` aligned with ``image_ids``.
+
+    ``logits`` (``(N, C)``, float64) are kept when the predictions come from a model (calibration fits
+    temperatures on them); a predictions file stores probabilities only, so they are None when read back.
+    """
 
     image_ids: np.ndarray
     probabilities: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...] = CLASS_NAMES
+    logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, c = len(self.image_ids), len(self.class_names)
@@ -98,17 +103,20 @@ def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | tor
     model = model.to(device).eval()
     ids: list[str] = []
     probabilities: list[np.ndarray] = []
+    logit_batches: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for batch in _progress(loader, "predict", progress, _length(loader)):
         images = batch["image"].to(device, non_blocking=True)
         output = model(images)
         logits = output.logits if hasattr(output, "logits") else output
         probabilities.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
+        logit_batches.append(logits.float().cpu().numpy().astype(np.float64))
         labels.append(batch["labels"].cpu().numpy().round().astype(np.int64))
         ids.extend(str(i) for i in batch["image_id"])
     if not ids:
         raise DataError("the loader yielded no images: nothing to evaluate")
-    return Predictions(np.asarray(ids), np.concatenate(probabilities), np.concatenate(labels))
+    return Predictions(np.asarray(ids), np.concatenate(probabilities), np.concatenate(labels),
+                       logits=np.concatenate(logit_batches))
 
 
 def compute_heatmaps(

@@ -897,9 +897,156 @@ def localization_section(context: ReportContext) -> Section | None:
     return section
 
 
+# Subgroups, calibration and exports (one builder per section; each reads its runs' files only)
+
+
+def _ci_cell(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    if value is None or not np.isfinite(value):
+        return "undefined"
+    cell = f"{value:.{digits}f}"
+    if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
+        cell += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return cell
+
+
+def subgroup_section(context: ReportContext) -> Section | None:
+    """Mean AUC and TPR per sex / age band / view / follow-up group, the gaps to each attribute's reference
+    group (``subgroups_<split>.json`` of every run that has one), and the per-class figure."""
+    runs, split = context.runs, context.split
+    loaded = [(run, json.loads(p.read_text())) for run in runs
+              if (p := run.path / "evaluation" / f"subgroups_{split}.json").is_file()]
+    if not loaded:
+        return None
+    means = pd.DataFrame()
+    gaps = pd.DataFrame()
+    undefined: dict[str, list[str]] = {}  # message -> runs (the same split gives the same messages)
+    for run, info in loaded:
+        label = context.run_label(run)
+        groups = pd.DataFrame(info["groups"])
+        rows = groups[groups["class_name"] == "Mean"].set_index(["attribute", "group"])
+        means[f"{label}: n"] = rows["n_images"].astype(int).astype(str)
+        means[f"{label}: mean AUC"] = [_ci_cell(*v) for v in rows[["auc", "auc_ci_low", "auc_ci_high"]].itertuples(index=False)]
+        means[f"{label}: mean TPR"] = [_ci_cell(*v) for v in rows[["tpr", "tpr_ci_low", "tpr_ci_high"]].itertuples(index=False)]
+        per_class = groups[groups["class_name"] != "Mean"]
+        missing = per_class[~np.isfinite(per_class["auc"].astype(float))]
+        for (attribute, group), part in missing.groupby(["attribute", "group"], sort=False):
+            reason = part["note"].iloc[0] if len(part) == len(info["class_names"]) and not part["n_images"].iloc[0] else ""
+            message = f"{attribute} = {group}: " + (reason or f"AUC undefined for {len(part)} of "
+                                                    f"{len(info['class_names'])} classes ({', '.join(part['class_name'])})")
+            undefined.setdefault(message, []).append(label)
+        gap = pd.DataFrame(info["gaps"])
+        if len(gap):
+            gap = gap[gap["class_name"] == "Mean"]
+            gap = gap.assign(comparison=gap["group"] + " - " + gap["reference"]).set_index(["attribute", "comparison", "metric"])
+            gaps[label] = [_ci_cell(*v) for v in gap[["gap", "ci_low", "ci_high"]].itertuples(index=False)]
+            gaps.index = gap.index
+    means.index.names = ["attribute", "group"]
+    means = means.reset_index()
+    means.index.name = None
+    settings = loaded[0][1]
+    boot = settings.get("bootstrap", {})
+    text = (f"Per-class ROC AUC and true-positive rate on the {split} split, per group of the data-entry table: "
+            f"sex, age band ({', '.join(settings.get('age_band_labels', []))}; ages outside 0-{settings.get('max_plausible_age')} "
+            "are `unknown`), view position and follow-up (first image of a patient or a later one). The tables "
+            "show the mean over the classes with a defined value, with a percentile bootstrap "
+            f"{int(100 * boot.get('confidence', 0.95))}% CI ({boot.get('n_resamples')} resamples of each group's "
+            f"images). TPR at: {settings.get('threshold_source')}. Gaps are group minus reference (the largest group "
+            "of the attribute), mean over the classes defined in both, with the CI of the difference from "
+            "independent resamples of the two groups. Per-class values: `subgroups_<split>.csv`, "
+            "`subgroup_gaps_<split>.csv`.")
+    section = Section("Subgroups", "subgroups", intro=text)
+    section.tables.append(ReportTable("Mean AUC and TPR by group [95% CI]", means, numeric=False))
+    if len(gaps):
+        gaps = gaps.reset_index()
+        gaps.index.name = None
+        section.tables.append(ReportTable("Gaps to the reference group (mean over classes) [95% CI]", gaps,
+                                          numeric=False))
+    section.figures.extend(
+        ReportFigure(f"{context.run_label(run)}: subgroup AUC per class on the {split} split",
+                     run.path / "evaluation" / f"subgroups_{split}.png")
+        for run, _ in loaded if (run.path / "evaluation" / f"subgroups_{split}.png").is_file())
+    # undefined values are shown in the tables, never dropped; the notes say why
+    section.notes.extend(f"Undefined: {message}" + ("" if len(labels) == len(loaded) else f" ({', '.join(labels)})")
+                         for message, labels in undefined.items())
+    return section
+
+
+def calibration_section(context: ReportContext) -> Section | None:
+    """ECE per class before (and after) temperature scaling and the reliability diagrams of every run with
+    ``calibration_<split>.json``."""
+    runs, split = context.runs, context.split
+    loaded = [(run, json.loads(p.read_text())) for run in runs
+              if (p := run.path / "evaluation" / f"calibration_{split}.json").is_file()]
+    if not loaded:
+        return None
+    table = pd.DataFrame()
+    sources = []
+    for run, info in loaded:
+        label = context.run_label(run)
+        rows = pd.DataFrame(info["per_class"]).set_index("class_name")
+        table[f"{label}: ECE"] = [_fmt(v, 4) for v in rows["ece"].astype(float)]
+        if np.isfinite(rows["ece_calibrated"].astype(float)).any():
+            table[f"{label}: ECE after T"] = [_fmt(v, 4) for v in rows["ece_calibrated"].astype(float)]
+            table[f"{label}: T"] = [_fmt(v, 3) for v in rows["temperature"].astype(float)]
+        table.index = rows.index
+        sources.append(f"{label}: {info.get('temperature_source', '')}")
+    table.index.name = "class"
+    n_bins = loaded[0][1].get("n_bins")
+    section = Section("Calibration", "calibration", intro=(
+        f"Expected calibration error of each class's probability on the {split} split ({n_bins} equal-width "
+        "bins; 0 is perfect). Temperature scaling (probability = sigmoid(logit / T)) is fitted on the "
+        "validation split by `thoracic evaluate --calibrate` and applied by `thoracic predict`; it changes "
+        "no AUC."))
+    section.figures.extend(
+        ReportFigure(f"{context.run_label(run)}: reliability diagrams on the {split} split",
+                     run.path / "evaluation" / f"reliability_{split}.png")
+        for run, _ in loaded if (run.path / "evaluation" / f"reliability_{split}.png").is_file())
+    section.tables.append(ReportTable(f"Expected calibration error per class ({split} split)", table))
+    section.notes.extend(f"Temperature of {source}" for source in sources)
+    return section
+
+
+def export_section(context: ReportContext) -> Section | None:
+    """The models exported by ``thoracic export`` (``export/*.json`` of each run) and how closely each file
+    reproduced the PyTorch model when it was written."""
+    runs = context.runs
+    records = []
+    for run in runs:
+        for path in sorted((run.path / "export").glob("*.json")):
+            try:
+                info = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                continue
+            check = info.get("verification") or {}
+            diffs = check.get("max_abs_diff") or {}
+            geometry = info.get("heatmap_geometry") or {}
+            records.append({
+                "run": context.run_label(run), "file": path.name[:-len(".json")], "format": info.get("format"),
+                "input": " x ".join(str(v) for v in (info.get("input") or {}).get("shape", [])),
+                "class maps": " x ".join(str(v) for v in geometry.get("map_size", [])),
+                "stride / cell-centre offset (px)": f"{geometry.get('stride', ['?'])[0]:g} / "
+                                                    f"{geometry.get('cell_centre_offset', ['?'])[0]:g}"
+                                                    if geometry else "",
+                "checked with": check.get("runtime", ""),
+                "max abs diff logits": f"{diffs['logits']:.1e}" if "logits" in diffs else "",
+                "max abs diff maps": f"{diffs['class_maps']:.1e}" if "class_maps" in diffs else "",
+                "calibration inside": "yes" if info.get("calibration") else "no",
+                "operating points inside": "yes" if info.get("operating_points") else "no",
+            })
+    if not records:
+        return None
+    section = Section("Exported models", "exports", intro=(
+        "Models exported by `thoracic export` (normalised image batch in; logits and raw native class maps "
+        "out; dynamic batch size). Each file was run in its runtime on a batch of random images when it "
+        "was written; the largest absolute differences from the PyTorch model are shown."))
+    section.tables.append(ReportTable("Exported files", pd.DataFrame.from_records(records), numeric=False))
+    return section
+
+
 #: The report's sections, in order; each builder returns a Section or None (nothing to show).
 SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
-    setup_section, classification_section, localization_section,
+    setup_section, classification_section, subgroup_section, calibration_section, localization_section,
+    export_section,
 ]
 
 

@@ -1,0 +1,281 @@
+"""Export a trained run to ONNX or TorchScript: a model that runs without thoracic's training stack.
+
+The exported graph takes a normalised image batch ``image`` ``(B, 3, S, S)`` float32 (``B`` dynamic,
+``S`` the run's ``data.image_size``) and returns ``logits`` ``(B, 14)`` and ``class_maps``
+``(B, 14, h, w)``: the raw native class maps (CAM, space-attention class maps or the attention-gated
+combined map) before any min-max normalisation, exactly ``ModelOutput.logits`` / ``.class_maps`` of
+``model(image, return_maps=True)``.
+
+Everything needed to use the file travels with it, as JSON (:func:`export_metadata`): the class order,
+the preprocessing (decoding, resize, normalisation constants), the post-processing (sigmoid, optional
+temperature, heatmap min-max and upsampling), the run's operating points (``operating_points.json``)
+and calibration (``calibration.json``) when present, and the heatmap geometry (stride and the input
+pixel of cell (0, 0)'s centre). It is stored inside the file (ONNX ``metadata_props`` key
+:data:`METADATA_KEY`; TorchScript extra file ``thoracic.json``) and beside it as ``<file>.json``.
+
+ONNX goes through ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter; the TorchScript
+based one is deprecated). TorchScript is traced (``torch.jit.trace``); PyTorch marks TorchScript as
+deprecated, so its warnings are silenced here: the format is offered for libtorch (C++) deployments that
+still load it. Every export is checked at once: the file is run (onnxruntime / ``torch.jit.load``) on a
+random batch of another size than the traced one, and the largest absolute difference from the PyTorch
+model is stored in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
+from thoracic.errors import RunError
+
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
+#: Key of the metadata JSON in an ONNX file's ``metadata_props``; TorchScript holds it as ``thoracic.json``.
+METADATA_KEY = "thoracic"
+TORCHSCRIPT_METADATA_FILE = "thoracic.json"
+INPUT_NAME = "image"
+OUTPUT_NAMES: tuple[str, str] = ("logits", "class_maps")
+#: Largest absolute difference (relative to the outputs' scale, at least 1) tolerated by the export check.
+VERIFY_TOLERANCE = 1e-3
+
+
+class LogitsAndMaps(nn.Module):
+    """The exported graph: ``image (B, 3, S, S) -> (logits (B, C), class_maps (B, C, h, w))``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model(image, return_maps=True)
+        return output.logits, output.class_maps
+
+
+def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, Any]:
+    """Where the cells of a model's native class map lie on its input, under the ``align_corners=False``
+    convention that localization and prediction use to upsample maps.
+
+    One forward pass at ``image_size`` gives the map size ``(h, w)``; then ``stride = image_size / h``
+    (input pixels per cell) and the centre of cell (0, 0) lies at input pixel ``(stride - 1) / 2``
+    (pixel centres at integer coordinates), cell ``i`` at ``i * stride + (stride - 1) / 2``.
+
+    Kept self-contained (its only input is the model and the size) so that a shared geometry module can
+    replace it without touching the export.
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    with torch.no_grad():
+        maps = model(torch.zeros(1, 3, image_size, image_size, device=device), return_maps=True).class_maps
+    h, w = (int(v) for v in maps.shape[-2:])
+    stride = (image_size / h, image_size / w)
+    return {
+        "map_size": [h, w], "input_size": [int(image_size), int(image_size)],
+        "stride": [float(s) for s in stride], "cell_centre_offset": [float((s - 1) / 2) for s in stride],
+        "convention": "cell (i, j) centre at input pixel (i * stride + offset, j * stride + offset), pixel centres "
+                      "at integer coordinates; maps are upsampled bilinearly with align_corners=False",
+    }
+
+
+def preprocessing_metadata(image_size: int, normalize: str) -> dict[str, Any]:
+    """How to turn an image file into the model's input (what ``thoracic predict`` does)."""
+    mean = list(IMAGENET_MEAN) if normalize == "imagenet" else [0.0, 0.0, 0.0]
+    std = list(IMAGENET_STD) if normalize == "imagenet" else [1.0, 1.0, 1.0]
+    return {
+        "decode": "8-bit grayscale: PNG/JPEG in any mode converted to L; DICOM with MONOCHROME1 inverted, the file's "
+                  "VOI LUT or window centre/width, else min-max to 0-255 (thoracic.data.images.read_image)",
+        "resize": f"PIL bilinear (antialiased) resize to {image_size} x {image_size} (thoracic.data.images.resize_image)",
+        "channels": "the grayscale image repeated to 3 channels",
+        "scale": "x / 255",
+        "normalize": normalize, "mean": mean, "std": std,
+        "formula": "image[c] = (x / 255 - mean[c]) / std[c], float32, layout (B, 3, S, S)",
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> dict[str, Any]:
+    """The JSON stored with an export of ``loaded`` (a :class:`~thoracic.training.checkpoints.LoadedRun`)."""
+    from thoracic import __version__
+    from thoracic.config import to_dict
+
+    config = loaded.config
+    size = int(config.data.image_size)
+    base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
+    evaluation = base / "evaluation"
+    operating_points = _read_json(evaluation / "operating_points.json")
+    calibration = None
+    calibration_note = "no calibration.json in the run"
+    if (evaluation / "calibration.json").is_file():
+        from thoracic.evaluation.calibration import calibration_for_run
+
+        stored, calibration_note = calibration_for_run(loaded)
+        calibration = stored.info if stored is not None else None
+    geometry = heatmap_geometry_metadata(model if model is not None else loaded.model, size)
+    return {
+        "format": fmt, "thoracic_version": __version__, "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": str(loaded.run_dir) if loaded.run_dir is not None else None,
+        "checkpoint": str(loaded.checkpoint_path),
+        "checkpoint_info": getattr(loaded, "info", None),
+        "model": to_dict(config.model),
+        "class_names": list(CLASS_NAMES),
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32"},
+        "outputs": {OUTPUT_NAMES[0]: ["batch", len(CLASS_NAMES)],
+                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["map_size"]]},
+        "image_size": size,
+        "preprocessing": preprocessing_metadata(size, config.data.normalize),
+        "postprocessing": {
+            "probabilities": "sigmoid(logits), or sigmoid(logits / temperature) with the calibration below",
+            "heatmap": "min-max normalise each class map to [0, 1] (a constant map becomes zeros), upsample "
+                       "bilinearly (align_corners=False) to the original image size",
+        },
+        "heatmap_geometry": geometry,
+        "operating_points": operating_points,
+        "operating_points_note": ("thresholds on sigmoid(logits) (uncalibrated probabilities)" if operating_points
+                                  else "no operating_points.json in the run: 0.5"),
+        "calibration": calibration,
+        "calibration_note": calibration_note,
+    }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The exported file, its metadata JSON beside it, and the check against PyTorch."""
+
+    path: Path
+    metadata_path: Path
+    metadata: dict
+    max_abs_diff: dict[str, float]
+
+
+def default_export_path(loaded: Any, fmt: str) -> Path:
+    """``<run>/export/<model name><suffix>`` (``export/`` beside a bare checkpoint file)."""
+    base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
+    return base / "export" / f"{loaded.config.model.name}{SUFFIXES[fmt]}"
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, metadata: dict, opset: int | None) -> None:
+    import onnx
+
+    import inspect
+
+    kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
+    with warnings.catch_warnings():
+        # the exporter's own progress messages and torch.export notes are not the user's concern
+        warnings.simplefilter("ignore")
+        if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.onnx.export(wrapper, (example,), input_names=[INPUT_NAME],
+                                        output_names=list(OUTPUT_NAMES), dynamic_shapes={"image": {0: batch}},
+                                        dynamo=True, verbose=False, **kwargs)
+            program.save(str(path))
+        else:  # pragma: no cover - PyTorch < 2.5 has only the TorchScript-based exporter
+            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=axes, **kwargs)
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
+    proto.doc_string = "thoracic export: image (B, 3, S, S) -> logits (B, C), class_maps (B, C, h, w)"
+    onnx.save(proto, str(path))
+
+
+def _trace(wrapper: nn.Module, example: torch.Tensor) -> Any:
+    with warnings.catch_warnings():
+        # torch.jit is deprecated upstream (warned on every call) and tracing warns about shape values
+        # turned into constants: they are, on purpose, for the fixed input size; the export check
+        # runs another batch size to prove the batch dimension stayed dynamic
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(wrapper, example, check_trace=False)
+
+
+def _save_torchscript(traced: Any, path: Path, metadata: dict) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.save's deprecation warning (see _trace)
+        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+
+
+def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, which: str = "best",
+               opset: int | None = None, verify_batch: int = 3) -> ExportResult:
+    """Export the model of a run (or a ``.ckpt`` file) and check the file against PyTorch.
+
+    Args:
+        run: run folder or checkpoint file.
+        fmt: ``onnx`` or ``torchscript``.
+        out: the file to write (default :func:`default_export_path`); its metadata goes to ``<out>.json``.
+        which: ``best`` or ``last`` checkpoint of a run folder.
+        opset: ONNX opset (default: the exporter's).
+        verify_batch: batch size of the check (differs from the traced batch of 2, so a batch dimension
+            frozen by mistake fails the check).
+    Raises:
+        RunError: unknown format, or the exported file's outputs differ from PyTorch's.
+    """
+    from thoracic.runtime import load_exported
+    from thoracic.training.checkpoints import load_run
+
+    if fmt not in EXPORT_FORMATS:
+        raise RunError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    loaded = load_run(run, which=which, map_location="cpu")
+    model = loaded.model.cpu().eval()
+    size = int(loaded.config.data.image_size)
+    path = Path(out) if out is not None else default_export_path(loaded, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = export_metadata(loaded, fmt, model)
+    wrapper = LogitsAndMaps(model).eval()
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, 3, size, size, generator=generator)
+    traced = None
+    if fmt == "onnx":
+        _export_onnx(wrapper, example, path, metadata, opset)
+    else:
+        traced = _trace(wrapper, example)
+        _save_torchscript(traced, path, metadata)
+
+    # the check: the file as a user loads it, on another batch size
+    check = torch.randn(verify_batch, 3, size, size, generator=generator)
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(check)]
+    exported = load_exported(path)
+    got = exported.run(check.numpy())
+    diffs = {name: float(np.max(np.abs(a - b))) for name, a, b in zip(OUTPUT_NAMES, got, expected)}
+    scale = max(1.0, max(float(np.max(np.abs(e))) for e in expected))
+    metadata["verification"] = {
+        "batch_size": int(verify_batch), "runtime": exported.runtime, "max_abs_diff": diffs,
+        "output_scale": scale, "input": "standard normal noise, seed 0",
+    }
+    if max(diffs.values()) > VERIFY_TOLERANCE * scale:
+        raise RunError(f"exported {path} does not reproduce the PyTorch model: max abs differences {diffs} "
+                       f"(outputs up to {scale:.3g})")
+    # the check's numbers go into the file's metadata too, so the file alone says how it was verified
+    if fmt == "onnx":
+        import onnx
+
+        proto = onnx.load(str(path))
+        onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
+        onnx.save(proto, str(path))
+    else:
+        _save_torchscript(traced, path, metadata)
+    metadata_path = path.with_name(path.name + ".json")
+    metadata_path.write_text(json.dumps(metadata, indent=1))
+    return ExportResult(path, metadata_path, metadata, diffs)
+
+
+__all__ = [
+    "EXPORT_FORMATS", "ExportResult", "LogitsAndMaps", "METADATA_KEY", "default_export_path", "export_metadata",
+    "export_run", "heatmap_geometry_metadata", "preprocessing_metadata",
+]
