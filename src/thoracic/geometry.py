@@ -350,6 +350,24 @@ class Registration:
                          "offset": list(self.grid.offset), "input_size": list(self.grid.input_size)})
         return info
 
+    @classmethod
+    def from_description(cls, info: Mapping[str, Any]) -> Registration:
+        """Inverse of :meth:`describe` (e.g. read back from ``localization_<method>.json``)."""
+        try:
+            name = str(info["registration"])
+            grid = None
+            if "stride" in info:
+                grid = FeatureGrid(tuple(int(v) for v in info["shape"]), tuple(float(v) for v in info["stride"]),
+                                   tuple(float(v) for v in info["offset"]),
+                                   tuple(int(v) for v in info["input_size"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeometryError(f"not a registration description: {dict(info)} ({exc})") from exc
+        return cls(name, grid)
+
+    def other(self) -> Registration:
+        """The same heatmap grid under the other registration (for sensitivity tables)."""
+        return Registration(next(n for n in REGISTRATIONS if n != self.name), self.grid)
+
 
 def make_registration(name: str, grid: FeatureGrid | None) -> Registration:
     """:class:`Registration` ``name`` (``geometric`` / ``legacy``) of heatmaps on ``grid``."""

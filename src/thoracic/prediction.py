@@ -5,8 +5,9 @@ Every image goes through exactly the preprocessing of training: decoded to 8-bit
 window or min-max), resized with antialiasing to the run's ``data.image_size``
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
 training batches (:func:`thoracic.data.dataset.normalize_images`). Heatmaps are the model's native
-maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
-original image size, as in localization.
+maps, Grad-CAM or Integrated Gradients (:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
+:func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the original image size with the heatmap
+cells registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
 
 A file that cannot be processed (missing, not an image, truncated, unsupported DICOM, or any
 :class:`~thoracic.errors.ThoracicError` / ``ValueError`` later on) fails with its own message; the
@@ -28,6 +29,8 @@ from thoracic.data.dataset import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.localization import HEATMAP_THRESHOLDS, boxes_from_heatmaps
+from thoracic.geometry import REGISTRATIONS, Registration, make_registration
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -42,7 +45,7 @@ class ImagePrediction:
     original_size: tuple[int, int] = (0, 0)
     """(height, width) of the decoded image."""
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
-    """class -> heatmap in [0, 1] at the model's native resolution (classes above the threshold)."""
+    """class -> heatmap in [0, 1] on the method's grid (classes above the threshold)."""
     boxes: dict[str, np.ndarray] = field(default_factory=dict)
     """class -> (K, 4) boxes (x, y, w, h) in original pixels, all heatmap thresholds pooled."""
     figure: Path | None = None
@@ -105,17 +108,22 @@ class Predictor:
         model: a thoracic model (``forward(x, return_maps=...) -> ModelOutput``), put in eval mode here.
         image_size: input side the model was trained at (the run's ``data.image_size``).
         normalize: the run's ``data.normalize``.
-        method: ``native`` (the model's own maps) or ``gradcam``.
+        method: a heatmap method name (``native``, ``gradcam``, ``gradcam-layer3``, ``gradcam-layer2``,
+            ``ig``).
         threshold: classes whose probability reaches this get a heatmap, boxes and a figure panel.
         heatmap_thresholds: 0-255 thresholds for box extraction (Wang et al.: 60 and 180).
         device: where the forward pass runs.
+        registration: ``geometric`` or ``legacy`` (:mod:`thoracic.geometry`).
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
                  method: str = "native", threshold: float = 0.5,
-                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu") -> None:
-        if method not in ("native", "gradcam"):
-            raise ThoracicError(f"--method must be native or gradcam, got {method!r}")
+                 heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
+                 registration: str = "geometric") -> None:
+        if method not in HEATMAP_METHOD_NAMES:
+            raise ThoracicError(f"--method must be one of {list(HEATMAP_METHOD_NAMES)}, got {method!r}")
+        if registration not in REGISTRATIONS:
+            raise ThoracicError(f"--registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.normalize = normalize
@@ -123,14 +131,13 @@ class Predictor:
         self.threshold = float(threshold)
         self.heatmap_thresholds = tuple(heatmap_thresholds)
         self.device = device
+        self.registration: Registration = make_registration(
+            registration, create_heatmap_method(method, self.model).grid(self.image_size))
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
-        from thoracic.heatmaps import GradCAM, NativeHeatmap
-
         if not class_indices:
             return {}
-        method_class = NativeHeatmap if self.method == "native" else GradCAM
-        with method_class(self.model) as method:
+        with create_heatmap_method(self.method, self.model) as method:
             if self.method == "native":
                 maps = method.all_classes(batch)[0]
                 return {k: maps[k].detach().cpu().numpy() for k in class_indices}
@@ -148,7 +155,8 @@ class Predictor:
         for k, heatmap in self._heatmaps(batch, shown).items():
             name = CLASS_NAMES[k]
             result.heatmaps[name] = heatmap
-            extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size)
+            extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size,
+                                            cell_centres=self.registration(heatmap.shape, result.original_size))
             boxes = [e.boxes for e in extracted.values() if len(e)]
             result.boxes[name] = np.concatenate(boxes) if boxes else np.zeros((0, 4))
         return result
@@ -165,20 +173,22 @@ class Predictor:
             image = read_image(path)
             result = self.predict_image(image, path)
             if figure is not None:
-                result.figure = prediction_figure(result, image, figure)
+                result.figure = prediction_figure(result, image, figure, registration=self.registration)
         except (ThoracicError, ValueError) as exc:
             message = str(exc)
             return ImagePrediction(path=path, error=message if str(path) in message else f"{path}: {message}")
         return result
 
 
-def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6) -> Path:
-    """The image, then one overlay per shown class (heatmap, boxes in green), titled with its probability."""
+def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6,
+                      registration: Registration | None = None) -> Path:
+    """The image, then one overlay per shown class (heatmap placed by ``registration``, boxes in green),
+    titled with its probability."""
     from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, save_figure
 
     names = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])[:max_panels]
-    panels = [OverlayPanel(f"{n} p={result.probabilities[n]:.2f}", result.heatmaps[n], result.boxes[n])
-              for n in names]
+    panels = [OverlayPanel(f"{n} p={result.probabilities[n]:.2f}", result.heatmaps[n], result.boxes[n],
+                           registration) for n in names]
     top = max(result.probabilities, key=result.probabilities.get)
     label = (f"{result.path.name}" if panels
              else f"{result.path.name}\nno class >= threshold (top: {top} {result.probabilities[top]:.2f})")
@@ -234,6 +244,7 @@ def predict_images(
     threshold: float = 0.5,
     device: str = "cpu",
     progress: bool = True,
+    registration: str = "geometric",
 ) -> list[ImagePrediction]:
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
 
@@ -257,7 +268,7 @@ def predict_images(
     paths = collect_image_paths(inputs)
     loaded = load_run(checkpoint, which="best", map_location=device)
     predictor = Predictor(loaded.model, loaded.config.data.image_size, loaded.config.data.normalize,
-                          method=method, threshold=threshold, device=device)
+                          method=method, threshold=threshold, device=device, registration=registration)
     out = Path(out_dir) if out_dir is not None else Path("predictions")
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -265,5 +276,6 @@ def predict_images(
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
     (out / "predictions.json").write_text(json.dumps(
         {"checkpoint": str(loaded.checkpoint_path), "method": method, "threshold": threshold,
+         "registration": predictor.registration.describe(),
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results

@@ -13,7 +13,9 @@
     boxes_<method>.csv            image_id, class_name, threshold, x, y, w, h (original pixels), score
     localization_<method>.csv     long table: source, threshold, metric, t, class_name, accuracy, n_boxes,
                                   n_localized, false_positives_per_image (method and both baselines)
-    localization_<method>.json    the same nested, plus the protocol settings
+    localization_<method>.json    the same nested, plus the protocol settings and the heatmap registration
+    registration_<method>.csv     mean accuracy / false positives of the same heatmaps boxed under both
+                                  registrations (geometric and legacy): how much the result hangs on it
     scores_<method>.csv           best IoU / IoBB of every ground-truth box row (all rows kept) per
                                   heatmap threshold, with the ground-truth box and the image size
     overlays_<method>.png         heatmap overlays with boxes (paper Figs. 6-8)
@@ -33,6 +35,7 @@ import pandas as pd
 from thoracic.config import Config, replace, to_dict
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import DataError
+from thoracic.geometry import REGISTRATIONS, Registration, make_registration
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
 from thoracic.evaluation.figures import OverlayPanel, OverlayRow, overlay_figure, roc_figure, save_figure
 from thoracic.evaluation.localization import (
@@ -158,6 +161,8 @@ class LocalizationRunResult:
     scores: pd.DataFrame
     boxes: pd.DataFrame
     files: dict[str, Path]
+    registrations: pd.DataFrame | None = None
+    """:func:`registration_table` of the run's heatmaps (the registration used first)."""
 
 
 def localize_boxes(
@@ -169,16 +174,18 @@ def localize_boxes(
     seed: int = 0,
     step: int = 8,
     progress: bool = False,
+    registration: Registration | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Boxes, per-row scores and the accuracy table (method + random and centre baselines), no network.
 
-    ``ground_truth`` needs ``original_width`` / ``original_height`` per row. Returns
-    ``(boxes, scores, accuracy)``; accuracy has a ``source`` column: ``method``, :data:`RANDOM_BOX`,
-    :data:`CENTRE_BOX`.
+    ``ground_truth`` needs ``original_width`` / ``original_height`` per row. ``registration`` places the
+    heatmap cells in the image (:class:`thoracic.geometry.Registration`; ``None``: the
+    ``align_corners=False`` convention). Returns ``(boxes, scores, accuracy)``; accuracy has a ``source``
+    column: ``method``, :data:`RANDOM_BOX`, :data:`CENTRE_BOX`.
     """
-    sizes = {i: (int(h), int(w)) for i, w, h in
-             ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
-    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, step=step, progress=progress)
+    sizes = _original_sizes(ground_truth)
+    boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, step=step, progress=progress,
+                          registration=registration)
     scores = score_localization(ground_truth, boxes)
     # the ground-truth box and image size beside each score, so the file alone recomputes everything
     scores = scores.merge(ground_truth[["box_row", "x", "y", "w", "h", "original_width", "original_height"]],
@@ -192,6 +199,54 @@ def localize_boxes(
     accuracy = pd.concat(tables, ignore_index=True)
     accuracy = accuracy[["source", *[c for c in accuracy.columns if c != "source"]]]
     return boxes, scores, accuracy
+
+
+def _original_sizes(ground_truth: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    return {i: (int(h), int(w)) for i, w, h in
+            ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
+
+
+#: Criteria of the registration table (the headline's).
+REGISTRATION_CRITERIA: tuple[tuple[str, float], ...] = (("IoU", 0.3), ("IoBB", 0.25))
+
+
+def registration_table(
+    ground_truth: pd.DataFrame,
+    heatmaps: dict[tuple[str, str], np.ndarray],
+    registrations: Sequence[Registration],
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    step: int = 8,
+) -> pd.DataFrame:
+    """The same heatmaps boxed under each registration: mean accuracy over the box classes and false
+    positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
+
+    Columns: ``registration, threshold, metric, t, accuracy, false_positives_per_image``.
+    """
+    sizes = _original_sizes(ground_truth)
+    frames = []
+    for registration in registrations:
+        boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, step=step,
+                              registration=registration)
+        table = localization_accuracy(ground_truth, boxes)
+        keep = pd.Series(False, index=table.index)
+        for metric, t in REGISTRATION_CRITERIA:
+            keep |= table["class_name"].eq("Mean") & table["metric"].eq(metric) & table["t"].round(6).eq(t)
+        part = table.loc[keep, ["threshold", "metric", "t", "accuracy", "false_positives_per_image"]]
+        frames.append(part.assign(registration=registration.name))
+    result = pd.concat(frames, ignore_index=True)
+    return result[["registration", "threshold", "metric", "t", "accuracy", "false_positives_per_image"]]
+
+
+def load_registration(evaluation: Path, method: str) -> Registration | None:
+    """The registration ``localize`` used for ``method`` in an evaluation folder (``None`` when its
+    ``localization_<method>.json`` predates registrations or is missing: the legacy convention)."""
+    path = Path(evaluation) / f"localization_{method}.json"
+    try:
+        info = json.loads(path.read_text()).get("registration")
+        return Registration.from_description(info) if info else None
+    except (OSError, ValueError):
+        return None
 
 
 def localize_run(
@@ -208,10 +263,18 @@ def localize_run(
     seed: int = 0,
     n_examples: int = 8,
     progress: bool = True,
+    registration: str = "geometric",
 ) -> LocalizationRunResult:
-    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol)."""
+    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol).
+
+    ``registration``: where heatmap cells sit in the image, ``geometric`` (their receptive-field centres,
+    derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
+    the same heatmaps (``registration_<method>.csv``).
+    """
     if method not in HEATMAP_METHODS:
         raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if registration not in REGISTRATIONS:
+        raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
     loaded = _load(run, which, device)
     module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
     ground_truth = ground_truth_boxes(module.box_table)
@@ -220,10 +283,17 @@ def localize_run(
     needed = ground_truth.groupby("image_id")["class_name"].apply(list).to_dict()
     heatmaps = compute_heatmaps(loaded.model, module.box_dataloader(), needed, method=method, device=device,
                                 progress=progress)
+    from thoracic.heatmaps import create_heatmap_method
+
+    grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
+    registered = make_registration(registration, grid)
     out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
     boxes, scores, accuracy = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed,
-                                             progress=progress)
+                                             progress=progress, registration=registered)
+    sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()], thresholds,
+                                     largest_only)
+    sensitivity.to_csv(out / f"registration_{method}.csv", index=False, float_format="%.6f")
     boxes.to_csv(out / f"boxes_{method}.csv", index=False, float_format="%.6g")
     scores.to_csv(out / f"scores_{method}.csv", index=False, float_format="%.6f")
     accuracy.to_csv(out / f"localization_{method}.csv", index=False, float_format="%.6f")
@@ -233,17 +303,20 @@ def localize_run(
         "largest_only": bool(largest_only), "baseline_seed": seed, "n_box_rows": int(len(ground_truth)),
         "n_images": int(ground_truth["image_id"].nunique()),
         "metric": "IoBB = intersection / area of the predicted box; localized when value > T",
+        "registration": registered.describe(),
+        "registrations": json.loads(sensitivity.to_json(orient="records")),
         "table": json.loads(accuracy.to_json(orient="records")),
     }
     (out / f"localization_{method}.json").write_text(json.dumps(info, indent=2))
     files.update({"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
                   "localization_csv": out / f"localization_{method}.csv",
-                  "localization_json": out / f"localization_{method}.json"})
+                  "localization_json": out / f"localization_{method}.json",
+                  "registration": out / f"registration_{method}.csv"})
     rows = overlay_rows(module, ground_truth, {f"{loaded.config.model.name} {method}": (heatmaps, boxes)},
-                        n_examples)
+                        n_examples, registrations={f"{loaded.config.model.name} {method}": registered})
     if rows:
         files["overlays"] = save_figure(overlay_figure(rows), out / f"overlays_{method}.png")
-    return LocalizationRunResult(accuracy, scores, boxes, files)
+    return LocalizationRunResult(accuracy, scores, boxes, files, sensitivity)
 
 
 def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
@@ -257,8 +330,11 @@ def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
 
 def overlay_rows(module: Any, ground_truth: pd.DataFrame,
                  sources: dict[str, tuple[dict[tuple[str, str], np.ndarray], pd.DataFrame]],
-                 n_examples: int, threshold: float | None = None) -> list[OverlayRow]:
+                 n_examples: int, threshold: float | None = None,
+                 registrations: dict[str, Registration] | None = None) -> list[OverlayRow]:
     """Overlay rows for up to ``n_examples`` (image, class) pairs and each ``name -> (heatmaps, boxes)``.
+
+    ``registrations`` (by source name) places each source's heatmap in the image as localization did.
 
     Predicted boxes shown are those of the highest heatmap threshold (unless ``threshold`` is given).
     The image is read from its original file (falls back to the cache image, stretched to the original
@@ -287,7 +363,8 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
             mine = mine[mine["threshold"] == shown] if shown is not None else mine
             title = f"{name}" + (f" (T={int(shown)})" if shown is not None else "")
             panels.append(OverlayPanel(title, heatmaps.get((image_id, class_name)),
-                                       mine[["x", "y", "w", "h"]].to_numpy(dtype=float)))
+                                       mine[["x", "y", "w", "h"]].to_numpy(dtype=float),
+                                       (registrations or {}).get(name)))
         rows.append(OverlayRow(image, f"{image_id}\n{class_name}", truth[["x", "y", "w", "h"]].to_numpy(float),
                                panels))
     return rows
@@ -295,5 +372,6 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
 
 __all__ = [
     "CENTRE_BOX", "POOLED", "RANDOM_BOX", "EvaluationResult", "LocalizationRunResult", "evaluate_run",
-    "evaluation_dir", "ground_truth_boxes", "localize_boxes", "localize_run", "overlay_rows",
+    "evaluation_dir", "ground_truth_boxes", "load_registration", "localize_boxes", "localize_run", "overlay_rows",
+    "registration_table",
 ]
