@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
                                                     "size", "epochs", "lr", "batch_size", "extra_methods",
                                                     "threads")}
     (out / "measure.json").write_text(json.dumps(settings, indent=2))
-    for family in args.families:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: every family gets its first seed before any gets a second
+        for family in args.families:
             root = out / f"family{family}_seed{seed}" / "phantom"
             info = root / "phantom.json"
             if not (info.is_file() and json.loads(info.read_text()).get("num_images") == args.images):
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--size", type=int, default=128)
     go.add_argument("--epochs", type=int, default=6)
     go.add_argument("--lr", type=float, default=5e-4)
-    go.add_argument("--batch-size", type=int, default=32)
+    go.add_argument("--batch-size", type=int, default=16)
     go.add_argument("--threads", type=int, default=1)
     show = sub.add_parser("table", help="the Markdown table from the output files")
     show.add_argument("--out", required=True)

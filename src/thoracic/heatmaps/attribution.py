@@ -6,7 +6,7 @@ map is on the input grid itself (stride 1, offset 0), so its registration is exa
 
 ``IntegratedGradients`` integrates the gradient of the class's logit along the straight path from a
 baseline image (0 in normalised units: the dataset's mean grey) to the image (``n_steps`` points,
-Gauss-Legendre), times the difference to the baseline; the three input channels (copies of one grey
+Gauss-Legendre; 8 by default), times the difference to the baseline; the three input channels (copies of one grey
 image) are summed, only positive evidence is kept, and the map is smoothed with a Gaussian of
 ``sigma`` model-input pixels (torchvision's ``gaussian_blur``), because the raw per-pixel attribution is
 speckled at the scale of single pixels and Wang et al.'s box extraction needs regions.
@@ -33,12 +33,16 @@ class IntegratedGradients(HeatmapMethod):
 
     Args:
         model: a registered model (``forward(x) -> ModelOutput`` with ``logits``; ``num_classes``).
-        n_steps: points of the path integral (captum's default is 50; 16 keeps the maps stable for
-            these networks at a third of the cost).
-        sigma: Gaussian smoothing in model-input pixels (default: 1/40 of the input side, 4 px at 160 px).
+        n_steps: points of the path integral (captum's default is 50; with Gauss-Legendre points 8 gave
+            the same localization as 16 on the demo's baseline, 0.325 / 0.931 vs 0.345 / 0.932 at
+            T(IoU)=0.3 / T(IoBB)=0.25, at half the cost).
+        sigma: Gaussian smoothing in model-input pixels (default: 1/20 of the input side, 8 px at 160 px;
+            on the demo's baseline (phantom family A, 160 px) 1/20 gave accuracy 0.59 / 0.80 at
+            T(IoU)=0.3 / T(IoBB)=0.25 and 0.62 false positives per image, 1/40 0.32 / 0.93 and 1.32, 1/80
+            0.16 / 0.82 and 1.46: finer smoothing leaves speckle that breaks lesions into small boxes).
     """
 
-    def __init__(self, model: nn.Module, n_steps: int = 16, sigma: float | None = None) -> None:
+    def __init__(self, model: nn.Module, n_steps: int = 8, sigma: float | None = None) -> None:
         super().__init__(model)
         from captum.attr import IntegratedGradients as CaptumIG  # imported here: captum is slow to import
 
@@ -58,7 +62,7 @@ class IntegratedGradients(HeatmapMethod):
     def _smooth(self, maps: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.functional import gaussian_blur
 
-        sigma = self.sigma if self.sigma is not None else max(maps.shape[-2:]) / 40.0
+        sigma = self.sigma if self.sigma is not None else max(maps.shape[-2:]) / 20.0
         if sigma <= 0:
             return maps
         kernel = 2 * int(3 * sigma + 0.5) + 1
