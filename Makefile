@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# The inner loop: everything but the end-to-end tests marked slow (CI runs `make test`, the full suite).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist load -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

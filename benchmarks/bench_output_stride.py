@@ -1,4 +1,4 @@
-"""Benchmark 7: training-step and inference cost of finer heatmaps (model.output_stride 16 and 8 vs 32).
+"""Benchmark 8: training-step and inference cost of finer heatmaps (model.output_stride 16 and 8 vs 32).
 
 ``model.output_stride`` dilates the last stage (16) or the last two stages (8) of a ResNet instead of
 striding them: the weights are the same, the heatmaps have 4x (16x) as many cells, and those stages run

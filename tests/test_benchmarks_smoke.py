@@ -76,16 +76,19 @@ def test_interleaved_alternates_and_ratio_is_rate_quotient():
     assert steady["ratio_of_medians"] == pytest.approx(2.0 / 3.0)
 
 
+@pytest.mark.slow
 def test_loader_quick(tmp_path):
     check_document(importlib.import_module("bench_loader").run(quick=True, workdir=tmp_path), "loader", 1)
 
 
+@pytest.mark.slow
 def test_prepare_quick(tmp_path):
     document = importlib.import_module("bench_prepare").run(quick=True, workdir=tmp_path, workers=2)
     check_document(document, "prepare", 2)
     assert 0 < document["png_decode_share"]
 
 
+@pytest.mark.slow
 def test_train_step_quick(tmp_path):
     document = importlib.import_module("bench_train_step").run(quick=True, workdir=tmp_path)
     check_document(document, "train_step", 4)
@@ -93,6 +96,7 @@ def test_train_step_quick(tmp_path):
     assert any("attention_gated" in n for n in names) and any("Lightning" in n for n in names)
 
 
+@pytest.mark.slow
 def test_inference_quick():
     check_document(importlib.import_module("bench_inference").run(quick=True), "inference", 3)
 
@@ -114,11 +118,33 @@ def test_gpu_without_gpu_is_recorded_as_not_measured():
     assert document["comparisons"] == []
 
 
+@pytest.mark.slow
 def test_gpu_code_path_on_cpu(tmp_path):
     document = importlib.import_module("bench_gpu").run(quick=True, workdir=tmp_path, device="cpu")
     check_document(document, "gpu", 1)
 
 
+@pytest.mark.slow
+def test_library_quick(tmp_path):
+    bench_library = importlib.import_module("bench_library")
+    document = bench_library.run(quick=True, workdir=tmp_path)
+    check_document(document, "library", 1)
+    assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["resamples/s", "rows/s", "images/s"]
+    assert len(document["notes"]) == 4 and "2,000 rows" in document["notes"][1] and "load" in document["notes"][3]
+
+
+def test_synthetic_metadata_loads_like_the_nih_files(tmp_path):
+    from thoracic.data.metadata import load_chestxray14
+
+    dataset = load_chestxray14(importlib.import_module("bench_library").synthetic_metadata(tmp_path / "m", 3000))
+    assert len(dataset) == 3000 and dataset.labels.shape == (3000, 14) and 0 < dataset.labels.mean() < 0.2
+    assert len(dataset.test_ids) + len(dataset.train_val_ids) == 3000 and len(dataset.boxes) > 0
+    test_patients = set(dataset.table.loc[dataset.table["split"] == "test", "patient_id"])
+    assert test_patients and not test_patients & set(dataset.table.loc[dataset.table["split"] == "train_val",
+                                                                       "patient_id"])
+
+
+@pytest.mark.slow
 def test_localization_wrapper_and_report(tmp_path):
     if not (BENCHMARKS_DIR / "bench_localization.py").is_file():
         pytest.skip("bench_localization.py not written yet")

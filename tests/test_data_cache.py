@@ -164,7 +164,16 @@ def test_cli_synth_and_prepare(tmp_path, capsys):
     assert cli_main(["prepare", "--data", str(out), "--size", "16", "--workers", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "wrote 12 phantom images" in text and "12 of 12 images at 16 px" in text
-    assert ImageCache.open(out / "cache_16", expected_root=out, expected_size=16).images.shape == (12, 16, 16)
+    # the options reached the generator and the cache: 12 images of 32 px drawn with seed 3, cached at 16 px
+    assert {k: json.loads((out / "phantom.json").read_text())[k] for k in ("num_images", "image_size", "seed")} \
+        == {"num_images": 12, "image_size": 32, "seed": 3}
+    cache = ImageCache.open(out / "cache_16", expected_root=out, expected_size=16)
+    dataset = load_chestxray14(out)
+    assert cache.images.shape == (12, 16, 16) and list(cache.image_ids) == list(dataset.table["image_id"])
+    first = dataset.table.iloc[0]
+    np.testing.assert_array_equal(read_image(first["path"]), render_phantom(32, 3, 0, int(first["patient_id"])).pixels)
+    for row, path in enumerate(dataset.table["path"]):
+        np.testing.assert_array_equal(cache.images[row], resize_image(read_image(path), 16))
 
 
 @pytest.mark.nih

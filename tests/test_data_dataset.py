@@ -214,16 +214,63 @@ def test_views_and_allow_missing_images(phantom_dir, phantom_cache, tmp_path):
     assert len(lenient.dataset) == 119 and "00000001_000.png" not in set(lenient.dataset.table["image_id"])
 
 
-def test_augmentation_and_worker_loader(phantom_dir, phantom_cache):
-    module = _module(phantom_dir, phantom_cache, augment=True, num_workers=1)
-    train = module.split_dataset("train")
-    assert train.augment and not module.split_dataset("val").augment
+def _augmentation_of(original: torch.Tensor, augmented: torch.Tensor, limit: int) -> tuple[bool, int, int] | None:
+    """The (flip, dy, dx) of ``ChestXrayDataset._augment``'s transform family (horizontal flip, then a
+    zero-filled shift of at most ``limit`` pixels) that maps ``original`` to ``augmented``; None if none does."""
+    size = original.shape[-1]
+    for flip in (False, True):
+        source = original.flip(-1) if flip else original
+        for dy in range(-limit, limit + 1):
+            for dx in range(-limit, limit + 1):
+                shifted = torch.zeros_like(source)
+                shifted[..., max(0, dy):size + min(0, dy), max(0, dx):size + min(0, dx)] = \
+                    source[..., max(0, -dy):size - max(0, dy), max(0, -dx):size - max(0, dx)]
+                if torch.equal(shifted, augmented):
+                    return flip, dy, dx
+    return None
+
+
+def test_augmentation_flips_and_shifts_train_images_only_and_reaches_worker_loaders(phantom_dir, phantom_cache):
+    module = ChestXrayDataModule.from_config(
+        DataConfig(root=str(phantom_dir), image_size=64, num_workers=1, augment=True), batch_size=16, seed=0,
+        as_uint8=True)
+    plain_module = ChestXrayDataModule.from_config(
+        DataConfig(root=str(phantom_dir), image_size=64, num_workers=0, augment=False), batch_size=16, seed=0,
+        as_uint8=True)
+    train, plain = module.split_dataset("train"), plain_module.split_dataset("train")
+    limit = round(64 / 16)  # the default max_shift of 1/16 of the side
+    # every augmented sample is the plain image flipped and/or shifted, and the draws vary
+    transforms = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        item = seed % len(train)
+        found = _augmentation_of(plain[item]["image"], train[item]["image"], limit)
+        assert found is not None, f"seed {seed}: the augmented image is no flip/shift of the original"
+        transforms.append(found)
+    assert {flip for flip, _, _ in transforms} == {False, True}
+    assert len({(dy, dx) for _, dy, dx in transforms}) > 1 and any(t != (False, 0, 0) for t in transforms)
+    # the same torch seed gives the same sample
     torch.manual_seed(0)
-    a = train[0]["image"]
+    first = train[0]["image"]
     torch.manual_seed(0)
-    torch.testing.assert_close(train[0]["image"], a)
-    assert a.shape == (3, 64, 64)
-    loader = module.val_dataloader()
+    torch.testing.assert_close(train[0]["image"], first, rtol=0, atol=0)
+    # evaluation splits are never augmented
+    for split in ("val", "test"):
+        assert not module.split_dataset(split).augment
+        for item in range(3):
+            torch.testing.assert_close(module.split_dataset(split)[item]["image"],
+                                       plain_module.split_dataset(split)[item]["image"], rtol=0, atol=0)
+    # through a worker process: the train batches are augmented copies, the val batches are not
+    loader = module.train_dataloader()
     assert loader.num_workers == 1 and loader.persistent_workers
     batch = next(iter(loader))
-    assert batch["image"].shape[1:] == (3, 64, 64)
+    assert batch["image"].shape[1:] == (1, 64, 64) and batch["image"].dtype == torch.uint8
+    by_index = {int(i): k for k, i in enumerate(plain.indices)}
+    originals = [plain[by_index[int(i)]]["image"] for i in batch["index"]]
+    found = [_augmentation_of(o, a, limit) for o, a in zip(originals, batch["image"])]
+    assert all(f is not None for f in found) and any(f != (False, 0, 0) for f in found)
+    val_batch = next(iter(module.val_dataloader()))
+    plain_val = plain_module.split_dataset("val")
+    for image, index in zip(val_batch["image"], val_batch["index"]):
+        k = list(plain_val.indices).index(int(index))
+        torch.testing.assert_close(image, plain_val[k]["image"], rtol=0, atol=0)

@@ -1,8 +1,7 @@
-"""The phantom generator: NIH layout, determinism, exact boxes on visible findings, speed."""
+"""The phantom generator: NIH layout, determinism, exact boxes on visible findings."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -113,21 +112,17 @@ def test_each_finding_is_visible_inside_its_box(name):
     assert diff[inside].mean() > max(8.0, 10 * diff[~inside].mean()), name
 
 
-def test_small_sets_are_fast(tmp_path):
-    start = time.process_time()  # CPU time of this process (workers=1)
-    generate_phantom_dataset(tmp_path / "fast", 60, 64, 7, progress=False)
-    assert time.process_time() - start < 2.0
-
-
-def test_512_px_images_are_fast(tmp_path):
-    """The docs' claim, 2,000 images at 512 px in a few minutes on one core (~60 ms each), with a
-    generous bound for a shared machine: under 0.3 s of CPU per image, PNG writing included."""
-    generate_phantom_dataset(tmp_path / "warm", 1, 64, 0, progress=False)  # imports and first-call costs
-    start = time.process_time()
-    root = generate_phantom_dataset(tmp_path / "big", 3, 512, 0, progress=False)
-    elapsed = time.process_time() - start
-    assert Image.open(next((root / "images").iterdir())).size == (512, 512)
-    assert elapsed < 0.3 * 3, f"{elapsed / 3:.3f} s of CPU per 512 px image"
+def test_512_px_images_have_their_size_and_boxes_inside(tmp_path):
+    """The size the docs time (benchmarks/bench_library.py): every file is 512 x 512 and every box of the
+    truth file lies inside it."""
+    root = generate_phantom_dataset(tmp_path / "big", 3, 512, 0, progress=False, prevalence={"Mass": 1.0})
+    dataset = load_chestxray14(root, require_images=True)
+    assert {Image.open(p).size for p in dataset.table["path"]} == {(512, 512)}
+    truth = pd.read_csv(root / TRUTH_FILE)
+    assert (truth["Finding Label"] == "Mass").sum() == 3
+    assert ((truth["x"] >= 0) & (truth["y"] >= 0) & (truth["x"] + truth["w"] <= 512)
+            & (truth["y"] + truth["h"] <= 512)).all()
+    assert (truth.loc[truth["Finding Label"] == "Mass", "w"] > 512 / 64).all()  # drawn at this scale, not 64 px
 
 
 def test_refuses_non_empty_folder(phantom_dir):

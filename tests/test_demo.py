@@ -11,6 +11,7 @@ import pytest
 
 from thoracic.cli import main
 from thoracic.demo import (
+    DEMO_MODELS,
     DEMO_OVERRIDES,
     DemoResult,
     DemoSettings,
@@ -153,11 +154,38 @@ def test_format_headline_says_where_the_report_is(tmp_path: Path) -> None:
     assert "1.5 min" in text and str(tmp_path / "report.html") in text and "0.971" in text
 
 
-def test_demo_help(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``thoracic demo`` options reach :func:`run_demo`; the headline and any shortfall are printed."""
+    calls: list[DemoSettings] = []
+    headline = pd.DataFrame([dict(zip(HEADLINE_COLUMNS, ("baseline", "native", 0.5, 0.0, 0.05, 0.2,
+                                                         0.3, 0.1, 0.4)))])
+
+    def fake_run_demo(settings: DemoSettings) -> DemoResult:
+        calls.append(settings)
+        return DemoResult(tmp_path / "report.md", tmp_path / "report.html", {}, headline, 30.0)
+
+    monkeypatch.setattr("thoracic.demo.run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--images", "50", "--size", "48", "--seed", "3",
+                 "--models", "baseline", "attention_gated", "--epochs", "2", "--no-progress"]) == 0
+    settings = calls[-1]
+    assert (settings.out_dir, settings.num_images, settings.image_size, settings.seed) == (tmp_path / "d", 50, 48, 3)
+    assert settings.models == ("baseline", "attention_gated") and settings.progress is False
+    assert settings.overrides == {**DEMO_OVERRIDES, "train.max_epochs": 2}
+    out = capsys.readouterr().out
+    assert str(tmp_path / "report.html") in out and "0.500" in out
+    assert "did not reach its targets" in out and "baseline: mean AUC 0.500 < 0.9" in out
+    # no options: the documented defaults (what `make demo` runs)
+    assert main(["demo"]) == 0
+    assert calls[-1] == DemoSettings()
+    assert DemoSettings().overrides == DEMO_OVERRIDES and DemoSettings().models == DEMO_MODELS
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--models", "resnet_attention"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--images", "--size", "--seed", "--models", "--epochs", "--output-stride", "--threads",
-                   "--no-progress"):
+    for option in ("--output-stride", "--threads"):
         assert option in text

@@ -1,8 +1,6 @@
-"""IoU / IoBB on hand-made boxes, box extraction on synthetic heatmaps, row-wise scoring, baselines, speed."""
+"""IoU / IoBB on hand-made boxes, box extraction on synthetic heatmaps, row-wise scoring, baselines."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -234,16 +232,25 @@ def test_heatmaps_that_see_the_lesion_beat_both_baselines() -> None:
             assert ours > theirs + 0.2
 
 
-def test_984_rows_at_both_thresholds_in_under_two_seconds() -> None:
-    """Issue 5 point 6 (benchmarks/bench_localization.py prints the time); generous bound for shared CI."""
+def test_984_rows_at_both_thresholds_are_all_scored() -> None:
+    """The real set's size (984 rows, several boxes on some images): every row is scored at both
+    heatmap thresholds and pooled, and every heatmap yields a box at each threshold (its normalised
+    peak is 255). The time this takes is measured by benchmarks/bench_localization.py."""
     rng = np.random.default_rng(0)
     gt = _synthetic_rows(984, rng)
     pairs = gt.drop_duplicates(["image_id", "class_name"])
     heatmaps = {(i, c): ndimage.gaussian_filter(rng.random((8, 8)), 1.0)
                 for i, c in zip(pairs["image_id"], pairs["class_name"])}
-    start = time.process_time()  # CPU time of this process: robust to other tests sharing the cores
     boxes = extract_boxes(heatmaps, 1024)
+    assert set(boxes["threshold"]) == {60, 180}
+    for threshold in (60, 180):
+        found = boxes[boxes["threshold"] == threshold].drop_duplicates(["image_id", "class_name"])
+        assert len(found) == len(pairs)
+    scores = score_localization(gt.assign(box_row=np.arange(984)), boxes)
+    assert set(scores["threshold"].astype(str)) == {"60", "180", "all"}
+    for _, group in scores.groupby("threshold"):
+        assert sorted(group["box_row"]) == list(range(984))
+        assert (group["n_predicted"] >= 1).all()
     table = localization_accuracy(gt, boxes, class_names=["Mass", "Nodule", "Effusion"])
-    elapsed = time.process_time() - start
-    assert table["n_boxes"].max() > 0 and len(boxes) >= len(pairs)
-    assert elapsed < 2.0 * 1.5, f"localization took {elapsed:.2f} s of CPU"
+    counts = table[(table["threshold"] == "all") & (table["class_name"] != "Mean")]
+    assert counts.groupby("class_name")["n_boxes"].first().sum() == 984

@@ -172,11 +172,31 @@ def test_importing_heatmaps_does_not_import_the_models_package() -> None:
     assert result.stdout.strip() == "ok"
 
 
-def test_map_operations_are_shared_and_reexported() -> None:
+def test_map_operations_normalise_each_map_on_its_own_and_resize_bilinearly() -> None:
     from thoracic import maps
-    from thoracic.models import ops
 
-    assert ops.minmax_normalize is maps.minmax_normalize and ops.resize_maps is maps.resize_maps
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=generator) * 7 + 2
+    x[1, 2] = 4.0  # one constant map among varying ones
+    normalized = maps.minmax_normalize(x)
+    assert normalized.shape == x.shape
+    for b in range(2):
+        for c in range(3):
+            if (b, c) == (1, 2):
+                assert torch.equal(normalized[b, c], torch.zeros(4, 5))  # no information: zeros, not NaN
+                continue
+            low, high = x[b, c].min(), x[b, c].max()
+            torch.testing.assert_close(normalized[b, c], (x[b, c] - low) / (high - low))
+    # every other map is scaled on its own: its range is exactly [0, 1] whatever its neighbours hold
+    assert normalized[0].amin(dim=(1, 2)).tolist() == [0.0, 0.0, 0.0]
+    assert normalized[0].amax(dim=(1, 2)).tolist() == [1.0, 1.0, 1.0]
+    # the maps the models and both heatmap methods produce are these normalised maps
+    model = create_model("baseline", backbone="resnet10").eval()
+    images = torch.randn(2, 3, 96, 96, generator=generator)
+    with torch.no_grad():
+        raw = model(images, return_maps=True).class_maps
+    torch.testing.assert_close(NativeHeatmap(model).all_classes(images), maps.minmax_normalize(raw))
+
     x = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
     # (x - 1) / (9 - 1) by hand.
     torch.testing.assert_close(maps.minmax_normalize(x), torch.tensor([[[[0.0, 0.25], [0.5, 1.0]]]]))
@@ -186,3 +206,7 @@ def test_map_operations_are_shared_and_reexported() -> None:
     assert resized.shape == (1, 1, 4, 4)
     torch.testing.assert_close(resized[0, 0, 1, 1], torch.tensor(0.5625 * 1 + 0.1875 * 3 + 0.1875 * 5 + 0.0625 * 9))
     torch.testing.assert_close(resized[0, 0, 0, 0], torch.tensor(1.0))
+    torch.testing.assert_close(resized[0, 0, 3, 3], torch.tensor(9.0))
+    # non-square target: rows and columns are interpolated independently (1-D case by hand)
+    row = maps.resize_maps(torch.tensor([[[[0.0, 4.0]]]]), (1, 4))
+    torch.testing.assert_close(row, torch.tensor([[[[0.0, 1.0, 3.0, 4.0]]]]))

@@ -44,7 +44,8 @@ def test_trained_phantom_run_learns_and_beats_the_localization_baselines(tmp_pat
     from thoracic.data.cache import prepare_cache
     from thoracic.data.synth import generate_phantom_dataset
     from thoracic.evaluation.pipeline import evaluate_run, localize_run
-    from thoracic.training.trainer import load_config_by_name, train
+    from thoracic.config import load_config_by_name
+    from thoracic.training.trainer import train
 
     root = generate_phantom_dataset(tmp_path / "data", IMAGES, SIZE, seed=0,
                                     prevalence={name: PREVALENCE for name in CLASS_NAMES}, progress=False)

@@ -166,12 +166,34 @@ def test_attention_gated_variants_train_every_head(gating: str, normalization: s
 
 @pytest.mark.parametrize("name", MODELS)
 def test_any_input_size(name: str) -> None:
-    model = create_model(name, backbone="resnet10").eval()
+    """Square and non-square inputs: maps cover the input at the model's stride, every image of a batch
+    is scored on its own, the maps do not change the logits, and the logits follow from the maps."""
+    torch.manual_seed(0)
+    kwargs = {"pooling": "avg"} if name == "baseline" else {}
+    model = create_model(name, backbone="resnet10", **kwargs).eval()
+    stride = 8 if name == "attention_gated" else 32
     with torch.no_grad():
-        for shape in ((1, 3, 32, 32), (1, 3, 96, 64)):
-            output = model(torch.randn(shape), return_maps=True)
-            assert output.logits.shape == (1, 14)
+        for height, width in ((32, 32), (96, 64), (64, 160)):
+            images = _images(2, max(height, width))[:, :, :height, :width]
+            output = model(images, return_maps=True)
+            assert output.logits.shape == (2, 14)
+            assert output.class_maps.shape == (2, 14, height // stride, width // stride)
             assert torch.isfinite(output.class_maps).all()
+            torch.testing.assert_close(model(images).logits, output.logits, rtol=0, atol=0)
+            alone = model(images[1:], return_maps=True)
+            torch.testing.assert_close(alone.logits, output.logits[1:], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(alone.class_maps, output.class_maps[1:], rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(output.logits[0], output.logits[1])  # the input matters
+            if name == "baseline":  # average pooling: logit = CAM mean + bias (Zhou et al. 2016)
+                expected = output.class_maps.mean(dim=(2, 3)) + model.classifier.bias
+            elif name == "space_attention":  # logits are the spatial means of the class maps
+                expected = output.class_maps.mean(dim=(2, 3))
+            else:  # the combined map of min-max-normalised maps: a heatmap in [0, 1], not a logit source
+                assert output.class_maps.min() >= 0 and output.class_maps.max() <= 1
+                assert [tuple(a.shape[-2:]) for a in output.attention] == [
+                    (height // 8, width // 8), (height // 16, width // 16)]
+                continue
+            torch.testing.assert_close(output.logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_documented_map_sizes_at_256_px_with_resnet34() -> None:

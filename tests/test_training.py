@@ -17,7 +17,7 @@ import yaml
 from lightning.pytorch import Callback
 from sklearn.metrics import roc_auc_score
 
-from thoracic.config import Config, ConfigError, load_config, to_dict
+from thoracic.config import Config, ConfigError, load_config, load_config_by_name, to_dict
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError
 from thoracic.models.output import ModelOutput
@@ -29,7 +29,6 @@ from thoracic.training.sweep import PAPER_LR_GRID, choose_learning_rate, lr_swee
 from thoracic.training.trainer import (
     AtomicCheckpointIO,
     config_for_resume,
-    load_config_by_name,
     read_epoch_metrics,
     train,
 )
@@ -255,12 +254,14 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
                       model_state(run / "checkpoints" / "best.ckpt"))
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_the_phantom_set(phantom_dir, phantom_cache, tmp_path):
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=4", "train.patience=10"))
     losses = read_epoch_metrics(run)["train_loss_epoch"].to_numpy()
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
 
 
+@pytest.mark.slow
 def test_same_seed_and_config_give_identical_weights_and_metrics(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "space_attention", "data.augment=true")
     first, second = train(cfg), train(cfg)
@@ -295,6 +296,7 @@ class Sabotage(Callback):
                     parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_holds_the_best_epoch_not_the_last(phantom_dir, phantom_cache, tmp_path):
     snapshots = Snapshots()
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=3", "train.patience=10"),
@@ -309,6 +311,7 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(phantom_dir, phantom_
     assert json.loads((run / "summary.json").read_text())["best_epoch"] == best_epoch
 
 
+@pytest.mark.slow
 def test_early_stopping_triggers_when_validation_loss_stalls(phantom_dir, phantom_cache, tmp_path):
     # min_delta larger than any possible change: after the first epoch nothing counts as an improvement
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=6", "train.patience=2",
@@ -331,6 +334,7 @@ class KillAt(Callback):
             raise Killed(f"killed at epoch {self.epoch}, batch {batch_idx}")
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_and_resumed_ends_like_the_uninterrupted_run(phantom_dir, phantom_cache, tmp_path):
     # augmentation, a step schedule and early-stopping state all have to survive the resume exactly
     overrides = ("train.max_epochs=3", "train.patience=5", "data.augment=true", "optim.lr_step_epochs=1",
@@ -359,10 +363,40 @@ def test_run_killed_mid_epoch_and_resumed_ends_like_the_uninterrupted_run(phanto
     assert len(info["resumes"]) == 1 and info["resumes"][0]["checkpoint"].endswith("last.ckpt")
 
 
+class PrecisionProbe(Callback):
+    """Records, for every forward pass of the model during fit, whether its input was channels-last and the
+    dtype of the backbone's final map, and whether the convolution weights were channels-last."""
+
+    def __init__(self):
+        self.inputs_channels_last, self.feature_dtypes, self.weights_channels_last = [], [], []
+
+    def on_fit_start(self, trainer, pl_module):
+        model = pl_module.model
+        self.handles = [
+            model.register_forward_pre_hook(lambda module, args: self.inputs_channels_last.append(
+                args[0].is_contiguous(memory_format=torch.channels_last))),
+            model.backbone.register_forward_hook(lambda module, args, output: self.feature_dtypes.append(
+                output["final"].dtype)),
+        ]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.weights_channels_last += [m.weight.is_contiguous(memory_format=torch.channels_last)
+                                       for m in pl_module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def on_fit_end(self, trainer, pl_module):
+        for handle in self.handles:
+            handle.remove()
+
+
 def test_bf16_mixed_precision_and_channels_last(phantom_dir, phantom_cache, tmp_path):
     # bf16 autocast runs on the CPU too; the loss and metrics stay float32
+    probe = PrecisionProbe()
     run = train(small_config(phantom_dir, tmp_path, "space_attention", "train.precision=bf16-mixed",
-                             "--train.channels_last"))
+                             "--train.channels_last"), callbacks=[probe])
+    # the options reach the forward passes: channels-last inputs and weights, bf16 activations
+    assert probe.inputs_channels_last and all(probe.inputs_channels_last)
+    assert probe.weights_channels_last and all(probe.weights_channels_last)
+    assert probe.feature_dtypes and set(probe.feature_dtypes) == {torch.bfloat16}
     epochs = read_epoch_metrics(run)
     assert np.isfinite(epochs.loc[0, "val_loss"]) and np.isfinite(epochs.loc[0, "train_loss_epoch"])
     state = model_state(run / "checkpoints" / "last.ckpt")
@@ -446,6 +480,7 @@ def test_resume_refuses_changes_to_what_the_run_learns(phantom_dir, phantom_cach
         train(None, resume=tmp_path / "empty_run")
 
 
+@pytest.mark.slow
 def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_path, capsys):
     from thoracic.cli import main
 
@@ -465,6 +500,7 @@ def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_pa
     assert main(["train", "--resume", str(run), "--config", "baseline"]) == 2
 
 
+@pytest.mark.slow
 def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     result = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, folder=tmp_path / "sweep")
@@ -483,6 +519,7 @@ def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, t
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == list(table["run"].sort_values())
 
 
+@pytest.mark.slow
 def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cache, tmp_path):
     from thoracic.evaluation.report import build_report
 
@@ -516,6 +553,7 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
     assert "IoBB > 0.5" in text and "centre box" in text  # localization of both seeds, as mean ± std
 
 
+@pytest.mark.slow
 def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     with pytest.raises(Killed):
@@ -528,6 +566,7 @@ def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phanto
     assert "resumes" not in json.loads((half_made / "run_info.json").read_text())  # started again, fresh
 
 
+@pytest.mark.slow
 def test_rerun_experiment_resumes_a_seed_stopped_after_an_epoch(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5")
     with pytest.raises(Killed):
@@ -555,6 +594,7 @@ def test_train_or_resume_never_deletes_checkpoints(tmp_path):
     assert (run / "checkpoints" / "best.ckpt").read_bytes() == b"weights"
 
 
+@pytest.mark.slow
 @pytest.mark.nih
 def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_path):
     from thoracic.data.cache import prepare_cache
@@ -566,6 +606,7 @@ def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_pat
         assert (run / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_lr_sweep_and_experiment_commands(phantom_dir, phantom_cache, tmp_path, capsys):
     from thoracic.cli import main
 

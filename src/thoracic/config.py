@@ -313,12 +313,39 @@ def load_config(
         raise ConfigError(f"{where}{exc}") from None
 
 
+#: The folder of the configs shipped inside the package (copies of the repository's ``configs/``).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...).
+
+    A path to an existing file is loaded as is; otherwise a bare name (``baseline`` or ``baseline.yaml``)
+    is looked up in :data:`PACKAGED_CONFIGS`, so ``--config baseline`` works from any folder.
+
+    Raises:
+        ConfigError: neither a file nor a packaged config (the message lists the packaged names), or
+            any error of :func:`load_config`.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
+            path = packaged
+        elif not path.exists():
+            available = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
+                              f"(packaged: {', '.join(available)})")
+    return load_config(path, overrides)
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """The inverse of :func:`to_dict` for a whole :class:`Config`."""
     return from_dict(Config, data)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (``load_config(path)`` reads back an equal config)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

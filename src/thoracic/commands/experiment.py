@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.training.experiment import format_mean_std, run_experiment
-    from thoracic.training.trainer import load_config_by_name
+    from thoracic.config import load_config_by_name
 
     if not args.config:
         raise ConfigError("thoracic experiment: give --config FILE_OR_NAME")

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.training.sweep import PAPER_LR_GRID, lr_sweep
-    from thoracic.training.trainer import load_config_by_name
+    from thoracic.config import load_config_by_name
 
     if not args.config:
         raise ConfigError("thoracic lr-sweep: give --config FILE_OR_NAME")

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.training.trainer import config_for_resume, load_config_by_name, train
+    from thoracic.config import load_config_by_name
+    from thoracic.training.trainer import config_for_resume, train
 
     overrides = collect_overrides(args)
     if args.run_name is not None:

@@ -2,6 +2,43 @@
 
 Submodules are imported on use (``from thoracic.data.metadata import load_chestxray14``) so that reading
 metadata does not import torch.
+
+=================================================  =========================================================
+entry point                                        what it gives
+=================================================  =========================================================
+:func:`metadata.load_chestxray14` (root)           :class:`metadata.ChestXray14`: ``table`` (one row per
+                                                   image), ``labels`` N x 14 uint8, ``boxes`` (one row per
+                                                   box, x, y, w, h in original pixels), official split
+:func:`splits.make_splits`                         train / val / test row indices (patient-disjoint)
+:func:`images.read_image` (path)                   2-D uint8 grayscale array of a PNG / JPEG / DICOM file
+:func:`boxes.scale_boxes`                          boxes mapped between image sizes
+:func:`cache.prepare_cache` (root, S)              the N x S x S uint8 memory-mapped cache (``thoracic prepare``)
+:class:`cache.ImageCache`                          its read side (``ImageCache.open(folder)``)
+:class:`dataset.ChestXrayDataset`                  samples: ``image`` 3 x S x S float, ``labels`` 14, boxes
+:class:`dataset.ChestXrayDataModule`               the Lightning loaders built from a ``DataConfig``
+:func:`synth.generate_phantom_dataset`             a phantom folder in the NIH layout, with known boxes
+=================================================  =========================================================
+
+From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folder works the same):
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from thoracic.data.cache import ImageCache, prepare_cache
+>>> from thoracic.data.dataset import ChestXrayDataset
+>>> from thoracic.data.metadata import load_chestxray14
+>>> from thoracic.data.synth import generate_phantom_dataset
+>>> folder = tempfile.TemporaryDirectory()
+>>> root = generate_phantom_dataset(Path(folder.name) / "phantom", 24, 64, seed=0, progress=False, workers=1)
+>>> dataset = load_chestxray14(root)
+>>> len(dataset), dataset.labels.shape, list(dataset.boxes.columns[:7])
+(24, (24, 14), ['image_id', 'class_name', 'class_index', 'x', 'y', 'w', 'h'])
+>>> cache = ImageCache.open(prepare_cache(root, 32, workers=1, progress=False))
+>>> cache.images.shape, cache.images.dtype.name
+((24, 32, 32), 'uint8')
+>>> sample = ChestXrayDataset(dataset, cache)[0]
+>>> tuple(sample["image"].shape), tuple(sample["labels"].shape), tuple(sample["boxes"].shape[1:])
+((3, 32, 32), (14,), (4,))
+>>> folder.cleanup()
 """
 
 from __future__ import annotations

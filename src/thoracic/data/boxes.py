@@ -22,6 +22,11 @@ def scale_boxes(
 
     Pixel-edge convention: a box covering the whole image, (0, 0, W, H), maps to (0, 0, W', H').
     Accepts one box (shape (4,)) or many (shape (N, 4)); returns float64 of the same shape.
+
+    >>> scale_boxes([100, 200, 50, 80], from_size=(1024, 1024), to_size=(256, 256)).tolist()
+    [25.0, 50.0, 12.5, 20.0]
+    >>> scale_boxes([[0, 0, 1024, 1024]], (1024, 1024), (256, 128)).tolist()  # the aspect ratio changes
+    [[0.0, 0.0, 256.0, 128.0]]
     """
     boxes = np.asarray(boxes_xywh, dtype=np.float64)
     if boxes.shape[-1:] != (4,) or boxes.ndim > 2:

@@ -44,6 +44,7 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.data.images import RESIZE_METHOD, load_resized
 from thoracic.data.metadata import file_fingerprint, find_metadata_files, load_chestxray14
 from thoracic.errors import CacheMismatchError, DataError
+from thoracic.io import save_npy_atomic, write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -66,16 +67,8 @@ def _ids_digest(image_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def _decode_one(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -199,8 +192,8 @@ def prepare_cache(
         images.flush()
         done = np.zeros(count, dtype=bool)
         sizes = np.zeros((count, 2), dtype=np.int32)
-        _save_atomic(done_path, done)
-        _save_atomic(sizes_path, sizes)
+        save_npy_atomic(done_path, done)
+        save_npy_atomic(sizes_path, sizes)
     else:
         images = np.load(images_path, mmap_mode="r+")
         done = np.load(done_path)
@@ -214,7 +207,7 @@ def prepare_cache(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "bad_images": [],
     }
-    _write_json_atomic(manifest_path, manifest)
+    _write_manifest(manifest_path, manifest)
 
     bad: dict[int, str] = {}
     todo: list[tuple[int, str]] = []
@@ -227,8 +220,8 @@ def prepare_cache(
 
     def checkpoint() -> None:
         images.flush()
-        _save_atomic(sizes_path, sizes)
-        _save_atomic(done_path, done)
+        save_npy_atomic(sizes_path, sizes)
+        save_npy_atomic(done_path, done)
 
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     since_checkpoint = 0
@@ -300,7 +293,7 @@ def prepare_cache(
             num_available=int(available.sum()),
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-        _write_json_atomic(manifest_path, manifest)
+        _write_manifest(manifest_path, manifest)
     finally:
         if pool is not None:
             pool.terminate()  # all results in: reaps the exited workers; on an error: stops them
@@ -398,6 +391,7 @@ class ImageCache:
 
     @property
     def image_size(self) -> int:
+        """Side S of the cached images, in pixels."""
         return int(self.manifest["image_size"])
 
     @property

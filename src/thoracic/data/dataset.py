@@ -348,16 +348,19 @@ class ChestXrayDataModule(LightningDataModule):
 
     @property
     def dataset(self) -> ChestXray14:
+        """The metadata (after ``views`` and missing-image filtering); set up on first use."""
         self._require()
         return self._dataset  # type: ignore[return-value]
 
     @property
     def splits(self) -> Splits:
+        """Train / val / test row indices into :attr:`dataset`'s table."""
         self._require()
         return self._splits  # type: ignore[return-value]
 
     @property
     def cache(self) -> ImageCache:
+        """The opened image cache (checked against the folder's metadata and ``image_size``)."""
         self._require()
         return self._cache  # type: ignore[return-value]
 
@@ -409,12 +412,15 @@ class ChestXrayDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The train split, shuffled by a generator seeded with ``seed``, augmented when ``augment``."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """The validation split, in table order."""
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """The official test split, in table order."""
         return self._loader("test", shuffle=False)
 
     def box_dataloader(self) -> DataLoader:

@@ -105,6 +105,22 @@ def _decode_pil(path: Path, keep_gray: bool = False) -> np.ndarray | Image.Image
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a PNG / JPEG (any PIL mode) or DICOM file to a 2-D uint8 grayscale array.
 
+    Returns ``(height, width)`` uint8 in 0-255 at the file's own size (no resizing): 16-bit and RGB(A)
+    PNGs are converted to 8-bit grayscale; DICOM is windowed (its VOI LUT or window, else min-max) and
+    MONOCHROME1 inverted (see the README's prediction section).
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "chest.png"
+    >>> Image.fromarray(np.full((20, 30), 4096, dtype=np.uint16)).save(path)  # 16-bit grayscale
+    >>> pixels = read_image(path)
+    >>> pixels.shape, pixels.dtype.name, int(pixels[0, 0])  # 4096 / 65535 * 255 = 15.9
+    ((20, 30), 'uint8', 16)
+    >>> folder.cleanup()
+
     Raises:
         DataError: naming the file, when it does not exist, is not an image, is truncated or corrupt,
             or has an unsupported layout.

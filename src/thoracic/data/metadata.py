@@ -132,10 +132,12 @@ class ChestXray14:
 
     @property
     def image_ids(self) -> np.ndarray:
+        """``(N,)`` image file names in table order."""
         return self.table["image_id"].to_numpy()
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The column order of :attr:`labels`: :data:`~thoracic.constants.CLASS_NAMES`."""
         return CLASS_NAMES
 
     def index_of(self, image_ids: str | Iterable[str]) -> int | np.ndarray:
@@ -459,6 +461,11 @@ def load_chestxray14(
             their ids are kept in :attr:`ChestXray14.missing_ids`.
         check_box_images: for box images on disk, read their size from the file header and reject
             boxes that extend beyond the image.
+
+    Returns:
+        :class:`ChestXray14`: ``table`` (N rows), ``labels`` (N x 14 uint8 in ``CLASS_NAMES`` order),
+        ``boxes`` (one row per box file row; x, y, w, h in the pixels of the distributed image, 1024 x
+        1024 for NIH), ``train_val_ids`` / ``test_ids`` (the official lists).
 
     Raises:
         DataError: missing files or columns, unknown labels, malformed or outside boxes, split lists

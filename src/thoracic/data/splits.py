@@ -27,6 +27,7 @@ class Splits:
     val_fraction: float = 0.1
 
     def sizes(self) -> dict[str, int]:
+        """Number of images per split: ``{"train": ..., "val": ..., "test": ...}``."""
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
     def __getitem__(self, name: str) -> np.ndarray:

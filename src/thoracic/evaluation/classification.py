@@ -160,7 +160,15 @@ class _RankIndex:
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of one class (equals ``sklearn.metrics.roc_auc_score``); NaN if labels take one value."""
+    """ROC AUC of one class (equals ``sklearn.metrics.roc_auc_score``); NaN if labels take one value.
+
+    ``labels``: ``(N,)`` 0/1; ``scores``: ``(N,)`` probabilities or logits. Ties count one half:
+
+    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    >>> roc_auc([0, 1, 0, 1], [0.2, 0.2, 0.1, 0.9])
+    0.875
+    """
     labels, scores = _check_inputs(labels, scores)
     return float(_RankIndex.build(labels[:, 0], scores[:, 0]).auc(np.ones(len(labels))))
 
@@ -186,6 +194,26 @@ def compute_auc(
         confidence: two-sided level of the percentile interval.
         chunk_size: resamples computed together (memory ~ chunk_size x N x 8 bytes x a few).
         progress: show a progress bar over chunks.
+
+    Returns:
+        :class:`AUCResult`: ``auc`` ``(C,)`` (NaN with a reason where a class has one label value),
+        ``mean_auc`` over the defined classes, and with ``n_bootstrap > 0`` the percentile bounds
+        ``ci_low`` / ``ci_high`` ``(C,)`` and ``mean_ci``. AUCs are unitless, in [0, 1].
+
+    >>> import numpy as np
+    >>> labels = np.array([[0, 1], [1, 1], [0, 0], [1, 1]])
+    >>> scores = np.array([[0.1, 0.9], [0.8, 0.7], [0.3, 0.2], [0.6, 0.4]])
+    >>> result = compute_auc(labels, scores, class_names=("Mass", "Nodule"))
+    >>> result.auc.tolist(), result.mean_auc
+    ([1.0, 1.0], 1.0)
+    >>> compute_auc(labels[:, :1] * 0, scores[:, :1], class_names=("Mass",)).reasons
+    {'Mass': 'AUC undefined: all 4 images are negative for Mass'}
+    >>> rng = np.random.default_rng(0)
+    >>> labels = rng.integers(0, 2, size=(200, 3))
+    >>> result = compute_auc(labels, labels + rng.normal(0, 0.8, (200, 3)), class_names="ABC",
+    ...                      n_bootstrap=100, seed=0)
+    >>> bool(np.all((result.ci_low <= result.auc) & (result.auc <= result.ci_high)))
+    True
     """
     labels, scores = _check_inputs(labels, scores)
     n, c = labels.shape

@@ -85,7 +85,16 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def iou(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> np.ndarray:
-    """Intersection over union (paper Eq. 3) of broadcastable ``(..., 4)`` boxes; 0 when both are empty."""
+    """Intersection over union (paper Eq. 3) of broadcastable ``(..., 4)`` boxes; 0 when both are empty.
+
+    Boxes are ``(x, y, w, h)`` in the same pixels; the result is unitless, in [0, 1], of the broadcast
+    shape without the last axis.
+
+    >>> float(iou((0, 0, 10, 10), (5, 0, 10, 10)))  # 50 px^2 shared, 150 px^2 covered
+    0.3333333333333333
+    >>> iou([[0, 0, 10, 10]], [[0, 0, 10, 10], [10, 0, 10, 10]]).tolist()  # identical; sharing an edge
+    [1.0, 0.0]
+    """
     inter = intersection_area(a, b)
     return _safe_divide(inter, box_area(a) + box_area(b) - inter)
 
@@ -96,6 +105,13 @@ def iobb(ground_truth: np.ndarray | Sequence[float], predicted: np.ndarray | Seq
     Not symmetric. The seed paper's code divided by the ground-truth box instead (and mixed the widths
     and heights of both boxes), which rewards huge boxes: at 256 px a 251 x 251 box around a 20 x 20
     nodule has IoBB 400 / 63001 = 0.0063 here, but scored 1.10 there.
+
+    Boxes are ``(x, y, w, h)`` in the same pixels, broadcastable ``(..., 4)``; the result is in [0, 1].
+
+    >>> float(iobb((0, 0, 100, 100), (10, 10, 20, 20)))  # a small box inside the lesion
+    1.0
+    >>> round(float(iobb((100, 100, 20, 20), (2, 2, 251, 251))), 4)  # a huge box around it
+    0.0063
     """
     return _safe_divide(intersection_area(ground_truth, predicted), box_area(predicted))
 
@@ -222,6 +238,7 @@ class ExtractedBoxes:
 
     @classmethod
     def empty(cls) -> ExtractedBoxes:
+        """No box: arrays of shapes ``(0, 4)``, ``(0,)``, ``(0,)``."""
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 
@@ -379,6 +396,19 @@ def boxes_from_heatmap(
             closer than ``step`` pixels or a region is thinner than ``step`` pixels).
         cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
             ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
+
+    Returns:
+        :class:`ExtractedBoxes`: ``boxes`` ``(K, 4)`` as ``(x, y, w, h)`` in original-image pixels (largest
+        region first), ``scores`` ``(K,)`` in [0, 1], ``areas`` ``(K,)`` in original pixels.
+
+    >>> import numpy as np
+    >>> heatmap = np.zeros((8, 8))
+    >>> heatmap[1:3, 5:7] = 1.0  # an 8 x 8 CAM that fires in the upper right
+    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 cover pixels 640-895 x 128-383
+    >>> len(found), found.boxes[0].tolist(), found.scores.tolist()
+    (1, [666.0, 154.0, 204.0, 204.0], [1.0])
+    >>> boxes_from_heatmap(heatmap, 60, 1024).boxes[0].tolist()  # a lower threshold: a larger box
+    [606.0, 94.0, 324.0, 324.0]
     """
     return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only, step,
                                cell_centres)[float(threshold_0_255)]

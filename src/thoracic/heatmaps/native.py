@@ -33,6 +33,12 @@ def class_index_tensor(
 class HeatmapMethod:
     """Common interface: ``method(images, class_index) -> (B, H, W)`` in [0, 1] (min-max per image).
 
+    ``images``: ``(B, 3, H_in, W_in)`` float, preprocessed as for training (ImageNet-normalised).
+    ``class_index``: one int for every image, or ``B`` ints (one per image), in ``[0, num_classes)``.
+    The result has the model's native map resolution ``(H, W)`` (8 x 8 for the baseline and space
+    attention, 32 x 32 for the attention-gated network at 256 px); each map is min-max normalised on its
+    own (a constant map is all zeros). Localization upsamples it to the original image.
+
     Also a context manager (``with Method(model) as method: ...``) that releases whatever the method
     attached to the model on exit. The model's train/eval mode is not changed: call ``model.eval()``.
     """
@@ -55,6 +61,7 @@ class HeatmapMethod:
         raise NotImplementedError
 
     def all_classes(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """``(B, num_classes, H, W)``: the heatmap of every class, each in [0, 1]."""
         raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, class_index: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -66,6 +73,18 @@ class NativeHeatmap(HeatmapMethod):
 
     Their grid is the model's ``native_heatmap_level`` feature map (the final map for the baseline and
     space attention, ``layer2`` for the attention-gated network).
+
+    >>> import torch
+    >>> from thoracic.heatmaps import NativeHeatmap
+    >>> from thoracic.models import create_model
+    >>> model = create_model("baseline", backbone="resnet10").eval()
+    >>> images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    >>> with NativeHeatmap(model) as method:
+    ...     maps = method(images, [2, 5])  # Effusion for the first image, Nodule for the second
+    >>> tuple(maps.shape), float(maps.amin()), float(maps.amax())
+    ((2, 8, 8), 0.0, 1.0)
+    >>> method.grid(256).stride, method.grid(256).offset  # cell k centred at input pixel 32 k
+    ((32.0, 32.0), (0.0, 0.0))
     """
 
     def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:

@@ -85,6 +85,8 @@ class AttentionGate(nn.Module):
         self.psi = nn.Conv2d(inter_channels, 1, kernel_size=1, bias=True)  # psi, b_psi
 
     def forward(self, features: torch.Tensor, gating_map: torch.Tensor) -> torch.Tensor:
+        """Attention ``(B, 1, h, w)`` over ``features`` ``(B, C, h, w)``, gated by ``gating_map`` ``(B, C_g,
+        h_g, w_g)`` (the final backbone map)."""
         projected = self.theta(features)
         if self.gating == "global":
             gate = self.phi(gating_map.mean(dim=(2, 3)))[:, :, None, None]
@@ -169,6 +171,8 @@ class AttentionGated(ThoracicModel):
         return self.classifier.weight[:, -self.level_channels[-1]:]
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> ModelOutput:
+        """``(B, 3, H, W)`` -> logits ``(B, 14)`` and the attention maps ``(B, 1, H/8, W/8)``, ``(B, 1, H/16,
+        W/16)``; with ``return_maps`` the combined heatmaps ``(B, 14, H/8, W/8)`` in [0, 1] (paper 4.3)."""
         features = self.backbone(x)
         final = features["final"]
         attention = tuple(self.gates[level](features[level], final) for level in GATED_LEVELS)

@@ -92,6 +92,7 @@ class Backbone(nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Backbone:
+        """``nn.Module.train``; a frozen backbone keeps its BatchNorm layers in eval mode."""
         super().train(mode)
         if self.frozen:
             # A frozen backbone is a fixed feature extractor: its BatchNorm running statistics must not
@@ -101,6 +102,8 @@ class Backbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``{"layer2": (B, C2, H/8, W/8), "layer3": (B, C3, H/16, W/16), "final":
+        (B, C, H/32, W/32)}`` with the channel counts of :attr:`channels`."""
         x = self.layer1(self.stem(x))
         layer2 = self.layer2(x)
         layer3 = self.layer3(layer2)

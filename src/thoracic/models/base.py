@@ -53,4 +53,6 @@ class ThoracicModel(nn.Module):
         return self.backbone.final_stage
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> ModelOutput:  # pragma: no cover
+        """``(B, 3, H, W)`` float images -> :class:`~thoracic.models.output.ModelOutput` with ``(B,
+        num_classes)`` raw logits; ``class_maps`` (and the attention maps) only when ``return_maps``."""
         raise NotImplementedError

@@ -71,6 +71,7 @@ class BaselineCAM(ThoracicModel):
         return lse_pool(features, self.lse_r)
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> ModelOutput:
+        """``(B, 3, H, W)`` -> logits ``(B, 14)``; with ``return_maps`` the CAMs ``(B, 14, H/32, W/32)``."""
         features = self.transition(self.backbone(x)["final"])
         logits = self.classifier(self.pool(features))
         class_maps = None

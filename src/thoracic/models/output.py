@@ -12,7 +12,8 @@ class ModelOutput:
     """Raw outputs of one forward pass.
 
     Attributes:
-        logits: ``(B, num_classes)`` raw scores; no sigmoid is applied inside any model.
+        logits: ``(B, num_classes)`` raw scores; no sigmoid is applied inside any model
+            (``torch.sigmoid(logits)`` are the per-class probabilities: the task is multi-label).
         class_maps: ``(B, num_classes, h, w)`` per-class heatmaps at the model's native resolution
             (CAM for the baseline, class maps for space attention, the combined map of paper 4.3 for
             the attention-gated network), or ``None`` when the forward pass was not asked for maps.

@@ -62,7 +62,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 
 def list_models() -> list[str]:
-    """Registered model names, sorted."""
+    """Registered model names, sorted (what ``create_model`` and ``model.name`` in a config accept).
+
+    >>> from thoracic.models import list_models
+    >>> list_models()
+    ['attention_gated', 'baseline', 'space_attention']
+    """
     return MODELS.names()
 
 
@@ -72,5 +77,27 @@ def get_model_class(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``."""
+    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``.
+
+    Common arguments: ``backbone`` (a :func:`~thoracic.models.list_backbones` name, default
+    ``resnet34``), ``pretrained`` (ImageNet weights), ``weights`` (a local state dict), ``freeze_backbone``,
+    ``num_classes`` (14); model-specific ones are those of its class (:class:`~thoracic.models.BaselineCAM`,
+    :class:`~thoracic.models.SpaceAttention`, :class:`~thoracic.models.AttentionGated`). Raises
+    :class:`UnknownModelError` (listing the valid names) for an unknown ``name``.
+
+    The model takes ``(B, 3, H, W)`` float images (ImageNet-normalised) and returns a
+    :class:`~thoracic.models.ModelOutput`: raw logits ``(B, 14)`` (apply a sigmoid for probabilities) and,
+    with ``return_maps=True``, class maps ``(B, 14, H/32, W/32)`` (``H/8, W/8`` for ``attention_gated``).
+
+    >>> import torch
+    >>> from thoracic.models import create_model
+    >>> model = create_model("baseline", backbone="resnet10").eval()
+    >>> with torch.no_grad():
+    ...     output = model(torch.zeros(2, 3, 128, 128), return_maps=True)
+    >>> tuple(output.logits.shape), tuple(output.class_maps.shape)
+    ((2, 14), (2, 14, 4, 4))
+    >>> create_model("resnet_attention")
+    Traceback (most recent call last):
+    thoracic.models.registry.UnknownModelError: unknown model 'resnet_attention'; valid models: attention_gated, baseline, space_attention
+    """
     return get_model_class(name)(**kwargs)

@@ -46,6 +46,8 @@ class SpaceAttention(ThoracicModel):
         self.classifier = nn.Conv2d(2 * channels, self.num_classes, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> ModelOutput:
+        """``(B, 3, H, W)`` -> logits ``(B, 14)`` (class-map means); with ``return_maps`` the class maps
+        ``(B, 14, H/32, W/32)``."""
         features = self.backbone(x)["final"]
         context = features.mean(dim=(2, 3), keepdim=True).expand_as(features)
         class_maps = self.classifier(torch.cat([features, context], dim=1))

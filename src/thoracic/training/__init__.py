@@ -17,7 +17,7 @@ _EXPORTS = {
     "train": "thoracic.training.trainer",
     "evaluate_checkpoint": "thoracic.training.trainer",
     "read_epoch_metrics": "thoracic.training.trainer",
-    "load_config_by_name": "thoracic.training.trainer",
+    "load_config_by_name": "thoracic.config",
     "config_for_resume": "thoracic.training.trainer",
     "lr_sweep": "thoracic.training.sweep",
     "PAPER_LR_GRID": "thoracic.training.sweep",

@@ -48,7 +48,7 @@ from thoracic.config import (
     Config,
     ConfigError,
     config_from_dict,
-    load_config,
+    load_config_by_name,  # noqa: F401 - re-exported: it lived here before moving to thoracic.config
     merge_overrides,
     parse_overrides,
     save_config,
@@ -57,6 +57,7 @@ from thoracic.config import (
 from thoracic.config import replace as replace_config
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError
+from thoracic.io import atomic_write, write_text_atomic
 from thoracic.models import build_model
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.module import ThoracicModule
@@ -76,11 +77,10 @@ _LIBRARIES = ("thoracic", "torch", "torchvision", "lightning", "torchmetrics", "
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the same folder, fsync it, then ``os.replace`` it.
+    """Write each checkpoint with :func:`thoracic.io.atomic_write` (temporary file, fsync, ``os.replace``).
 
-    ``os.replace`` is atomic on POSIX and Windows within one file system: readers see the old complete
-    file or the new complete file, never a truncated one (Lightning's own writer opens the target for
-    writing directly on local disks).
+    Readers see the old complete file or the new complete file, never a truncated one (Lightning's own
+    writer opens the target for writing directly on local disks).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -89,16 +89,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_write(path, "wb", fsync=True) as handle:
+            torch.save(checkpoint, handle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,10 +223,7 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
     else:
         info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
                 "model": cfg.model.name, "backbone": cfg.model.backbone, **entry}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(info, indent=2))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -535,20 +524,6 @@ def write_summary(run_dir: Path, trainer: Trainer) -> dict[str, Any]:
 def _finite_or_none(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def load_config_by_name(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """``load_config`` that also accepts the name of a packaged config (``baseline``, ``space_attention``...)."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        packaged = Path(__file__).resolve().parent.parent / "configs" / f"{path.stem}.yaml"
-        if path.suffix in ("", ".yaml") and len(path.parts) == 1 and packaged.is_file():
-            path = packaged
-        elif not path.exists():
-            available = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-            raise ConfigError(f"config {name_or_path}: no such file, and not a packaged config "
-                              f"(packaged: {', '.join(available)})")
-    return load_config(path, overrides)
 
 
 def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
