@@ -55,6 +55,7 @@ class IntegratedGradients(HeatmapMethod):
         return output.logits
 
     def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:
+        """The input pixels themselves: stride 1, offset 0 (registration-free)."""
         size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(
             int(v) for v in input_size)
         return FeatureGrid(size, (1.0, 1.0), (0.0, 0.0), size)

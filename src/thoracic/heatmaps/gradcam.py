@@ -63,6 +63,7 @@ class GradCAM(HeatmapMethod):
         return output.logits
 
     def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:
+        """The attributed layer's grid (stride and receptive-field offset from the backbone)."""
         return module_grid(self.model.backbone, self.layer, input_size)
 
     def _attribute(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

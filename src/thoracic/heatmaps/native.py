@@ -88,6 +88,7 @@ class NativeHeatmap(HeatmapMethod):
     """
 
     def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:
+        """The grid of the model's ``native_heatmap_level`` feature map."""
         return heatmap_grid(self.model, input_size)
 
     @torch.no_grad()

@@ -100,8 +100,6 @@ class AttentionGate(nn.Module):
 
 @register_model("attention_gated")
 class AttentionGated(ThoracicModel):
-    native_heatmap_level = "layer2"  # the heatmap is fused on the finest gated level's grid
-
     """Backbone with attention gates on layer2 and layer3 (see the module docstring for every option).
 
     Args:
@@ -111,6 +109,8 @@ class AttentionGated(ThoracicModel):
         attention_pooling: ``auto`` (default), ``sum`` or ``mean``.
         Other arguments: see :class:`~thoracic.models.base.ThoracicModel`.
     """
+
+    native_heatmap_level = "layer2"  # the heatmap is fused on the finest gated level's grid
 
     def __init__(
         self,
