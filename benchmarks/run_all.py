@@ -92,8 +92,9 @@ def run_localization(quick: bool, out: Path, threads: int, timeout: float) -> di
         size = int(match["size"])
         comparisons.append({
             "name": f"{match['rows']} rows, {size}x{size} heatmaps, thresholds 60 and 180",
-            "description": "box extraction + IoU/IoBB scoring, no network; ratio = target seconds / elapsed "
-                           "(absolute target, no baseline: the issue sets it in seconds)",
+            "description": "exact boxes, heatmap peaks, IoU/IoBB scoring and both baselines (random box over 100 "
+                           "draws), no network; CPU seconds of the process; ratio = target seconds / elapsed "
+                           "(absolute target in seconds, no baseline)",
             "ratio": target / seconds if seconds > 0 else float("inf"),
             "target": 1.0,
             "target_op": ">=",
@@ -251,7 +252,7 @@ METHOD = """
   2-core machine shared with other jobs, torch's OpenMP threads wait for each other at every parallel
   region and one descheduled thread stalls them all (measured: a ResNet-10 step took 0.1-4.7 s with two
   threads against 0.035-0.05 s with one). Pass `--threads 0` for torch's default on a dedicated machine.
-- Targets come from issue 7. The localization target is absolute (seconds, one core); everything else
+- The localization target is absolute (seconds, one core); everything else
   is relative.
 - `python benchmarks/run_all.py --quick` runs everything on tiny sizes in well under a minute;
   `tests/test_benchmarks_smoke.py` runs each benchmark's `--quick` mode so the scripts cannot rot.
@@ -305,9 +306,17 @@ map combines the two gates and an 8 x 8 CAM upsampled to 32 x 32), so with and w
 within noise.
 """,
     "localization": """
-Absolute target from issue 7 (one CPU core, no network): box extraction from 1024 x 1024 upsampled maps
-at the two thresholds and IoU / IoBB scoring for the 984 rows. Script: `benchmarks/bench_localization.py`
-(owned by the evaluation code); run_all turns its printed seconds into the margin `target / elapsed`.
+Absolute target (one CPU core, no network): everything `thoracic localize` does after the network for
+the 984 rows (`pipeline.localize_boxes`): the exact boxes of 1024 x 1024 upsampled maps at the two
+thresholds (equal, bit for bit, to materialising and labelling the map, which alone would cost tens of
+milliseconds per map and threshold), the heatmap maxima of the pointing game, IoU / IoBB scoring per
+threshold and pooled, and both baselines with the random box over 100 seeded draws. The figure is the
+process's CPU time (the script runs one thread), the fastest of three repeats: on a machine shared with
+other jobs the wall time also counts the waits for a core (the JSON's output lines give it too).
+Script: `benchmarks/bench_localization.py` (owned by the evaluation code); run_all turns its printed
+seconds into the margin `target / elapsed`. Where the time goes (profiled): about 70% box extraction
+(per map, the row intervals inside the blocks that region boundaries cross, and the connected
+components of their graph), the rest scoring and the baselines.
 """,
     "output_stride": """
 A dilated stage does the same work per position as before on 4x as many positions: at output stride 16

@@ -13,6 +13,7 @@ from thoracic.cli import main
 from thoracic.demo import (
     DEMO_MODELS,
     DEMO_OVERRIDES,
+    HEADLINE_COLUMNS,
     DemoResult,
     DemoSettings,
     check_learning,
@@ -21,9 +22,9 @@ from thoracic.demo import (
     run_demo,
 )
 
-HEADLINE_COLUMNS = ["model", "method", "mean AUC",
-                    "IoU>0.3 model", "IoU>0.3 random", "IoU>0.3 centre",
-                    "IoBB>0.25 model", "IoBB>0.25 random", "IoBB>0.25 centre"]
+ACCURACY_COLUMNS = ["IoU>0.3 model", "IoU>0.3 random", "IoU>0.3 centre", "IoU>0.3 T60", "IoU>0.3 pooled",
+                    "IoBB>0.25 model", "IoBB>0.25 random", "IoBB>0.25 centre", "IoBB>0.25 T60", "IoBB>0.25 pooled",
+                    "pointing model", "pointing random", "pointing centre"]
 
 
 def tiny_settings(out_dir: Path) -> DemoSettings:
@@ -51,7 +52,7 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     # one headline row per (model, heatmap method): Grad-CAM and Integrated Gradients beside the native
     # maps for the baseline
     headline = result.headline
-    assert list(headline.columns) == HEADLINE_COLUMNS
+    assert list(headline.columns) == list(HEADLINE_COLUMNS)
     assert list(zip(headline["model"], headline["method"])) == [
         ("baseline", "native"), ("baseline", "gradcam"), ("baseline", "ig")]
     auc = json.loads((run / "evaluation" / "auc_test.json").read_text())["mean_auc"]
@@ -60,10 +61,13 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     record = json.loads((settings.out_dir / "demo_results.json").read_text())
     assert [(r["model"], r["method"]) for r in record["headline"]] == list(zip(headline["model"], headline["method"]))
     assert record["output_stride"] == DEMO_OVERRIDES["model.output_stride"] and record["image_size"] == 64
-    accuracies = headline[HEADLINE_COLUMNS[3:]].to_numpy()
+    accuracies = headline[ACCURACY_COLUMNS].to_numpy()
     assert ((accuracies >= 0) & (accuracies <= 1)).all()
+    assert (headline["classes"] >= 1).all() and (headline["classes"] <= 8).all()
+    assert (headline["IoU>0.3 random sd"] >= 0).all() and (headline["IoU>0.3 FP"] >= 0).all()
     # the baselines do not depend on the heatmap method
     assert headline["IoU>0.3 centre"].nunique() == 1 and headline["IoBB>0.25 random"].nunique() == 1
+    assert headline["pointing centre"].nunique() == 1
     assert str(result.report_html) in format_headline(result)
     assert any("[3/4] training baseline" in line and "64 px" in line for line in logged)
 
@@ -93,73 +97,108 @@ def write_run(folder: Path, mean_auc: float, tables: dict[str, pd.DataFrame]) ->
     return folder
 
 
-def localization_table(method: str, model_iou: list[float], model_iobb: list[float]) -> pd.DataFrame:
-    """Rows like ``localize_run`` writes for two box classes: the model at each heatmap threshold and
-    pooled ("all"), the baselines without threshold; rows that the headline must ignore hold 0.9."""
+def localization_table(method: str, model: dict[str, float]) -> pd.DataFrame:
+    """Rows like ``localize_run`` writes: the model per heatmap threshold (60, 180, pooled "all") and its
+    pointing game, the baselines without threshold. The headline reads the "Mean" rows at IoU>0.3 and
+    IoBB>0.25; every other row holds 0.99 and must be ignored."""
+    columns = ["source", "threshold", "metric", "t", "class_name", "accuracy", "accuracy_sd", "n_draws", "n_boxes",
+               "n_localized", "false_positives_per_image", "n_classes"]
     rows = []
-    for k, name in enumerate(("Mass", "Nodule")):
-        for threshold in ("60", "180"):  # per threshold: not the headline
-            rows += [(method, threshold, "IoU", 0.3, name, 0.9), (method, threshold, "IoBB", 0.25, name, 0.9)]
-        rows += [(method, "all", "IoU", 0.3, name, model_iou[k]), (method, "all", "IoBB", 0.25, name, model_iobb[k]),
-                 (method, "all", "IoU", 0.1, name, 0.9), (method, "all", "IoBB", 0.5, name, 0.9),  # other T
-                 ("random box", "", "IoU", 0.3, name, [0.1, 0.0][k]), ("random box", "", "IoBB", 0.25, name, 0.1),
-                 ("centre box", "", "IoU", 0.3, name, 0.2), ("centre box", "", "IoBB", 0.25, name, [0.3, 0.5][k])]
-    return pd.DataFrame(rows, columns=["source", "threshold", "metric", "t", "class_name", "accuracy"])
+
+    def add(source: str, threshold: str, metric: str, t: float, value: float, sd: float = math.nan,
+            fp: float = math.nan) -> None:
+        rows.append((source, threshold, metric, t, "Mean", value, sd, 1, 7, 0, fp, 2))
+        for name in ("Mass", "Nodule"):  # per-class rows: not the headline
+            rows.append((source, threshold, metric, t, name, 0.99, sd, 1, 3, 0, 0.99, 1))
+
+    for threshold in ("60", "180", "all"):
+        for metric, t in (("IoU", 0.3), ("IoBB", 0.25)):
+            add(method, threshold, metric, t, model[f"{metric} {threshold}"], fp=model[f"{metric} FP {threshold}"])
+        add(method, threshold, "IoU", 0.1, 0.99)  # other T: not the headline
+    add(method, "", "pointing", math.nan, model["pointing"])
+    for metric, t, random, centre in (("IoU", 0.3, 0.05, 0.2), ("IoBB", 0.25, 0.1, 0.4)):
+        add("random box", "", metric, t, random, sd=0.01, fp=1.0)
+        add("centre box", "", metric, t, centre, fp=1.0)
+    add("random box", "", "pointing", math.nan, 0.11, sd=0.02)
+    add("centre box", "", "pointing", math.nan, 0.12)
+    return pd.DataFrame(rows, columns=columns)
 
 
-def test_headline_numbers_reads_pooled_model_rows_and_baselines(tmp_path: Path) -> None:
+def model_numbers(iou: float, iobb: float, pointing: float) -> dict[str, float]:
+    numbers = {"pointing": pointing}
+    for metric, value in (("IoU", iou), ("IoBB", iobb)):
+        numbers.update({f"{metric} 180": value, f"{metric} 60": value / 2, f"{metric} all": value / 4,
+                        f"{metric} FP 180": 1.5, f"{metric} FP 60": 9.0, f"{metric} FP all": 9.0})
+    return numbers
+
+
+def test_headline_numbers_reads_threshold_180_mean_rows_and_baselines(tmp_path: Path) -> None:
     baseline = write_run(tmp_path / "baseline", 0.93, {
-        "native": localization_table("native", [0.4, 0.2], [0.5, 0.3]),
-        "gradcam": localization_table("gradcam", [0.0, 0.1], [0.6, 0.6]),
+        "native": localization_table("native", model_numbers(0.4, 0.5, 0.6)),
+        "gradcam": localization_table("gradcam", model_numbers(0.0, 0.6, 0.2)),
     })
-    gated = write_run(tmp_path / "attention_gated", 0.85, {"native": localization_table("native", [1, 1], [0, 0])})
+    gated = write_run(tmp_path / "attention_gated", 0.85,
+                      {"native": localization_table("native", model_numbers(1.0, 0.0, 0.3))})
     headline = headline_numbers({"baseline": baseline, "attention_gated": gated},
                                 {"baseline": ("native", "gradcam")})  # gated: native by default
-    assert list(headline.columns) == HEADLINE_COLUMNS
-    expected = pd.DataFrame([
-        ("baseline", "native", 0.93, 0.3, 0.05, 0.2, 0.4, 0.1, 0.4),
-        ("baseline", "gradcam", 0.93, 0.05, 0.05, 0.2, 0.6, 0.1, 0.4),
-        ("attention_gated", "native", 0.85, 1.0, 0.05, 0.2, 0.0, 0.1, 0.4),
-    ], columns=HEADLINE_COLUMNS)
-    pd.testing.assert_frame_equal(headline, expected, atol=1e-9, check_dtype=False)
+    assert list(headline.columns) == list(HEADLINE_COLUMNS)
+
+    def expected(model: str, method: str, auc: float, iou: float, iobb: float, pointing: float) -> list[object]:
+        values: list[object] = [model, method, auc, 2.0]
+        for value, random, centre in ((iou, 0.05, 0.2), (iobb, 0.1, 0.4)):
+            values += [value, 1.5, random, 0.01, centre, value / 2, value / 4]
+        return values + [pointing, 0.11, 0.12]
+
+    frame = pd.DataFrame([expected("baseline", "native", 0.93, 0.4, 0.5, 0.6),
+                          expected("baseline", "gradcam", 0.93, 0.0, 0.6, 0.2),
+                          expected("attention_gated", "native", 0.85, 1.0, 0.0, 0.3)], columns=list(HEADLINE_COLUMNS))
+    pd.testing.assert_frame_equal(headline, frame, atol=1e-9, check_dtype=False)
+
+
+def headline_row(model: str, method: str, auc: float, iou: float, iobb: float) -> dict[str, object]:
+    row: dict[str, object] = dict.fromkeys(HEADLINE_COLUMNS, 0.5)
+    row.update({"model": model, "method": method, "mean AUC": auc, "classes": 8.0,
+                "IoU>0.3 model": iou, "IoU>0.3 random": 0.05, "IoU>0.3 random sd": 0.02, "IoU>0.3 centre": 0.2,
+                "IoBB>0.25 model": iobb, "IoBB>0.25 random": 0.1, "IoBB>0.25 random sd": 0.03,
+                "IoBB>0.25 centre": 0.4, "IoU>0.3 FP": 1.25})
+    return row
 
 
 def test_check_learning_names_each_shortfall() -> None:
-    def row(model: str, method: str, auc: float, iou: float, iobb: float) -> dict[str, object]:
-        return dict(zip(HEADLINE_COLUMNS, (model, method, auc, iou, 0.05, 0.2, iobb, 0.1, 0.4)))
-
-    good = pd.DataFrame([row("baseline", "native", 0.95, 0.3, 0.5)])
+    good = pd.DataFrame([headline_row("baseline", "native", 0.95, 0.3, 0.5)])
     assert check_learning(good) == []
     bad = pd.DataFrame([
-        row("baseline", "native", 0.95, 0.3, 0.5),
-        row("space_attention", "native", 0.85, 0.3, 0.5),           # AUC under 0.9
-        row("attention_gated", "native", 0.95, 0.2, 0.5),           # IoU equal to the centre box: not above
-        row("baseline", "gradcam", math.nan, math.nan, 0.41),       # NaN is never good enough
+        headline_row("baseline", "native", 0.95, 0.3, 0.5),
+        headline_row("space_attention", "native", 0.85, 0.3, 0.5),           # AUC under 0.9
+        headline_row("attention_gated", "native", 0.95, 0.2, 0.5),           # IoU equal to the centre box
+        headline_row("baseline", "gradcam", math.nan, math.nan, 0.41),       # NaN is never good enough
     ])
     problems = check_learning(bad)
     assert problems == [
         "space_attention: mean AUC 0.850 < 0.9",
-        "attention_gated native: IoU>0.3 accuracy 0.200 not above random 0.050 / centre 0.200",
+        "attention_gated native: IoU>0.3 accuracy 0.200 (heatmap threshold 180) not above random 0.050 "
+        "(mean of draws) / centre 0.200",
         "baseline: mean AUC nan < 0.9",
-        "baseline gradcam: IoU>0.3 accuracy nan not above random 0.050 / centre 0.200",
+        "baseline gradcam: IoU>0.3 accuracy nan (heatmap threshold 180) not above random 0.050 (mean of draws) "
+        "/ centre 0.200",
     ]
     assert check_learning(bad, min_auc=0.8)[0].startswith("attention_gated native: IoU>0.3")
 
 
-def test_format_headline_says_where_the_report_is(tmp_path: Path) -> None:
-    headline = pd.DataFrame([dict(zip(HEADLINE_COLUMNS, ("baseline", "native", 0.9712, 0.2, 0.05, 0.1,
-                                                         0.34, 0.11, 0.13)))])
+def test_format_headline_says_where_the_report_is_and_which_threshold(tmp_path: Path) -> None:
+    headline = pd.DataFrame([headline_row("baseline", "native", 0.9712, 0.2, 0.34)])
     result = DemoResult(tmp_path / "report.md", tmp_path / "report.html", {}, headline, 90.0)
     text = format_headline(result)
     assert "1.5 min" in text and str(tmp_path / "report.html") in text and "0.971" in text
+    assert "heatmap threshold 180" in text and "over 8 of 8 box classes" in text
+    assert "0.200 (1.250)" in text and "0.050 ± 0.020" in text  # accuracy (FP/image), random mean ± sd
 
 
 def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """``thoracic demo`` options reach :func:`run_demo`; the headline and any shortfall are printed."""
     calls: list[DemoSettings] = []
-    headline = pd.DataFrame([dict(zip(HEADLINE_COLUMNS, ("baseline", "native", 0.5, 0.0, 0.05, 0.2,
-                                                         0.3, 0.1, 0.4)))])
+    headline = pd.DataFrame([headline_row("baseline", "native", 0.5, 0.0, 0.3)])
 
     def fake_run_demo(settings: DemoSettings) -> DemoResult:
         calls.append(settings)

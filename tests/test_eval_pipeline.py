@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import make_run
+from helpers import assert_table_recomputes, make_run
 
 from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
@@ -44,11 +44,14 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     # every box row of the phantom test images is scored, at both thresholds and pooled
     scores = pd.read_csv(evaluation / "scores_native.csv")
     boxes = pd.read_csv(evaluation / "boxes_native.csv")
-    assert list(boxes.columns) == ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score"]
+    assert list(boxes.columns) == ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score", "area"]
     assert set(scores["threshold"].astype(str)) == {"60", "180", "all"}
     assert scores.groupby("threshold")["box_row"].nunique().nunique() == 1
     table = pd.read_csv(evaluation / "localization_native.csv")
     assert {"native", "random box", "centre box"} <= set(table["source"])
+    # every number of the localization tables recomputes from the exported boxes, scores and baselines
+    assert_table_recomputes(evaluation, "native")
+    assert_table_recomputes(runs[2] / "evaluation", "gradcam")
     assert (runs[2] / "evaluation" / "overlays_gradcam.png").is_file()
 
     out = tmp_path / "report"
@@ -57,7 +60,8 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     html = (out / "report.html").read_text()
     assert "baseline x2 seeds" in markdown and "±" in markdown  # the two seeds aggregated
     assert "Wang 2017 ResNet-50" in markdown and "Paper BL ResNet-34" in markdown and "Paper S.Att." in markdown
-    for heading in ["IoU > 0.1", "IoU > 0.7", "IoBB > 0.25", "IoBB > 0.9", "random box", "centre box"]:
+    for heading in ["IoU > 0.1", "IoU > 0.7", "IoBB > 0.25", "IoBB > 0.9", "random box", "centre box",
+                    "Localization headline", "Pointing game", "of 8 classes)", "heatmap threshold 180"]:
         assert heading in markdown
     assert "data:image/png;base64," in html and "<table" in html
     assert "on the test split" in markdown

@@ -10,25 +10,32 @@ Pure metrics (no model, no data folder): :mod:`~thoracic.evaluation.classificati
 
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_auc, roc_curve, roc_curves
 from thoracic.evaluation.localization import (
+    HEADLINE_THRESHOLD,
     HEATMAP_THRESHOLDS,
     IOBB_THRESHOLDS,
     IOU_THRESHOLDS,
     ExtractedBoxes,
+    baseline_accuracy,
     boxes_from_heatmap,
     boxes_from_heatmaps,
     centre_boxes,
     extract_boxes,
+    heatmap_peak,
+    heatmap_peaks,
     iobb,
     iou,
     localization_accuracy,
+    pointing_accuracy,
+    pointing_game,
     random_boxes,
     score_localization,
 )
 from thoracic.evaluation.references import load_classification_reference, load_localization_reference
 
 __all__ = [
-    "AUCResult", "ExtractedBoxes", "HEATMAP_THRESHOLDS", "IOBB_THRESHOLDS", "IOU_THRESHOLDS",
-    "boxes_from_heatmap", "boxes_from_heatmaps", "centre_boxes", "compute_auc", "extract_boxes", "iobb", "iou",
-    "load_classification_reference", "load_localization_reference", "localization_accuracy", "random_boxes",
+    "AUCResult", "ExtractedBoxes", "HEADLINE_THRESHOLD", "HEATMAP_THRESHOLDS", "IOBB_THRESHOLDS", "IOU_THRESHOLDS",
+    "baseline_accuracy", "boxes_from_heatmap", "boxes_from_heatmaps", "centre_boxes", "compute_auc",
+    "extract_boxes", "heatmap_peak", "heatmap_peaks", "iobb", "iou", "load_classification_reference",
+    "load_localization_reference", "localization_accuracy", "pointing_accuracy", "pointing_game", "random_boxes",
     "roc_auc", "roc_curve", "roc_curves", "score_localization",
 ]

@@ -16,12 +16,10 @@ All boxes are ``(x, y, w, h)`` in original-image pixels with ``(x, y)`` the top-
 the half-open area ``[x, x + w) x [y, y + h)``, so a box drawn around pixel columns ``c0..c1`` has
 ``w = c1 - c0 + 1`` (like OpenCV's ``boundingRect``), and two boxes that share an edge do not intersect.
 
-Speed: materialising and labelling a 1024 x 1024 map costs ~5 ms, too slow for 984 rows x 2 thresholds
-in 2 s. Bilinear upsampling is separable (``U = A_rows @ H @ A_cols.T``) and piecewise linear, so
-:func:`boxes_from_heatmap` evaluates ``U`` only where it is needed: its exact minimum and maximum at the
-few pixels beside the low-resolution sample positions, its regions on a grid of every ``step``-th pixel,
-and each region's exact edges in thin strips of full-resolution rows and columns around the grid box.
-With ``step=1`` it is the plain full-resolution algorithm (tests check both agree).
+The boxes equal those of the plain algorithm (materialise :func:`upsample_heatmap`, :func:`normalize_heatmap`,
+threshold, ``scipy.ndimage.label`` with 8-connectivity, tight boxes) bit for bit, on every map and size,
+but are computed without materialising the full-resolution map (see the notes above ``_extract_batch``): 984 rows at
+two thresholds take well under 2 s on one core (``benchmarks/bench_localization.py``).
 """
 
 from __future__ import annotations
@@ -29,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.errors import DataError
@@ -44,11 +42,18 @@ IOBB_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
 #: Label of the pooled boxes of all heatmap thresholds in the tables.
 POOLED = "all"
-#: 8-connectivity, as OpenCV's contours (used by Wang et al. and the seed code) see regions.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+#: The heatmap threshold of the headline numbers: the paper's (60 "always covers most of the image").
+HEADLINE_THRESHOLD = "180"
+#: ``metric`` of the pointing-game rows of the accuracy tables.
+POINTING = "pointing"
+#: ``class_name`` of the rows averaging over the classes with boxes.
+MEAN = "Mean"
 
 BOX_COLUMNS = ["x", "y", "w", "h"]
 PREDICTED_BOX_COLUMNS = ["image_id", "class_name", "threshold", "x", "y", "w", "h", "score"]
+#: Columns of :func:`localization_accuracy` (the ``localization_<method>.csv`` files add ``source``).
+ACCURACY_COLUMNS = ["threshold", "metric", "t", "class_name", "accuracy", "accuracy_sd", "n_draws", "n_boxes",
+                    "n_localized", "false_positives_per_image", "n_classes"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,34 +137,74 @@ def legacy_cell_centres(size_in: int, size_out: int) -> np.ndarray:
     return (np.arange(size_in) + 0.5) * (size_out / size_in) - 0.5
 
 
+@dataclass(frozen=True, eq=False)  # hashed by identity: the instances themselves are cached
+class _Taps:
+    """1-D linear resizing as two taps per output pixel: ``out[j] = lerp(in[lower[j]], in[upper[j]],
+    weight[j])``. A *segment* is a run of outputs with the same two taps; its weights never decrease,
+    so along a segment the resized values are monotone (exactly, in floating point: see :func:`_lerp`)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    weight: np.ndarray
+    seg_start: np.ndarray  # first output pixel of every segment
+    seg_end: np.ndarray  # last output pixel of every segment (inclusive)
+    seg_of: np.ndarray  # segment index of every output pixel
+
+    @classmethod
+    def build(cls, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> _Taps:
+        change = np.flatnonzero((lower[1:] != lower[:-1]) | (upper[1:] != upper[:-1])) + 1
+        seg_start = np.r_[0, change].astype(np.int64)
+        seg_end = np.r_[change - 1, len(lower) - 1].astype(np.int64)
+        seg_of = np.repeat(np.arange(len(seg_start)), seg_end - seg_start + 1)
+        arrays = (lower.astype(np.int64), upper.astype(np.int64), weight.astype(np.float64), seg_start, seg_end,
+                  seg_of)
+        for array in arrays:
+            array.setflags(write=False)
+        return cls(*arrays)
+
+
 @lru_cache(maxsize=64)
-def _legacy_interpolation_matrix(size_in: int, size_out: int) -> np.ndarray:
+def _legacy_taps(size_in: int, size_out: int) -> _Taps:
     scale = size_in / size_out
     source = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0, None)
     low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
     high = np.minimum(low + 1, size_in - 1)
-    weight_high = source - low
-    matrix = np.zeros((size_out, size_in), dtype=np.float64)
-    rows = np.arange(size_out)
-    np.add.at(matrix, (rows, low), 1.0 - weight_high)
-    np.add.at(matrix, (rows, high), weight_high)
-    matrix.setflags(write=False)
-    return matrix
+    return _Taps.build(low, high, source - low)
 
 
 @lru_cache(maxsize=256)
-def _positioned_interpolation_matrix(size_out: int, centres: tuple[float, ...]) -> np.ndarray:
+def _positioned_taps(size_out: int, centres: tuple[float, ...]) -> _Taps:
     positions = np.asarray(centres, dtype=np.float64)
     pixels = np.arange(size_out, dtype=np.float64)
+    if len(positions) == 1:
+        zeros = np.zeros(size_out, dtype=np.int64)
+        return _Taps.build(zeros, zeros, np.zeros(size_out))
     # segment k: pixels in [positions[k], positions[k + 1]); constant beyond the first and last centre
     upper = np.clip(np.searchsorted(positions, pixels, side="right"), 1, len(positions) - 1)
     lower = upper - 1
     span = positions[upper] - positions[lower]
-    weight_high = np.clip((pixels - positions[lower]) / span, 0.0, 1.0)
-    matrix = np.zeros((size_out, len(positions)), dtype=np.float64)
-    rows = np.arange(size_out)
-    np.add.at(matrix, (rows, lower), 1.0 - weight_high)
-    np.add.at(matrix, (rows, upper), weight_high)
+    return _Taps.build(lower, upper, np.clip((pixels - positions[lower]) / span, 0.0, 1.0))
+
+
+def _interpolation_taps(size_in: int, size_out: int, centres: np.ndarray | None = None) -> _Taps:
+    if size_in < 1 or size_out < 1:
+        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
+    if centres is None:
+        return _legacy_taps(size_in, size_out)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
+    if len(centres) != size_in or not np.all(np.isfinite(centres)):
+        raise DataError(f"cell centres: expected {size_in} finite coordinates, got shape {centres.shape}")
+    if np.any(np.diff(centres) <= 0):
+        raise DataError("cell centres must be strictly increasing")
+    return _positioned_taps(size_out, tuple(centres.tolist()))
+
+
+@lru_cache(maxsize=64)
+def _matrix_of(taps: _Taps, size_in: int) -> np.ndarray:
+    matrix = np.zeros((len(taps.lower), size_in), dtype=np.float64)
+    rows = np.arange(len(taps.lower))
+    np.add.at(matrix, (rows, taps.lower), 1.0 - taps.weight)
+    np.add.at(matrix, (rows, taps.upper), taps.weight)
     matrix.setflags(write=False)
     return matrix
 
@@ -170,44 +215,42 @@ def interpolation_matrix(size_in: int, size_out: int, centres: np.ndarray | None
     Without ``centres``: identical to ``torch.nn.functional.interpolate(mode='bilinear',
     align_corners=False)`` (no antialiasing), i.e. cell centres at :func:`legacy_cell_centres`.
     With ``centres`` (``size_in`` increasing coordinates in output pixels): linear interpolation between
-    the cell centres, constant beyond the first and the last one.
+    the cell centres, constant beyond the first and the last one. :func:`upsample_heatmap` applies the
+    same weights (equal to this matrix product up to floating-point rounding).
     """
-    if size_in < 1 or size_out < 1:
-        raise DataError(f"cannot resize {size_in} to {size_out} pixels")
-    if centres is None:
-        return _legacy_interpolation_matrix(size_in, size_out)
-    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
-    if len(centres) != size_in or not np.all(np.isfinite(centres)):
-        raise DataError(f"cell centres: expected {size_in} finite coordinates, got shape {centres.shape}")
-    if size_in == 1:
-        return np.ones((size_out, 1))
-    if np.any(np.diff(centres) <= 0):
-        raise DataError("cell centres must be strictly increasing")
-    return _positioned_interpolation_matrix(size_out, tuple(centres.tolist()))
+    return _matrix_of(_interpolation_taps(size_in, size_out, centres), size_in)
 
 
-def _extreme_candidates(size_in: int, size_out: int, centres: np.ndarray | None = None) -> np.ndarray:
-    """Output indices where a 1-D linear resize can reach its extremes: the ends of every run of
-    outputs interpolating between the same two inputs (inside a run the value is monotone)."""
-    if centres is None:
-        centres = legacy_cell_centres(size_in, size_out)
-    segment = np.searchsorted(np.asarray(centres, dtype=np.float64), np.arange(size_out), side="right")
-    change = np.flatnonzero(segment[1:] != segment[:-1])
-    return np.unique(np.r_[0, change, change + 1, size_out - 1])
+def _lerp(low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``low + weight * (high - low)``, elementwise.
+
+    The one formula of every interpolated value, in the reference upsampling and in the box extraction
+    alike, so both compare the very same floats with a threshold. Written this way (not
+    ``(1 - w) * low + w * high``) because for fixed ``low`` and ``high`` it is exactly monotone in
+    ``weight`` in floating point: each operation rounds monotonically.
+    """
+    return low + weight * (high - low)
 
 
 def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int],
                      cell_centres: CellCentres | None = None) -> np.ndarray:
     """Linear resize of an ``(h, w)`` heatmap to ``original_size = (height, width)`` (float64).
 
+    Separable: the rows are interpolated first, then the columns, each with :func:`_lerp` between the
+    two nearest cell centres. This is the upsampling of the plain localization algorithm, which
+    :func:`boxes_from_heatmaps` reproduces exactly without materialising the map.
     ``cell_centres``: where each cell's centre lies in the original image (see :data:`CellCentres`);
     ``None`` is the ``align_corners=False`` convention.
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    height, width = original_size
+    if heatmap.ndim != 2:
+        raise DataError(f"heatmap must be a 2-D array, got shape {heatmap.shape}")
+    height, width = (int(v) for v in original_size)
     rows, cols = cell_centres if cell_centres is not None else (None, None)
-    return interpolation_matrix(heatmap.shape[0], height, rows) @ heatmap \
-        @ interpolation_matrix(heatmap.shape[1], width, cols).T
+    row_taps = _interpolation_taps(heatmap.shape[0], height, rows)
+    col_taps = _interpolation_taps(heatmap.shape[1], width, cols)
+    along_rows = _lerp(heatmap[row_taps.lower], heatmap[row_taps.upper], row_taps.weight[:, None])
+    return _lerp(along_rows[:, col_taps.lower], along_rows[:, col_taps.upper], col_taps.weight[None, :])
 
 
 def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
@@ -224,9 +267,10 @@ class ExtractedBoxes:
     """Boxes drawn around the regions of one thresholded heatmap.
 
     Attributes:
-        boxes: ``(K, 4)`` ``(x, y, w, h)`` in original-image pixels, largest region first.
-        scores: ``(K,)`` peak of the normalised heatmap in each region, in [0, 1].
-        areas: ``(K,)`` region areas in original pixels (counted on the ``step`` grid, times step**2).
+        boxes: ``(K, 4)`` ``(x, y, w, h)`` in original-image pixels; largest region first (equal areas:
+            in raster order of their first pixel, as ``scipy.ndimage.label`` numbers them).
+        scores: ``(K,)`` peak of the normalised heatmap in each region divided by 255, in [0, 1].
+        areas: ``(K,)`` region areas: the number of original-resolution pixels in each region.
     """
 
     boxes: np.ndarray
@@ -242,142 +286,45 @@ class ExtractedBoxes:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 
-def _grid(size: int, step: int) -> np.ndarray:
-    grid = np.arange(0, size, step)
-    return grid if grid[-1] == size - 1 else np.r_[grid, size - 1]
+def _image_size(original_size: tuple[int, int] | int) -> tuple[int, int]:
+    if isinstance(original_size, (int, np.integer)):
+        original_size = (int(original_size), int(original_size))
+    height, width = (int(v) for v in original_size)
+    if height < 1 or width < 1:
+        raise DataError(f"original size must be positive, got {original_size}")
+    return height, width
+
+
+def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
+    values = list(dict.fromkeys(float(t) for t in thresholds))
+    for value in values:
+        if not 0.0 <= value <= 255.0:  # also NaN
+            raise DataError(f"heatmap threshold {value} is outside the 0-255 scale")
+    return values
 
 
 def boxes_from_heatmaps(
     heatmap: np.ndarray,
     thresholds: Iterable[float],
     original_size: tuple[int, int] | int,
+    *,
     largest_only: bool = False,
-    step: int = 8,
     cell_centres: CellCentres | None = None,
 ) -> dict[float, ExtractedBoxes]:
-    """Boxes of one heatmap at several thresholds, sharing the upsampling (see :func:`boxes_from_heatmap`)."""
+    """Boxes of one heatmap at several thresholds (see :func:`boxes_from_heatmap`): ``{threshold: boxes}``."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    if heatmap.ndim != 2 or not np.all(np.isfinite(heatmap)):
-        raise DataError(f"heatmap must be a finite 2-D array, got shape {heatmap.shape}")
-    if isinstance(original_size, (int, np.integer)):
-        original_size = (int(original_size), int(original_size))
-    height, width = (int(v) for v in original_size)
-    row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
-    rows_matrix = interpolation_matrix(heatmap.shape[0], height, row_centres)
-    cols_matrix = interpolation_matrix(heatmap.shape[1], width, col_centres)
-    thresholds = [float(t) for t in thresholds]
-
-    # exact min/max of the full-resolution map from the few pixels where it can be extreme
-    candidates = rows_matrix[_extreme_candidates(heatmap.shape[0], height, row_centres)] @ heatmap \
-        @ cols_matrix[_extreme_candidates(heatmap.shape[1], width, col_centres)].T
-    low, high = candidates.min(), candidates.max()
-    if not high > low:  # a constant map has no regions
-        return {t: ExtractedBoxes.empty() for t in thresholds}
-    scale = 255.0 / (high - low)
-
-    step = max(1, int(step))
-    grid_rows, grid_cols = _grid(height, step), _grid(width, step)
-    coarse = rows_matrix[grid_rows] @ heatmap @ cols_matrix[grid_cols].T
-    results = {}
-    for threshold in thresholds:
-        raw = low + threshold / scale  # normalised > threshold  <=>  raw map > this
-        mask = coarse > raw
-        labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        if count == 0:
-            results[threshold] = ExtractedBoxes.empty()
-            continue
-        slices = ndimage.find_objects(labels)
-        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(step * step)
-        peaks = np.array([coarse[sl][labels[sl] == k + 1].max() for k, sl in enumerate(slices)])
-        peaks = (peaks - low) * scale / 255.0
-        order = np.argsort(-areas, kind="stable")
-        if largest_only:
-            order = order[:1]
-        grid_boxes = np.array([[grid_rows[r.start], grid_rows[r.stop - 1], grid_cols[c.start], grid_cols[c.stop - 1]]
-                               for r, c in slices])
-        boxes = np.empty((len(order), 4))
-        for k, label_index in enumerate(order):
-            # with another region near, its pixels could fall into this one's refinement strips: then
-            # only pixels connected (inside the strip) to this region's grid pixels count
-            near = step > 1 and _has_neighbour(grid_boxes, label_index, 4 * step)
-            boxes[k] = _refine_box(heatmap, rows_matrix, cols_matrix, grid_rows, grid_cols,
-                                   slices[label_index], labels if near else None, label_index + 1, raw, step)
-        results[threshold] = ExtractedBoxes(boxes, np.clip(peaks[order], 0.0, 1.0), areas[order])
-    return results
-
-
-def _has_neighbour(grid_boxes: np.ndarray, index: int, margin: int) -> bool:
-    """Whether another region's grid box comes within ``margin`` pixels of region ``index``'s."""
-    top, bottom, left, right = grid_boxes[index]
-    others = np.delete(grid_boxes, index, axis=0)
-    near = ((others[:, 0] <= bottom + margin) & (others[:, 1] >= top - margin)
-            & (others[:, 2] <= right + margin) & (others[:, 3] >= left - margin))
-    return bool(near.any())
-
-
-def _refine_box(heatmap: np.ndarray, rows_matrix: np.ndarray, cols_matrix: np.ndarray,
-                grid_rows: np.ndarray, grid_cols: np.ndarray, slices: tuple[slice, slice],
-                grid_labels: np.ndarray | None, label: int, raw: float, step: int) -> np.ndarray:
-    """Exact full-resolution edges of a region found on the grid.
-
-    Each edge lies beyond the outermost grid line inside the region and, for regions no thinner than
-    ``step``, before the second grid line outside it (the first can be crossed between its samples), so
-    only four strips of full-resolution pixels around the grid box are evaluated. ``grid_labels`` (given
-    when another region is near) restricts each strip to pixels 8-connected, inside the strip, to this
-    region's grid pixels.
-    """
-    row_slice, col_slice = slices
-    top, bottom = int(grid_rows[row_slice.start]), int(grid_rows[row_slice.stop - 1])
-    left, right = int(grid_cols[col_slice.start]), int(grid_cols[col_slice.stop - 1])
-    if step == 1:
-        return np.array([left, top, right - left + 1, bottom - top + 1], dtype=np.float64)
-    height, width = rows_matrix.shape[0], cols_matrix.shape[0]
-    reach = 2 * step - 1
-    row_lo, row_hi = max(top - reach, 0), min(bottom + reach, height - 1)
-    col_lo, col_hi = max(left - reach, 0), min(right + reach, width - 1)
-    along_cols = heatmap @ cols_matrix[col_lo:col_hi + 1].T  # (h, window width)
-    along_rows = rows_matrix[row_lo:row_hi + 1] @ heatmap  # (window height, w)
-    own = None
-    if grid_labels is not None:
-        own = grid_labels == label
-
-    def members(strip: np.ndarray, strip_rows: np.ndarray, strip_cols: np.ndarray) -> np.ndarray:
-        """Pixels of the strip connected to this region's grid pixels lying in it."""
-        if own is None:
-            return strip
-        strip_labels, _ = ndimage.label(strip, structure=_EIGHT_CONNECTED)
-        in_rows = np.flatnonzero(np.isin(grid_rows, strip_rows))
-        in_cols = np.flatnonzero(np.isin(grid_cols, strip_cols))
-        seeds = own[np.ix_(in_rows, in_cols)]
-        seed_labels = strip_labels[np.ix_(grid_rows[in_rows] - strip_rows[0], grid_cols[in_cols] - strip_cols[0])][seeds]
-        return np.isin(strip_labels, seed_labels[seed_labels > 0])
-
-    # each strip spans from the grid edge (which holds the region's own grid pixels) outwards
-    if top > row_lo:
-        rows = np.arange(row_lo, top + 1)
-        hit = np.flatnonzero(members(rows_matrix[rows] @ along_cols > raw, rows, np.arange(col_lo, col_hi + 1)).any(1))
-        top = int(rows[hit[0]]) if len(hit) else top
-    if bottom < row_hi:
-        rows = np.arange(bottom, row_hi + 1)
-        hit = np.flatnonzero(members(rows_matrix[rows] @ along_cols > raw, rows, np.arange(col_lo, col_hi + 1)).any(1))
-        bottom = int(rows[hit[-1]]) if len(hit) else bottom
-    if left > col_lo:
-        cols = np.arange(col_lo, left + 1)
-        hit = np.flatnonzero(members(along_rows @ cols_matrix[cols].T > raw, np.arange(row_lo, row_hi + 1), cols).any(0))
-        left = int(cols[hit[0]]) if len(hit) else left
-    if right < col_hi:
-        cols = np.arange(right, col_hi + 1)
-        hit = np.flatnonzero(members(along_rows @ cols_matrix[cols].T > raw, np.arange(row_lo, row_hi + 1), cols).any(0))
-        right = int(cols[hit[-1]]) if len(hit) else right
-    return np.array([left, top, right - left + 1, bottom - top + 1], dtype=np.float64)
+    if heatmap.ndim != 2 or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
+        raise DataError(f"heatmap must be a finite, non-empty 2-D array, got shape {heatmap.shape}")
+    batch = _MapBatch(heatmap[None], _image_size(original_size), cell_centres)
+    return _extract_batch(batch, _check_thresholds(thresholds), largest_only)[0]
 
 
 def boxes_from_heatmap(
     heatmap: np.ndarray,
     threshold_0_255: float,
     original_size: tuple[int, int] | int,
+    *,
     largest_only: bool = False,
-    step: int = 8,
     cell_centres: CellCentres | None = None,
 ) -> ExtractedBoxes:
     """Boxes around the connected regions of a thresholded heatmap, in original-image pixels.
@@ -386,14 +333,15 @@ def boxes_from_heatmap(
     [0, 255] and thresholded (value strictly above ``threshold_0_255``); each 8-connected region gives one
     bounding box. ``largest_only`` keeps the region of largest area only, as the seed paper's code did.
 
+    The result is exactly that of the plain algorithm, ``normalize_heatmap(upsample_heatmap(...)) > T``
+    then ``scipy.ndimage.label`` with 8-connectivity and tight boxes, for every map and size (tested
+    against it), but computed without materialising the full-resolution map (see the module docstring).
+
     Args:
         heatmap: ``(h, w)`` raw heatmap at the model's native resolution (any scale: it is normalised).
         threshold_0_255: threshold on the 0-255 scale (60 and 180 in Wang et al.).
         original_size: ``(height, width)`` of the original image, or one int for a square image.
         largest_only: keep only the largest region's box.
-        step: regions are found on every ``step``-th pixel and their edges refined at full resolution
-            (1 = label the full-resolution map; larger is faster and differs only where two regions come
-            closer than ``step`` pixels or a region is thinner than ``step`` pixels).
         cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
             ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
 
@@ -410,8 +358,418 @@ def boxes_from_heatmap(
     >>> boxes_from_heatmap(heatmap, 60, 1024).boxes[0].tolist()  # a lower threshold: a larger box
     [606.0, 94.0, 324.0, 324.0]
     """
-    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only, step,
-                               cell_centres)[float(threshold_0_255)]
+    return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only=largest_only,
+                               cell_centres=cell_centres)[float(threshold_0_255)]
+
+
+# The exact extraction, without materialising the full-resolution map.
+#
+# Hand-written because no library labels a map it is not given: scipy.ndimage.label needs the map at full
+# resolution, and materialising, normalising and labelling a 1024 x 1024 map costs tens of milliseconds
+# per map and threshold (about a minute for the 984 NIH rows at two thresholds). What it computes is
+# exactly what that would give (the tests compare the two bit for bit); the labelling itself is left to
+# scipy.sparse.csgraph.connected_components on a small graph.
+#
+# The map is separable: rows first (``rows`` below: height x w values, cheap), then columns. A *block* is
+# the product of a run of image rows that interpolate between the same two heatmap rows and a run of
+# columns that interpolate between the same two heatmap columns. Along a row inside a block the values
+# are monotone exactly (see _lerp), so a row of a block holds one interval of pixels above the
+# threshold at most, found from the values at the row's two end pixels and, where they differ, the
+# crossing pixel (an analytic guess, then bisection in the rare case that the guess is off). Across a
+# block the exact bilinear interpolant of the same weights peaks at the block's corners, and the
+# computed values differ from it by a few units of rounding (a bound from the four heatmap values); so
+# a block whose corners all clear the cut by that bound is entirely above it or entirely below it, and
+# only the blocks that the region boundaries cross are looked at row by row. Regions are the connected
+# components of a graph whose nodes are the runs of whole blocks above the cut in one block row and the
+# chains of touching row intervals inside one crossed block; areas, boxes and peaks follow from the nodes.
+# Every value compared with the cut is computed as upsample_heatmap computes it, so the result is the
+# plain algorithm's, bit for bit. Many maps of one shape and size go in one batch.
+
+_UNIT_ROUNDOFF = 2.0 ** -53
+#: |computed - exact bilinear| <= ~10 u max|H| for two nested _lerp; 32 u leaves room for the bound's own rounding
+_BOUND_FACTOR = 32 * _UNIT_ROUNDOFF
+
+
+def _expand(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs ``[start, start + length)``: (run index, position) of every element, in order."""
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    offsets = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(starts, lengths) + offsets
+
+
+class _MapBatch:
+    """``(B, h, w)`` maps of one shape, image size and registration, and what the box extraction and the
+    peak search need of them: the interpolated rows, the blocks with their value bounds, and the exact
+    minimum and maximum of every full-resolution map."""
+
+    def __init__(self, maps: np.ndarray, size: tuple[int, int], cell_centres: CellCentres | None) -> None:
+        self.maps = maps
+        self.n_maps = len(maps)
+        self.height, self.width = size
+        row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+        rt = self.rt = _interpolation_taps(maps.shape[1], self.height, row_centres)
+        ct = self.ct = _interpolation_taps(maps.shape[2], self.width, col_centres)
+        # rows interpolated exactly as upsample_heatmap does: (B, height, w); the difference of each
+        # segment's two heatmap rows is taken once per segment, the very floats _lerp computes per pixel
+        difference = maps[:, rt.upper[rt.seg_start], :] - maps[:, rt.lower[rt.seg_start], :]
+        self.rows = np.ascontiguousarray(maps[:, rt.lower, :] + rt.weight[None, :, None] * difference[:, rt.seg_of, :])
+        self.flat_rows = self.rows.reshape(-1)  # a view: values are gathered from it by flat index
+        # blocks (p, q): image rows r0[p]..r1[p] x columns c0[q]..c1[q]
+        r0, r1, c0, c1 = self.r0, self.r1, self.c0, self.c1 = rt.seg_start, rt.seg_end, ct.seg_start, ct.seg_end
+        n_p, n_q = len(r0), len(c0)
+        corner_cols = np.r_[c0, c1]
+        at_rows = self.rows[:, np.r_[r0, r1], :]
+        corners = _lerp(at_rows[:, :, ct.lower[corner_cols]], at_rows[:, :, ct.upper[corner_cols]],
+                        ct.weight[corner_cols]).reshape(self.n_maps, 2, n_p, 2, n_q)
+        self.corner_low, self.corner_high = corners.min(axis=(1, 3)), corners.max(axis=(1, 3))  # exact pixels
+        magnitude = np.abs(maps)
+        magnitude = np.maximum(magnitude[:, rt.lower[r0], :], magnitude[:, rt.upper[r0], :])
+        magnitude = np.maximum(magnitude[:, :, ct.lower[c0]], magnitude[:, :, ct.upper[c0]])
+        slack = 2.0 * (_BOUND_FACTOR * magnitude + 1e-300)  # corner to pixel: twice the rounding bound
+        self.block_high, self.block_low = self.corner_high + slack, self.corner_low - slack  # all pixels within
+        # exact min and max of every map: the corners, then the rows of every block that could beat them
+        self.high, self.low = self.corner_high.max(axis=(1, 2)), self.corner_low.min(axis=(1, 2))
+        b, p, q = np.nonzero(self.block_high >= self.high[:, None, None])
+        owner, _, larger, _ = self.block_rows(b, p, q)
+        np.maximum.at(self.high, b[owner], larger)
+        b, p, q = np.nonzero(self.block_low <= self.low[:, None, None])
+        owner, _, _, smaller = self.block_rows(b, p, q)
+        np.minimum.at(self.low, b[owner], smaller)
+
+    def value(self, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The full-resolution map at pixels (row i, column j) of maps b, as upsample_heatmap has it."""
+        ct, flat = self.ct, self.flat_rows
+        base = (b * self.height + i) * self.rows.shape[2]
+        return _lerp(flat.take(base + ct.lower[j]), flat.take(base + ct.upper[j]), ct.weight[j])
+
+    def block_rows(self, b: np.ndarray, p: np.ndarray, q: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row of blocks (b, p, q): (block index, row, larger, smaller of the row's two end values).
+        Along a row of a block the map is monotone: these are the row's extremes in the block."""
+        owner, i = _expand(self.r0[p], self.r1[p] - self.r0[p] + 1)
+        first, last = self.value(b[owner], i, self.c0[q[owner]]), self.value(b[owner], i, self.c1[q[owner]])
+        return owner, i, np.maximum(first, last), np.minimum(first, last)
+
+    def peaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of every map's maximum; the first in raster order where it is reached several
+        times (``numpy.argmax`` of the materialised map)."""
+        b, p, q = np.nonzero(self.block_high >= self.high[:, None, None])
+        owner, i = _expand(self.r0[p], self.r1[p] - self.r0[p] + 1)
+        b, q = b[owner], q[owner]
+        first_col, last_col = self.c0[q], self.c1[q]
+        first_top = self.value(b, i, first_col) == self.high[b]
+        rising = ~first_top & (self.value(b, i, last_col) == self.high[b])
+        column = np.where(first_top, first_col, -1)
+        lo, hi = first_col + 1, last_col.copy()  # rising rows: the first pixel reaching the maximum
+        active = np.flatnonzero(rising & (lo < hi))
+        while len(active):
+            middle = (lo[active] + hi[active]) // 2
+            hit = self.value(b[active], i[active], middle) >= self.high[b[active]]
+            hi[active] = np.where(hit, middle, hi[active])
+            lo[active] = np.where(hit, lo[active], middle + 1)
+            active = active[lo[active] < hi[active]]
+        column = np.where(rising, lo, column)
+        found = column >= 0
+        key = np.full(self.n_maps, np.iinfo(np.int64).max)
+        np.minimum.at(key, b[found], i[found] * self.width + column[found])
+        return np.divmod(key, self.width)
+
+
+def _extract_batch(batch: _MapBatch, thresholds: list[float],
+                   largest_only: bool) -> list[dict[float, ExtractedBoxes]]:
+    """Exact boxes of a batch of maps at every threshold: one dict per map."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_maps, height, width = batch.n_maps, batch.height, batch.width
+    rows, ct, value = batch.rows, batch.ct, batch.value
+    r0, r1, c0, c1 = batch.r0, batch.r1, batch.c0, batch.c1
+    n_q = len(c0)
+    corner_high, block_high, block_low = batch.corner_high, batch.block_high, batch.block_low
+    high, low = batch.high, batch.low
+    block_pixels = batch.block_rows
+    thr = np.asarray(thresholds, dtype=np.float64)
+    n_thr = len(thr)
+    results: list[dict[float, ExtractedBoxes]] = [{t: ExtractedBoxes.empty() for t in thresholds}
+                                                  for _ in range(n_maps)]
+    if not n_thr:
+        return results
+    constant = ~(high > low)
+    scale = np.where(constant, 0.0, 255.0 / np.where(constant, 1.0, high - low))  # normalize_heatmap's
+    # the cut: normalised > T  <=>  raw >= cut[t, b] (normalising is monotone, so a smallest such float exists)
+    cut = np.empty((n_thr, n_maps))
+    for t, threshold in enumerate(thr):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            guess = np.where(constant, np.inf, low + threshold / np.where(constant, 1.0, scale))
+
+        def above(u: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore"):  # constant maps (scale 0, cut inf) are left out below
+                return (u - low) * scale > threshold
+
+        while np.any(move := ~constant & ~above(guess)):
+            guess = np.where(move, np.nextafter(guess, np.inf), guess)
+        while np.any(move := ~constant & above(np.nextafter(guess, -np.inf))):
+            guess = np.where(move, np.nextafter(guess, -np.inf), guess)
+        cut[t] = guess
+    cut_b = cut[:, :, None, None]
+    whole = block_low >= cut_b  # (T, B, P, Q): every pixel above the cut
+    mixed = ~whole & (block_high >= cut_b)
+
+    # nodes 1: runs of whole blocks along a block row (t, b, p, qa..qb)
+    padded = np.pad(whole, ((0, 0), (0, 0), (0, 0), (1, 1)))
+    run_first = np.argwhere(padded[..., 1:-1] & ~padded[..., :-2])
+    run_last = np.argwhere(padded[..., 1:-1] & ~padded[..., 2:])[:, 3]
+    run_t, run_b, run_p, run_qa = run_first.T
+    n_runs = len(run_qa)
+    run_of_block = np.full(whole.shape, -1, dtype=np.int64)
+    block_owner, block_q = _expand(run_qa, run_last - run_qa + 1)
+    run_of_block[run_t[block_owner], run_b[block_owner], run_p[block_owner], block_q] = block_owner
+
+    # nodes 2: in every mixed block, the interval above the cut in each of its rows (``layout``: the
+    # rows of mixed block m at offsets[m]..); consecutive rows whose intervals touch form one chain
+    mt, mb, mp, mq = np.nonzero(mixed)
+    heights = r1[mp] - r0[mp] + 1
+    offsets = np.cumsum(heights) - heights
+    owner, i = _expand(r0[mp], heights)
+    t, b, q = mt[owner], mb[owner], mq[owner]
+    first_col, last_col = c0[q], c1[q]
+    cut_row = cut[t, b]
+    first_value, last_value = value(b, i, first_col), value(b, i, last_col)
+    first_in, last_in = first_value >= cut_row, last_value >= cut_row
+    start = np.where(first_in, first_col, last_col + 1)  # [start, stop] above the cut, empty if start > stop
+    stop = np.where(last_in, last_col, first_col - 1)
+    cross = np.flatnonzero(first_in != last_in)
+    if len(cross):
+        # first pixel of the segment whose side differs from the first pixel's
+        cb, ci, cq = b[cross], i[cross], q[cross]
+        rising = ~first_in[cross]
+        a = rows[cb, ci, ct.lower[first_col[cross]]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.nan_to_num((cut_row[cross] - a) / (rows[cb, ci, ct.upper[first_col[cross]]] - a), nan=0.5)
+        key = 2.0 * ct.seg_of + ct.weight  # grows along the image: segment, then weight inside it
+        lo, hi = first_col[cross] + 1, last_col[cross].copy()
+        guess = np.clip(np.searchsorted(key, 2.0 * cq + np.clip(weight, 0.0, 1.0)), lo, hi)
+
+        def flipped(k: np.ndarray, j: np.ndarray) -> np.ndarray:
+            return (value(cb[k], ci[k], j) >= cut_row[cross[k]]) == rising[k]
+
+        every = np.arange(len(cross))
+        hit = flipped(every, guess)
+        hi, lo = np.where(hit, guess, hi), np.where(hit, lo, guess + 1)
+        hit = flipped(every, guess - 1)
+        hi, lo = np.where(hit, np.minimum(hi, guess - 1), hi), np.where(hit, lo, np.maximum(lo, guess))
+        active = np.flatnonzero(lo < hi)
+        while len(active):  # bisection where the guess was off (flat segments, rounding)
+            middle = (lo[active] + hi[active]) // 2
+            hit = flipped(active, middle)
+            hi[active] = np.where(hit, middle, hi[active])
+            lo[active] = np.where(hit, lo[active], middle + 1)
+            active = active[lo[active] < hi[active]]
+        start[cross] = np.where(rising, lo, first_col[cross])
+        stop[cross] = np.where(rising, last_col[cross], lo - 1)
+    filled = start <= stop
+    # monotone along the row: an interval peaks at whichever of the segment's ends it holds
+    row_peak = np.maximum(np.where(first_in, first_value, -np.inf), np.where(last_in, last_value, -np.inf))
+    joined = np.zeros(len(i), dtype=bool)
+    joined[1:] = (filled[1:] & filled[:-1] & (owner[1:] == owner[:-1])
+                  & (start[1:] <= stop[:-1] + 1) & (start[:-1] <= stop[1:] + 1))
+    chain = np.cumsum(filled & ~joined) - 1  # chain index of every filled row
+    kept = np.flatnonzero(filled)
+    heads = np.flatnonzero(~joined[kept])
+    n_chains = len(heads)
+    if n_runs + n_chains == 0:
+        return results
+    chain_group = (t * n_maps + b)[kept][heads]
+    chain_top, chain_left = i[kept][heads], start[kept][heads]
+    chain_bottom = np.maximum.reduceat(i[kept], heads) if n_chains else heads
+    chain_left_most = np.minimum.reduceat(start[kept], heads) if n_chains else heads
+    chain_right = np.maximum.reduceat(stop[kept], heads) if n_chains else heads
+    chain_area = np.add.reduceat((stop - start + 1)[kept], heads) if n_chains else heads
+    chain_peak = np.maximum.reduceat(row_peak[kept], heads) if n_chains else np.zeros(0)
+
+    # the graph: runs are nodes 0..n_runs-1, chains the next ones
+    edges = []
+    # (1) across a block-row boundary: rows r1[p] and r1[p] + 1 hold the end rows of runs and of chains
+    run_rows = np.r_[r0[run_p], r1[run_p]]
+    twice = np.r_[np.arange(n_runs), np.arange(n_runs)]
+    single = np.r_[np.ones(n_runs, bool), r1[run_p] > r0[run_p]]  # a one-row block row appears once
+    edge_rows = np.flatnonzero(filled & ((i == r0[mp[owner]]) | (i == r1[mp[owner]])))
+    node = np.r_[twice[single], n_runs + chain[edge_rows]]
+    group = np.r_[(run_t * n_maps + run_b)[twice][single], (t * n_maps + b)[edge_rows]]
+    row = np.r_[run_rows[single], i[edge_rows]]
+    first = np.r_[np.r_[c0[run_qa], c0[run_qa]][single], start[edge_rows]]
+    last = np.r_[np.r_[c1[run_last], c1[run_last]][single], stop[edge_rows]]
+    stride = width + 2
+    line = (group * (height + 1) + row) * stride  # one spare row per group: nothing follows its last row
+    order = np.argsort(line + first, kind="stable")
+    node, line, first, last = node[order], line[order], first[order], last[order]
+    # 8-connectivity with the next row: last >= first - 1 and first <= last + 1
+    begin = np.searchsorted(line + last, line + stride + first - 1, side="left")
+    end = np.searchsorted(line + first, line + stride + last + 1, side="right")
+    source, target = _expand(begin, np.clip(end - begin, 0, None))
+    edges.append((node[source], node[target]))
+    # (2) inside a block row, between horizontally adjacent mixed blocks: rows at most one apart whose
+    # intervals reach the shared block edge
+    left_edge = filled & (start == first_col)
+    right_edge = filled & (stop == last_col)
+    index_of = np.full(mixed.shape, -1, dtype=np.int64)
+    index_of[mt, mb, mp, mq] = np.arange(len(mt))
+    right_q = np.minimum(mq + 1, n_q - 1)
+    neighbour = np.where(mq + 1 < n_q, index_of[mt, mb, mp, right_q], -1)
+    pair = np.flatnonzero(neighbour >= 0)
+    pair_owner, row_in_block = _expand(np.zeros(len(pair), dtype=np.int64), heights[pair])
+    left_rows = offsets[pair][pair_owner] + row_in_block
+    touching = np.flatnonzero(right_edge[left_rows])
+    left_rows, pair_owner, row_in_block = left_rows[touching], pair_owner[touching], row_in_block[touching]
+    for shift in (-1, 0, 1):
+        other = row_in_block + shift
+        fits = (other >= 0) & (other < heights[pair][pair_owner])
+        right_rows = offsets[neighbour[pair]][pair_owner] + np.clip(other, 0, None)
+        hit = np.flatnonzero(fits & left_edge[np.minimum(right_rows, len(i) - 1)])
+        edges.append((n_runs + chain[left_rows[hit]], n_runs + chain[right_rows[hit]]))
+    # (3) a chain row reaching its block's left / right edge touches a run of whole blocks beside it
+    mq_row = mq[owner]
+    for reach, side in ((left_edge, -1), (right_edge, 1)):
+        beside_q = mq_row + side
+        inside = reach & (beside_q >= 0) & (beside_q < n_q)
+        hit = np.flatnonzero(inside)
+        beside = run_of_block[t[hit], b[hit], mp[owner][hit], beside_q[hit]]
+        hit, beside = hit[beside >= 0], beside[beside >= 0]
+        edges.append((n_runs + chain[hit], beside))
+    source = np.concatenate([e[0] for e in edges])
+    target = np.concatenate([e[1] for e in edges])
+    n_nodes = n_runs + n_chains
+    graph = coo_matrix((np.ones(len(source), dtype=np.int8), (source, target)), shape=(n_nodes, n_nodes))
+    _, label = connected_components(graph, directed=False)
+
+    # regions: aggregates of their nodes
+    node_group = np.r_[run_t * n_maps + run_b, chain_group]
+    node_top = np.r_[r0[run_p], chain_top]
+    node_bottom = np.r_[r1[run_p], chain_bottom]
+    node_left = np.r_[c0[run_qa], chain_left_most]
+    node_right = np.r_[c1[run_last], chain_right]
+    node_area = np.r_[(r1 - r0 + 1)[run_p] * (c1[run_last] - c0[run_qa] + 1), chain_area]
+    node_raster = np.r_[r0[run_p] * width + c0[run_qa], chain_top * width + chain_left]
+    # a run's exact peak is known only for the blocks that could hold its region's peak (below)
+    run_floor = np.full(n_runs, -np.inf)
+    np.maximum.at(run_floor, block_owner, corner_high[run_b[block_owner], run_p[block_owner], block_q])
+    node_peak = np.r_[run_floor, chain_peak]
+    by_label = np.argsort(label, kind="stable")
+    heads = np.r_[0, np.flatnonzero(np.diff(label[by_label])) + 1]
+    sorted_nodes = lambda values: values[by_label]  # noqa: E731
+    region_group = sorted_nodes(node_group)[heads]
+    top = np.minimum.reduceat(sorted_nodes(node_top), heads)
+    bottom = np.maximum.reduceat(sorted_nodes(node_bottom), heads)
+    left = np.minimum.reduceat(sorted_nodes(node_left), heads)
+    right = np.maximum.reduceat(sorted_nodes(node_right), heads)
+    area = np.add.reduceat(sorted_nodes(node_area), heads)
+    raster = np.minimum.reduceat(sorted_nodes(node_raster), heads)
+    region_peak = np.maximum.reduceat(sorted_nodes(node_peak), heads)
+    # blocks of runs that could beat what their region's peak is so far: their rows, exactly
+    region_of_label = np.empty(len(heads), dtype=np.int64)
+    region_of_label[label[by_label][heads]] = np.arange(len(heads))
+    block_region = region_of_label[label[block_owner]]
+    bb, bp = run_b[block_owner], run_p[block_owner]
+    suspect = np.flatnonzero(block_high[bb, bp, block_q] > region_peak[block_region])
+    if len(suspect):
+        rows_of, _, larger, _ = block_pixels(bb[suspect], bp[suspect], block_q[suspect])
+        np.maximum.at(region_peak, block_region[suspect][rows_of], larger)
+    # largest region first; equal areas in raster order of their first pixel (ndimage.label's numbering)
+    ranking = np.lexsort((raster, -area, region_group))
+    region_group = region_group[ranking]
+    boxes = np.stack([left, top, right - left + 1, bottom - top + 1], axis=1).astype(np.float64)[ranking]
+    region_b = region_group % n_maps
+    scores = np.clip((region_peak[ranking] - low[region_b]) * scale[region_b] / 255.0, 0.0, 1.0)
+    area = area[ranking].astype(np.float64)
+    edges_of = np.searchsorted(region_group, np.arange(n_thr * n_maps + 1))
+    for g in range(n_thr * n_maps):
+        t_g, b_g = divmod(g, n_maps)
+        lo_g, hi_g = edges_of[g], edges_of[g + 1]
+        if largest_only:
+            hi_g = min(hi_g, lo_g + 1)
+        if hi_g > lo_g:
+            results[b_g][thresholds[t_g]] = ExtractedBoxes(boxes[lo_g:hi_g], scores[lo_g:hi_g], area[lo_g:hi_g])
+    return results
+
+
+def _map_batches(items: list[tuple[tuple[str, str], np.ndarray]],
+                 original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+                 registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None,
+                 batch_size: int, progress: str | None) -> Iterable[tuple[list[int], _MapBatch]]:
+    """The maps grouped by shape and image size, ``batch_size`` at a time: (their indices, the batch)."""
+    batches: dict[tuple, list[int]] = {}
+    arrays: list[np.ndarray] = []
+    for index, ((image_id, class_name), heatmap) in enumerate(items):
+        if isinstance(original_sizes, Mapping):
+            if image_id not in original_sizes:
+                raise DataError(f"no original size known for image {image_id}")
+            size = _image_size(original_sizes[image_id])
+        else:
+            size = _image_size(original_sizes)
+        array = np.asarray(heatmap, dtype=np.float64)
+        if array.ndim != 2 or array.size == 0 or not np.all(np.isfinite(array)):
+            raise DataError(f"heatmap of ({image_id}, {class_name}): expected a finite, non-empty 2-D array, "
+                            f"got shape {array.shape}")
+        arrays.append(array)
+        batches.setdefault((array.shape, size), []).append(index)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=progress, unit="map", leave=False)
+    step = max(1, int(batch_size))
+    for (shape, size), indices in batches.items():
+        centres = registration(shape, size) if registration is not None else None
+        for chunk in range(0, len(indices), step):
+            members = indices[chunk:chunk + step]
+            yield members, _MapBatch(np.stack([arrays[k] for k in members]), size, centres)
+            if bar is not None:
+                bar.update(len(members))
+    if bar is not None:
+        bar.close()
+
+
+def _items(heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]]
+           ) -> list[tuple[tuple[str, str], np.ndarray]]:
+    return list(heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps))
+
+
+def _boxes_and_peaks(items: list[tuple[tuple[str, str], np.ndarray]],
+                     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+                     thresholds: list[float] | None, largest_only: bool, progress: bool,
+                     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None,
+                     batch_size: int) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The box table (None without ``thresholds``) and the peak table of the maps, in one pass."""
+    parts: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]] = []  # (map, threshold, boxes, ...)
+    peak_x = np.zeros(len(items), dtype=np.int64)
+    peak_y = np.zeros(len(items), dtype=np.int64)
+    for members, batch in _map_batches(items, original_sizes, registration, batch_size,
+                                       "boxes" if progress else None):
+        peak_y[members], peak_x[members] = batch.peaks()
+        if thresholds is None:
+            continue
+        for k, result in zip(members, _extract_batch(batch, thresholds, largest_only)):
+            for t, threshold in enumerate(thresholds):
+                found = result[threshold]
+                if len(found):
+                    parts.append((np.full(len(found), k), t, found.boxes, found.scores, found.areas))
+    peaks = pd.DataFrame({"image_id": [key[0] for key, _ in items], "class_name": [key[1] for key, _ in items],
+                          "peak_x": peak_x, "peak_y": peak_y})
+    if thresholds is None:
+        return None, peaks
+    # in input order, per map the thresholds in the given order, largest region first
+    parts.sort(key=lambda part: (int(part[0][0]), part[1]))
+    index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    threshold_of = np.concatenate([np.full(len(p[0]), p[1]) for p in parts]) if parts else np.zeros(0, np.int64)
+    boxes = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 4))
+    table = pd.DataFrame({
+        "image_id": peaks["image_id"].to_numpy()[index], "class_name": peaks["class_name"].to_numpy()[index],
+        "threshold": np.asarray([int(round(t)) for t in thresholds], dtype=np.int64)[threshold_of],
+        "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2], "h": boxes[:, 3],
+        "score": np.concatenate([p[3] for p in parts]) if parts else np.zeros(0),
+        "area": np.concatenate([p[4] for p in parts]) if parts else np.zeros(0),
+    })
+    return table, peaks
 
 
 def extract_boxes(
@@ -419,39 +777,63 @@ def extract_boxes(
     original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
-    step: int = 8,
     progress: bool = False,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 16,
 ) -> pd.DataFrame:
     """Predicted boxes of many ``(image_id, class_name) -> heatmap`` pairs as a table.
 
     Returns one row per box with :data:`PREDICTED_BOX_COLUMNS` (``threshold`` as an int on the 0-255
-    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1]).
+    scale; x, y, w, h in original pixels; ``score`` = the region's peak normalised heat in [0, 1]) and
+    ``area`` (the region's pixel count), in input order, per map the thresholds in the given order and
+    the largest region first: the boxes of :func:`boxes_from_heatmaps`, map by map.
     ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
-    image (``None``: the ``align_corners=False`` convention).
+    image (``None``: the ``align_corners=False`` convention); it is called once per distinct
+    (shape, size). Maps of one shape and size are extracted ``batch_size`` at a time.
     """
-    items = heatmaps.items() if isinstance(heatmaps, Mapping) else (((i, c), h) for i, c, h in heatmaps)
-    if progress:
-        from tqdm.auto import tqdm
+    return extract_boxes_and_peaks(heatmaps, original_sizes, thresholds, largest_only, progress, registration,
+                                   batch_size)[0]
 
-        items = tqdm(list(items), desc="boxes", unit="map", leave=False)
-    records: list[tuple] = []
-    for (image_id, class_name), heatmap in items:
-        if isinstance(original_sizes, Mapping):
-            if image_id not in original_sizes:
-                raise DataError(f"no original size known for image {image_id}")
-            size = original_sizes[image_id]
-        else:
-            size = original_sizes
-        if isinstance(size, (int, np.integer)):
-            size = (int(size), int(size))
-        centres = registration(np.shape(heatmap), tuple(size)) if registration is not None else None
-        extracted = boxes_from_heatmaps(heatmap, thresholds, size, largest_only, step, centres)
-        for threshold, found in extracted.items():
-            for box, score in zip(found.boxes, found.scores):
-                records.append((image_id, class_name, int(round(threshold)), *box.tolist(), float(score)))
-    table = pd.DataFrame.from_records(records, columns=PREDICTED_BOX_COLUMNS)
-    return table.astype({"threshold": int, "x": float, "y": float, "w": float, "h": float, "score": float})
+
+def extract_boxes_and_peaks(
+    heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
+    original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    progress: bool = False,
+    registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 16,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`extract_boxes` and :func:`heatmap_peaks` of the same maps in one pass (what both need of a
+    map, its interpolated rows and exact extremes, is computed once)."""
+    boxes, peaks = _boxes_and_peaks(_items(heatmaps), original_sizes, _check_thresholds(thresholds), largest_only,
+                                    progress, registration, batch_size)
+    return boxes, peaks
+
+
+def heatmap_peak(heatmap: np.ndarray, original_size: tuple[int, int] | int,
+                 cell_centres: CellCentres | None = None) -> tuple[int, int]:
+    """``(x, y)``: column and row, in original pixels, of the maximum of the upsampled heatmap.
+
+    Exactly ``numpy.argmax`` of ``upsample_heatmap(heatmap, original_size, cell_centres)`` (the first
+    pixel in raster order where the maximum is reached several times), without materialising it.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    if heatmap.ndim != 2 or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
+        raise DataError(f"heatmap must be a finite, non-empty 2-D array, got shape {heatmap.shape}")
+    row, column = _MapBatch(heatmap[None], _image_size(original_size), cell_centres).peaks()
+    return int(column[0]), int(row[0])
+
+
+def heatmap_peaks(
+    heatmaps: Mapping[tuple[str, str], np.ndarray] | Iterable[tuple[str, str, np.ndarray]],
+    original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
+    registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """:func:`heatmap_peak` of many maps: ``image_id, class_name, peak_x, peak_y`` (original pixels), in
+    input order; ``registration`` as in :func:`extract_boxes`."""
+    return _boxes_and_peaks(_items(heatmaps), original_sizes, None, False, False, registration, batch_size)[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -475,7 +857,89 @@ def _check_predicted(predicted: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ["image_id", "class_name", "threshold", *BOX_COLUMNS] if c not in predicted.columns]
     if missing:
         raise DataError(f"predicted box table lacks columns {missing} (has {list(predicted.columns)})")
-    return predicted.reset_index(drop=True)
+    return predicted  # used by position only
+
+
+def _labels(pred: pd.DataFrame, pooled: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The heatmap-threshold labels (str, in order, :data:`POOLED` last when ``pooled`` and there are several
+    thresholds), and the predicted rows as (row index, label index) pairs, the pooled copies included."""
+    values = sorted(pred["threshold"].unique().tolist(), key=lambda v: (str(type(v)), v))
+    labels = [str(v) for v in values]
+    codes = _codes(pred["threshold"], values)
+    rows = np.arange(len(pred))
+    if pooled and len(labels) > 1:
+        rows = np.r_[rows, rows]
+        codes = np.r_[codes, np.full(len(pred), len(labels))]
+        labels.append(POOLED)
+    if not labels:  # no box at all: every row still gets scored (as missed)
+        labels = [POOLED]
+    return labels, rows, codes
+
+
+def _codes(values: pd.Series, categories: Sequence[Any]) -> np.ndarray:
+    """Index of every value in ``categories`` (-1 for others)."""
+    codes, uniques = pd.factorize(values)
+    position = {value: k for k, value in enumerate(categories)}
+    lookup = np.asarray([position.get(value, -1) for value in uniques], dtype=np.int64)
+    return lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def _pair_keys(*tables: pd.DataFrame) -> list[np.ndarray]:
+    """One integer per (image_id, class_name), shared by the tables."""
+    images, _ = pd.factorize(pd.concat([t["image_id"] for t in tables], ignore_index=True))
+    classes, class_values = pd.factorize(pd.concat([t["class_name"] for t in tables], ignore_index=True))
+    keys = images.astype(np.int64) * max(len(class_values), 1) + classes
+    bounds = np.cumsum([0, *(len(t) for t in tables)])
+    return [keys[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _matches(keys: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with ``keys[i] == other[j]``, as two index arrays."""
+    order = np.argsort(other, kind="stable")
+    begin = np.searchsorted(other[order], keys, side="left")
+    end = np.searchsorted(other[order], keys, side="right")
+    left, position = _expand(begin, end - begin)
+    return left, order[position]
+
+
+def _boxes_of(table: pd.DataFrame) -> np.ndarray:
+    return table[BOX_COLUMNS].to_numpy(dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Best IoU / IoBB of every (label, ground-truth row) and of every labelled predicted box."""
+
+    labels: list[str]
+    row_count: np.ndarray  # (labels * rows,) predicted boxes of the row's pair
+    row_iou: np.ndarray
+    row_iobb: np.ndarray
+    box_rows: np.ndarray  # predicted row of every labelled box (pooled copies included)
+    box_labels: np.ndarray  # its label index
+    box_iou: np.ndarray
+    box_iobb: np.ndarray
+
+
+def _score(gt: pd.DataFrame, pred: pd.DataFrame, pooled: bool) -> _Scores:
+    labels, pred_rows, pred_labels = _labels(pred, pooled)
+    gt_keys, pred_keys = _pair_keys(gt, pred)
+    gt_boxes, pred_boxes = _boxes_of(gt), _boxes_of(pred)
+    # rows: against the boxes of their pair, per label
+    row, match = _matches(gt_keys, pred_keys[pred_rows])
+    n_gt = len(gt)
+    slot = pred_labels[match] * n_gt + row
+    pairs = gt_boxes[row], pred_boxes[pred_rows[match]]
+    row_iou, row_iobb = np.zeros(len(labels) * n_gt), np.zeros(len(labels) * n_gt)
+    np.maximum.at(row_iou, slot, iou(*pairs))
+    np.maximum.at(row_iobb, slot, iobb(*pairs))
+    # predicted boxes: against the ground-truth boxes of their pair (the same for every label)
+    box, match = _matches(pred_keys, gt_keys)
+    pairs = gt_boxes[match], pred_boxes[box]
+    box_iou, box_iobb = np.zeros(len(pred)), np.zeros(len(pred))
+    np.maximum.at(box_iou, box, iou(*pairs))
+    np.maximum.at(box_iobb, box, iobb(*pairs))
+    return _Scores(labels, np.bincount(slot, minlength=len(labels) * n_gt).astype(np.int64), row_iou, row_iobb,
+                   pred_rows, pred_labels, box_iou[pred_rows], box_iobb[pred_rows])
 
 
 def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
@@ -490,77 +954,121 @@ def score_localization(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pool
             :data:`POOLED`), the reading of Wang et al. where boxes from both thresholds count.
 
     Returns:
-        One row per (ground-truth row, threshold): ``box_row, image_id, class_name, threshold`` (str),
-        ``n_predicted`` (boxes of that class on that image), ``best_iou``, ``best_iobb`` (0 with no box).
+        One row per (threshold, ground-truth row): ``box_row, image_id, class_name, threshold`` (str,
+        categorical), ``n_predicted`` (boxes of that class on that image), ``best_iou``, ``best_iobb``
+        (0 with no box).
     """
     gt = _check_ground_truth(ground_truth)
-    pred = _check_predicted(predicted)
-    groups = _threshold_groups(pred, pooled)
-    frames = []
-    for label, boxes in groups:
-        pairs = gt[["box_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-            boxes[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
-            how="left", suffixes=("", "_pred"))
-        has_box, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
-            pairs, BOX_COLUMNS, [c + "_pred" for c in BOX_COLUMNS])
-        pairs["n_predicted"] = has_box.astype(int)
-        best = pairs.groupby("box_row", sort=False).agg(
-            n_predicted=("n_predicted", "sum"), best_iou=("best_iou", "max"), best_iobb=("best_iobb", "max"))
-        scored = gt[["box_row", "image_id", "class_name"]].merge(best, left_on="box_row", right_index=True)
-        scored.insert(3, "threshold", label)
-        frames.append(scored)
-    if len(frames) != len(groups) or sum(len(f) for f in frames) != len(gt) * len(groups):
-        raise AssertionError("scoring lost ground-truth rows")  # guards the seed code's dict-by-image bug
-    return pd.concat(frames, ignore_index=True)
-
-
-def _pair_overlaps(pairs: pd.DataFrame, gt_columns: Sequence[str],
-                   pred_columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows of a left merge of boxes: (partner found, IoU, IoBB), the values 0 where the merge found
-    no partner box (its columns are NaN)."""
-    gt_boxes = pairs[list(gt_columns)].to_numpy(dtype=np.float64)
-    pred_boxes = pairs[list(pred_columns)].to_numpy(dtype=np.float64)
-    found = np.isfinite(gt_boxes).all(axis=1) & np.isfinite(pred_boxes).all(axis=1)
-    gt_boxes = np.where(found[:, None], gt_boxes, 0.0)
-    pred_boxes = np.where(found[:, None], pred_boxes, 0.0)
-    return found, np.where(found, iou(gt_boxes, pred_boxes), 0.0), np.where(found, iobb(gt_boxes, pred_boxes), 0.0)
-
-
-def _threshold_groups(pred: pd.DataFrame, pooled: bool) -> list[tuple[str, pd.DataFrame]]:
-    labels = sorted(pred["threshold"].unique().tolist(), key=lambda v: (str(type(v)), v))
-    groups = [(str(t), pred[pred["threshold"] == t]) for t in labels]
-    if pooled and len(labels) > 1:
-        groups.append((POOLED, pred))
-    if not groups:  # no box at all: every row still gets scored (as missed)
-        groups = [(POOLED, pred)]
-    return groups
+    scores = _score(gt, _check_predicted(predicted), pooled)
+    n_gt, labels = len(gt), scores.labels
+    # (taking rows keeps the columns' dtypes; the labels are categorical: both spare a check per cell)
+    scored = gt[["box_row", "image_id", "class_name"]].iloc[np.tile(np.arange(n_gt), len(labels))]
+    scored = scored.reset_index(drop=True)
+    scored["threshold"] = pd.Categorical.from_codes(np.repeat(np.arange(len(labels)), n_gt), categories=labels)
+    scored["n_predicted"] = scores.row_count
+    scored["best_iou"] = scores.row_iou
+    scored["best_iobb"] = scores.row_iobb
+    return scored
 
 
 def false_positive_boxes(ground_truth: pd.DataFrame, predicted: pd.DataFrame, pooled: bool = True) -> pd.DataFrame:
     """Best IoU and IoBB of every predicted box against the ground-truth boxes of its class and image.
 
-    Returns the predicted rows (``threshold`` as str, plus pooled copies) with ``best_iou``, ``best_iobb``;
-    a box is a false positive at T when its best value is not above T.
+    Returns the predicted rows (``threshold`` as str, categorical; plus pooled copies) with ``best_iou``,
+    ``best_iobb``; a box is a false positive at T when its best value is not above T.
     """
     gt = _check_ground_truth(ground_truth)
     pred = _check_predicted(predicted)
+    scores = _score(gt, pred, pooled)
+    out = pred.iloc[scores.box_rows][["image_id", "class_name", *BOX_COLUMNS]].reset_index(drop=True)
+    out.insert(2, "threshold", pd.Categorical.from_codes(scores.box_labels, categories=scores.labels))
+    out["best_iou"] = scores.box_iou
+    out["best_iobb"] = scores.box_iobb
+    return out
+
+
+def _class_codes(names: pd.Series, class_names: Sequence[str]) -> np.ndarray:
+    """Index of every name in ``class_names`` (-1 for other names)."""
+    return _codes(names, class_names)
+
+
+def _accuracy_rows(n_images: np.ndarray, labels: Sequence[str], class_names: Sequence[str],
+                   row_cells: np.ndarray, row_values: dict[str, np.ndarray],
+                   box_cells: np.ndarray | None, box_values: dict[str, np.ndarray] | None,
+                   metrics: Sequence[tuple[str, Sequence[float]]]) -> pd.DataFrame:
+    """The long accuracy table (:data:`ACCURACY_COLUMNS`).
+
+    ``row_cells``: per scored ground-truth row its cell ``label * classes + class`` (-1: left out);
+    ``row_values[metric]``: its best value (localized at t when above t). ``box_cells`` / ``box_values``:
+    the same for the predicted boxes (a false positive at t when not above t; None: no false positive
+    count). ``n_images``: images with a box, per class.
+    """
+    class_names, labels = list(class_names), list(labels)
+    n_labels, n_classes = len(labels), len(class_names)
+    size = n_labels * n_classes
+    kept = row_cells >= 0
+    n_boxes = np.bincount(row_cells[kept], minlength=size).reshape(n_labels, n_classes)
     frames = []
-    for label, boxes in _threshold_groups(pred, pooled):
-        boxes = boxes.reset_index(drop=True).assign(pred_row=lambda d: np.arange(len(d)))
-        pairs = boxes[["pred_row", "image_id", "class_name", *BOX_COLUMNS]].merge(
-            gt[["image_id", "class_name", *BOX_COLUMNS]], on=["image_id", "class_name"],
-            how="left", suffixes=("", "_gt"))
-        _, pairs["best_iou"], pairs["best_iobb"] = _pair_overlaps(
-            pairs, [c + "_gt" for c in BOX_COLUMNS], BOX_COLUMNS)
-        best = pairs.groupby("pred_row", sort=True)[["best_iou", "best_iobb"]].max()
-        out = boxes[["image_id", "class_name", *BOX_COLUMNS]].copy()
-        out.insert(2, "threshold", label)
-        out["best_iou"] = best["best_iou"].to_numpy()
-        out["best_iobb"] = best["best_iobb"].to_numpy()
-        frames.append(out)
-    if not frames:
-        return pd.DataFrame(columns=["image_id", "class_name", "threshold", *BOX_COLUMNS, "best_iou", "best_iobb"])
-    return pd.concat(frames, ignore_index=True)
+    for metric, ts in metrics:
+        ts = np.asarray(ts, dtype=np.float64)
+        values = row_values[metric][kept]
+        localized = np.stack([np.bincount(row_cells[kept], weights=values > t, minlength=size) for t in ts],
+                             axis=-1).reshape(n_labels, n_classes, len(ts))
+        if box_cells is not None and box_values is not None:
+            box_kept = box_cells >= 0
+            best = box_values[metric][box_kept]
+            false_pos = np.stack([np.bincount(box_cells[box_kept], weights=best <= t, minlength=size) for t in ts],
+                                 axis=-1).reshape(n_labels, n_classes, len(ts))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fp_rate = np.where(n_images[None, :, None] > 0, false_pos / n_images[None, :, None], np.nan)
+        else:
+            fp_rate = np.full(localized.shape, np.nan)
+        boxes = np.broadcast_to(n_boxes[:, :, None], localized.shape)
+        defined = boxes > 0
+        accuracy = np.where(defined, localized / np.maximum(boxes, 1), np.nan)
+        finite_fp = np.isfinite(fp_rate)
+        mean_accuracy = np.where(defined.any(axis=1), np.where(defined, accuracy, 0.0).sum(axis=1)
+                                 / np.maximum(defined.sum(axis=1), 1), np.nan)
+        mean_fp = np.where(finite_fp.any(axis=1), np.where(finite_fp, fp_rate, 0.0).sum(axis=1)
+                           / np.maximum(finite_fp.sum(axis=1), 1), np.nan)
+        # (label, class, t) -> rows per (label, t): the classes, then their Mean
+        accuracy = np.concatenate([accuracy, mean_accuracy[:, None, :]], axis=1)
+        fp_rate = np.concatenate([fp_rate, mean_fp[:, None, :]], axis=1)
+        boxes = np.concatenate([boxes, boxes.sum(axis=1, keepdims=True)], axis=1)
+        localized = np.concatenate([localized, localized.sum(axis=1, keepdims=True)], axis=1)
+        classes = np.concatenate([defined, defined.sum(axis=1, keepdims=True)], axis=1)
+        n_rows = n_classes + 1
+        # per label, the rows of this metric: t-major, the classes then their Mean
+        frames.append({
+            "metric": np.full((n_labels, len(ts) * n_rows), metric, dtype=object),
+            "t": np.broadcast_to(np.repeat(ts, n_rows), (n_labels, len(ts) * n_rows)),
+            "class_name": np.broadcast_to(np.tile(np.arange(n_rows), len(ts)), (n_labels, len(ts) * n_rows)),
+            "accuracy": accuracy.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_boxes": boxes.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_localized": localized.transpose(0, 2, 1).reshape(n_labels, -1),
+            "false_positives_per_image": fp_rate.transpose(0, 2, 1).reshape(n_labels, -1),
+            "n_classes": classes.transpose(0, 2, 1).reshape(n_labels, -1),
+        })
+    # per heatmap threshold (label): IoU, then IoBB, as the tables read
+    columns = {key: np.concatenate([frame[key] for frame in frames], axis=1).ravel() for key in frames[0]}
+    per_label = columns["t"].size // max(n_labels, 1)
+    return pd.DataFrame({
+        "threshold": np.repeat(np.asarray(labels, dtype=object), per_label),
+        "metric": columns["metric"],
+        "t": columns["t"].astype(np.float64),
+        "class_name": np.asarray([*class_names, MEAN], dtype=object)[columns["class_name"]],
+        "accuracy": columns["accuracy"],
+        "accuracy_sd": np.nan,
+        "n_draws": 1,
+        "n_boxes": columns["n_boxes"].astype(np.int64),
+        "n_localized": columns["n_localized"].astype(np.float64),
+        "false_positives_per_image": columns["false_positives_per_image"],
+        "n_classes": columns["n_classes"].astype(np.int64),
+    })[ACCURACY_COLUMNS]
+
+
+def _images_per_class(gt: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
+    return gt.groupby("class_name")["image_id"].nunique().reindex(list(class_names), fill_value=0).to_numpy()
 
 
 def localization_accuracy(
@@ -573,40 +1081,116 @@ def localization_accuracy(
 ) -> pd.DataFrame:
     """Accuracy and average false positives per class and threshold (Wang et al. 2017; paper Tables 2-7).
 
-    Returns a long table: ``threshold`` (heatmap threshold, str), ``metric`` ('IoU'/'IoBB'), ``t`` (the
-    metric threshold), ``class_name`` (the box classes, then ``Mean`` = mean of the per-class accuracies
-    over classes with boxes), ``accuracy`` (fraction of the class's box rows with best value > t; NaN
-    for a class without boxes), ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes
-    localizing no box of their class and image, divided by the number of images with a box of that class).
+    Returns a long table with :data:`ACCURACY_COLUMNS`: ``threshold`` (heatmap threshold, str),
+    ``metric`` ('IoU'/'IoBB'), ``t`` (the metric threshold), ``class_name`` (the box classes, then
+    ``Mean`` = mean of the per-class accuracies over the classes with boxes, ``n_classes`` of them),
+    ``accuracy`` (fraction of the class's box rows with best value > t; NaN for a class without boxes),
+    ``accuracy_sd`` (NaN here; the spread over draws of :func:`baseline_accuracy`), ``n_draws`` (1),
+    ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes localizing no box of their class
+    and image, divided by the number of images with a box of that class; ``Mean``: over the classes),
+    ``n_classes`` (1 for a class with boxes, 0 without; ``Mean``: the number of classes averaged).
     """
     gt = _check_ground_truth(ground_truth)
-    scored = score_localization(gt, predicted, pooled=pooled)
-    fp = false_positive_boxes(gt, predicted, pooled=pooled)
-    images_per_class = gt.groupby("class_name")["image_id"].nunique()
-    records = []
-    for label in scored["threshold"].unique():
-        rows = scored[scored["threshold"] == label]
-        boxes = fp[fp["threshold"] == label]
-        for metric, ts in (("IoU", iou_thresholds), ("IoBB", iobb_thresholds)):
-            column = "best_iou" if metric == "IoU" else "best_iobb"
-            for t in ts:
-                per_class = []
-                for name in class_names:
-                    values = rows.loc[rows["class_name"] == name, column].to_numpy()
-                    n_images = int(images_per_class.get(name, 0))
-                    false_pos = int((boxes.loc[boxes["class_name"] == name, column].to_numpy() <= t).sum())
-                    accuracy = float((values > t).mean()) if len(values) else float("nan")
-                    per_class.append(accuracy)
-                    records.append((label, metric, float(t), name, accuracy, len(values), int((values > t).sum()),
-                                    false_pos / n_images if n_images else float("nan")))
-                defined = [a for a in per_class if np.isfinite(a)]
-                fps = [r[-1] for r in records[-len(class_names):] if np.isfinite(r[-1])]
-                records.append((label, metric, float(t), "Mean", float(np.mean(defined)) if defined else float("nan"),
-                                sum(r[5] for r in records[-len(class_names):]),
-                                sum(r[6] for r in records[-len(class_names):]),
-                                float(np.mean(fps)) if fps else float("nan")))
-    return pd.DataFrame.from_records(records, columns=[
-        "threshold", "metric", "t", "class_name", "accuracy", "n_boxes", "n_localized", "false_positives_per_image"])
+    pred = _check_predicted(predicted)
+    scores = _score(gt, pred, pooled)
+    n_classes = len(class_names)
+    gt_class = _class_codes(gt["class_name"], class_names)
+    pred_class = _class_codes(pred["class_name"], class_names)[scores.box_rows]
+    row_cells = np.repeat(np.arange(len(scores.labels)), len(gt)) * n_classes + np.tile(gt_class, len(scores.labels))
+    row_cells = np.where(np.tile(gt_class, len(scores.labels)) >= 0, row_cells, -1)
+    box_cells = np.where(pred_class >= 0, scores.box_labels * n_classes + pred_class, -1)
+    return _accuracy_rows(_images_per_class(gt, class_names), scores.labels, class_names,
+                          row_cells, {"IoU": scores.row_iou, "IoBB": scores.row_iobb},
+                          box_cells, {"IoU": scores.box_iou, "IoBB": scores.box_iobb},
+                          [("IoU", iou_thresholds), ("IoBB", iobb_thresholds)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Pointing game: is the heatmap's maximum inside a ground-truth box of its class?
+# --------------------------------------------------------------------------------------------------
+
+
+def pointing_game(ground_truth: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Whether the point of every ground-truth row's (image, class) falls inside *some* ground-truth box of
+    that class on that image (a resolution-free measure: no threshold, no box).
+
+    Args:
+        ground_truth: box rows as in :func:`score_localization`.
+        points: ``image_id, class_name, x, y`` in box coordinates (a box covers ``[x, x + w)``; the centre
+            of pixel column ``c`` is at ``c + 0.5``), optionally ``draw`` (several points per pair, one
+            per draw). Pairs without a point count as misses.
+
+    Returns:
+        One row per (draw, ground-truth row): ``draw`` (0 without draws), ``box_row, image_id,
+        class_name, x, y`` (the point; NaN without one), ``hit`` (bool).
+    """
+    gt = _check_ground_truth(ground_truth)
+    missing = [c for c in ["image_id", "class_name", "x", "y"] if c not in points.columns]
+    if missing:
+        raise DataError(f"point table lacks columns {missing} (has {list(points.columns)})")
+    points = points.reset_index(drop=True)
+    n_gt = len(gt)
+    if points.empty:
+        return pd.DataFrame({"draw": 0, "box_row": gt["box_row"].to_numpy(), "image_id": gt["image_id"].to_numpy(),
+                             "class_name": gt["class_name"].to_numpy(), "x": np.nan, "y": np.nan, "hit": False})
+    draw = points["draw"].to_numpy(dtype=np.int64) if "draw" in points.columns else np.zeros(len(points), np.int64)
+    draws, draw_index = np.unique(draw, return_inverse=True)
+    gt_keys, point_keys = _pair_keys(gt, points)
+    width = int(max(gt_keys.max(initial=0), point_keys.max(initial=0))) + 1
+    slot = draw_index * width + point_keys  # (draw, pair)
+    if len(np.unique(slot)) != len(slot):
+        raise DataError("point table has several points for one (draw, image, class)")
+    # a point hits when it lies in some ground-truth box of its pair
+    px, py = points["x"].to_numpy(dtype=np.float64), points["y"].to_numpy(dtype=np.float64)
+    point, match = _matches(point_keys, gt_keys)
+    boxes = _boxes_of(gt)[match]
+    inside = ((boxes[:, 0] <= px[point]) & (px[point] < boxes[:, 0] + boxes[:, 2])
+              & (boxes[:, 1] <= py[point]) & (py[point] < boxes[:, 1] + boxes[:, 3]))
+    point_hit = np.zeros(len(points), dtype=bool)
+    np.logical_or.at(point_hit, point, inside)
+    # every ground-truth row, once per draw, with its pair's point of that draw (if any)
+    grid = np.repeat(np.arange(len(draws)), n_gt) * width + np.tile(gt_keys, len(draws))
+    order = np.argsort(slot)
+    found = np.minimum(np.searchsorted(slot[order], grid), len(order) - 1)
+    has = slot[order][found] == grid
+    index = order[found]
+    out = gt[["box_row", "image_id", "class_name"]].iloc[np.tile(np.arange(n_gt), len(draws))].reset_index(drop=True)
+    out.insert(0, "draw", np.repeat(draws, n_gt))
+    out["x"] = np.where(has, px[index], np.nan)
+    out["y"] = np.where(has, py[index], np.nan)
+    out["hit"] = has & point_hit[index]
+    return out
+
+
+def pointing_accuracy(ground_truth: pd.DataFrame, hits: pd.DataFrame,
+                      class_names: Sequence[str] = BOX_CLASS_NAMES) -> pd.DataFrame:
+    """Rows of the accuracy table (:data:`ACCURACY_COLUMNS`, ``metric`` = :data:`POINTING`, ``t`` NaN,
+    ``threshold`` '') from :func:`pointing_game`: per class the share of box rows whose point hits, and
+    their ``Mean`` over the classes with boxes; over draws, mean and ``accuracy_sd`` as in
+    :func:`baseline_accuracy`."""
+    gt = _check_ground_truth(ground_truth)
+    draws, draw_index = np.unique(hits["draw"].to_numpy(), return_inverse=True)
+    classes = _class_codes(hits["class_name"], class_names)
+    cells = np.where(classes >= 0, draw_index * len(class_names) + classes, -1)
+    labels = [str(d) for d in draws] or ["0"]
+    table = _accuracy_rows(_images_per_class(gt, class_names), labels, class_names, cells,
+                           {POINTING: hits["hit"].to_numpy(dtype=np.float64)}, None, None, [(POINTING, [0.5])])
+    table["t"] = np.nan
+    return _over_draws(table) if len(labels) > 1 else table.assign(threshold="")
+
+
+def _over_draws(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the draws (``threshold`` labels) of a per-draw accuracy table, with the standard deviation
+    over draws (ddof=1) in ``accuracy_sd``; ``threshold`` becomes ''."""
+    keys = ["metric", "t", "class_name"]
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    out = grouped.agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
+                      n_draws=("accuracy", "size"), n_boxes=("n_boxes", "first"),
+                      n_localized=("n_localized", "mean"),
+                      false_positives_per_image=("false_positives_per_image", "mean"),
+                      n_classes=("n_classes", "first")).reset_index()
+    out.insert(0, "threshold", "")
+    return out[ACCURACY_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -639,23 +1223,56 @@ def centre_boxes(ground_truth: pd.DataFrame,
 
 def random_boxes(ground_truth: pd.DataFrame,
                  original_sizes: Mapping[str, tuple[int, int]] | tuple[int, int] | int,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, draws: int = 1) -> pd.DataFrame:
     """Baseline: for every (image, class) with a ground-truth box, one box whose width and height are
     drawn uniformly from that class's ground-truth box sizes and whose position is uniform inside the
-    image (seeded ``numpy.random.default_rng``). Same columns as :func:`extract_boxes`."""
+    image (seeded ``numpy.random.default_rng``). ``draws`` independent draws from one generator, in a
+    ``draw`` column (0, 1, ...; the first draw does not depend on ``draws``). Same columns as
+    :func:`extract_boxes`, plus ``draw``."""
     gt = _check_ground_truth(ground_truth)
     rng = np.random.default_rng(seed)
     pairs = gt.drop_duplicates(["image_id", "class_name"]).reset_index(drop=True)
     sizes = _sizes_of(pairs, original_sizes)
-    w = np.empty(len(pairs))
-    h = np.empty(len(pairs))
-    for name, index in pairs.groupby("class_name").indices.items():
-        pool = gt.loc[gt["class_name"] == name, ["w", "h"]].to_numpy(dtype=np.float64)
-        pick = rng.integers(0, len(pool), size=len(index))
-        w[index], h[index] = pool[pick, 0], pool[pick, 1]
-    w = np.minimum(w, sizes[:, 1])
-    h = np.minimum(h, sizes[:, 0])
-    x = rng.random(len(pairs)) * (sizes[:, 1] - w)
-    y = rng.random(len(pairs)) * (sizes[:, 0] - h)
-    return pd.DataFrame({"image_id": pairs["image_id"], "class_name": pairs["class_name"], "threshold": 0,
-                         "x": x, "y": y, "w": w, "h": h, "score": 1.0})
+    pools = {name: gt.loc[gt["class_name"] == name, ["w", "h"]].to_numpy(dtype=np.float64)
+             for name in pairs["class_name"].unique()}
+    indices = pairs.groupby("class_name").indices
+    n_draws, n_pairs = max(1, int(draws)), len(pairs)
+    w, h = np.empty((n_draws, n_pairs)), np.empty((n_draws, n_pairs))
+    x, y = np.empty((n_draws, n_pairs)), np.empty((n_draws, n_pairs))
+    for draw in range(n_draws):  # one generator, draw after draw: draw 0 does not depend on ``draws``
+        for name, index in indices.items():
+            pool = pools[name]
+            pick = rng.integers(0, len(pool), size=len(index))
+            w[draw, index], h[draw, index] = pool[pick, 0], pool[pick, 1]
+        w[draw] = np.minimum(w[draw], sizes[:, 1])
+        h[draw] = np.minimum(h[draw], sizes[:, 0])
+        x[draw] = rng.random(n_pairs) * (sizes[:, 1] - w[draw])
+        y[draw] = rng.random(n_pairs) * (sizes[:, 0] - h[draw])
+    return pd.DataFrame({"image_id": np.tile(pairs["image_id"].to_numpy(), n_draws),
+                         "class_name": np.tile(pairs["class_name"].to_numpy(), n_draws), "threshold": 0,
+                         "x": x.ravel(), "y": y.ravel(), "w": w.ravel(), "h": h.ravel(), "score": 1.0,
+                         "draw": np.repeat(np.arange(n_draws), n_pairs)})
+
+
+def box_centres(boxes: pd.DataFrame) -> pd.DataFrame:
+    """The centre of every box as a pointing-game point (``image_id, class_name, x, y`` [, ``draw``])."""
+    columns = ["draw"] if "draw" in boxes.columns else []
+    return boxes[[*columns, "image_id", "class_name"]].assign(x=boxes["x"] + boxes["w"] / 2,
+                                                               y=boxes["y"] + boxes["h"] / 2)
+
+
+def baseline_accuracy(ground_truth: pd.DataFrame, boxes: pd.DataFrame,
+                      class_names: Sequence[str] = BOX_CLASS_NAMES,
+                      iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+                      iobb_thresholds: Sequence[float] = IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Accuracy table (:data:`ACCURACY_COLUMNS`, ``threshold`` '') of one-box-per-(image, class) baseline
+    boxes: IoU, IoBB and the pointing game of the box centres. With a ``draw`` column (several draws,
+    :func:`random_boxes`): per draw, then the mean over draws with their standard deviation
+    (``accuracy_sd``, ddof=1; ``n_localized`` and ``false_positives_per_image`` are means too)."""
+    gt = _check_ground_truth(ground_truth)
+    drawn = "draw" in boxes.columns and boxes["draw"].nunique() > 1
+    by_draw = boxes.assign(threshold=boxes["draw"] if "draw" in boxes.columns else 0)
+    table = localization_accuracy(gt, by_draw, class_names, iou_thresholds, iobb_thresholds, pooled=False)
+    table = _over_draws(table) if drawn else table.assign(threshold="")
+    pointing = pointing_accuracy(gt, pointing_game(gt, box_centres(boxes)), class_names)
+    return pd.concat([table, pointing], ignore_index=True)
