@@ -39,8 +39,9 @@ def render_record(record: dict[str, Any]) -> str:
                "criteria" if not record["problems"] else
                "**targets not reached**: " + "; ".join(record["problems"]))
     lines = [
-        f"**torch threads {threads}**: {record['minutes']:.1f} min on {record['cpu']} ({record['logical_cores']} "
-        f"logical cores), Python {record['python']}, torch {record['torch']}, torchvision {record['torchvision']}; "
+        f"**torch threads {threads}**: {record['minutes']:.1f} min wall time ({record['cpu_minutes']:.1f} min of CPU "
+        f"time; load average at the end {record['load_average_1_5_15']}) on {record['cpu']} "
+        f"({record['logical_cores']} logical cores), Python {record['python']}, torch {record['torch']}, torchvision {record['torchvision']}; "
         f"models at {record['image_size']} px, output stride {record['output_stride']}. {verdict}.",
         "",
         "| model | heatmap | mean test AUC | IoU > 0.3: model | FP / image | random box | centre box | "

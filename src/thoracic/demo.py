@@ -231,8 +231,14 @@ def write_demo_record(result: DemoResult, settings: DemoSettings, config: Any = 
     import torch
     import torchvision
 
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     record = {
         "minutes": round(result.seconds / 60, 2),
+        # CPU time of this process and its workers: what the run cost, whatever else shared the machine
+        "cpu_minutes": round(sum(u.ru_utime + u.ru_stime for u in usage) / 60, 2),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
