@@ -130,7 +130,7 @@ _UNSUPPORTED = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.Conv
 #: Functions that combine maps position by position (residual sums, concatenation along channels).
 _POINTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub,
                         operator.truediv, torch.add, torch.mul, torch.sub, torch.cat, torch.relu,
-                        torch.sigmoid, torch.tanh, F.relu, torch.nn.functional.relu_, torch.flatten}
+                        torch.sigmoid, torch.tanh, F.relu, torch.nn.functional.relu_}
 _POINTWISE_METHODS = {"add", "add_", "mul", "mul_", "relu", "relu_", "sigmoid", "clone", "contiguous"}
 
 _TRACES: weakref.WeakKeyDictionary[nn.Module, fx.Graph] = weakref.WeakKeyDictionary()
@@ -202,11 +202,9 @@ def _walk(module: nn.Module, input_size: tuple[int, int]) -> tuple[fx.Graph, dic
                 continue
             pointwise = (node.target in _POINTWISE_FUNCTIONS if node.op == "call_function"
                          else node.target in _POINTWISE_METHODS)
-            if node.target in (torch.cat,):
+            if node.target is torch.cat:  # joins maps position by position only along channels
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
                 pointwise = dim in (1, -3)
-            if node.target in (torch.flatten,):
-                pointwise = False
             grids[node] = _join(node, inputs) if pointwise else None
         else:
             grids[node] = inputs[0] if len(inputs) == 1 else None
