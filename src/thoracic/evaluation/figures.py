@@ -1,8 +1,8 @@
 """Figures like the paper's: ROC curves per class (Figs. 3-5) and heatmap overlays with boxes (Figs. 6-8).
 
 Overlays show the image at its original size with the class heatmap (upsampled the same way as for
-localization, its cells placed by the panel's registration) on top, the ground-truth box(es) in blue and the predicted boxes in green; several
-models / heatmap methods sit side by side on the same image.
+localization, its cells placed by the panel's registration) on top, the ground-truth box(es) in blue
+and the predicted boxes in green; several models / heatmap methods sit side by side on the same image.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas: no pyplot, so no
 global backend choice, no figure registry to leak into, and nothing needs a display.
@@ -10,8 +10,7 @@ global backend choice, no figure registry to leak into, and nothing needs a disp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
