@@ -171,5 +171,5 @@ def test_family_is_recorded_and_checked(tmp_path) -> None:
 
     out = generate_phantom_dataset(tmp_path / "b", 12, 32, 0, family="B", progress=False)
     assert json.loads((out / "phantom.json").read_text())["family"] == "B"
-    with pytest.raises(DataError, match="family must be one of"):
+    with pytest.raises(DataError, match="--family: expected one of"):
         generate_phantom_dataset(tmp_path / "c", 12, 32, 0, family="C", progress=False)
