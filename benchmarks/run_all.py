@@ -34,7 +34,8 @@ import common  # noqa: E402
 
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
-BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library")
+BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
+                               "output_stride")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -43,6 +44,7 @@ TITLES = {
     "localization": "5. Localization of the 984 box rows at two thresholds",
     "gpu": "6. GPU: bf16 + channels_last, loader vs resident batch",
     "library": "7. Library tasks: bootstrap CIs, metadata loading, phantom generation",
+    "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -315,6 +317,13 @@ Script: `benchmarks/bench_localization.py` (owned by the evaluation code); run_a
 seconds into the margin `target / elapsed`. Where the time goes (profiled): about 70% box extraction
 (per map, the row intervals inside the blocks that region boundaries cross, and the connected
 components of their graph), the rest scoring and the baselines.
+""",
+    "output_stride": """
+A dilated stage does the same work per position as before on 4x as many positions: at output stride 16
+layer4 costs 4x, at 8 layer3 costs 4x and layer4 16x (the stem, layer1 and layer2 are unchanged). How much
+of the whole network that is depends on where its FLOPs sit: in ResNet-34 layer3 and layer4 hold most of
+them, in ResNet-10 (one block per stage) the stem and layer1 weigh more. The demo's choice of stride
+(README) follows from the ResNet-10 rows and its 10-minute budget; the paper's configs stay at 32.
 """,
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at

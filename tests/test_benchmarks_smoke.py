@@ -101,6 +101,14 @@ def test_inference_quick():
     check_document(importlib.import_module("bench_inference").run(quick=True), "inference", 3)
 
 
+def test_output_stride_quick():
+    document = importlib.import_module("bench_output_stride").run(quick=True)
+    check_document(document, "output_stride", 0)
+    names = [item["name"] for item in document["comparisons"]]
+    assert names == [f"{kind} output stride {s} vs 32 (resnet10, 64 px)"
+                     for kind in ("train step", "inference") for s in (16, 8)]
+
+
 def test_gpu_without_gpu_is_recorded_as_not_measured():
     bench_gpu = importlib.import_module("bench_gpu")
     if torch.cuda.is_available():

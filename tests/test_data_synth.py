@@ -147,3 +147,41 @@ def test_tarball_layout(tmp_path):
                                     progress=False)
     assert sorted(p.name for p in root.glob("images_*")) == ["images_001", "images_002", "images_003"]
     assert load_chestxray14(root, require_images=True).table["path"].notna().all()
+
+
+def _boxes_of(name: str, family: str, n: int = 6, size: int = 128) -> np.ndarray:
+    prevalence = {c: 0.0 for c in PREVALENCE}
+    prevalence[name] = 1.0
+    boxes = []
+    for index in range(n):
+        phantom = render_phantom(size, 3, index, index, prevalence, family=family)
+        boxes += [box for finding, box in phantom.findings if finding == name]
+    return np.asarray(boxes, dtype=float) / size  # x, y, w, h as fractions of the side
+
+
+def test_family_b_draws_the_box_classes_elsewhere_and_otherwise() -> None:
+    a = {n: _boxes_of(n, "A") for n in ("Pneumothorax", "Nodule", "Effusion", "Pneumonia")}
+    b = {n: _boxes_of(n, "B") for n in a}
+    for name in a:
+        assert len(a[name]) == len(b[name]) == 6, name
+        assert np.all((b[name][:, :2] >= 0) & (b[name][:, :2] + b[name][:, 2:] <= 1)), name
+    centre_y = {f: {n: float(np.mean(d[n][:, 1] + d[n][:, 3] / 2)) for n in d} for f, d in (("A", a), ("B", b))}
+    assert centre_y["A"]["Pneumothorax"] < 0.45 < 0.55 < centre_y["B"]["Pneumothorax"]  # apical vs basal
+    assert centre_y["B"]["Pneumonia"] < centre_y["A"]["Pneumonia"]  # upper lobe vs lower zone
+    area = {f: {n: float(np.mean(d[n][:, 2] * d[n][:, 3])) for n in d} for f, d in (("A", a), ("B", b))}
+    assert area["B"]["Nodule"] < 0.75 * area["A"]["Nodule"]
+    assert np.all(b["Effusion"][:, 2] > 0.4) and np.all(a["Effusion"][:, 2] < 0.3)  # both lungs vs one
+    # the same image index and seed: anatomy and acquisition are shared, only the findings differ
+    prevalence = {c: 0.0 for c in PREVALENCE}
+    plain_a = render_phantom(64, 3, 1, 1, prevalence, family="A").pixels
+    plain_b = render_phantom(64, 3, 1, 1, prevalence, family="B").pixels
+    assert np.array_equal(plain_a, plain_b)
+
+
+def test_family_is_recorded_and_checked(tmp_path) -> None:
+    import json
+
+    out = generate_phantom_dataset(tmp_path / "b", 12, 32, 0, family="B", progress=False)
+    assert json.loads((out / "phantom.json").read_text())["family"] == "B"
+    with pytest.raises(DataError, match="--family: expected one of"):
+        generate_phantom_dataset(tmp_path / "c", 12, 32, 0, family="C", progress=False)

@@ -46,14 +46,21 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     run = result.runs["baseline"]
     assert (run / "checkpoints" / "best.ckpt").is_file()
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 1
-    for name in ("auc_test.json", "localization_native.csv", "localization_gradcam.csv"):
+    for name in ("auc_test.json", "localization_native.csv", "localization_gradcam.csv", "localization_ig.csv",
+                 "registration_native.csv"):
         assert (run / "evaluation" / name).is_file()
-    # one headline row per (model, heatmap method): Grad-CAM beside the native maps for the baseline
+    # one headline row per (model, heatmap method): Grad-CAM and Integrated Gradients beside the native
+    # maps for the baseline
     headline = result.headline
     assert list(headline.columns) == list(HEADLINE_COLUMNS)
-    assert list(zip(headline["model"], headline["method"])) == [("baseline", "native"), ("baseline", "gradcam")]
+    assert list(zip(headline["model"], headline["method"])) == [
+        ("baseline", "native"), ("baseline", "gradcam"), ("baseline", "ig")]
     auc = json.loads((run / "evaluation" / "auc_test.json").read_text())["mean_auc"]
-    assert headline["mean AUC"].tolist() == [auc, auc]
+    assert headline["mean AUC"].tolist() == [auc, auc, auc]
+    # the demo's record (what the README copies) holds the same headline and the conditions
+    record = json.loads((settings.out_dir / "demo_results.json").read_text())
+    assert [(r["model"], r["method"]) for r in record["headline"]] == list(zip(headline["model"], headline["method"]))
+    assert record["output_stride"] == DEMO_OVERRIDES["model.output_stride"] and record["image_size"] == 64
     accuracies = headline[ACCURACY_COLUMNS].to_numpy()
     assert ((accuracies >= 0) & (accuracies <= 1)).all()
     assert (headline["classes"] >= 1).all() and (headline["classes"] <= 8).all()
@@ -227,3 +234,9 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
         main(["demo", "--models", "resnet_attention"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--output-stride", "--threads"):
+        assert option in text

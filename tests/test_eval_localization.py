@@ -221,7 +221,6 @@ def test_heatmaps_that_see_the_lesion_beat_both_baselines() -> None:
             assert ours > theirs + 0.2
 
 
-
 def test_984_rows_at_both_thresholds_are_all_scored() -> None:
     """The real set's size (984 rows, several boxes on some images): every row is scored at both
     heatmap thresholds and pooled, and every heatmap yields a box at each threshold (its normalised

@@ -93,7 +93,7 @@ def test_metadata_inside_the_files_and_beside_them(exported: dict, name: str) ->
         h, w = geometry["map_size"]
         assert info["outputs"]["class_maps"] == ["batch", 14, h, w]
         assert geometry["stride"] == [SIZE / h, SIZE / w]
-        assert geometry["cell_centre_offset"] == [(SIZE / h - 1) / 2, (SIZE / w - 1) / 2]
+        assert geometry["cell_centre_offset"] == [0.0, 0.0]  # padded stride-2 ResNets: receptive-field centres
         assert max(info["verification"]["max_abs_diff"].values()) <= 1e-4
     # stride 32 for the final-stage maps, 8 for the attention-gated network's layer2 maps
     assert inside["heatmap_geometry"]["stride"][0] == (8.0 if name == "attention_gated" else 32.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from thoracic.heatmaps import GradCAM, NativeHeatmap
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, GradCAM, NativeHeatmap, create_heatmap_method
 from thoracic.models import Backbone, create_model
 
 MODELS = ("baseline", "space_attention", "attention_gated")
@@ -24,24 +24,31 @@ def _hook_count(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_shapes_and_range_match_the_native_maps(name: str) -> None:
+def test_every_method_gives_maps_on_its_own_grid(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, backbone="resnet10").eval()
-    images = torch.randn(2, 3, 96, 96)
+    images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         native_shape = model(images, return_maps=True).class_maps.shape  # (2, 14, h, w)
     hooks = _hook_count(model)
-    for method_class in (NativeHeatmap, GradCAM):
-        with method_class(model) as method:
+    expected_grids = {"native": native_shape[-2:], "gradcam": (2, 2), "gradcam-layer3": (4, 4),
+                      "gradcam-layer2": (8, 8), "ig": (64, 64)}
+    assert set(expected_grids) == set(HEATMAP_METHOD_NAMES)
+    for method_name in HEATMAP_METHOD_NAMES:
+        with create_heatmap_method(method_name, model) as method:
+            grid = method.grid(64)
             single = method(images, [1, 4])
             same_class = method(images, 3)
-            every = method.all_classes(images)
-        assert single.shape == same_class.shape == (2, *native_shape[-2:])
-        assert every.shape == tuple(native_shape)
-        for maps in (single, same_class, every):
+            # all 14 classes: one pass each; the native maps and the final-stage Grad-CAM stand for the rest
+            every = method.all_classes(images) if method_name in ("native", "gradcam") else None
+        assert tuple(grid.shape) == tuple(expected_grids[method_name]), method_name
+        assert single.shape == same_class.shape == (2, *grid.shape)
+        for maps in (single, same_class, *(() if every is None else (every,))):
             assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
-        torch.testing.assert_close(every[:, 3], same_class, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(every[[0, 1], [1, 4]], single, rtol=1e-5, atol=1e-5)
+        if every is not None:
+            assert every.shape == (2, 14, *grid.shape)
+            torch.testing.assert_close(every[:, 3], same_class, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(every[[0, 1], [1, 4]], single, rtol=1e-5, atol=1e-5)
     # Nothing left attached to the model and no gradients accumulated into its parameters.
     assert _hook_count(model) == hooks
     assert all(p.grad is None for p in model.parameters())
@@ -107,21 +114,22 @@ def _evidence_image() -> torch.Tensor:
     return image
 
 
-@pytest.mark.parametrize("method_class", [NativeHeatmap, GradCAM])
+@pytest.mark.parametrize("method_name", ["native", "gradcam", "gradcam-layer3", "ig"])
 @pytest.mark.parametrize("name", MODELS)
-def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_class: type) -> None:
+def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_name: str) -> None:
     model = create_model(name, backbone=_pooling_backbone()).eval()
     _set_weights(model, name)
     image = _evidence_image()
-    with method_class(model) as method:
+    with create_heatmap_method(method_name, model) as method:
+        row_centres, col_centres = method.grid(SIZE).centres()
         for k, (_, rows, cols) in BLOCKS.items():
             heatmap = method(image, k)[0]
             assert heatmap.max() == 1.0
             row, col = divmod(int(heatmap.argmax()), heatmap.shape[1])
-            scale = SIZE / heatmap.shape[0]
-            # The peak's cell centre, in image pixels, lies inside this class's block.
-            assert rows.start <= (row + 0.5) * scale < rows.stop, (k, row, col, heatmap)
-            assert cols.start <= (col + 0.5) * scale < cols.stop, (k, row, col, heatmap)
+            # The peak's cell centre, in image pixels (where the method's grid puts it), lies inside
+            # this class's block.
+            assert rows.start <= row_centres[row] < rows.stop, (k, row, col, heatmap)
+            assert cols.start <= col_centres[col] < cols.stop, (k, row, col, heatmap)
 
 
 # --------------------------------------------------------------------------------------------------

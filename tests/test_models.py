@@ -7,6 +7,7 @@ import itertools
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models.resnet import BasicBlock, ResNet
@@ -332,11 +333,24 @@ def test_attention_gated_map_is_the_mean_of_three_normalised_maps(aggregation: s
     head = model.heads[2].weight if aggregation == "mean" else model.classifier.weight[:, 128 + 256:]
     cam = torch.einsum("kc,bchw->bkhw", head, final)
     first, second = output.attention
-    expected = (
-        minmax_normalize(first) + resize_maps(minmax_normalize(second), (16, 16))
-        + resize_maps(minmax_normalize(cam), (16, 16))
-    ) / 3
+
+    def registered(maps: torch.Tensor, stride: int) -> torch.Tensor:
+        # layer2 cell j (stride 8, offset 0) sits at input pixel 8 j, i.e. at cell 8 j / stride of a
+        # coarser level: separable linear interpolation there, constant beyond the last centre
+        position = np.arange(16) * 8 / stride
+        cells = np.arange(maps.shape[-1])
+        data = maps.detach().double().numpy()
+        rows = np.apply_along_axis(lambda v: np.interp(position, cells, v), -2, data)
+        both = np.apply_along_axis(lambda v: np.interp(position, cells, v), -1, rows)
+        return torch.from_numpy(both).float()
+
+    expected = (minmax_normalize(first) + registered(minmax_normalize(second), 16)
+                + registered(minmax_normalize(cam), 32)) / 3
     torch.testing.assert_close(output.class_maps, expected, rtol=1e-5, atol=1e-5)
+    # the coarser levels are not placed by align_corners=False resizing (a quarter-cell shift)
+    legacy = (minmax_normalize(first) + resize_maps(minmax_normalize(second), (16, 16))
+              + resize_maps(minmax_normalize(cam), (16, 16))) / 3
+    assert (output.class_maps - legacy).abs().max() > 1e-3
     assert output.class_maps.min() >= 0 and output.class_maps.max() <= 1
 
 

@@ -213,10 +213,10 @@ def test_an_error_after_decoding_fails_only_that_file(run_dir: Path, images: Pat
 
     real = prediction.boxes_from_heatmaps
 
-    def failing_for_the_dicom(heatmap, thresholds, original_size):  # the DICOM is the only 60 x 100 image
+    def failing_for_the_dicom(heatmap, thresholds, original_size, **kwargs):  # the only 60 x 100 image
         if tuple(original_size) == (60, 100):
             raise DataError("boxes: broken heatmap")
-        return real(heatmap, thresholds, original_size)
+        return real(heatmap, thresholds, original_size, **kwargs)
 
     monkeypatch.setattr(prediction, "boxes_from_heatmaps", failing_for_the_dicom)
     named = [images / "photo.jpg", images / "scan.dcm", images / "sixteen.png"]
@@ -268,8 +268,39 @@ def test_predictor_rejects_unknown_method(run_dir: Path) -> None:
     from thoracic.errors import ThoracicError
     from thoracic.training.checkpoints import load_run
 
-    with pytest.raises(ThoracicError, match="native or gradcam"):
+    with pytest.raises(ThoracicError, match="--method must be one of"):
         Predictor(load_run(run_dir).model, 64, method="lime")
+    with pytest.raises(ThoracicError, match="--registration must be one of"):
+        Predictor(load_run(run_dir).model, 64, registration="nearest")
+
+
+def test_predict_registers_each_method_on_its_grid(run_dir: Path, images: Path, tmp_path: Path) -> None:
+    """Every method's boxes come from its own grid; the registration is recorded in predictions.json."""
+    import json
+
+    from thoracic.evaluation.localization import boxes_from_heatmaps
+    from thoracic.geometry import make_registration
+    from thoracic.training.checkpoints import load_run
+
+    model = load_run(run_dir).model
+    grids = {}
+    for method in ("gradcam-layer3", "ig"):
+        results = predict_images([images / "photo.jpg"], run_dir, out_dir=tmp_path / method, method=method,
+                                 threshold=0.0, progress=False)
+        info = json.loads((tmp_path / method / "predictions.json").read_text())
+        assert info["registration"]["registration"] == "geometric"
+        grids[method] = tuple(info["registration"]["stride"])
+        result = results[0]
+        name, heatmap = next(iter(result.heatmaps.items()))
+        assert heatmap.shape == tuple(info["registration"]["shape"])
+        # the boxes are those of the geometric registration, not of the align_corners=False one
+        predictor = Predictor(model, 64, method=method)
+        expected = boxes_from_heatmaps(heatmap, (60, 180), result.original_size,
+                                       cell_centres=predictor.registration(heatmap.shape, result.original_size))
+        got = np.array([[box.x, box.y, box.w, box.h] for box in result.boxes[name]]).reshape(-1, 4)
+        np.testing.assert_array_equal(got, np.concatenate([e.boxes for e in expected.values()]))
+        assert predictor.registration == make_registration("geometric", predictor.registration.grid)
+    assert grids == {"gradcam-layer3": (16.0, 16.0), "ig": (1.0, 1.0)}
 
 
 def _with_operating_points(run: Path, thresholds: dict[str, float]) -> Path:

@@ -100,6 +100,9 @@ class ModelConfig:
     """Path to a local backbone state dict; takes precedence over ``pretrained``."""
     freeze_backbone: bool = False
     num_classes: int = 14
+    output_stride: Literal[32, 16, 8] = 32
+    """Input pixels per cell of the final feature map: 32 (the paper), or 16 / 8 with the last stage(s) of a
+    ResNet dilated instead of strided (finer heatmaps, same weights; DenseNet-121: 32 only)."""
     # baseline
     transition_channels: int | None = None
     pooling: Literal["max", "avg", "lse"] = "max"

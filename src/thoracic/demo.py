@@ -8,11 +8,15 @@ Steps (each the same library call a real run makes; nothing is special-cased for
 3. ``thoracic train``: the three paper models from their configs (``configs/*.yaml``) with the CPU-sized
    overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 160 px, from phantoms stored
    at 256 px: no ImageNet weights can be downloaded here, and a ResNet-34 at 256 px would need hours on
-   two cores);
+   two cores; ``model.output_stride`` as fine as the time budget allows);
 4. ``thoracic evaluate --calibrate`` (AUC, subgroups, calibration with temperature scaling fitted on
-   the validation split) / ``localize`` (native heatmaps of all three models, and Grad-CAM of the
-   baseline), ``thoracic export`` (ONNX, checked in onnxruntime against PyTorch) and ``thoracic report``
+   the validation split) / ``localize`` (native heatmaps of all three models, and for the
+   baseline Grad-CAM and Integrated Gradients too), ``thoracic export`` (ONNX, checked in onnxruntime against PyTorch) and ``thoracic report``
    over the three runs.
+
+It ends by writing ``demo_results.json`` (headline numbers, shortfalls, wall time, torch threads,
+machine and library versions): the README's demo numbers are copied from such files by
+``scripts/update_readme_demo.py``.
 
 Results on phantoms show that the code learns and localizes; they say nothing clinical.
 """
@@ -20,6 +24,8 @@ Results on phantoms show that the code learns and localizes; they say nothing cl
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "data.num_workers": 0,
     "model.backbone": "resnet10",
     "model.pretrained": False,
+    "model.output_stride": 16,
     "optim.lr": 5e-4,
     "optim.lr_step_epochs": 0,
     "train.batch_size": 32,
@@ -64,13 +71,17 @@ class DemoSettings:
     seed: int = 0
     models: tuple[str, ...] = DEMO_MODELS
     overrides: Mapping[str, Any] = field(default_factory=lambda: dict(DEMO_OVERRIDES))
-    gradcam_models: tuple[str, ...] = ("baseline",)
-    """Models whose localization is also run with Grad-CAM (beside their native heatmaps)."""
+    extra_methods: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"baseline": ("gradcam", "ig")})
+    """Heatmap methods localized beside the native maps, per model (Grad-CAM and the pixel-registered
+    Integrated Gradients for the baseline)."""
     n_bootstrap: int = 200
     """Bootstrap resamples of the AUC confidence intervals."""
     progress: bool = True
     workers: int | None = None
     """Processes for phantom generation and the image cache (None: all cores)."""
+    threads: int | None = None
+    """torch threads for training and evaluation (None: torch's default). Training is reproducible
+    bit for bit only for the same thread count, CPU instruction set and library builds."""
 
 
 @dataclass
@@ -151,6 +162,10 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     from thoracic.export import export_run
     from thoracic.training.trainer import train
 
+    import torch
+
+    if settings.threads is not None:
+        torch.set_num_threads(int(settings.threads))
     start = time.perf_counter()
     out = settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +205,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     for name, run_dir in runs.items():
         evaluate_run(run_dir, "test", n_bootstrap=settings.n_bootstrap, progress=settings.progress,
                      calibrate="per_class")
-        methods[name] = ("native", "gradcam") if name in settings.gradcam_models else ("native",)
+        methods[name] = ("native", *settings.extra_methods.get(name, ()))
         for method in methods[name]:
             localize_run(run_dir, method=method, progress=settings.progress)
         exported = export_run(run_dir, "onnx")
@@ -199,7 +214,57 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     markdown, html = build_report(list(runs.values()), out / "report", title="thoracic demo (phantom data)")
     headline = headline_numbers(runs, methods)
     seconds = time.perf_counter() - start
-    return DemoResult(markdown, html, runs, headline, seconds)
+    result = DemoResult(markdown, html, runs, headline, seconds)
+    write_demo_record(result, settings, configs[next(iter(configs))] if configs else None)
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+#: The file ``run_demo`` writes into its output folder (read by ``scripts/update_readme_demo.py``).
+RECORD_FILE = "demo_results.json"
+
+
+def write_demo_record(result: DemoResult, settings: DemoSettings, config: Any = None) -> Path:
+    """``<out>/demo_results.json``: the headline table, its shortfalls (:func:`check_learning`), the wall
+    time and what the numbers depend on (torch threads, CPU, library versions, the demo's settings)."""
+    import torch
+    import torchvision
+
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    record = {
+        "minutes": round(result.seconds / 60, 2),
+        # CPU time of this process and its workers: what the run cost, whatever else shared the machine
+        "cpu_minutes": round(sum(u.ru_utime + u.ru_stime for u in usage) / 60, 2),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "num_images": settings.num_images,
+        "phantom_size": settings.image_size,
+        "seed": settings.seed,
+        "overrides": {k: v for k, v in settings.overrides.items()},
+        "output_stride": getattr(getattr(config, "model", None), "output_stride", None),
+        "image_size": getattr(getattr(config, "data", None), "image_size", None),
+        "headline": json.loads(result.headline.to_json(orient="records")),
+        "problems": check_learning(result.headline),
+    }
+    path = settings.out_dir / RECORD_FILE
+    path.write_text(json.dumps(record, indent=2))
+    return path
 
 
 def format_headline(result: DemoResult) -> str:
@@ -253,5 +318,5 @@ def check_learning(headline: pd.DataFrame, min_auc: float = 0.9) -> list[str]:
     return problems
 
 
-__all__ = ["DEMO_MODELS", "DEMO_OVERRIDES", "HEADLINE_COLUMNS", "DemoResult", "DemoSettings", "check_learning",
-           "format_headline", "headline_numbers", "run_demo"]
+__all__ = ["DEMO_MODELS", "DEMO_OVERRIDES", "HEADLINE_COLUMNS", "RECORD_FILE", "DemoResult", "DemoSettings",
+           "check_learning", "format_headline", "headline_numbers", "run_demo", "write_demo_record"]

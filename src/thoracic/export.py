@@ -61,27 +61,21 @@ class LogitsAndMaps(nn.Module):
 
 
 def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, Any]:
-    """Where the cells of a model's native class map lie on its input, under the ``align_corners=False``
-    convention that localization and prediction use to upsample maps.
+    """Where the cells of a model's native class map lie on its input (:func:`thoracic.geometry.heatmap_grid`:
+    stride and receptive-field centre of cell (0, 0), derived from the network's layers).
 
-    One forward pass at ``image_size`` gives the map size ``(h, w)``; then ``stride = image_size / h``
-    (input pixels per cell) and the centre of cell (0, 0) lies at input pixel ``(stride - 1) / 2``
-    (pixel centres at integer coordinates), cell ``i`` at ``i * stride + (stride - 1) / 2``.
-
-    Kept self-contained (its only input is the model and the size) so that a shared geometry module can
-    replace it without touching the export.
+    Cell ``(i, j)`` is centred at input pixel ``(offset[0] + i * stride[0], offset[1] + j * stride[1])``
+    (pixel centres at integer coordinates); prediction from the exported file registers maps by it.
     """
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    with torch.no_grad():
-        maps = model(torch.zeros(1, 3, image_size, image_size, device=device), return_maps=True).class_maps
-    h, w = (int(v) for v in maps.shape[-2:])
-    stride = (image_size / h, image_size / w)
+    from thoracic.geometry import heatmap_grid
+
+    grid = heatmap_grid(model, int(image_size))
     return {
-        "map_size": [h, w], "input_size": [int(image_size), int(image_size)],
-        "stride": [float(s) for s in stride], "cell_centre_offset": [float((s - 1) / 2) for s in stride],
-        "convention": "cell (i, j) centre at input pixel (i * stride + offset, j * stride + offset), pixel centres "
-                      "at integer coordinates; maps are upsampled bilinearly with align_corners=False",
+        "map_size": [int(v) for v in grid.shape], "input_size": [int(v) for v in grid.input_size],
+        "stride": [float(s) for s in grid.stride], "cell_centre_offset": [float(o) for o in grid.offset],
+        "convention": "cell (i, j) centre at input pixel (offset + i * stride, offset + j * stride), pixel centres "
+                      "at integer coordinates (receptive-field centres traced from the network's layers); maps are "
+                      "upsampled linearly between the cell centres (thoracic.geometry)",
     }
 
 

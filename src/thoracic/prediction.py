@@ -5,8 +5,9 @@ Every image goes through exactly the preprocessing of training: decoded to 8-bit
 window or min-max), resized with antialiasing to the run's ``data.image_size``
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
 training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
-maps or Grad-CAM; boxes come from :func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the
-original image size, as in localization.
+maps, Grad-CAM or Integrated Gradients (:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
+:func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the original image size with the heatmap
+cells registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
 
 Decision thresholds: by default each class uses the run's operating point
 (``<run>/evaluation/operating_points.json``, chosen on the validation split by ``thoracic evaluate``);
@@ -43,6 +44,8 @@ from thoracic.evaluation.operating_points import (
     OPERATING_POINTS_FILE,
     load_operating_points,
 )
+from thoracic.geometry import REGISTRATIONS, FeatureGrid, Registration, make_registration
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -152,7 +155,7 @@ class ImagePrediction:
     original_size: tuple[int, int] = (0, 0)
     """(height, width) of the decoded image."""
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
-    """class -> heatmap in [0, 1] at the model's native resolution (classes above the threshold)."""
+    """class -> heatmap in [0, 1] on the method's grid (classes above the threshold)."""
     boxes: dict[str, list[PredictedBox]] = field(default_factory=dict)
     """class -> its boxes at every heatmap threshold (classes above their threshold)."""
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -218,7 +221,8 @@ class Predictor:
         model: a thoracic model (``forward(x, return_maps=...) -> ModelOutput``), put in eval mode here.
         image_size: input side the model was trained at (the run's ``data.image_size``).
         normalize: the run's ``data.normalize``.
-        method: ``native`` (the model's own maps) or ``gradcam``.
+        method: a heatmap method name (``native``, ``gradcam``, ``gradcam-layer3``, ``gradcam-layer2``,
+            ``ig``).
         threshold: classes whose probability reaches their threshold get a heatmap, boxes and a figure
             panel: one value for every class, or ``class -> value``.
         heatmap_thresholds: 0-255 thresholds for box extraction (Wang et al.: 60 and 180).
@@ -228,15 +232,21 @@ class Predictor:
             those of the highest one.
         temperature: ``(C,)`` temperatures of the run's calibration (probability = sigmoid(logit / T)),
             or None for uncalibrated probabilities.
+        registration: ``geometric`` or ``legacy`` (:mod:`thoracic.geometry`).
+        grid: where the heatmap cells sit in the model input (:class:`thoracic.geometry.FeatureGrid`);
+            None: derived from the model and the method (an exported model passes its stored grid).
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
                  method: str = "native", threshold: float | dict[str, float] = DEFAULT_THRESHOLD,
                  heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
                  figure_title: str = "", all_boxes: bool = False,
-                 temperature: np.ndarray | None = None) -> None:
-        if method not in ("native", "gradcam"):
-            raise ThoracicError(f"--method must be native or gradcam, got {method!r}")
+                 temperature: np.ndarray | None = None, registration: str = "geometric",
+                 grid: FeatureGrid | None = None) -> None:
+        if method not in HEATMAP_METHOD_NAMES:
+            raise ThoracicError(f"--method must be one of {list(HEATMAP_METHOD_NAMES)}, got {method!r}")
+        if registration not in REGISTRATIONS:
+            raise ThoracicError(f"--registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.normalize = normalize
@@ -250,14 +260,14 @@ class Predictor:
         self.figure_title = figure_title
         self.all_boxes = all_boxes
         self.temperature = None if temperature is None else np.asarray(temperature, dtype=np.float32)
+        if grid is None:
+            grid = create_heatmap_method(method, self.model).grid(self.image_size)
+        self.registration: Registration = make_registration(registration, grid)
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
-        from thoracic.heatmaps import GradCAM, NativeHeatmap
-
         if not class_indices:
             return {}
-        method_class = NativeHeatmap if self.method == "native" else GradCAM
-        with method_class(self.model) as method:
+        with create_heatmap_method(self.method, self.model) as method:
             if self.method == "native":
                 maps = method.all_classes(batch)[0]
                 return {k: maps[k].detach().cpu().numpy() for k in class_indices}
@@ -278,7 +288,8 @@ class Predictor:
         for k, heatmap in self._heatmaps(batch, shown).items():
             name = CLASS_NAMES[k]
             result.heatmaps[name] = heatmap
-            extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size)
+            extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size,
+                                            cell_centres=self.registration(heatmap.shape, result.original_size))
             result.boxes[name] = [
                 PredictedBox(*(float(v) for v in box), threshold=float(t), score=float(score), whole_image=bool(whole))
                 for t, found in extracted.items()
@@ -299,7 +310,8 @@ class Predictor:
             result = self.predict_image(image, path)
             if figure is not None:
                 result.figure = prediction_figure(result, image, figure, method=self.method,
-                                                  title=self.figure_title, all_boxes=self.all_boxes)
+                                                  title=self.figure_title, all_boxes=self.all_boxes,
+                                                  registration=self.registration)
         except (ThoracicError, ValueError) as exc:
             message = str(exc)
             return ImagePrediction(path=path, error=message if str(path) in message else f"{path}: {message}")
@@ -307,19 +319,22 @@ class Predictor:
 
 
 def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, max_panels: int = 6,
-                      method: str = "native", title: str = "", all_boxes: bool = False) -> Path:
+                      method: str = "native", title: str = "", all_boxes: bool = False,
+                      registration: Registration | None = None) -> Path:
     """Save :func:`build_prediction_figure` as a PNG at ``path``."""
     from thoracic.evaluation.figures import save_figure
 
-    return save_figure(build_prediction_figure(result, image, max_panels, method, title, all_boxes), path)
+    return save_figure(build_prediction_figure(result, image, max_panels, method, title, all_boxes, registration),
+                       path)
 
 
 def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_panels: int = 6,
-                            method: str = "native", title: str = "", all_boxes: bool = False) -> Any:
+                            method: str = "native", title: str = "", all_boxes: bool = False,
+                            registration: Registration | None = None) -> Any:
     """The image, then one overlay per class above its threshold (the 6 most probable): heatmap with a
     colour bar, boxes of the highest heatmap threshold solid (and, with ``all_boxes``, lower ones dashed),
     boxes covering the whole image in orange, a legend; titled with ``title`` (method, checkpoint,
-    warnings). Returns a matplotlib ``Figure``."""
+    warnings); ``registration`` places each heatmap's cells in the image. Returns a matplotlib ``Figure``."""
     from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
 
     top_threshold = max((b.threshold for boxes in result.boxes.values() for b in boxes), default=None)
@@ -330,7 +345,7 @@ def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_pane
         panels.append(OverlayPanel(
             f"{n}\np={result.probabilities[n]:.2f} (threshold {result.thresholds.get(n, float('nan')):.2f})",
             result.heatmaps[n], np.array([[b.x, b.y, b.w, b.h] for b in boxes]).reshape(-1, 4),
-            np.array([b.threshold for b in boxes])))
+            np.array([b.threshold for b in boxes]), registration=registration))
     top = max(result.probabilities, key=result.probabilities.get)
     label = (f"{result.path.name}" if panels
              else f"{result.path.name}\nno class at or above its threshold\n(top: {top} "
@@ -400,6 +415,7 @@ def predict_images(
     model: str | Path | None = None,
     calibrate: bool = True,
     log: Callable[[str], None] | None = None,
+    registration: str = "geometric",
 ) -> list[ImagePrediction]:
     """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
 
@@ -443,7 +459,8 @@ def predict_images(
     if model is not None:
         from thoracic.runtime import exported_predictor
 
-        predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate)
+        predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate,
+                                                             registration)
         metadata = predictor.model.exported.metadata
         thresholds = exported_thresholds(threshold, metadata, model)
         provenance = metadata.get("checkpoint_info")
@@ -465,7 +482,8 @@ def predict_images(
                  f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
                  f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
         predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
-                              device=device, temperature=stored.temperature if stored is not None else None)
+                              device=device, temperature=stored.temperature if stored is not None else None,
+                              registration=registration)
         source = {"checkpoint": str(loaded.checkpoint_path)}
     if predictor.temperature is not None and thresholds.source == "operating_points":
         thresholds = calibrated_thresholds(thresholds, predictor.temperature)
@@ -494,6 +512,7 @@ def predict_images(
                          "temperature": calibration.get("temperature") if calibration else None},
          "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
          "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
+         "registration": predictor.registration.describe(),
          "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
     return results
 

@@ -294,7 +294,8 @@ class ExportedModule:
 
 
 def exported_predictor(path: str | Path, method: str = "native", threshold: float | dict[str, float] = 0.5,
-                       device: str = "cpu", calibrate: bool = True) -> tuple[Any, str, dict | None]:
+                       device: str = "cpu", calibrate: bool = True, registration: str = "geometric"
+                       ) -> tuple[Any, str, dict | None]:
     """A :class:`~thoracic.prediction.Predictor` over an exported file.
 
     Returns ``(predictor, calibration message, calibration dict or None)``: the metadata's calibration
@@ -305,6 +306,7 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
             ``--checkpoint``), or an unreadable file.
     """
     from thoracic.evaluation.calibration import calibration_from_dict
+    from thoracic.geometry import FeatureGrid
     from thoracic.prediction import Predictor
 
     if method != "native":
@@ -321,8 +323,17 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
         message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
     else:
         message = f"no calibration in {path}: uncalibrated probabilities"
+    geometry = exported.metadata.get("heatmap_geometry") or {}
+    try:
+        grid = FeatureGrid(tuple(int(v) for v in geometry["map_size"]), tuple(float(v) for v in geometry["stride"]),
+                           tuple(float(v) for v in geometry["cell_centre_offset"]),
+                           tuple(int(v) for v in geometry["input_size"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ThoracicError(f"{path}: metadata 'heatmap_geometry' lacks map_size, stride, cell_centre_offset or "
+                            f"input_size ({error!r}); export the run again with thoracic export") from None
     predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
-                          threshold=threshold, device=device, temperature=temperature)
+                          threshold=threshold, device=device, temperature=temperature, registration=registration,
+                          grid=grid)
     return predictor, message, info if temperature is not None else None
 
 

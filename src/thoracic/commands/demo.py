@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS),
                         help="models to train (default: all three)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.max_epochs")
+    parser.add_argument("--output-stride", type=int, choices=(32, 16, 8), default=None,
+                        help=f"override model.output_stride (default {defaults.overrides['model.output_stride']})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice); results are reproducible for the "
+                             "same thread count, CPU and library builds only")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -34,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(DemoSettings().overrides)
     if args.epochs is not None:
         overrides["train.max_epochs"] = args.epochs
+    if args.output_stride is not None:
+        overrides["model.output_stride"] = args.output_stride
     settings = DemoSettings(out_dir=args.out, num_images=args.images, image_size=args.size, seed=args.seed,
-                            models=tuple(args.models), overrides=overrides, progress=args.progress)
+                            models=tuple(args.models), overrides=overrides, progress=args.progress,
+                            threads=args.threads)
     result = run_demo(settings, log=lambda message: print(message, file=sys.stderr))  # progress: stderr
     print(format_headline(result))
     problems = check_learning(result.headline)

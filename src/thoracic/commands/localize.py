@@ -5,8 +5,11 @@ min-max normalised to [0, 255], thresholded (60 and 180), and every connected re
 IoU = intersection / union, IoBB = intersection / area of the predicted box; accuracy at every
 T(IoU) and T(IoBB) with false positives per image (per heatmap threshold and pooled; threshold 180, the
 paper's, is the headline), the pointing game, and random-box (mean ± sd over --draws seeded draws) and
-centre-box baselines. Writes RUN/evaluation/boxes_<method>.csv, scores_<method>.csv,
-baselines_<method>.csv, localization_<method>.csv/.json, heatmaps_<method>.npz and overlays_<method>.png.
+centre-box baselines. Heatmap cells are placed in the image by --registration (geometric: their
+receptive-field centres, derived from the network; legacy: align_corners=False); the same heatmaps are
+also scored under the other registration, so the sensitivity of the result to it is printed beside the
+headline. Writes RUN/evaluation/boxes_<method>.csv, scores_<method>.csv, baselines_<method>.csv,
+localization_<method>.csv/.json, registration_<method>.csv, heatmaps_<method>.npz and overlays_<method>.png.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from thoracic.commands.evaluate import add_common_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--method", default="native", choices=("native", "gradcam"),
-                        help="heatmap: the model's own maps or Grad-CAM (default native)")
+    from thoracic.geometry import REGISTRATIONS
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
+
+    parser.add_argument("--method", default="native", choices=HEATMAP_METHOD_NAMES,
+                        help=f"heatmap method (default native): {describe_heatmap_methods()}")
+    parser.add_argument("--registration", default=REGISTRATIONS[0], choices=REGISTRATIONS,
+                        help="where heatmap cells sit in the image: geometric (receptive-field centres derived "
+                             "from the network; default) or legacy (align_corners=False tiles)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[60.0, 180.0],
                         help="heatmap thresholds on the 0-255 scale (default 60 180)")
     parser.add_argument("--largest-only", action="store_true",
@@ -43,8 +52,15 @@ def run(args: argparse.Namespace) -> int:
                           largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,
                           data_root=args.data, cache=args.cache, num_workers=args.workers,
                           which=args.checkpoint, seed=args.seed, n_examples=args.examples,
-                          progress=args.progress, draws=args.draws)
+                          progress=args.progress, draws=args.draws, registration=args.registration)
     print(headline_text(headline(result.accuracy, args.method), args.method))
+    sensitivity = result.registrations
+    if sensitivity is not None:
+        print("same heatmaps under both registrations (mean accuracy; false positives per image):")
+        for (name, threshold), rows in sensitivity.groupby(["registration", "threshold"], sort=False):
+            cells = " ".join(f"{m}>{t:g}:{a:.3f} ({fp:.2f})" for m, t, a, fp in
+                             zip(rows["metric"], rows["t"], rows["accuracy"], rows["false_positives_per_image"]))
+            print(f"  {name:<10} T={threshold:<4} {cells}")
     print(f"{len(result.scores['box_row'].unique())} box rows scored; "
           f"wrote {', '.join(str(p) for p in result.files.values())}")
     return 0

@@ -30,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", help="a run folder (its best checkpoint) or a .ckpt file")
     source.add_argument("--model", help="an exported model (.onnx or TorchScript .pt from `thoracic export`)")
     parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
-    parser.add_argument("--method", choices=("native", "gradcam"), default="native",
-                        help="heatmap method (default: %(default)s)")
+    from thoracic.geometry import REGISTRATIONS
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
+
+    parser.add_argument("--method", choices=HEATMAP_METHOD_NAMES, default="native",
+                        help=f"heatmap method (default: %(default)s): {describe_heatmap_methods()}")
+    parser.add_argument("--registration", choices=REGISTRATIONS, default=REGISTRATIONS[0],
+                        help="where heatmap cells sit in the image: geometric (receptive-field centres, "
+                             "default) or legacy (align_corners=False)")
     parser.add_argument("--threshold", type=float, default=None, metavar="P",
                         help="one probability threshold in [0, 1] for every class (default: the run's per-class "
                         "operating points from `thoracic evaluate`, else 0.5)")
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
                              threshold=args.threshold, device=args.device, progress=args.progress,
                              all_boxes=args.all_boxes, model=args.model, calibrate=args.calibrate,
+                             registration=args.registration,
                              log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))

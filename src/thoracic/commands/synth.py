@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=2000, help="number of images (default 2000)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--family", choices=("A", "B"), default="A",
+                        help="finding design: A (default) or B, other shapes, positions and sizes of the "
+                             "box classes (docs/data.md)")
     parser.add_argument("--test-fraction", type=float, default=0.25,
                         help="fraction of patients in test_list.txt, strictly between 0 and 1 (default 0.25)")
     parser.add_argument("--tarball-layout", action=argparse.BooleanOptionalAction, default=False,
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         num_images=args.images,
         image_size=args.size,
         seed=args.seed,
+        family=args.family,
         test_fraction=args.test_fraction,
         tarball_layout=args.tarball_layout,
         workers=args.workers,
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     dataset = load_chestxray14(out)
     positives = dataset.labels.sum(axis=0)
-    print(f"wrote {len(dataset)} phantom images ({args.size} px, seed {args.seed}) of "
+    print(f"wrote {len(dataset)} phantom images (family {args.family}, {args.size} px, seed {args.seed}) of "
           f"{dataset.table['patient_id'].nunique()} patients to {out}")
     print(f"train_val {len(dataset.train_val_ids)}, test {len(dataset.test_ids)}; "
           f"{len(dataset.boxes)} box rows on {dataset.boxes['image_id'].nunique()} test images")

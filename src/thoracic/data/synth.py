@@ -31,6 +31,22 @@ Pleural_Thickening     dense band along the lateral chest wall of one lung
 Hernia                 retrocardiac round shadow with an air-fluid level
 =====================  ======================================================================
 
+Families (``family``, :data:`FAMILIES`). ``A`` is the table above. ``B`` is a second family designed
+differently for the box classes (other shapes, positions and sizes; the other classes and the anatomy
+are shared), so that a localization result can be checked on findings the first design did not shape:
+
+=====================  ======================================================================
+Atelectasis            wedge (triangle) in an upper zone, apex at the hilum, base on the chest wall
+Cardiomegaly           as in A (the heart is anatomy)
+Effusion               bilateral: thin basal layers under both lungs (a wide, flat box)
+Infiltration           3-5 thin linear streaks beside the heart border (medial lower zone)
+Mass                   cavitating: bright square-ish rim (superellipse) around a dark centre, upper
+                       zone or near the hilum (r 5-8% of width)
+Nodule                 tiny (r 1.6-2.4%) spiculated dense star in the lateral third of a lung
+Pneumonia              lobar: the whole lung above a horizontal fissure, mottled (a tall box)
+Pneumothorax           deep sulcus: lucent crescent at the lateral costophrenic angle (basal)
+=====================  ======================================================================
+
 Every instance has an exact box: the bounding box of the pixels where its own mask exceeds 0.5. All of
 them go to ``phantom_findings.csv`` (beside the NIH files); ``BBox_List_2017.csv`` gets rows for the 8
 box classes on a subset of the test images, mostly one row per image and all rows on some, like the
@@ -74,7 +90,7 @@ from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NA
 from thoracic.errors import DataError, UnsafeDeleteError
 from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned, write_json_atomic
 
-GENERATOR_VERSION = 2  # 2: NIH-like prevalences (about 54% of images without finding)
+GENERATOR_VERSION = 3  # 2: NIH-like prevalences (about 54% of images without finding); 3: families A, B
 
 #: Probability that an image carries each finding (drawn as if independently). NIH's order of frequency
 #: (Wang et al. 2017, Table 1: Infiltration 17.7%, Effusion 11.9%, Atelectasis 10.3%, Nodule 5.6%,
@@ -266,6 +282,146 @@ def _lung_point(rng: np.random.Generator, a: _Anatomy, side: int, v_range=(0.25,
 
 
 # --------------------------------------------------------------------------------------------------
+# Family B: other shapes, positions and sizes for the box classes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What a finding is drawn on: pixel coordinates, the anatomy, its masks and the finding's side."""
+
+    u: np.ndarray
+    v: np.ndarray
+    anatomy: _Anatomy
+    lungs: list[np.ndarray]
+    lung: np.ndarray
+    size: int
+    edge: float
+    side: int
+
+    @property
+    def cx(self) -> float:
+        return self.anatomy.lung_cx(self.side)
+
+    @property
+    def outward(self) -> float:
+        return -1.0 if self.side == 0 else 1.0
+
+
+def _soft_polygon(u: np.ndarray, v: np.ndarray, points: list[tuple[float, float]], edge: float) -> np.ndarray:
+    """Inside of a convex polygon (vertices in order) as a soft mask: the minimum of its edges' ramps."""
+    pts = np.asarray(points)
+    centre = pts.mean(axis=0)
+    mask = None
+    for (u0, v0), (u1, v1) in zip(pts, np.roll(pts, -1, axis=0)):
+        normal = np.array([v1 - v0, -(u1 - u0)])
+        normal /= np.linalg.norm(normal)
+        if np.dot(normal, centre - (u0, v0)) < 0:  # point the normal inwards
+            normal = -normal
+        distance = (u - u0) * normal[0] + (v - v0) * normal[1]
+        ramp = _ramp(distance, edge)
+        mask = ramp if mask is None else np.minimum(mask, ramp)
+    return mask
+
+
+def _b_atelectasis(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    apex = (0.5 + s.outward * 0.07, a.lung_cy - rng.uniform(0.0, 0.04))
+    top = a.lung_cy - a.lung_ry * rng.uniform(0.55, 0.7)
+    wall = s.cx + s.outward * a.lung_rx * 0.85
+    base = [(wall, top), (wall, top + rng.uniform(0.07, 0.1))]
+    mask = _soft_polygon(s.u, s.v, [apex, *base], 2 * s.edge) * s.lungs[s.side]
+    return mask, 0.3 * mask
+
+
+def _b_effusion(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    depth = rng.uniform(0.035, 0.05)
+    mask = np.zeros_like(s.lung)
+    for side in (0, 1):
+        floor = a.diaphragm + 0.02 * side + a.dome * (s.u - a.lung_cx(side)) ** 2
+        mask = np.maximum(mask, s.lungs[side] * _ramp(s.v - (floor - depth), 2 * s.edge))
+    return mask, 0.34 * mask
+
+
+def _b_infiltration(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    field = np.zeros_like(s.lung)
+    base_u = 0.5 + s.outward * rng.uniform(0.1, 0.13)
+    base_v = rng.uniform(0.5, 0.56)
+    for _ in range(int(rng.integers(3, 6))):
+        angle = rng.uniform(-0.6, 0.6) + np.pi / 2  # mostly vertical streaks
+        pu, pv = base_u + rng.normal(0, 0.02), base_v + rng.normal(0, 0.03)
+        du, dv = s.u - pu, s.v - pv
+        along = du * math.cos(angle) + dv * math.sin(angle)
+        across = -du * math.sin(angle) + dv * math.cos(angle)
+        length, width = rng.uniform(0.05, 0.08), rng.uniform(0.005, 0.008)
+        field = field + np.exp(-((along / length) ** 2 + (across / width) ** 2))
+    mask = np.clip(field * 1.5, 0.0, 1.0) * (s.lungs[s.side] > 0.05)
+    return mask, 0.32 * mask
+
+
+def _b_mass(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    if rng.random() < 0.5:  # upper zone, or beside the hilum
+        pu, pv = _lung_point(rng, a, s.side, (0.22, 0.33), 0.55)
+    else:
+        pu, pv = s.cx - s.outward * a.lung_rx * 0.45, a.lung_cy + rng.uniform(-0.03, 0.03)
+    radius = rng.uniform(0.05, 0.08)
+    power = 4.0  # superellipse: a rounded square
+    r = (np.abs((s.u - pu) / radius) ** power + np.abs((s.v - pv) / radius) ** power) ** (1 / power)
+    mask = _ramp(1.0 - r, 2 * s.edge / radius)
+    cavity = _ramp(0.55 - r, 2 * s.edge / radius)
+    return mask, 0.36 * mask - 0.3 * cavity
+
+
+def _b_nodule(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    pu = s.cx + s.outward * a.lung_rx * rng.uniform(0.45, 0.65)
+    pv = rng.uniform(a.lung_cy - 0.1, a.lung_cy + 0.12)
+    radius = rng.uniform(0.016, 0.024)
+    theta = np.arctan2(s.v - pv, s.u - pu)
+    spikes = 1.0 + 0.35 * np.clip(np.cos(7 * theta + rng.uniform(0, 6.3)), 0, None) ** 4
+    mask = _ramp(radius * spikes - np.sqrt((s.u - pu) ** 2 + (s.v - pv) ** 2), 1.5 * s.edge)
+    return mask, 0.5 * mask
+
+
+def _b_pneumonia(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    fissure = a.lung_cy + rng.uniform(-0.03, 0.02)
+    mottle = 0.75 + 0.25 * np.clip(_smooth_noise(rng, s.size, 24), -1, 1)
+    mask = s.lungs[s.side] * _ramp(fissure - s.v, 2 * s.edge)
+    return mask, 0.26 * mask * mottle
+
+
+def _b_pneumothorax(s: _Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = s.anatomy
+    floor = a.diaphragm + 0.02 * s.side
+    corner = (s.cx + s.outward * a.lung_rx * 0.8, floor - 0.02)
+    radius = rng.uniform(0.07, 0.1)
+    distance = np.sqrt(((s.u - corner[0]) / 1.2) ** 2 + (s.v - corner[1]) ** 2)
+    mask = _ramp(radius - distance, 2 * s.edge) * _ramp(s.lungs[s.side] - 0.2, 0.1)
+    rim = np.clip(1.0 - np.abs(distance - radius) / (2 * s.edge), 0, 1) * (s.lungs[s.side] > 0.2)
+    return mask, -0.2 * mask + 0.15 * rim
+
+
+#: family -> {class: drawer(scene, rng) -> (mask, change of the image)}; a class without a drawer in
+#: the family's table is drawn as in family A (the ``render_phantom`` code). A's table is empty.
+Drawer = Callable[[_Scene, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+FAMILIES: dict[str, dict[str, Drawer]] = {
+    "A": {},
+    "B": {
+        "Atelectasis": _b_atelectasis,
+        "Effusion": _b_effusion,
+        "Infiltration": _b_infiltration,
+        "Mass": _b_mass,
+        "Nodule": _b_nodule,
+        "Pneumonia": _b_pneumonia,
+        "Pneumothorax": _b_pneumothorax,
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------------
 # One image
 # --------------------------------------------------------------------------------------------------
 
@@ -297,9 +453,14 @@ def render_phantom(
     special_fraction: float = 0.04,
     box_fraction: float = 0.8,
     all_boxes_fraction: float = 0.25,
+    family: str = "A",
 ) -> PhantomImage:
-    """Draw image ``index`` of patient ``patient`` (deterministic in ``(seed, index, patient)``)."""
+    """Draw image ``index`` of patient ``patient`` (deterministic in ``(seed, index, patient)``) in the
+    finding design ``family`` (:data:`FAMILIES`)."""
     prevalence = PREVALENCE if prevalence is None else prevalence
+    if family not in FAMILIES:
+        raise DataError(f"phantom family must be one of {list(FAMILIES)}, got {family!r}")
+    drawers = FAMILIES[family]
     # separate streams: acquisition (shift, noise, contrast, storage) does not depend on the findings,
     # so the same image with and without a finding differs only by the finding
     rng = np.random.default_rng([seed, 2, index])
@@ -352,7 +513,11 @@ def render_phantom(
         side = int(frng.integers(0, 2))
         cx = a.lung_cx(side)
         outward = -1.0 if side == 0 else 1.0  # towards the chest wall
-        if name == "Atelectasis":
+        if name in drawers:
+            scene = _Scene(u, v, a, lungs, lung, size, edge, side)
+            mask, change = drawers[name](scene, frng)
+            image = image + change
+        elif name == "Atelectasis":
             pu, pv = _lung_point(frng, a, side, (0.42, 0.55), 0.5)
             angle = math.radians(frng.uniform(-25, 25))
             du, dv = u - pu, v - pv
@@ -556,7 +721,7 @@ def _plan(num_images: int, seed: int, test_fraction: float) -> list[_ImagePlan]:
 
 
 def _render_job(job: tuple) -> tuple[int, PhantomImage]:
-    plan, size, seed, prevalence, kwargs, path = job
+    plan, size, seed, prevalence, kwargs, path = job  # kwargs: render_phantom's keywords (family too)
     phantom = render_phantom(size, seed, plan.index, plan.patient, prevalence, **kwargs)
     save_png(phantom.pixels, path, phantom.storage)
     # the pixels are on disk; send back only what the CSVs need
@@ -579,6 +744,7 @@ def generate_phantom_dataset(
     workers: int | None = 1,
     overwrite: bool = False,
     progress: bool = True,
+    family: str = "A",
 ) -> Path:
     """Write a phantom ChestX-ray14 folder to ``out_dir`` and return it (see the module docstring).
 
@@ -592,6 +758,7 @@ def generate_phantom_dataset(
             ``all_boxes_fraction`` of those with several get one row per finding, the others one row.
         workers: processes (None: all cores); the result does not depend on it.
         overwrite: replace an existing non-empty ``out_dir`` (otherwise a DataError).
+        family: the finding design, ``A`` (default) or ``B`` (:data:`FAMILIES`, module docstring).
     """
     out = Path(out_dir)
     if num_images < 1:
@@ -605,6 +772,8 @@ def generate_phantom_dataset(
                         ("all_boxes_fraction", all_boxes_fraction)):
         if not (0.0 <= value <= 1.0):
             raise DataError(f"{name}: expected a fraction in [0, 1], got {value}")
+    if family not in FAMILIES:
+        raise DataError(f"--family: expected one of {list(FAMILIES)}, got {family!r}")
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
     if out.is_dir() and any(out.iterdir()):
@@ -623,7 +792,7 @@ def generate_phantom_dataset(
     ensure_output_dir(out, "--out")
     plans = _plan(num_images, seed, test_fraction)
     kwargs = {"special_fraction": special_fraction, "box_fraction": box_fraction,
-              "all_boxes_fraction": all_boxes_fraction}
+              "all_boxes_fraction": all_boxes_fraction, "family": family}
     prevalence = dict(PREVALENCE if prevalence is None else prevalence)
     unknown = sorted(set(prevalence) - set(CLASS_NAMES))
     if unknown:
@@ -698,6 +867,7 @@ def generate_phantom_dataset(
         "num_images": num_images,
         "image_size": image_size,
         "seed": seed,
+        "family": family,
         "prevalence": prevalence,
         "test_fraction": test_fraction,
         "tarball_layout": tarball_layout,

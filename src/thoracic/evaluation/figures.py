@@ -1,8 +1,8 @@
 """Figures like the paper's: ROC curves per class (Figs. 3-5) and heatmap overlays with boxes (Figs. 6-8).
 
 Overlays show the image at its original size with the class heatmap (upsampled the same way as for
-localization) on top, the ground-truth box(es) in blue and the predicted boxes in green; several
-models / heatmap methods sit side by side on the same image.
+localization, its cells placed by the panel's registration) on top, the ground-truth box(es) in blue
+and the predicted boxes in green; several models / heatmap methods sit side by side on the same image.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas: no pyplot, so no
 global backend choice, no figure registry to leak into, and nothing needs a display.
@@ -10,7 +10,7 @@ global backend choice, no figure registry to leak into, and nothing needs a disp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,12 +74,15 @@ class OverlayPanel:
 
     ``box_thresholds`` (``(K,)``, optional) is the heatmap threshold each box came from: boxes of the
     highest threshold are drawn solid, the others dashed.
+    ``registration(heatmap_shape, image_size) -> (row_centres, col_centres)`` places the heatmap's cells
+    (:class:`thoracic.geometry.Registration`); ``None``: the ``align_corners=False`` convention.
     """
 
     title: str
     heatmap: np.ndarray | None
     predicted_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     box_thresholds: np.ndarray | None = None
+    registration: Callable[[tuple[int, ...], tuple[int, int]], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_boxes: np.ndarray,
@@ -96,7 +99,10 @@ def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_
     if panel.heatmap is not None:
         # a coarser display copy: the overlay is a picture, the boxes are computed at full resolution
         display = (min(height, 256), min(width, 256))
-        heat = normalize_heatmap(upsample_heatmap(panel.heatmap, display)) / 255.0
+        # the display copy is the image resized with pixel centres aligned, so registering the cells to
+        # the display size puts them where they are registered in the original
+        centres = panel.registration(np.shape(panel.heatmap), display) if panel.registration else None
+        heat = normalize_heatmap(upsample_heatmap(panel.heatmap, display, centres)) / 255.0
         ax.imshow(heat, cmap=HEATMAP_CMAP, alpha=alpha, extent=(0, width, height, 0), vmin=0, vmax=1)
     for x, y, w, h in np.asarray(ground_truth_boxes).reshape(-1, 4):
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2, linestyle="-"))

@@ -27,7 +27,10 @@
     localization_<method>.csv     long table: source, threshold, metric, t, class_name, accuracy,
                                   accuracy_sd, n_draws, n_boxes, n_localized, false_positives_per_image,
                                   n_classes (the method, both baselines; IoU, IoBB and the pointing game)
-    localization_<method>.json    the same records, plus the protocol settings
+    localization_<method>.json    the same records, plus the protocol settings and the heatmap registration
+    registration_<method>.csv     the same heatmaps boxed under both registrations (geometric, legacy):
+                                  mean accuracy and false positives at T(IoU)=0.3 / T(IoBB)=0.25, per
+                                  heatmap threshold and pooled (how much the result hangs on it)
     overlays_<method>.png         heatmap overlays with boxes (paper Figs. 6-8)
 
 Every number of ``localization_<method>.csv`` recomputes from the three CSV files before it (written at
@@ -48,6 +51,7 @@ import pandas as pd
 from thoracic.config import Config, replace, to_dict
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
 from thoracic.errors import DataError
+from thoracic.geometry import REGISTRATIONS, Registration, make_registration
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
 from thoracic.evaluation.figures import (
     OverlayPanel,
@@ -67,6 +71,7 @@ from thoracic.evaluation.localization import (
     CellCentres,
     baseline_accuracy,
     centre_boxes,
+    extract_boxes,
     extract_boxes_and_peaks,
     localization_accuracy,
     pointing_accuracy,
@@ -294,6 +299,8 @@ class LocalizationRunResult:
     scores: pd.DataFrame
     boxes: pd.DataFrame
     files: dict[str, Path]
+    registrations: pd.DataFrame | None = None
+    """:func:`registration_table` of the run's heatmaps (the registration used first)."""
 
 
 class LocalizationTables(NamedTuple):
@@ -336,7 +343,8 @@ def localize_boxes(
     positives per image (the method per heatmap threshold and pooled; the random box as mean and standard
     deviation over ``draws`` seeded draws) and the pointing game (the method's heatmap maximum in original
     pixels, through ``registration`` as the boxes; the baselines' box centres). Everything in it can be
-    recomputed from the three tables returned beside it.
+    recomputed from the three tables returned beside it. ``registration`` places the heatmap cells in the
+    image (:class:`thoracic.geometry.Registration`; ``None``: the ``align_corners=False`` convention).
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
@@ -449,6 +457,52 @@ def write_localization(out: Path, method: str, tables: LocalizationTables, info:
     return files
 
 
+def _original_sizes(ground_truth: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    return {i: (int(h), int(w)) for i, w, h in
+            ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
+
+
+#: Criteria of the registration table (the headline's).
+REGISTRATION_CRITERIA: tuple[tuple[str, float], ...] = (("IoU", 0.3), ("IoBB", 0.25))
+
+
+def registration_table(
+    ground_truth: pd.DataFrame,
+    heatmaps: dict[tuple[str, str], np.ndarray],
+    registrations: Sequence[Registration],
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+) -> pd.DataFrame:
+    """The same heatmaps boxed under each registration: mean accuracy over the box classes and false
+    positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
+
+    Columns: ``registration, threshold, metric, t, accuracy, false_positives_per_image``.
+    """
+    sizes = _original_sizes(ground_truth)
+    frames = []
+    for registration in registrations:
+        boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, registration=registration)
+        table = localization_accuracy(ground_truth, boxes)
+        keep = pd.Series(False, index=table.index)
+        for metric, t in REGISTRATION_CRITERIA:
+            keep |= table["class_name"].eq(MEAN) & table["metric"].eq(metric) & np.isclose(table["t"], t)
+        part = table.loc[keep, ["threshold", "metric", "t", "accuracy", "false_positives_per_image"]]
+        frames.append(part.assign(registration=registration.name))
+    result = pd.concat(frames, ignore_index=True)
+    return result[["registration", "threshold", "metric", "t", "accuracy", "false_positives_per_image"]]
+
+
+def load_registration(evaluation: Path, method: str) -> Registration | None:
+    """The registration ``localize`` used for ``method`` in an evaluation folder (``None`` when its
+    ``localization_<method>.json`` predates registrations or is missing: the legacy convention)."""
+    path = Path(evaluation) / f"localization_{method}.json"
+    try:
+        info = json.loads(path.read_text()).get("registration")
+        return Registration.from_description(info) if info else None
+    except (OSError, ValueError):
+        return None
+
+
 def localize_run(
     run: str | Path,
     method: str = "native",
@@ -464,11 +518,19 @@ def localize_run(
     n_examples: int = 8,
     progress: bool = True,
     draws: int = RANDOM_DRAWS,
+    registration: str = "geometric",
 ) -> LocalizationRunResult:
-    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol)."""
+    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol).
+
+    ``registration``: where heatmap cells sit in the image, ``geometric`` (their receptive-field centres,
+    derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
+    the same heatmaps (``registration_<method>.csv``).
+    """
     if method not in HEATMAP_METHODS:
         raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
     device = resolve_device(device)
+    if registration not in REGISTRATIONS:
+        raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
     loaded = _load(run, which, device)
     module = _datamodule(loaded.config, batch_size, data_root, cache, num_workers)
     ground_truth = ground_truth_boxes(module.box_table)
@@ -477,27 +539,38 @@ def localize_run(
     needed = ground_truth.groupby("image_id")["class_name"].apply(list).to_dict()
     heatmaps = compute_heatmaps(loaded.model, module.box_dataloader(), needed, method=method, device=device,
                                 progress=progress)
+    from thoracic.heatmaps import create_heatmap_method
+
+    grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
+    registered = make_registration(registration, grid)
     out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
     tables = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed, progress=progress,
-                            draws=draws)
+                            draws=draws, registration=registered)
+    sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()], thresholds,
+                                     largest_only)
+    sensitivity.to_csv(out / f"registration_{method}.csv", index=False, float_format="%.6f")
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
         "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in thresholds],
         "largest_only": bool(largest_only), "baseline_seed": seed, "random_box_draws": int(draws),
         "n_box_rows": int(len(ground_truth)), "n_images": int(ground_truth["image_id"].nunique()),
+        "registration": registered.describe(),
+        "registrations": json.loads(sensitivity.to_json(orient="records")),
     }
     files.update(write_localization(out, method, tables, info))
+    files["registration"] = out / f"registration_{method}.csv"
     boxes, scores, accuracy = tables.boxes, tables.scores, tables.accuracy
     name = loaded.config.model.name
     label = f"{MODEL_LABELS.get(name, name)}, {METHOD_LABELS.get(method, method)}"
-    rows = overlay_rows(module, ground_truth, {label: (heatmaps, boxes)}, n_examples)
+    rows = overlay_rows(module, ground_truth, {label: (heatmaps, boxes)}, n_examples,
+                        registrations={label: registered})
     if rows:
         top = int(max(thresholds))
         figure = overlay_figure(rows, legend=box_legend_handles(solid_label=f"predicted box (heatmap > {top})"),
                                 title=f"{label}: test images with boxes")
         files["overlays"] = save_figure(figure, out / f"overlays_{method}.png")
-    return LocalizationRunResult(accuracy, scores, boxes, files)
+    return LocalizationRunResult(accuracy, scores, boxes, files, sensitivity)
 
 
 def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
@@ -511,8 +584,11 @@ def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
 
 def overlay_rows(module: Any, ground_truth: pd.DataFrame,
                  sources: dict[str, tuple[dict[tuple[str, str], np.ndarray], pd.DataFrame]],
-                 n_examples: int, threshold: float | None = None) -> list[OverlayRow]:
+                 n_examples: int, threshold: float | None = None,
+                 registrations: dict[str, Registration] | None = None) -> list[OverlayRow]:
     """Overlay rows for up to ``n_examples`` (image, class) pairs and each ``name -> (heatmaps, boxes)``.
+
+    ``registrations`` (by source name) places each source's heatmap in the image as localization did.
 
     Predicted boxes shown are those of the highest heatmap threshold of ``boxes`` (unless ``threshold`` is
     given).
@@ -542,7 +618,8 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
             shown = threshold if threshold is not None else (boxes["threshold"].max() if len(boxes) else None)
             mine = mine[mine["threshold"] == shown] if shown is not None else mine
             panels.append(OverlayPanel(name, heatmaps.get((image_id, class_name)),
-                                       mine[["x", "y", "w", "h"]].to_numpy(dtype=float)))
+                                       mine[["x", "y", "w", "h"]].to_numpy(dtype=float),
+                                       registration=(registrations or {}).get(name)))
         rows.append(OverlayRow(image, f"{image_id}\n{class_name}", truth[["x", "y", "w", "h"]].to_numpy(float),
                                panels))
     return rows
@@ -551,6 +628,6 @@ def overlay_rows(module: Any, ground_truth: pd.DataFrame,
 __all__ = [
     "BASELINE_BOX_COLUMNS", "CENTRE_BOX", "HEADLINE_METRICS", "POOLED", "RANDOM_BOX", "RANDOM_DRAWS",
     "SCORE_COLUMNS", "EvaluationResult", "LocalizationRunResult", "LocalizationTables", "evaluate_run",
-    "evaluation_dir", "ground_truth_boxes", "headline", "headline_text", "localize_boxes", "localize_run",
-    "overlay_rows", "write_localization",
+    "evaluation_dir", "ground_truth_boxes", "headline", "headline_text", "load_registration", "localize_boxes",
+    "localize_run", "overlay_rows", "registration_table", "write_localization",
 ]

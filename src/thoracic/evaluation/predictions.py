@@ -21,8 +21,11 @@ import torch
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES
 from thoracic.errors import DataError
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES
 
-HEATMAP_METHODS = ("native", "gradcam")
+#: Heatmap methods (:func:`thoracic.heatmaps.create_heatmap_method`): native, gradcam, gradcam-layer3,
+#: gradcam-layer2, ig.
+HEATMAP_METHODS: tuple[str, ...] = HEATMAP_METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -127,23 +130,24 @@ def compute_heatmaps(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[tuple[str, str], np.ndarray]:
-    """Native-resolution heatmaps ``(image_id, class_name) -> (h, w)`` for the pairs in ``needed``.
+    """Heatmaps ``(image_id, class_name) -> (h, w)`` on the method's own grid for the pairs in ``needed``.
 
     Args:
         model: a registered model in eval mode.
         loader: batches of the box images (dicts with ``image`` and ``image_id``).
         needed: ``image_id -> class names`` whose heatmap is wanted (the classes of its box rows).
-        method: ``native`` (the model's own class maps, one forward pass per batch) or ``gradcam``
-            (one backward pass per class present in the batch).
+        method: one of :data:`HEATMAP_METHODS`: ``native`` (the model's own class maps, one forward pass
+            per batch); the others run once per class present in the batch (Grad-CAM: one backward
+            pass; ``ig``: one path integral).
     """
     if method not in HEATMAP_METHODS:
         raise DataError(f"heatmap method must be one of {HEATMAP_METHODS}, got {method!r}")
-    from thoracic.heatmaps import GradCAM, NativeHeatmap
+    from thoracic.heatmaps import create_heatmap_method
 
     model = model.to(device).eval()
     wanted = {image_id: sorted(set(classes), key=CLASS_INDEX.__getitem__) for image_id, classes in needed.items()}
     maps: dict[tuple[str, str], np.ndarray] = {}
-    heatmap_method = NativeHeatmap(model) if method == "native" else GradCAM(model)
+    heatmap_method = create_heatmap_method(method, model)
     with heatmap_method:
         for batch in _progress(loader, f"heatmaps ({method})", progress, _length(loader)):
             batch_ids = [str(i) for i in batch["image_id"]]

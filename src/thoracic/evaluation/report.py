@@ -1183,7 +1183,7 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
         overlay_figure,
         save_figure,
     )
-    from thoracic.evaluation.pipeline import example_rows
+    from thoracic.evaluation.pipeline import example_rows, load_registration
     from thoracic.evaluation.predictions import load_heatmaps
 
     labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}")
@@ -1196,15 +1196,15 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
                      (("heatmaps", "npz"), ("boxes", "csv"), ("scores", "csv"))]
             if all(p.is_file() for p in paths):
                 name = f"{labels.get(id(summary), summary.model)}\n{METHOD_LABELS.get(method, method)}"
-                sources.append((name, summary, *paths))
+                sources.append((name, summary, *paths, load_registration(evaluation, method)))
     if len(sources) < 2:
         return None
     scores = pd.read_csv(sources[0][4])
     if not {"x", "y", "w", "h", "original_width", "original_height"} <= set(scores.columns):
         return None
     truth = scores.drop_duplicates("box_row")
-    loaded = [(name, load_heatmaps(h), pd.read_csv(b)) for name, _, h, b, _ in sources]
-    top = max((float(b["threshold"].max()) for _, _, b in loaded if len(b)), default=None)
+    loaded = [(name, load_heatmaps(h), pd.read_csv(b), reg) for name, _, h, b, _, reg in sources]
+    top = max((float(b["threshold"].max()) for _, _, b, _ in loaded if len(b)), default=None)
     images = _image_paths(sources[0][1])
     rows = []
     for example in example_rows(truth, n_examples).itertuples(index=False):
@@ -1212,10 +1212,11 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
         image = _read_or_blank(images.get(example.image_id), int(example.original_height), int(example.original_width))
         gt = truth[(truth["image_id"] == key[0]) & (truth["class_name"] == key[1])][["x", "y", "w", "h"]]
         panels = []
-        for name, heatmaps, boxes in loaded:
+        for name, heatmaps, boxes, registration in loaded:
             mine = boxes[(boxes["image_id"] == key[0]) & (boxes["class_name"] == key[1])]
             mine = mine[np.isclose(mine["threshold"], top)] if top is not None else mine
-            panels.append(OverlayPanel(name, heatmaps.get(key), mine[["x", "y", "w", "h"]].to_numpy(float)))
+            panels.append(OverlayPanel(name, heatmaps.get(key), mine[["x", "y", "w", "h"]].to_numpy(float),
+                                       registration=registration))
         rows.append(OverlayRow(image, f"{key[0]}\n{key[1]}", gt.to_numpy(float), panels))
     if not rows:
         return None

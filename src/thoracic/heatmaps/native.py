@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from thoracic.geometry import FeatureGrid, heatmap_grid
 from thoracic.maps import minmax_normalize
 
 if TYPE_CHECKING:  # annotations only: importing thoracic.models would load every model
@@ -54,6 +55,11 @@ class HeatmapMethod:
     def close(self) -> None:
         """Release hooks or other state attached to the model (nothing for the native maps)."""
 
+    def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:  # pragma: no cover - abstract
+        """Where the cells of this method's maps sit in a model input of ``input_size`` pixels (their
+        stride and receptive-field offset, :mod:`thoracic.geometry`); localization registers maps by it."""
+        raise NotImplementedError
+
     def all_classes(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """``(B, num_classes, H, W)``: the heatmap of every class, each in [0, 1]."""
         raise NotImplementedError
@@ -65,6 +71,9 @@ class HeatmapMethod:
 class NativeHeatmap(HeatmapMethod):
     """The ``class_maps`` of the model's own forward pass (``return_maps=True``), min-max normalised.
 
+    Their grid is the model's ``native_heatmap_level`` feature map (the final map for the baseline and
+    space attention, ``layer2`` for the attention-gated network).
+
     >>> import torch
     >>> from thoracic.heatmaps import NativeHeatmap
     >>> from thoracic.models import create_model
@@ -74,7 +83,13 @@ class NativeHeatmap(HeatmapMethod):
     ...     maps = method(images, [2, 5])  # Effusion for the first image, Nodule for the second
     >>> tuple(maps.shape), float(maps.amin()), float(maps.amax())
     ((2, 8, 8), 0.0, 1.0)
+    >>> method.grid(256).stride, method.grid(256).offset  # cell k centred at input pixel 32 k
+    ((32.0, 32.0), (0.0, 0.0))
     """
+
+    def grid(self, input_size: int | Sequence[int]) -> FeatureGrid:
+        """The grid of the model's ``native_heatmap_level`` feature map."""
+        return heatmap_grid(self.model, input_size)
 
     @torch.no_grad()
     def raw_maps(self, images: torch.Tensor) -> torch.Tensor:

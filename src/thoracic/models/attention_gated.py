@@ -24,9 +24,12 @@ Aggregation of the three level vectors (128 + 256 + 512 for ResNet-34):
   ``aux_logits`` and must be trained with their own loss terms (the trainer adds them).
 
 Heatmap (paper 4.3): mean of three min-max-normalised maps at the finest resolution (``layer2``, 32x32
-at 256 px): the ``layer2`` attention, the ``layer3`` attention (upsampled) and the class CAM of the final
-map with the final level's classifier weights (the final-level slice of the concat head, or the final
-level's own head in ``mean`` mode), upsampled. Shape ``(B, 14, 32, 32)`` at 256 px with ResNet-34.
+at 256 px): the ``layer2`` attention, the ``layer3`` attention and the class CAM of the final map with the
+final level's classifier weights (the final-level slice of the concat head, or the final level's own
+head in ``mean`` mode), both resampled onto the ``layer2`` grid where their cells' receptive fields are
+centred (:func:`thoracic.geometry.resample_to_grid`; each level at its own stride and offset, derived
+from the backbone), not by ``align_corners=False`` resizing, which would shift the coarser levels by a
+quarter / three eighths of a ``layer2`` cell. Shape ``(B, 14, 32, 32)`` at 256 px with ResNet-34.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from thoracic.constants import NUM_CLASSES
+from thoracic.geometry import FeatureGrid, feature_grids, resample_to_grid
 from thoracic.models.backbones import Backbone
 from thoracic.models.base import ThoracicModel
 from thoracic.maps import minmax_normalize, resize_maps
@@ -106,6 +110,8 @@ class AttentionGated(ThoracicModel):
         Other arguments: see :class:`~thoracic.models.base.ThoracicModel`.
     """
 
+    native_heatmap_level = "layer2"  # the heatmap is fused on the finest gated level's grid
+
     def __init__(
         self,
         backbone: str | Backbone = "resnet34",
@@ -113,12 +119,13 @@ class AttentionGated(ThoracicModel):
         weights: str | Path | None = None,
         freeze_backbone: bool = False,
         num_classes: int = NUM_CLASSES,
+        output_stride: int = 32,
         gating: Gating = "global",
         attention_normalization: Normalization = "sigmoid",
         aggregation: Aggregation = "concat",
         attention_pooling: AttentionPooling = "auto",
     ) -> None:
-        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes)
+        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes, output_stride)
         if aggregation not in ("concat", "mean", "deep_supervision"):
             raise ValueError(
                 f"attention_gated: aggregation must be concat, mean or deep_supervision, got {aggregation!r}"
@@ -149,6 +156,13 @@ class AttentionGated(ThoracicModel):
             self.classifier = nn.Linear(sum(self.level_channels), self.num_classes)
         if aggregation in ("mean", "deep_supervision"):
             self.heads = nn.ModuleList([nn.Linear(c, self.num_classes) for c in self.level_channels])
+        # stride and offset of each level do not depend on the input size (only the number of cells does)
+        self.level_geometry = {key: (grid.stride, grid.offset)
+                               for key, grid in feature_grids(self.backbone, 256).items()}
+
+    def _grid(self, level: str, maps: torch.Tensor) -> FeatureGrid:
+        stride, offset = self.level_geometry[level]
+        return FeatureGrid(tuple(maps.shape[-2:]), stride, offset, (0, 0))
 
     def final_level_weights(self) -> torch.Tensor:
         """``(num_classes, C_final)`` classifier weights applied to the final level (for its class CAM)."""
@@ -178,8 +192,9 @@ class AttentionGated(ThoracicModel):
 
         class_maps = None
         if return_maps:
-            size = tuple(attention[0].shape[-2:])
             cam = torch.einsum("kc,bchw->bkhw", self.final_level_weights(), final)
-            parts = [resize_maps(minmax_normalize(a), size) for a in attention]
-            class_maps = (parts[0] + parts[1] + resize_maps(minmax_normalize(cam), size)) / 3.0
+            target = self._grid("layer2", attention[0])
+            parts = [resample_to_grid(minmax_normalize(maps), self._grid(level, maps), target)
+                     for level, maps in (("layer2", attention[0]), ("layer3", attention[1]), ("final", cam))]
+            class_maps = (parts[0] + parts[1] + parts[2]) / 3.0
         return ModelOutput(logits=logits, class_maps=class_maps, attention=attention, aux_logits=aux_logits)

@@ -32,13 +32,15 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from thoracic.errors import ThoracicError, WeightsUnavailableError
 from thoracic.models.registry import Registry
 
 #: Keys of :meth:`Backbone.forward`'s result and of :attr:`Backbone.channels`.
 FEATURE_KEYS: tuple[str, ...] = ("layer2", "layer3", "final")
+#: ``model.output_stride`` values: input pixels per cell of the final map (32 = the paper's networks).
+OUTPUT_STRIDES: tuple[int, ...] = (32, 16, 8)
 
 
 class UnknownBackboneError(ThoracicError, ValueError):
@@ -257,6 +259,46 @@ def _split_stages(model: nn.Module, name: str) -> Backbone:
     raise TypeError(f"backbone {name}: cannot split a {type(model).__name__} into stages")
 
 
+def dilate_resnet(model: ResNet, output_stride: int) -> ResNet:
+    """Turn the last stage (16) or the last two stages (8) of a ResNet from stride 2 into dilation, in place.
+
+    DeepLab's atrous trick, as torchvision's ``replace_stride_with_dilation`` builds it for Bottleneck
+    networks (which raises ``NotImplementedError`` for BasicBlock, i.e. ResNet-10/18/34): in a dilated
+    stage the first block's strided convolution and its downsample shortcut get stride 1, that
+    convolution keeps the dilation of the stage before, and every later 3 x 3 convolution of the stage
+    gets the stage's new dilation (2, or 4 for layer4 at output stride 8) with padding equal to it, so
+    each filter still sees the same input positions as before, at the finer spacing. Only strides,
+    dilations and paddings change: the weights are untouched, and a checkpoint of either stride loads
+    into the other. Same result as torchvision's option for Bottleneck networks (tested).
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ThoracicError(f"model.output_stride must be one of {list(OUTPUT_STRIDES)}, got {output_stride!r}")
+    dilated = {32: (), 16: ("layer4",), 8: ("layer3", "layer4")}[output_stride]
+    dilation = 1
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        stage = getattr(model, name)
+        if name not in dilated:
+            continue
+        previous, dilation = dilation, dilation * 2
+        for index, block in enumerate(stage):
+            if isinstance(block, BasicBlock):
+                convs = [block.conv1, block.conv2]
+            elif isinstance(block, Bottleneck):
+                convs = [block.conv2]  # the only 3 x 3 (and the strided) convolution of a Bottleneck
+            else:
+                raise ThoracicError(f"model.output_stride: cannot dilate a {type(block).__name__} block")
+            for k, conv in enumerate(convs):
+                first = index == 0 and k == 0
+                if first:
+                    conv.stride = (1, 1)
+                    block.stride = 1
+                rate = previous if first else dilation
+                conv.dilation, conv.padding = (rate, rate), (rate, rate)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+    return model
+
+
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
     last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
@@ -268,18 +310,33 @@ def create_backbone(
     pretrained: bool = False,
     weights: str | Path | None = None,
     freeze: bool = False,
+    output_stride: int = 32,
 ) -> Backbone:
     """Build backbone ``name`` (see :func:`list_backbones`) with the weights described in the module doc.
+
+    ``output_stride`` (32, 16 or 8): input pixels per cell of the final map; below 32 the last stage(s)
+    of a ResNet are dilated instead of strided (:func:`dilate_resnet`; the weights are unchanged).
+    DenseNet-121 has no dilated form here (its transitions pool 2 x 2): only 32.
 
     Raises:
         UnknownBackboneError: ``name`` is not registered.
         WeightsUnavailableError: the requested weights can be neither found nor downloaded.
+        ThoracicError: an ``output_stride`` the backbone does not offer.
     """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ThoracicError(f"model.output_stride must be one of {list(OUTPUT_STRIDES)}, got {output_stride!r}")
     model, imagenet = _BACKBONES.get(name)()
+    if output_stride != 32 and not isinstance(model, ResNet):
+        raise ThoracicError(
+            f"model.output_stride: {output_stride} is not available for backbone {name!r} (only 32: its "
+            f"average-pooling transitions have no dilated equivalent here); use a ResNet backbone "
+            f"(resnet10/18/34/50) for a finer heatmap, or model.output_stride: 32")
     if weights is not None:
         _load_into(model, load_local_state_dict(weights), name, f"model.weights file {weights}")
     elif pretrained:
         _load_into(model, load_imagenet_state_dict(name, imagenet), name, f"ImageNet weights of {name}")
+    if output_stride != 32:
+        dilate_resnet(model, output_stride)
     backbone = _split_stages(model, name)
     if freeze:
         backbone.freeze()

@@ -20,7 +20,13 @@ class ThoracicModel(nn.Module):
             ready :class:`~thoracic.models.backbones.Backbone` (used as is; tests build tiny ones).
         pretrained, weights, freeze_backbone: see :mod:`thoracic.models.backbones`.
         num_classes: number of output logits (14 for ChestX-ray14).
+        output_stride: 32 (the paper), 16 or 8: input pixels per cell of the final feature map (ResNet
+            backbones dilate their last stages below 32; ignored for a ready ``Backbone``).
     """
+
+    #: The backbone feature map (``layer2``, ``layer3``, ``final``) whose grid the native heatmap
+    #: (``class_maps``) lives on; :func:`thoracic.geometry.heatmap_grid` reads it.
+    native_heatmap_level: str = "final"
 
     def __init__(
         self,
@@ -29,6 +35,7 @@ class ThoracicModel(nn.Module):
         weights: str | Path | None = None,
         freeze_backbone: bool = False,
         num_classes: int = NUM_CLASSES,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         if isinstance(backbone, Backbone):
@@ -36,7 +43,8 @@ class ThoracicModel(nn.Module):
             if freeze_backbone:
                 self.backbone.freeze()
         else:
-            self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights, freeze=freeze_backbone)
+            self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights, freeze=freeze_backbone,
+                                            output_stride=output_stride)
         self.num_classes = int(num_classes)
 
     @property

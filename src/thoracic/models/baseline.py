@@ -45,11 +45,12 @@ class BaselineCAM(ThoracicModel):
         weights: str | Path | None = None,
         freeze_backbone: bool = False,
         num_classes: int = NUM_CLASSES,
+        output_stride: int = 32,
         transition_channels: int | None = None,
         pooling: Pooling = "max",
         lse_r: float = 10.0,
     ) -> None:
-        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes)
+        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes, output_stride)
         if pooling not in ("max", "avg", "lse"):
             raise ValueError(f"baseline: pooling must be one of max, avg, lse, got {pooling!r}")
         if pooling == "lse" and not lse_r > 0:

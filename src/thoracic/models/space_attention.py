@@ -39,8 +39,9 @@ class SpaceAttention(ThoracicModel):
         weights: str | Path | None = None,
         freeze_backbone: bool = False,
         num_classes: int = NUM_CLASSES,
+        output_stride: int = 32,
     ) -> None:
-        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes)
+        super().__init__(backbone, pretrained, weights, freeze_backbone, num_classes, output_stride)
         channels = self.backbone.channels["final"]
         self.classifier = nn.Conv2d(2 * channels, self.num_classes, kernel_size=1, bias=True)
 

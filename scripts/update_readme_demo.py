@@ -1,0 +1,89 @@
+"""Copy the demo's measured numbers from its output files into README.md (never typed by hand).
+
+    python scripts/update_readme_demo.py demo_t1/demo_results.json demo_t2/demo_results.json [--readme README.md]
+
+Each ``demo_results.json`` is what ``thoracic demo`` writes at the end of a run (headline table,
+shortfalls, wall time, torch threads, CPU, library versions). The rendered section replaces the text
+between ``<!-- demo-results:start -->`` and ``<!-- demo-results:end -->`` in the README: one table per
+file, with the conditions it was measured under.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+START = "<!-- demo-results:start -->"
+END = "<!-- demo-results:end -->"
+METRICS = ("IoU>0.3", "IoBB>0.25")
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
+
+
+def _random(row: dict[str, Any], metric: str) -> str:
+    sd = row.get(f"{metric} random sd")
+    text = _number(row[f"{metric} random"])
+    return f"{text} ± {_number(sd)}" if sd is not None else text
+
+
+def render_record(record: dict[str, Any]) -> str:
+    """The Markdown of one demo run: its conditions, then its headline table."""
+    threads = record["torch_threads"]
+    verdict = ("every model and heatmap method above the random expectation and the centre box on both "
+               "criteria" if not record["problems"] else
+               "**targets not reached**: " + "; ".join(record["problems"]))
+    lines = [
+        f"**torch threads {threads}**: {record['minutes']:.1f} min wall time ({record['cpu_minutes']:.1f} min of CPU "
+        f"time; load average at the end {record['load_average_1_5_15']}) on {record['cpu']} "
+        f"({record['logical_cores']} logical cores), Python {record['python']}, torch {record['torch']}, torchvision {record['torchvision']}; "
+        f"models at {record['image_size']} px, output stride {record['output_stride']}. {verdict}.",
+        "",
+        "| model | heatmap | mean test AUC | IoU > 0.3: model | FP / image | random box | centre box | "
+        "IoBB > 0.25: model | FP / image | random box | centre box |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["headline"]:
+        cells = [row["model"].replace("_", " "), row["method"], _number(row["mean AUC"])]
+        for metric in METRICS:
+            model = row[f"{metric} model"]
+            above = model is not None and model > max(row[f"{metric} random"], row[f"{metric} centre"])
+            cells += [f"**{_number(model)}**" if above else _number(model), _number(row.get(f"{metric} FP")),
+                      _random(row, metric), _number(row[f"{metric} centre"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(records: list[dict[str, Any]]) -> str:
+    return "\n\n".join(render_record(r) for r in sorted(records, key=lambda r: r["torch_threads"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("records", nargs="+", type=Path, help="demo_results.json files written by thoracic demo")
+    parser.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    args = parser.parse_args(argv)
+    records = []
+    for path in args.records:
+        if not path.is_file():
+            print(f"error: {path} does not exist (run thoracic demo first)", file=sys.stderr)
+            return 2
+        records.append(json.loads(path.read_text()))
+    text = args.readme.read_text()
+    if START not in text or END not in text:
+        print(f"error: {args.readme} lacks the markers {START} and {END}", file=sys.stderr)
+        return 2
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    args.readme.write_text(f"{head}{START}\n{render(records)}\n{END}{tail}")
+    print(f"updated {args.readme} from {', '.join(map(str, args.records))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
