@@ -1,4 +1,4 @@
-"""Benchmark 6: GPU training throughput with bf16 + channels_last, and whether the loader keeps up (issue 7, point 6).
+"""Benchmark 6: GPU training throughput with bf16 + channels_last, and whether the loader keeps up.
 
 Only on a machine with a CUDA GPU; elsewhere the result says "not measured: no GPU on this machine".
 

@@ -1,4 +1,4 @@
-"""Benchmark 4: inference with native heatmaps vs. the bare backbone forward (issue 7, point 4).
+"""Benchmark 4: inference with native heatmaps vs. the bare backbone forward.
 
 Each registry model runs ``model(x, return_maps=True)`` in eval mode under ``torch.inference_mode``:
 logits and the per-class heatmaps of paper 3.1-3.3 from the same forward pass (CAM for the baseline,

@@ -1,4 +1,4 @@
-"""Benchmark 1: samples/s of the cache Dataset vs. decoding every PNG per sample (issue 7, point 1).
+"""Benchmark 1: samples/s of the cache Dataset vs. decoding every PNG per sample.
 
 Baseline (what the paper's code and the CheXNet re-implementations do for every sample of every
 epoch): ``PIL.Image.open(png).convert("RGB")`` of a 1024 x 1024 PNG, torchvision ``Resize(256)``,

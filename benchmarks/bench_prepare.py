@@ -1,4 +1,4 @@
-"""Benchmark 2: images/s of ``prepare_cache`` vs. a single-process PIL decode + resize loop (issue 7, point 2).
+"""Benchmark 2: images/s of ``prepare_cache`` vs. a single-process PIL decode + resize loop.
 
 Baseline: a plain loop ``Image.open(png).convert("L").resize((S, S), BILINEAR)`` over the 1024 x 1024
 PNGs, in one process, results kept in memory: the least any cache builder must do.

@@ -1,4 +1,4 @@
-"""Benchmark 3: training images/s per model vs. the bare torchvision backbone (issue 7, point 3).
+"""Benchmark 3: training images/s per model vs. the bare torchvision backbone.
 
 Part A, model cost. One training step (``zero_grad``, forward, loss, backward, Adam step) on the same
 in-memory batch for:

@@ -610,7 +610,7 @@ def write_subset_folder(
     """Build a small ChestX-ray14 folder from full metadata and a folder holding some of its images.
 
     The CSV rows and list lines of the kept images are copied verbatim (headers and format unchanged);
-    images are symlinked (or copied) into ``out_dir/images``. Used to turn ``../shared/nih`` (complete
+    images are symlinked (or copied) into ``out_dir/images``. Used to turn a sample folder (complete
     metadata + 40 sample PNGs) into a folder every command runs on.
     """
     files = find_metadata_files(source)
