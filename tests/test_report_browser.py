@@ -120,8 +120,9 @@ def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tm
     shutil.copy(screenshot, ARTIFACTS / "report.png")
 
     assert problems == []
-    # every figure loaded: the ROC curves, both runs' overlays and the side-by-side comparison
-    assert len(images) == 4 and all(i["ok"] and i["w"] > 0 for i in images)
+    # every figure loaded: the ROC curves, the subgroup and reliability figures, both runs' overlays and
+    # the side-by-side comparison
+    assert len(images) == 6 and all(i["ok"] and i["w"] > 0 for i in images)
     # no raw Markdown anywhere in the rendered text
     for pattern in RAW_MARKDOWN:
         assert not re.search(pattern, text, flags=re.MULTILINE), pattern
@@ -132,7 +133,7 @@ def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tm
         assert table["rows"] and all(any(row) for row in table["rows"])
         assert all(len(row) == len(table["header"]) for row in table["rows"])
     # a contents list pointing at every section; the setup table says what was trained
-    assert anchors == ids == ["setup", "classification", "localization"]
+    assert anchors == ids == ["setup", "classification", "subgroups", "calibration", "localization"]
     setup = next(t for t in tables if t["header"][0] == "setting")
     fields = {row[0]: row[1] for row in setup["rows"]}
     assert fields["backbone"] == "resnet10" and fields["input size"] == "64 px"

@@ -947,13 +947,13 @@ def subgroup_section(context: ReportContext) -> Section | None:
     boot = settings.get("bootstrap", {})
     text = (f"Per-class ROC AUC and true-positive rate on the {split} split, per group of the data-entry table: "
             f"sex, age band ({', '.join(settings.get('age_band_labels', []))}; ages outside 0-{settings.get('max_plausible_age')} "
-            "are `unknown`), view position and follow-up (first image of a patient or a later one). The tables "
+            "are unknown), view position and follow-up (first image of a patient or a later one). The tables "
             "show the mean over the classes with a defined value, with a percentile bootstrap "
             f"{int(100 * boot.get('confidence', 0.95))}% CI ({boot.get('n_resamples')} resamples of each group's "
             f"images). TPR at: {settings.get('threshold_source')}. Gaps are group minus reference (the largest group "
             "of the attribute), mean over the classes defined in both, with the CI of the difference from "
-            "independent resamples of the two groups. Per-class values: `subgroups_<split>.csv`, "
-            "`subgroup_gaps_<split>.csv`.")
+            "independent resamples of the two groups. Per-class values: subgroups_<split>.csv, "
+            "subgroup_gaps_<split>.csv.")
     section = Section("Subgroups", "subgroups", intro=text)
     section.tables.append(ReportTable("Mean AUC and TPR by group [95% CI]", means, numeric=False))
     if len(gaps):
@@ -995,7 +995,7 @@ def calibration_section(context: ReportContext) -> Section | None:
     section = Section("Calibration", "calibration", intro=(
         f"Expected calibration error of each class's probability on the {split} split ({n_bins} equal-width "
         "bins; 0 is perfect). Temperature scaling (probability = sigmoid(logit / T)) is fitted on the "
-        "validation split by `thoracic evaluate --calibrate` and applied by `thoracic predict`; it changes "
+        "validation split by thoracic evaluate --calibrate and applied by thoracic predict; it changes "
         "no AUC."))
     section.figures.extend(
         ReportFigure(f"{context.run_label(run)}: reliability diagrams on the {split} split",
@@ -1036,7 +1036,7 @@ def export_section(context: ReportContext) -> Section | None:
     if not records:
         return None
     section = Section("Exported models", "exports", intro=(
-        "Models exported by `thoracic export` (normalised image batch in; logits and raw native class maps "
+        "Models exported by thoracic export (normalised image batch in; logits and raw native class maps "
         "out; dynamic batch size). Each file was run in its runtime on a batch of random images when it "
         "was written; the largest absolute differences from the PyTorch model are shown."))
     section.tables.append(ReportTable("Exported files", pd.DataFrame.from_records(records), numeric=False))
@@ -1052,7 +1052,7 @@ SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
 
 def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test",
                    comparison: Path | None = None) -> list[Section]:
-    """Every section of :data:`SECTION_BUILDERS` that has something to show."""
+    """Every section of :data:SECTION_BUILDERS that has something to show."""
     context = ReportContext(list(groups), Path(out_dir), split, comparison)
     sections = [s for s in (builder(context) for builder in SECTION_BUILDERS) if s is not None]
     for section in sections:  # an empty table would render as a header over nothing
