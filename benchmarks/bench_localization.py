@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from thoracic.constants import BOX_CLASS_NAMES, NIH_IMAGE_SIZE  # noqa: E402
-from thoracic.evaluation.pipeline import localize_boxes  # noqa: E402
+from thoracic.evaluation.protocol import localize_boxes  # noqa: E402
 
 
 def synthetic_rows(rows: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -133,7 +133,7 @@ def loop_benchmark(settings: dict[str, Any], workdir: Path, warm_fit: bool = Tru
     from thoracic.config import Config, replace
     from thoracic.models import create_model
     from thoracic.training.module import ThoracicModule, compute_loss
-    from thoracic.training.trainer import build_trainer
+    from thoracic.training.factory import build_trainer
 
     batch, size = settings["batch_size"], settings["image_size"]
     steps = settings["loop_warmup_steps"] + settings["loop_steps"]

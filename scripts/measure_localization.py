@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from thoracic.config import load_config
     from thoracic.data.cache import prepare_cache
     from thoracic.data.synth import generate_phantom_dataset
-    from thoracic.evaluation.pipeline import evaluate_run, localize_run
-    from thoracic.training.trainer import load_config_by_name, train
+    from thoracic.workflows.evaluate import evaluate_run
+    from thoracic.workflows.localize import localize_run
+    from thoracic.config import load_config_by_name
+    from thoracic.training.trainer import train
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -76,7 +76,7 @@ def test_device_auto_resolves_to_what_the_machine_has() -> None:
 
 def test_worker_defaults_follow_the_machine() -> None:
     from thoracic.config import DataConfig
-    from thoracic.training.trainer import load_config_by_name
+    from thoracic.config import load_config_by_name
 
     assert DataConfig().num_workers == "auto"
     for name in ("baseline", "space_attention", "attention_gated"):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from thoracic.cli import main
-from thoracic.demo import (
+from thoracic.workflows.demo import (
     DEMO_MODELS,
     DEMO_OVERRIDES,
     HEADLINE_COLUMNS,
@@ -88,8 +88,8 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the demo redid a finished step")
 
-    monkeypatch.setattr("thoracic.data.synth.generate_phantom_dataset", refuse)
-    monkeypatch.setattr("thoracic.training.trainer.train", refuse)
+    monkeypatch.setattr("thoracic.workflows.demo.generate_phantom_dataset", refuse)
+    monkeypatch.setattr("thoracic.workflows.demo.train", refuse)
     logged.clear()
     again = run_demo(settings, log=logged.append)
     assert (phantom_info.stat().st_mtime_ns, checkpoint.stat().st_mtime_ns) == stamps
@@ -214,7 +214,7 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
         log("[1/4] a progress line")
         return DemoResult(tmp_path / "report.md", tmp_path / "report.html", {}, headline, 30.0)
 
-    monkeypatch.setattr("thoracic.demo.run_demo", fake_run_demo)
+    monkeypatch.setattr("thoracic.workflows.demo.run_demo", fake_run_demo)
     assert main(["demo", "--out", str(tmp_path / "d"), "--images", "50", "--size", "48", "--seed", "3",
                  "--models", "baseline", "attention_gated", "--epochs", "2", "--no-progress"]) == 0
     settings = calls[-1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from thoracic.demo import RECORD_FILE, DemoResult, DemoSettings, write_demo_record
+from thoracic.workflows.demo import RECORD_FILE, DemoResult, DemoSettings, write_demo_record
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "update_readme_demo.py"
 

@@ -13,7 +13,7 @@ from helpers import make_run
 
 from thoracic.cli import main
 from thoracic.evaluation.localization import boxes_from_heatmap
-from thoracic.evaluation.pipeline import registration_table
+from thoracic.evaluation.protocol import registration_table
 from thoracic.geometry import FeatureGrid, make_registration
 
 

@@ -20,7 +20,7 @@ from helpers import make_run
 
 from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
-from thoracic.export import export_run
+from thoracic.workflows.export import export_run
 from thoracic.training.checkpoints import load_run
 
 MODELS = ("baseline", "space_attention", "attention_gated")

@@ -15,7 +15,7 @@ from helpers import assert_table_recomputes
 from scipy import ndimage
 
 from thoracic.constants import BOX_CLASS_NAMES
-from thoracic.demo import headline_numbers
+from thoracic.workflows.demo import headline_numbers
 from thoracic.errors import DataError
 from thoracic.evaluation.localization import (
     baseline_accuracy,
@@ -23,7 +23,7 @@ from thoracic.evaluation.localization import (
     pointing_game,
     random_boxes,
 )
-from thoracic.evaluation.pipeline import (
+from thoracic.evaluation.protocol import (
     BASELINE_BOX_COLUMNS,
     SCORE_COLUMNS,
     headline,
@@ -31,10 +31,9 @@ from thoracic.evaluation.pipeline import (
     localize_boxes,
     write_localization,
 )
-from thoracic.evaluation.report import (
-    RunGroup,
+from thoracic.reporting.runs import RunGroup, load_run_summary
+from thoracic.reporting.tables import (
     false_positive_table,
-    load_run_summary,
     localization_headline_table,
     localization_tables,
     per_threshold_table,

@@ -22,10 +22,10 @@ from thoracic.prediction import (
     Predictor,
     collect_image_paths,
     figure_names,
-    predict_images,
     preprocess,
     probability_table,
 )
+from thoracic.workflows.predict import predict_images
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 

@@ -378,8 +378,9 @@ def test_checkpoint_info_reads_the_checkpoint_not_the_folder(phantom_dir, tmp_pa
 
 
 def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir, phantom_cache, tmp_path, capsys):
-    from thoracic.evaluation.pipeline import evaluate_run
-    from thoracic.evaluation.report import build_report, load_run_summary
+    from thoracic.workflows.evaluate import evaluate_run
+    from thoracic.workflows.report import build_report
+    from thoracic.reporting.runs import load_run_summary
 
     run = make_run(tmp_path / "bl", phantom_dir, "baseline", 0)
     evaluate_run(run, n_bootstrap=0, progress=False)
@@ -407,7 +408,8 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert any("config.yaml names model baseline" in w for w in summary.warnings)
     text = build_report([run], tmp_path / "report2")[0].read_text()
     assert "attention_gated (resnet10, 64 px) [bl]" in text and "config.yaml names model baseline" in text
-    from thoracic.evaluation.report import classification_table, group_runs
+    from thoracic.reporting.tables import classification_table
+    from thoracic.reporting.runs import group_runs
 
     columns = list(classification_table(group_runs([summary])).columns)
     assert columns[columns.index("attention_gated (resnet10, 64 px) [bl]") + 1] == "Paper AG"  # not beside BL

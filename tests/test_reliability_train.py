@@ -30,13 +30,9 @@ from lightning.pytorch import Callback
 
 from thoracic.cli import main
 from thoracic.errors import DiskFullError, Interrupted
-from thoracic.training.trainer import (
-    config_for_resume,
-    load_config_by_name,
-    read_epoch_metrics,
-    train,
-    train_or_resume,
-)
+from thoracic.training.trainer import config_for_resume, train, train_or_resume
+from thoracic.config import load_config_by_name
+from thoracic.training.run_folder import read_epoch_metrics
 
 pytestmark = [
     pytest.mark.slow,
@@ -242,7 +238,7 @@ def test_full_disk_at_the_first_checkpoint_leaves_no_folder(phantom_dir, phantom
 def test_a_diverged_run_is_flagged(phantom_dir, reference, tmp_path, caplog):
     cfg = load_config_by_name("baseline", overrides(phantom_dir, tmp_path, "run_name=lr1", "optim.lr=1",
                                                     "train.max_epochs=1", "data.augment=false"))
-    with caplog.at_level(logging.WARNING, logger="thoracic.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="thoracic.training.run_folder"):
         run = train(cfg)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["diverged"] is True and summary["divergence"], summary

@@ -19,7 +19,7 @@ from thoracic.safety import (
     reserve_file,
     write_bytes_atomic,
 )
-from thoracic.training.trainer import RUN_FILES, RUN_STUB_FILES, is_stub_run
+from thoracic.training.run_folder import RUN_FILES, RUN_STUB_FILES, is_stub_run
 
 
 def _tree(root: Path, names: list[str]) -> None:

@@ -22,16 +22,13 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError, UnsafeDeleteError
 from thoracic.models.output import ModelOutput
 from thoracic.training.checkpoints import load_run
-from thoracic.training.experiment import aggregate_metrics, format_mean_std, run_experiment
+from thoracic.workflows.experiment import aggregate_metrics, format_mean_std, run_experiment
 from thoracic.training.module import DeduplicatedAUROC, NonFiniteLossError, compute_loss
 from thoracic.training.seeding import EpochSeededSampler, ShardedSampler
-from thoracic.training.sweep import PAPER_LR_GRID, choose_learning_rate, lr_sweep
-from thoracic.training.trainer import (
-    AtomicCheckpointIO,
-    config_for_resume,
-    read_epoch_metrics,
-    train,
-)
+from thoracic.workflows.sweep import PAPER_LR_GRID, choose_learning_rate, lr_sweep
+from thoracic.training.factory import AtomicCheckpointIO
+from thoracic.training.trainer import config_for_resume, train
+from thoracic.training.run_folder import read_epoch_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("baseline", "space_attention", "attention_gated")
@@ -521,7 +518,7 @@ def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, t
 
 @pytest.mark.slow
 def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cache, tmp_path):
-    from thoracic.evaluation.report import build_report
+    from thoracic.workflows.report import build_report
 
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     result = run_experiment(cfg, [0, 1], folder=tmp_path / "exp", n_bootstrap=20, localize=True)
@@ -642,7 +639,7 @@ def test_lr_sweep_and_experiment_commands(phantom_dir, phantom_cache, tmp_path, 
 def test_uint8_batches_are_normalised_on_the_device_like_the_float_dataset(phantom_dir, phantom_cache, tmp_path):
     """The trainer's loaders send uint8 images; on_after_batch_transfer must give what the float dataset gives."""
     from thoracic.training.module import ThoracicModule
-    from thoracic.training.trainer import build_datamodule
+    from thoracic.training.factory import build_datamodule
 
     cfg = small_config(phantom_dir, tmp_path)
     datamodule = build_datamodule(cfg)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from thoracic.constants import CLASS_NAMES
-from thoracic.training.trainer import evaluate_checkpoint, read_epoch_metrics
+from thoracic.workflows.evaluate import evaluate_checkpoint
+from thoracic.training.run_folder import read_epoch_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore:.*LeafSpec.*")]

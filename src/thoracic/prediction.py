@@ -24,8 +24,7 @@ others are still processed.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.constants import CLASS_NAMES, METHOD_LABELS
 from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
-from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION, covers_whole_image
+from thoracic.evaluation.figures import covers_whole_image
 from thoracic.evaluation.localization import HEATMAP_THRESHOLDS, boxes_from_heatmaps
 from thoracic.evaluation.operating_points import (
     DEFAULT_THRESHOLD,
@@ -46,6 +45,8 @@ from thoracic.evaluation.operating_points import (
 )
 from thoracic.geometry import REGISTRATIONS, FeatureGrid, Registration, make_registration
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
+from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
+from thoracic.evaluation.figures import save_figure
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -268,10 +269,8 @@ class Predictor:
         if not class_indices:
             return {}
         with create_heatmap_method(self.method, self.model) as method:
-            if self.method == "native":
-                maps = method.all_classes(batch)[0]
-                return {k: maps[k].detach().cpu().numpy() for k in class_indices}
-            return {k: method(batch, k)[0].detach().cpu().numpy() for k in class_indices}
+            maps = method.selected(batch, [(0, k) for k in class_indices])
+            return {k: maps[(0, k)].detach().cpu().numpy() for k in class_indices}
 
     def predict_image(self, image: np.ndarray, path: Path) -> ImagePrediction:
         """Probabilities, heatmaps and boxes for a decoded uint8 grayscale ``image`` read from ``path``."""
@@ -322,8 +321,6 @@ def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, ma
                       method: str = "native", title: str = "", all_boxes: bool = False,
                       registration: Registration | None = None) -> Path:
     """Save :func:`build_prediction_figure` as a PNG at ``path``."""
-    from thoracic.evaluation.figures import save_figure
-
     return save_figure(build_prediction_figure(result, image, max_panels, method, title, all_boxes, registration),
                        path)
 
@@ -335,8 +332,6 @@ def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_pane
     colour bar, boxes of the highest heatmap threshold solid (and, with ``all_boxes``, lower ones dashed),
     boxes covering the whole image in orange, a legend; titled with ``title`` (method, checkpoint,
     warnings); ``registration`` places each heatmap's cells in the image. Returns a matplotlib ``Figure``."""
-    from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
-
     top_threshold = max((b.threshold for boxes in result.boxes.values() for b in boxes), default=None)
     names = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])[:max_panels]
     panels = []
@@ -403,116 +398,4 @@ def figure_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def predict_images(
-    inputs: Sequence[str | Path],
-    checkpoint: str | Path | None,
-    out_dir: str | Path | None = None,
-    method: str = "native",
-    threshold: float | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    all_boxes: bool = False,
-    model: str | Path | None = None,
-    calibrate: bool = True,
-    log: Callable[[str], None] | None = None,
-    registration: str = "geometric",
-) -> list[ImagePrediction]:
-    """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
-
-    Args:
-        inputs: files and/or folders (see :func:`collect_image_paths`).
-        checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
-        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
-            runs without Lightning or the model code; native heatmaps only).
-        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
-            the export's metadata) when there is one.
-        out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
-            go (default ``predictions/`` in the working folder).
-        threshold: one probability threshold for every class; None (default) uses the run's operating
-            points (:func:`resolve_thresholds`).
-        device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
-        all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
-        log: receives the messages for the user (calibration, which thresholds, phantom-data warning); the CLI
-            prints them on stderr.
-
-    Returns:
-        One result per file, in input order; a file that failed has ``error`` set (the others are still
-        processed).
-
-    Raises:
-        DataError: when no input image exists at all.
-    """
-    from tqdm.auto import tqdm
-
-    from thoracic.provenance import SHORT_HASH
-    from thoracic.runtime import resolve_device
-    from thoracic.safety import ensure_output_dir
-
-    if (checkpoint is None) == (model is None):
-        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
-        raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
-    say = log or (lambda message: None)
-    paths = collect_image_paths(inputs)
-    device = resolve_device(device)
-    warning = None
-    if model is not None:
-        from thoracic.runtime import exported_predictor
-
-        predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate,
-                                                             registration)
-        metadata = predictor.model.exported.metadata
-        thresholds = exported_thresholds(threshold, metadata, model)
-        provenance = metadata.get("checkpoint_info")
-        source = {"model": str(model), "checkpoint": metadata.get("checkpoint")}
-        title = f"{METHOD_LABELS.get(method, method)} of exported model {model}"
-        if provenance is not None:
-            title += f" (checkpoint sha256 {provenance['sha256'][:SHORT_HASH]})"
-    else:
-        from thoracic.evaluation.calibration import calibration_for_run
-        from thoracic.training.checkpoints import load_run
-
-        loaded = load_run(checkpoint, which="best", map_location=device)
-        provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
-        thresholds = resolve_thresholds(threshold, loaded.run_dir)
-        stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
-        calibration = stored.info if stored is not None else None
-        config = loaded.config
-        title = (f"{METHOD_LABELS.get(method, method)} of {MODEL_LABELS.get(config.model.name, config.model.name)} "
-                 f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
-                 f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
-        predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
-                              device=device, temperature=stored.temperature if stored is not None else None,
-                              registration=registration)
-        source = {"checkpoint": str(loaded.checkpoint_path)}
-    if predictor.temperature is not None and thresholds.source == "operating_points":
-        thresholds = calibrated_thresholds(thresholds, predictor.temperature)
-    predictor.thresholds = dict(thresholds.values)
-    say(message)
-    say(f"thresholds: {thresholds.description}")
-    if provenance is not None and provenance.get("data_kind") == "phantom":
-        warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
-                   f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
-        say(f"warning: {warning}")
-        title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
-    predictor.figure_title = title
-    predictor.all_boxes = all_boxes
-    out = ensure_output_dir(Path(out_dir) if out_dir is not None else Path("predictions"), "--out")
-    results = []
-    for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
-        results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
-    (out / "predictions.json").write_text(json.dumps(
-        {**source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
-         "checkpoint_epoch": provenance["epoch"] if provenance else None,
-         "trained_on": provenance["data_kind"] if provenance else None,
-         "warning": warning, "method": method, "threshold": thresholds.uniform,
-         "thresholds": thresholds.values, "threshold_source": thresholds.source,
-         "threshold_description": thresholds.description,
-         "calibration": {"applied": calibration is not None, "note": message,
-                         "temperature": calibration.get("temperature") if calibration else None},
-         "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
-         "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
-         "registration": predictor.registration.describe(),
-         "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
-    return results
 

@@ -1,11 +1,11 @@
-"""Which checkpoint, trained on what: the facts reports and predictions print beside their numbers."""
+"""File hashes: the SHA-256 that identifies a checkpoint in every evaluation file, report and figure
+(the whole provenance record of a checkpoint is :func:`thoracic.training.checkpoints.checkpoint_info`)."""
 
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 #: Hex digits of the SHA-256 shown in reports and figures (the JSON outputs keep all 64).
 SHORT_HASH = 12
@@ -26,13 +26,4 @@ def file_sha256(path: str | Path) -> str:
     return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def checkpoint_provenance(path: str | Path) -> dict[str, Any]:
-    """``path``, ``sha256``, ``epoch``, ``global_step``, ``model_name``, ``backbone``, ``image_size``,
-    ``data_root`` and ``data_kind`` (``phantom`` / ``real`` / ``unknown``) of a thoracic checkpoint: the
-    record every evaluation file keeps (:func:`thoracic.training.checkpoints.checkpoint_info`)."""
-    from thoracic.training.checkpoints import checkpoint_info
-
-    return checkpoint_info(path)
-
-
-__all__ = ["SHORT_HASH", "checkpoint_provenance", "file_sha256"]
+__all__ = ["SHORT_HASH", "file_sha256"]

@@ -121,7 +121,7 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-METADATA_KEY = "thoracic"  # same as thoracic.export.METADATA_KEY (not imported: that module imports the models)
+METADATA_KEY = "thoracic"  # same as thoracic.workflows.export.METADATA_KEY (not imported: that module imports the models)
 TORCHSCRIPT_METADATA_FILE = "thoracic.json"
 
 
@@ -139,7 +139,7 @@ class ExportedModel:
 
     Attributes:
         path, format: the file and ``onnx`` / ``torchscript``.
-        metadata: the JSON stored with the export (see :func:`thoracic.export.export_metadata`).
+        metadata: the JSON stored with the export (see :func:`thoracic.workflows.export.export_metadata`).
         runtime: what runs it, in words (e.g. ``onnxruntime 1.20.1 (CPUExecutionProvider)``).
     """
 
@@ -293,50 +293,8 @@ class ExportedModule:
         return self
 
 
-def exported_predictor(path: str | Path, method: str = "native", threshold: float | dict[str, float] = 0.5,
-                       device: str = "cpu", calibrate: bool = True, registration: str = "geometric"
-                       ) -> tuple[Any, str, dict | None]:
-    """A :class:`~thoracic.prediction.Predictor` over an exported file.
-
-    Returns ``(predictor, calibration message, calibration dict or None)``: the metadata's calibration
-    (temperature scaling fitted on the run's validation split) is applied unless ``calibrate`` is False.
-
-    Raises:
-        ThoracicError: ``method`` other than ``native`` (Grad-CAM needs the PyTorch model: use
-            ``--checkpoint``), or an unreadable file.
-    """
-    from thoracic.evaluation.calibration import calibration_from_dict
-    from thoracic.geometry import FeatureGrid
-    from thoracic.prediction import Predictor
-
-    if method != "native":
-        raise ThoracicError(f"--method {method}: an exported model carries its native class maps only; "
-                            "Grad-CAM needs the PyTorch model (use --checkpoint RUN)")
-    exported = load_exported(path, device)
-    info = exported.metadata.get("calibration")
-    temperature = None
-    if info and calibrate:
-        calibration = calibration_from_dict(info, f"{path} metadata 'calibration'")
-        temperature = calibration.temperature
-        message = f"applied {calibration.describe()} stored in {path}"
-    elif info:
-        message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
-    else:
-        message = f"no calibration in {path}: uncalibrated probabilities"
-    geometry = exported.metadata.get("heatmap_geometry") or {}
-    try:
-        grid = FeatureGrid(tuple(int(v) for v in geometry["map_size"]), tuple(float(v) for v in geometry["stride"]),
-                           tuple(float(v) for v in geometry["cell_centre_offset"]),
-                           tuple(int(v) for v in geometry["input_size"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ThoracicError(f"{path}: metadata 'heatmap_geometry' lacks map_size, stride, cell_centre_offset or "
-                            f"input_size ({error!r}); export the run again with thoracic export") from None
-    predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
-                          threshold=threshold, device=device, temperature=temperature, registration=registration,
-                          grid=grid)
-    return predictor, message, info if temperature is not None else None
 
 
 __all__ = ["MAX_AUTO_WORKERS", "NOISY_LOGGERS", "NOISY_WARNINGS", "ExportedModel", "ExportedModule",
-           "exported_predictor", "load_exported", "quiet_libraries", "read_export_metadata", "resolve_device",
+           "load_exported", "quiet_libraries", "read_export_metadata", "resolve_device",
            "resolve_num_workers", "usable_cores"]

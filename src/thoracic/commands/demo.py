@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from thoracic.demo import DEMO_MODELS, DemoSettings
+    from thoracic.workflows.demo import DEMO_MODELS, DemoSettings
 
     defaults = DemoSettings()
     parser.add_argument("--out", type=Path, default=defaults.out_dir, help="output folder (default: %(default)s)")
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.demo import DemoSettings, check_learning, format_headline, run_demo
+    from thoracic.workflows.demo import DemoSettings, check_learning, format_headline, run_demo
 
     overrides = dict(DemoSettings().overrides)
     if args.epochs is not None:

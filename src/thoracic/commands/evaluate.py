@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.evaluation.pipeline import evaluate_run
+    from thoracic.workflows.evaluate import evaluate_run
 
     result = evaluate_run(args.run, split=args.split, n_bootstrap=args.bootstrap, batch_size=args.batch_size,
                           device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,

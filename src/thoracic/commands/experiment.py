@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.training.experiment import format_mean_std, run_experiment
+    from thoracic.workflows.experiment import format_mean_std, run_experiment
     from thoracic.config import load_config_by_name
 
     if not args.config:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.export import export_run
+    from thoracic.workflows.export import export_run
 
     result = export_run(args.run, args.fmt, out=args.out, which=args.checkpoint, opset=args.opset)
     check = result.metadata["verification"]

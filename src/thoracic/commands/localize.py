@@ -46,7 +46,8 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.evaluation.pipeline import headline, headline_text, localize_run
+    from thoracic.evaluation.protocol import headline, headline_text
+    from thoracic.workflows.localize import localize_run
 
     result = localize_run(args.run, method=args.method, thresholds=args.thresholds,
                           largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,

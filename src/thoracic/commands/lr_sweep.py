@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.training.sweep import PAPER_LR_GRID, lr_sweep
+    from thoracic.workflows.sweep import PAPER_LR_GRID, lr_sweep
     from thoracic.config import load_config_by_name
 
     if not args.config:

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.prediction import predict_images, probability_table
+    from thoracic.workflows.predict import predict_images
+    from thoracic.prediction import probability_table
 
     results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
                              threshold=args.threshold, device=args.device, progress=args.progress,

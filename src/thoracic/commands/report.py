@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.evaluation.report import build_report
+    from thoracic.workflows.report import build_report
 
     markdown, html = build_report(args.runs, args.out, split=args.split, title=args.title)
     print(f"wrote {markdown} and {html}")

@@ -3,9 +3,11 @@
 Pure metrics (no model, no data folder): :mod:`~thoracic.evaluation.classification` (``compute_auc``,
 ``roc_curve``) and :mod:`~thoracic.evaluation.localization` (``iou``, ``iobb``, ``boxes_from_heatmap``,
 ``score_localization``, ``localization_accuracy``, baselines). Running models over loaders:
-:mod:`~thoracic.evaluation.predictions`; what the commands do to a run folder:
-:mod:`~thoracic.evaluation.pipeline`; reports: :mod:`~thoracic.evaluation.report`. Heavier modules
-(figures, pipeline, report) are imported on use so that the metrics stay cheap to import.
+:mod:`~thoracic.evaluation.predictions`; the localization protocol after the network (boxes, scores, tables,
+headline): :mod:`~thoracic.evaluation.protocol`; overlay figures: :mod:`~thoracic.evaluation.overlays`;
+operating points, subgroups, calibration. What the commands do to a run folder is in
+:mod:`thoracic.workflows`, reports in :mod:`thoracic.reporting`. Heavier modules (figures, protocol,
+overlays) are not imported here so that the metrics stay cheap to import.
 """
 
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_auc, roc_curve, roc_curves

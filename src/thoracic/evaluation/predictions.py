@@ -21,7 +21,7 @@ import torch
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES
 from thoracic.errors import DataError
-from thoracic.heatmaps import HEATMAP_METHOD_NAMES
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 
 #: Heatmap methods (:func:`thoracic.heatmaps.create_heatmap_method`): native, gradcam, gradcam-layer3,
 #: gradcam-layer2, ig.
@@ -142,8 +142,6 @@ def compute_heatmaps(
     """
     if method not in HEATMAP_METHODS:
         raise DataError(f"heatmap method must be one of {HEATMAP_METHODS}, got {method!r}")
-    from thoracic.heatmaps import create_heatmap_method
-
     model = model.to(device).eval()
     wanted = {image_id: sorted(set(classes), key=CLASS_INDEX.__getitem__) for image_id, classes in needed.items()}
     maps: dict[tuple[str, str], np.ndarray] = {}
@@ -156,18 +154,9 @@ def compute_heatmaps(
                 continue
             images = batch["image"][keep].to(device)
             ids = [batch_ids[k] for k in keep]
-            if method == "native":
-                stack = heatmap_method.all_classes(images).float().cpu().numpy()
-                for row, image_id in enumerate(ids):
-                    for name in wanted[image_id]:
-                        maps[(image_id, name)] = stack[row, CLASS_INDEX[name]].astype(np.float64)
-            else:
-                classes = sorted({c for i in ids for c in wanted[i]}, key=CLASS_INDEX.__getitem__)
-                for name in classes:
-                    rows = [r for r, image_id in enumerate(ids) if name in wanted[image_id]]
-                    result = heatmap_method(images[rows], CLASS_INDEX[name]).float().cpu().numpy()
-                    for row, heatmap in zip(rows, result):
-                        maps[(ids[row], name)] = heatmap.astype(np.float64)
+            pairs = [(row, CLASS_INDEX[name]) for row, image_id in enumerate(ids) for name in wanted[image_id]]
+            for (row, k), heatmap in heatmap_method.selected(images, pairs).items():
+                maps[(ids[row], CLASS_NAMES[k])] = heatmap.float().cpu().numpy().astype(np.float64)
     missing = [(i, c) for i, classes in wanted.items() for c in classes if (i, c) not in maps]
     if missing:
         raise DataError(f"{len(missing)} box images were not in the loader, e.g. {missing[:3]}")

@@ -67,6 +67,23 @@ class HeatmapMethod:
     def __call__(self, images: torch.Tensor, class_index: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def selected(self, images: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """The ``(h, w)`` heatmaps of ``(row, class index)`` pairs of a batch, each in [0, 1].
+
+        What localization and prediction call, whatever the method: this default runs the method once per
+        class (in class order) on the rows that want it; a method that gets every class from one pass
+        (:class:`NativeHeatmap`) overrides it.
+        """
+        rows_of: dict[int, list[int]] = {}
+        for row, k in pairs:
+            rows_of.setdefault(int(k), []).append(int(row))
+        result: dict[tuple[int, int], torch.Tensor] = {}
+        for k in sorted(rows_of):
+            rows = rows_of[k]
+            for row, heatmap in zip(rows, self(images[rows], k)):
+                result[(row, k)] = heatmap
+        return result
+
 
 class NativeHeatmap(HeatmapMethod):
     """The ``class_maps`` of the model's own forward pass (``return_maps=True``), min-max normalised.
@@ -102,6 +119,11 @@ class NativeHeatmap(HeatmapMethod):
     def all_classes(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, num_classes, h, w)`` heatmaps in [0, 1], each map min-max normalised on its own."""
         return minmax_normalize(self.raw_maps(images).float())
+
+    def selected(self, images: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """Every pair from one forward pass (:meth:`all_classes`)."""
+        maps = self.all_classes(images)
+        return {(int(row), int(k)): maps[int(row), int(k)] for row, k in pairs}
 
     def __call__(self, images: torch.Tensor, class_index: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         maps = self.raw_maps(images)

@@ -1,5 +1,6 @@
-"""Training on Lightning: the LightningModule, ``train(config, resume=None) -> run folder``, the paper's
-learning-rate sweep and multi-seed experiments; ``checkpoints.load_run`` reads a run back.
+"""Training on Lightning: the LightningModule, ``train(config, resume=None) -> run folder``, the run folder
+(``run_folder``), the Trainer and data module (``factory``); ``checkpoints.load_run`` reads a run back.
+The learning-rate sweep and multi-seed experiments that drive ``train`` are in :mod:`thoracic.workflows`.
 
 Names are imported on first use so that ``thoracic.training.checkpoints`` (used by evaluation and
 prediction) does not pull in Lightning's trainer machinery.
@@ -15,15 +16,9 @@ _EXPORTS = {
     "NonFiniteLossError": "thoracic.training.module",
     "compute_loss": "thoracic.training.module",
     "train": "thoracic.training.trainer",
-    "evaluate_checkpoint": "thoracic.training.trainer",
-    "read_epoch_metrics": "thoracic.training.trainer",
+    "read_epoch_metrics": "thoracic.training.run_folder",
     "load_config_by_name": "thoracic.config",
     "config_for_resume": "thoracic.training.trainer",
-    "lr_sweep": "thoracic.training.sweep",
-    "PAPER_LR_GRID": "thoracic.training.sweep",
-    "run_experiment": "thoracic.training.experiment",
-    "aggregate_metrics": "thoracic.training.experiment",
-    "format_mean_std": "thoracic.training.experiment",
     "LoadedRun": "thoracic.training.checkpoints",
     "load_run": "thoracic.training.checkpoints",
     "find_checkpoint": "thoracic.training.checkpoints",

@@ -29,6 +29,9 @@ from thoracic.config import Config, config_from_dict, replace
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError, ThoracicError
 from thoracic.provenance import file_sha256
+from thoracic.data.synth import folder_kind
+from thoracic.models import build_model
+from thoracic.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,6 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
         RunError: no such run or checkpoint, an unreadable one, weights that do not fit the model the
             checkpoint's config names, or a device this machine does not have.
     """
-    from thoracic.models import build_model
-
-    from thoracic.runtime import resolve_device
-
     device = resolve_device(map_location) if isinstance(map_location, str) else map_location
     path = find_checkpoint(run, which)
     config, ckpt = load_checkpoint_config(path)
@@ -137,8 +136,6 @@ def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[st
         except (OSError, ValueError, AttributeError):
             kind = None
     if kind is None:
-        from thoracic.data.synth import folder_kind
-
         kind = folder_kind(config.data.root)
     return {
         "path": str(path.resolve()),

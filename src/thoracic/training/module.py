@@ -160,7 +160,7 @@ class ThoracicModule(LightningModule):
         self.test_loss = MeanMetric(nan_strategy="disable")
         self.train_loss = MeanMetric(nan_strategy="disable")
 
-    #: What the run trains on (:func:`thoracic.training.trainer.data_provenance`); saved into every
+    #: What the run trains on (:func:`thoracic.training.run_folder.data_provenance`); saved into every
     #: checkpoint as ``thoracic_data`` (read back by :func:`thoracic.training.checkpoints.checkpoint_info`).
     data_provenance: dict[str, Any] | None = None
 

@@ -34,10 +34,12 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from thoracic.config import Config, replace, save_config
+from thoracic.config import Config, ConfigError, load_config, replace, save_config
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir
-from thoracic.training.trainer import evaluate_checkpoint, train_or_resume
+from thoracic.safety import ensure_output_dir, folder_entries
+from thoracic.training.trainer import train_or_resume
+from thoracic.workflows.evaluate import evaluate_checkpoint, evaluate_run
+from thoracic.workflows.localize import localize_run
 
 
 @dataclass(frozen=True)
@@ -189,9 +191,6 @@ def check_experiment_folder(folder: Path) -> None:
     or a folder of other files is refused with what it holds (the experiment would overwrite or, on a
     restart, delete them).
     """
-    from thoracic.config import ConfigError, load_config
-    from thoracic.safety import folder_entries
-
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"--folder {folder} is an existing file; expected an experiment folder (new or empty)")
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -216,10 +215,6 @@ def check_experiment_folder(folder: Path) -> None:
 
 def _evaluate_seed(run_dir: Path, cfg: Config, n_bootstrap: int, localize: bool, device: str | None) -> None:
     """``thoracic evaluate`` (and ``localize``) on a seed's best checkpoint, unless already done."""
-    # Imported here: evaluation comes after training in the data flow (docs/ARCHITECTURE.md); only this
-    # orchestration step reaches forward into it.
-    from thoracic.evaluation.pipeline import evaluate_run, localize_run
-
     if device is None:
         on_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         device = "cuda" if on_gpu else "cpu"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+import torchvision
 
+from thoracic.config import load_config, load_config_by_name
 from thoracic.constants import BOX_CLASS_NAMES
+from thoracic.data.cache import prepare_cache
+from thoracic.data.synth import generate_phantom_dataset
+from thoracic.evaluation.protocol import headline
+from thoracic.safety import remove_owned
+from thoracic.training.run_folder import RUN_FILES
+from thoracic.training.trainer import train
+from thoracic.workflows.evaluate import evaluate_run
+from thoracic.workflows.export import export_run
+from thoracic.workflows.localize import localize_run
+from thoracic.workflows.report import build_report
 
 
 #: The paper models the demo trains, by config name.
@@ -106,8 +120,6 @@ def _phantom_matches(root: Path, settings: DemoSettings) -> bool:
 
 def ensure_phantom_data(settings: DemoSettings) -> Path:
     """The demo's phantom folder: generated once, reused while its parameters match."""
-    from thoracic.data.synth import generate_phantom_dataset
-
     root = settings.out_dir / "phantom"
     if _phantom_matches(root, settings):
         return root
@@ -131,9 +143,7 @@ def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[st
     """Mean test AUC and the localization headline per model and heatmap method
     (:data:`HEADLINE_COLUMNS`), read from each run's ``localization_<method>.csv``: accuracy at
     T(IoU)=0.3 and T(IoBB)=0.25 at heatmap threshold 180, means over the ``classes`` box classes with boxes,
-    beside the random-box and centre-box baselines (see :func:`thoracic.evaluation.pipeline.headline`)."""
-    from thoracic.evaluation.pipeline import headline
-
+    beside the random-box and centre-box baselines (see :func:`thoracic.evaluation.protocol.headline`)."""
     rows = []
     for name, run in runs.items():
         auc = json.loads((run / "evaluation" / "auc_test.json").read_text())
@@ -155,15 +165,6 @@ def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[st
 
 def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None] = print) -> DemoResult:
     """Run the whole pipeline (see the module docstring) and return where the report is."""
-    from thoracic.config import load_config, load_config_by_name
-    from thoracic.data.cache import prepare_cache
-    from thoracic.evaluation.pipeline import evaluate_run, localize_run
-    from thoracic.evaluation.report import build_report
-    from thoracic.export import export_run
-    from thoracic.training.trainer import train
-
-    import torch
-
     if settings.threads is not None:
         torch.set_num_threads(int(settings.threads))
     start = time.perf_counter()
@@ -193,9 +194,6 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
             train(None, resume=run_dir)
         else:
             if run_dir.exists():  # a run of other settings: only the files a run writes are deleted
-                from thoracic.safety import remove_owned
-                from thoracic.training.trainer import RUN_FILES
-
                 remove_owned(run_dir, RUN_FILES, "demo run folder", hint="Move them away or use another --out.")
             train(cfg)
         runs[name] = run_dir
@@ -236,11 +234,6 @@ RECORD_FILE = "demo_results.json"
 def write_demo_record(result: DemoResult, settings: DemoSettings, config: Any = None) -> Path:
     """``<out>/demo_results.json``: the headline table, its shortfalls (:func:`check_learning`), the wall
     time and what the numbers depend on (torch threads, CPU, library versions, the demo's settings)."""
-    import torch
-    import torchvision
-
-    import resource
-
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     record = {
         "minutes": round(result.seconds / 60, 2),

@@ -23,7 +23,7 @@ from lightning.pytorch import Callback
 
 from thoracic.config import Config, replace
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir
+from thoracic.safety import ensure_output_dir, folder_entries
 from thoracic.training.module import NonFiniteLossError
 from thoracic.training.trainer import train_or_resume
 
@@ -100,8 +100,6 @@ def lr_sweep(
 def check_sweep_folder(folder: Path) -> None:
     """Refuse a folder that is neither new, empty nor a sweep folder (``sweep.json`` or ``lr_*`` runs),
     listing what it holds: the sweep writes (and on a restart clears) its own files there."""
-    from thoracic.safety import folder_entries
-
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"sweep folder {folder} is an existing file; expected a folder (new or empty)")
     if not folder.is_dir() or not any(folder.iterdir()):

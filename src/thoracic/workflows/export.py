@@ -36,6 +36,12 @@ from torch import nn
 
 from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from thoracic.errors import RunError
+from thoracic import __version__
+from thoracic.config import to_dict
+from thoracic.evaluation.calibration import calibration_for_run
+from thoracic.geometry import heatmap_grid
+from thoracic.runtime import load_exported
+from thoracic.training.checkpoints import load_run
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -67,8 +73,6 @@ def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, An
     Cell ``(i, j)`` is centred at input pixel ``(offset[0] + i * stride[0], offset[1] + j * stride[1])``
     (pixel centres at integer coordinates); prediction from the exported file registers maps by it.
     """
-    from thoracic.geometry import heatmap_grid
-
     grid = heatmap_grid(model, int(image_size))
     return {
         "map_size": [int(v) for v in grid.shape], "input_size": [int(v) for v in grid.input_size],
@@ -105,9 +109,6 @@ def _read_json(path: Path) -> dict | None:
 
 def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> dict[str, Any]:
     """The JSON stored with an export of ``loaded`` (a :class:`~thoracic.training.checkpoints.LoadedRun`)."""
-    from thoracic import __version__
-    from thoracic.config import to_dict
-
     config = loaded.config
     size = int(config.data.image_size)
     base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
@@ -116,8 +117,6 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
     calibration = None
     calibration_note = "no calibration.json in the run"
     if (evaluation / "calibration.json").is_file():
-        from thoracic.evaluation.calibration import calibration_for_run
-
         stored, calibration_note = calibration_for_run(loaded)
         calibration = stored.info if stored is not None else None
     geometry = heatmap_geometry_metadata(model if model is not None else loaded.model, size)
@@ -219,9 +218,6 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
     Raises:
         RunError: unknown format, or the exported file's outputs differ from PyTorch's.
     """
-    from thoracic.runtime import load_exported
-    from thoracic.training.checkpoints import load_run
-
     if fmt not in EXPORT_FORMATS:
         raise RunError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
     loaded = load_run(run, which=which, map_location="cpu")

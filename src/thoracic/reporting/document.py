@@ -1,0 +1,69 @@
+"""A report as data: sections of figures, tables and notes (rendered by :mod:`thoracic.reporting.render`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from thoracic.reporting.runs import RunGroup, RunSummary
+
+
+@dataclass
+class ReportFigure:
+    """A figure file and its caption (words, not a file name)."""
+
+    caption: str
+    path: Path
+    wide: bool = False
+    """Shown across the whole page width (otherwise figures sit side by side in a grid)."""
+
+
+@dataclass
+class ReportTable:
+    """A table with its caption; the index is its first column when it is named, dropped otherwise."""
+
+    caption: str
+    frame: pd.DataFrame
+    note: str = ""
+    numeric: bool = True
+    """Right-align the cells (numbers); text tables are left-aligned."""
+
+
+@dataclass
+class Section:
+    """One section of the report: figures first, then the headline tables, then secondary tables
+    (folded in the HTML), then notes. ``intro`` is plain text (paragraphs separated by blank lines)."""
+
+    title: str
+    anchor: str
+    figures: list[ReportFigure] = field(default_factory=list)
+    tables: list[ReportTable] = field(default_factory=list)
+    folded_tables: list[ReportTable] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    intro: str = ""
+
+
+@dataclass
+class ReportContext:
+    """What every section builder gets."""
+
+    groups: list[RunGroup]
+    out_dir: Path
+    split: str = "test"
+    comparison: Path | None = None
+    """``compare_overlays.png`` written for this report (None when fewer than two runs / methods)."""
+
+    @property
+    def runs(self) -> list[RunSummary]:
+        return [r for g in self.groups for r in g.runs]
+
+    def run_label(self, run: RunSummary) -> str:
+        """The group label, plus the run folder's name inside a group of seeds."""
+        group = next(g for g in self.groups if any(r is run for r in g.runs))
+        return group.label if len(group.runs) == 1 else f"{group.label}: {run.path.name}"
+
+
+__all__ = ["ReportContext", "ReportFigure", "ReportTable", "Section"]

@@ -1,0 +1,278 @@
+"""Finding evaluated runs (run and experiment folders), reading their artefacts, grouping seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from thoracic.errors import RunError
+from thoracic.provenance import SHORT_HASH, file_sha256
+from thoracic.safety import read_json
+from thoracic.data.metadata import find_image_files
+
+
+_IGNORED_KEYS = ("seed", "run_name", "output_dir")
+
+
+@dataclass
+class RunSummary:
+    """What a report needs from one evaluated run folder.
+
+    ``checkpoints`` maps each evaluation file (``auc_test.json``, ``localization_native.json`` ...) to the
+    :func:`~thoracic.training.checkpoints.checkpoint_info` it records; ``warnings`` says, per run, what a
+    reader must know: an evaluation of another checkpoint than the run's current ``best.ckpt`` (``stale``),
+    or a checkpoint of another model than the run folder's ``config.yaml`` names.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    auc: dict[str, Any] | None
+    localization: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    operating_points: pd.DataFrame | None = None
+    """``operating_points_<split>.csv``: per class AUC, threshold, sensitivity, specificity."""
+    run_info: dict[str, Any] = field(default_factory=dict)
+    """``run_info.json`` (versions, data kind, image counts per split, box rows)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """``summary.json`` (epochs run, best epoch)."""
+    operating_point_method: str | None = None
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        """The model the evaluated checkpoint holds (its stored config), else the run's config.yaml."""
+        for info in self.checkpoints.values():
+            if info.get("model_name"):
+                return str(info["model_name"])
+        return str(self.config.get("model", {}).get("name", "?"))
+
+    def _evaluated(self, key: str) -> Any:
+        """A field of the evaluated checkpoint's record (None when no evaluation file records one)."""
+        return next((info[key] for info in self.checkpoints.values() if info.get(key) is not None), None)
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone of the evaluated checkpoint, else of the run's config.yaml."""
+        return self._evaluated("backbone") or self.config.get("model", {}).get("backbone")
+
+    @property
+    def image_size(self) -> int | None:
+        """The input side (pixels) of the evaluated checkpoint, else of the run's config.yaml."""
+        return self._evaluated("image_size") or self.config.get("data", {}).get("image_size")
+
+    @property
+    def data_kind(self) -> str | None:
+        """``phantom`` / ``real`` as the evaluated checkpoint records it."""
+        for info in self.checkpoints.values():
+            if info.get("data_kind"):
+                return str(info["data_kind"])
+        return None
+
+    @property
+    def roc_figure(self) -> Path | None:
+        return next((p for p in self.figures if p.name.startswith("roc_")), None)
+
+    def overlay_figures(self) -> dict[str, Path]:
+        """heatmap method -> ``overlays_<method>.png``."""
+        return {p.stem.split("_", 1)[1]: p for p in self.figures if p.name.startswith("overlays_")}
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    def group_key(self) -> str:
+        reduced = {k: v for k, v in self.config.items() if k not in _IGNORED_KEYS}
+        reduced["evaluated_model"] = self.model
+        return json.dumps(reduced, sort_keys=True, default=str)
+
+
+@dataclass
+class RunGroup:
+    """Runs of one config (seeds of one experiment) under a label."""
+
+    label: str
+    runs: list[RunSummary]
+
+    @property
+    def model(self) -> str:
+        return self.runs[0].model
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.yaml").is_file() or (path / "evaluation").is_dir())
+
+
+def _natural_key(path: Path) -> tuple:
+    """``seed2`` before ``seed10``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
+
+
+def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders: the run folders inside each experiment folder, or each path itself.
+
+    An experiment folder (``thoracic experiment``: its own ``config.yaml`` beside ``seed*/`` runs) is
+    recognised first, by the run folders it holds (a folder with ``config.yaml`` or ``evaluation/``);
+    a run folder holds none (its ``checkpoints/``, ``logs/`` and ``evaluation/`` are not runs).
+    """
+    runs: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise RunError(f"run {path} is not a folder (expected a run or experiment folder)")
+        children = sorted((p for p in path.iterdir() if _is_run(p)), key=_natural_key)
+        if children:
+            runs.extend(children)
+        elif _is_run(path):
+            runs.append(path)
+        else:
+            raise RunError(f"{path} holds neither a run (config.yaml) nor run folders (an experiment)")
+    return runs
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run / "config.yaml"
+    if path.is_file():
+        return yaml.safe_load(path.read_text()) or {}
+    for json_path in sorted((run / "evaluation").glob("auc_*.json")):
+        info = _read_evaluation_json(json_path)
+        return {"model": {"name": info.get("model", "?")}, "seed": info.get("seed")}
+    return {}
+
+
+def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
+    """Read ``config.yaml`` and ``evaluation/`` (``auc_<split>.json``, ``localization_*.csv``, figures)."""
+    run = Path(run)
+    evaluation = run / "evaluation"
+    if not evaluation.is_dir():
+        raise RunError(f"run {run} has no evaluation/ folder: run `thoracic evaluate {run}` first "
+                       "(`thoracic experiment` does it for every seed unless --no-test)")
+    auc_path = evaluation / f"auc_{split}.json"
+    auc = _read_evaluation_json(auc_path) if auc_path.is_file() else None
+    if auc is not None and not isinstance(auc.get("per_class"), dict):
+        raise RunError(f"{auc_path}: no 'per_class' table; expected the auc_{split}.json that thoracic evaluate "
+                       "writes (rerun it)")
+    localization = {p.stem.split("_", 1)[1]: _read_localization_csv(p)
+                    for p in sorted(evaluation.glob("localization_*.csv"))}
+    for table in localization.values():
+        table["threshold"] = table["threshold"].fillna("").astype(str)  # baselines have no heatmap threshold
+    figures = sorted(evaluation.glob(f"roc_{split}.png")) + sorted(evaluation.glob("overlays_*.png"))
+    if auc is None and not localization:
+        raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv")
+    points_path = evaluation / f"operating_points_{split}.csv"
+    points = pd.read_csv(points_path, keep_default_na=False, na_values=[""]) if points_path.is_file() else None
+    method = None
+    if (evaluation / "operating_points.json").is_file():
+        method = json.loads((evaluation / "operating_points.json").read_text()).get("method")
+    summary = RunSummary(run, _read_config(run), auc, localization, figures, points,
+                         _read_json(run / "run_info.json"), _read_json(run / "summary.json"), method)
+    check_provenance(summary, split)
+    return summary
+
+
+def check_provenance(summary: RunSummary, split: str = "test") -> None:
+    """Fill ``summary.checkpoints``, ``stale`` and ``warnings`` from the evaluation files' records.
+
+    Stale: an evaluation's checkpoint hash differs from the run's current ``checkpoints/best.ckpt`` (the
+    run was trained further after it was evaluated). Model: the evaluated checkpoint holds another model
+    than the run's ``config.yaml`` names (a checkpoint copied between runs).
+    """
+    evaluation = summary.path / "evaluation"
+    names = [f"auc_{split}.json"] + sorted(p.name for p in evaluation.glob("localization_*.json"))
+    for name in names:
+        path = evaluation / name
+        if not path.is_file():
+            continue
+        info = _read_evaluation_json(path).get("checkpoint")
+        if isinstance(info, dict):
+            summary.checkpoints[name] = info
+        else:
+            summary.warnings.append(f"{name} does not record which checkpoint it evaluated (written by an older "
+                                    f"thoracic): rerun `thoracic evaluate` / `thoracic localize` to be sure")
+    best = summary.path / "checkpoints" / "best.ckpt"
+    current = file_sha256(best) if best.is_file() else None
+    for name, info in summary.checkpoints.items():
+        if current is not None and info.get("sha256") and info["sha256"] != current:
+            summary.stale = True
+            summary.warnings.append(
+                f"STALE: {name} evaluated a checkpoint (epoch {info.get('epoch')}, sha256 {info['sha256'][:SHORT_HASH]}) that "
+                f"is no longer the run's best.ckpt (sha256 {current[:SHORT_HASH]}): rerun the evaluation")
+    configured = summary.config.get("model", {}).get("name")
+    evaluated = sorted({str(i["model_name"]) for i in summary.checkpoints.values() if i.get("model_name")})
+    if configured and evaluated and evaluated != [configured]:
+        summary.warnings.append(f"the run's config.yaml names model {configured}, but the evaluated checkpoint holds "
+                                f"{', '.join(evaluated)}: reported as {', '.join(evaluated)}")
+
+
+def _read_localization_csv(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype={"threshold": str, "source": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RunError(f"{path}: unreadable ({exc}); rerun `thoracic localize` for this run") from None
+    missing = [c for c in ("source", "threshold", "metric", "t", "class_name", "accuracy") if c not in table]
+    if missing:
+        raise RunError(f"{path}: columns {missing} missing; expected the table thoracic localize writes (rerun it)")
+    return table
+
+
+def _read_evaluation_json(path: Path) -> dict[str, Any]:
+    """An evaluation file (``auc_*.json``, ``localization_*.json``): damage is a named error."""
+    data = read_json(path, "an evaluation file", RunError)
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object (an evaluation file), got {type(data).__name__}")
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged side file must not stop the report
+        return {}
+
+
+def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
+    """Runs with the same config apart from the seed form one group (in first-seen order)."""
+    groups: dict[str, list[RunSummary]] = {}
+    for summary in summaries:
+        groups.setdefault(summary.group_key(), []).append(summary)
+    labels: dict[str, int] = {}
+    result = []
+    for runs in groups.values():
+        size = runs[0].image_size
+        # what was trained, at a glance: "baseline (resnet10, 160 px)" beside "Paper BL ResNet-34"; from
+        # the evaluated checkpoint when it is recorded (a checkpoint copied between runs keeps its model)
+        details = ", ".join(str(v) for v in (runs[0].backbone, f"{size} px" if size else None) if v)
+        base = f"{runs[0].model} ({details})" if details else runs[0].model
+        labels[base] = labels.get(base, 0) + 1
+        label = base if labels[base] == 1 else f"{base} #{labels[base]}"
+        if len(runs) > 1:
+            label += f" x{len(runs)} seeds"
+        elif runs[0].path.name != runs[0].model:
+            label += f" [{runs[0].path.name}]"
+        if any(r.stale for r in runs):
+            label += " (STALE)"
+        result.append(RunGroup(label, runs))
+    return result
+
+
+def image_paths(summary: RunSummary) -> dict[str, str]:
+    root = summary.config.get("data", {}).get("root")
+    if not root or not Path(root).is_dir():
+        return {}
+    try:
+        return find_image_files(root)
+    except Exception:  # noqa: BLE001 - a figure must never fail the report
+        return {}
+
+
+__all__ = ["RunGroup", "RunSummary", "check_provenance", "expand_runs", "group_runs", "image_paths", "load_run_summary"]

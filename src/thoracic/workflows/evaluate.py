@@ -1,0 +1,226 @@
+"""``thoracic evaluate``: classification of a run on a split (the command only parses arguments).
+
+``evaluate_run`` writes into ``<run>/evaluation/``::
+
+    predictions_<split>.csv   image_id, prob_<class> x 14, label_<class> x 14
+    auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
+    roc_<split>.png           ROC curves (paper Figs. 3-5)
+    table1_<split>.md / .csv  Table 1: per-class AUC beside Wang et al. 2017 and the seed paper's columns
+    operating_points.json     per-class thresholds chosen on the validation split (Youden's J or F1)
+    operating_points_<split>.csv  per class: AUC, threshold, sensitivity and specificity on <split>
+    predictions_val.csv       (also with --split test) the validation predictions the thresholds come from
+    subgroups_<split>.csv / .json / .png, subgroup_gaps_<split>.csv
+                              AUC and TPR per sex, age band, view and follow-up group; gaps (subgroups.py)
+    calibration_<split>.csv / .json, reliability_<split>.csv / .png
+                              ECE and reliability bins, before / after temperature scaling (calibration.py)
+    calibration.json          the fitted temperature (with ``calibrate``), applied by ``thoracic predict``
+
+``evaluate_checkpoint`` is the multi-process (Lightning) loss and AUC a training run records in its
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from thoracic.config import ConfigError, config_from_dict, merge_overrides, to_dict
+from thoracic.constants import CLASS_NAMES
+from thoracic.errors import DataError, RunError
+from thoracic.evaluation.calibration import (
+    CALIBRATION_FILE,
+    DEFAULT_BINS,
+    calibration_for_checkpoint,
+    evaluate_calibration,
+    fit_temperature,
+    save_calibration,
+    write_calibration,
+)
+from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
+from thoracic.evaluation.figures import roc_figure, save_figure
+from thoracic.evaluation.operating_points import (
+    OPERATING_POINT_METHODS,
+    OPERATING_POINTS_FILE,
+    choose_thresholds,
+    operating_point_table,
+    save_operating_points,
+)
+from thoracic.evaluation.predictions import predict, save_predictions
+from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, load_operating_points, save_subgroups
+from thoracic.io import write_text_atomic
+from thoracic.safety import read_json, write_json_atomic
+from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
+from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
+from thoracic.training.module import ThoracicModule
+from thoracic.training.trainer import model_without_pretrained_weights
+from thoracic.reporting.tables import write_run_table1
+from thoracic.workflows.common import open_run
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    auc: AUCResult
+    files: dict[str, Path]
+    operating_points: pd.DataFrame
+    """:func:`~thoracic.evaluation.operating_points.operating_point_table` of the evaluated split."""
+
+
+def evaluate_run(
+    run: str | Path,
+    split: str = "test",
+    n_bootstrap: int = 1000,
+    batch_size: int | None = None,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    cache: str | Path | None = None,
+    num_workers: int | None = None,
+    which: str = "best",
+    seed: int = 0,
+    progress: bool = True,
+    operating_point: str = "youden",
+    subgroups: bool = True,
+    age_bands: Sequence[int] | None = None,
+    subgroup_min_count: int = 1,
+    calibrate: str | None = None,
+    calibration_bins: int | None = None,
+) -> EvaluationResult:
+    """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
+    on ``split`` (test or val).
+
+    The operating points (``operating_point``: ``youden`` or ``f1``) are always chosen on the validation
+    split (:mod:`thoracic.evaluation.operating_points`) and their sensitivity / specificity reported on
+    ``split``. ``device``: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
+
+    Also, per sex / age band / view / follow-up group (``subgroups``; ``age_bands`` lower edges, default
+    0 20 40 60 80), AUC and TPR at those operating points with their gaps; and calibration (ECE,
+    reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature scaling on the
+    validation split and stores it as ``calibration.json``; without it, a stored calibration of the same
+    checkpoint is still measured.
+    """
+    if split not in ("test", "val"):
+        raise DataError(f"split must be 'test' or 'val', got {split!r}")
+    if operating_point not in OPERATING_POINT_METHODS:
+        raise DataError(f"operating point must be one of {OPERATING_POINT_METHODS}, got {operating_point!r}")
+    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers)
+    loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
+    predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
+    files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
+    if split == "val":
+        validation = predictions
+    else:
+        validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress)
+        files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
+    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=n_bootstrap,
+                      seed=seed, progress=progress)
+    auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
+    thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
+    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds)
+    points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc,
+                                   CLASS_NAMES, operating_point)
+    files["operating_points_csv"] = out / f"operating_points_{split}.csv"
+    points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
+    info = auc.to_dict()
+    info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
+                 "seed": loaded.config.seed, "checkpoint": loaded.info,
+                 "n_val_images": int(len(validation.image_ids))})
+    write_text_atomic(out / f"auc_{split}.json", json.dumps(info, indent=2))
+    files["auc_csv"] = out / f"auc_{split}.csv"
+    files["auc_json"] = out / f"auc_{split}.json"
+    # Table 1: this run beside Wang et al. 2017 and the seed paper's three columns
+    files["table1_md"], files["table1_csv"] = write_run_table1(info, to_dict(loaded.config), out, split)
+    curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
+    title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
+    files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
+    if subgroups:
+        files.update(_subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands, subgroup_min_count,
+                                progress))
+    files.update(_calibration(loaded, validation, predictions, out, split, calibrate, calibration_bins, device,
+                              progress))
+    return EvaluationResult(auc, files, points)
+
+
+def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
+               age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
+    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
+    thresholds, source = load_operating_points(out)
+    result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
+                                module.dataset.table, thresholds, source, CLASS_NAMES,
+                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
+                                seed=seed, min_count=min_count, progress=progress)
+    return save_subgroups(result, out, split)
+
+
+def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
+                 n_bins: int | None, device: str, progress: bool) -> dict[str, Path]:
+    """ECE / reliability files of one split; with ``calibrate``, first fit temperatures on the validation
+    split's predictions ``validation``."""
+    n_bins = n_bins or DEFAULT_BINS
+    files: dict[str, Path] = {}
+    if calibrate is not None:
+        fitting = validation
+        temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, CLASS_NAMES)
+        settings = {"split": split, "temperature_source": f"fitted on the val split ({calibrate}) by this evaluation"}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
+                                      notes, settings)
+        files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
+                                                 loaded.checkpoint_path, result, split, len(fitting.labels), notes)
+    else:
+        stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
+        settings = {"split": split, "temperature_source": message}
+        notes = {name: entry.get("note") or "" for name, entry in (stored.info.get("per_class") or {}).items()
+                 if isinstance(entry, dict)} if stored else {}
+        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES,
+                                      stored.temperature if stored else None, n_bins, notes, settings)
+    files.update(save_calibration(result, out, split))
+    return files
+
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
+             overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+    """Loss and per-class AUC of a run's checkpoint on ``split`` (``test`` or ``val``), with Lightning.
+
+    Runs on the run's own accelerator/devices settings (``overrides`` may change them, e.g.
+    ``{"train.devices": "1"}``); the AUC is gathered over all processes. Also stored in
+    ``summary.json`` under ``<split>_metrics``.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = find_checkpoint(run_dir, which)
+    cfg, ckpt = load_checkpoint_config(checkpoint)
+    if overrides:
+        cfg = config_from_dict(merge_overrides(to_dict(cfg), overrides))
+    if split not in ("test", "val"):
+        raise ConfigError(f"split: expected test or val, got {split!r}")
+    check_data_config(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test" if split == "test" else "fit")
+    loader = sharded_eval_loader(datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader())
+    module = ThoracicModule(cfg, class_frequencies=ckpt["hyper_parameters"].get("class_frequencies"),
+                            model=model_without_pretrained_weights(cfg))
+    module.load_state_dict(ckpt["state_dict"])
+    trainer = test_trainer(cfg)
+    results = trainer.test(module, dataloaders=loader, verbose=False)[0]
+    metrics = {k.replace("test_", f"{split}_", 1): _finite_or_none(v) for k, v in results.items()}
+    if trainer.is_global_zero:
+        path = run_dir / "summary.json"
+        summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
+        summary[f"{split}_metrics"] = metrics
+        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
+        write_json_atomic(path, summary)
+    return metrics
+
+
+__all__ = ["EvaluationResult", "evaluate_checkpoint", "evaluate_run"]

@@ -1,0 +1,111 @@
+"""``thoracic localize``: weakly supervised localization of a run (the command only parses arguments).
+
+``localize_run`` computes the heatmaps of every box row of the test images and writes, into
+``<run>/evaluation/``, what :mod:`thoracic.evaluation.protocol` makes of them (the file list is there) and
+``overlays_<method>.png`` (heatmap overlays with boxes, paper Figs. 6-8).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from thoracic.constants import METHOD_LABELS, MODEL_LABELS
+from thoracic.errors import DataError
+from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
+from thoracic.evaluation.localization import HEATMAP_THRESHOLDS
+from thoracic.evaluation.overlays import data_module_images, overlay_rows
+from thoracic.evaluation.predictions import HEATMAP_METHODS, compute_heatmaps, save_heatmaps
+from thoracic.evaluation.protocol import (
+    RANDOM_DRAWS,
+    ground_truth_boxes,
+    localize_boxes,
+    registration_table,
+    write_localization,
+)
+from thoracic.geometry import REGISTRATIONS, make_registration
+from thoracic.heatmaps import create_heatmap_method
+from thoracic.workflows.common import open_run
+
+
+@dataclass(frozen=True)
+class LocalizationRunResult:
+    accuracy: pd.DataFrame
+    scores: pd.DataFrame
+    boxes: pd.DataFrame
+    files: dict[str, Path]
+    registrations: pd.DataFrame | None = None
+    """:func:`registration_table` of the run's heatmaps (the registration used first)."""
+
+
+def localize_run(
+    run: str | Path,
+    method: str = "native",
+    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    largest_only: bool = False,
+    batch_size: int | None = None,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    cache: str | Path | None = None,
+    num_workers: int | None = None,
+    which: str = "best",
+    seed: int = 0,
+    n_examples: int = 8,
+    progress: bool = True,
+    draws: int = RANDOM_DRAWS,
+    registration: str = "geometric",
+) -> LocalizationRunResult:
+    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol).
+
+    ``registration``: where heatmap cells sit in the image, ``geometric`` (their receptive-field centres,
+    derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
+    the same heatmaps (``registration_<method>.csv``).
+    """
+    if method not in HEATMAP_METHODS:
+        raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if registration not in REGISTRATIONS:
+        raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
+    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers)
+    loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
+    ground_truth = ground_truth_boxes(module.box_table)
+    if ground_truth.empty:
+        raise DataError(f"{module.root}: no test image carries a box (BBox_List_2017.csv rows)")
+    needed = ground_truth.groupby("image_id")["class_name"].apply(list).to_dict()
+    heatmaps = compute_heatmaps(loaded.model, module.box_dataloader(), needed, method=method, device=device,
+                                progress=progress)
+    grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
+    registered = make_registration(registration, grid)
+    files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
+    tables = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed, progress=progress,
+                            draws=draws, registration=registered)
+    sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()], thresholds,
+                                     largest_only)
+    sensitivity.to_csv(out / f"registration_{method}.csv", index=False, float_format="%.6f")
+    info = {
+        "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
+        "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in thresholds],
+        "largest_only": bool(largest_only), "baseline_seed": seed, "random_box_draws": int(draws),
+        "n_box_rows": int(len(ground_truth)), "n_images": int(ground_truth["image_id"].nunique()),
+        "registration": registered.describe(),
+        "registrations": json.loads(sensitivity.to_json(orient="records")),
+    }
+    files.update(write_localization(out, method, tables, info))
+    files["registration"] = out / f"registration_{method}.csv"
+    boxes, scores, accuracy = tables.boxes, tables.scores, tables.accuracy
+    name = loaded.config.model.name
+    label = f"{MODEL_LABELS.get(name, name)}, {METHOD_LABELS.get(method, method)}"
+    rows = overlay_rows(ground_truth, {label: (heatmaps, boxes)}, n_examples, data_module_images(module),
+                        registrations={label: registered})
+    if rows:
+        top = int(max(thresholds))
+        figure = overlay_figure(rows, legend=box_legend_handles(solid_label=f"predicted box (heatmap > {top})"),
+                                title=f"{label}: test images with boxes")
+        files["overlays"] = save_figure(figure, out / f"overlays_{method}.png")
+    return LocalizationRunResult(accuracy, scores, boxes, files, sensitivity)
+
+
+__all__ = ["LocalizationRunResult", "localize_run"]

@@ -1,0 +1,184 @@
+"""``thoracic predict``: a run's (or an exported file's) model on new images, figures and ``predictions.json``.
+
+The command only parses arguments. What one image goes through (preprocessing, thresholds, heatmaps,
+boxes, figures) is :mod:`thoracic.prediction`; an exported file runs through :mod:`thoracic.runtime`
+without Lightning or the model code (this module imports :mod:`thoracic.training` only for a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.errors import DataError, ThoracicError
+from thoracic.evaluation.calibration import calibration_for_run, calibration_from_dict
+from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION
+from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD
+from thoracic.geometry import FeatureGrid
+from thoracic.prediction import (
+    ImagePrediction,
+    Predictor,
+    calibrated_thresholds,
+    collect_image_paths,
+    exported_thresholds,
+    figure_names,
+    resolve_thresholds,
+)
+from thoracic.provenance import SHORT_HASH
+from thoracic.runtime import ExportedModule, load_exported, resolve_device
+from thoracic.safety import ensure_output_dir
+
+
+def exported_predictor(path: str | Path, method: str = "native", threshold: float | dict[str, float] = 0.5,
+                       device: str = "cpu", calibrate: bool = True, registration: str = "geometric"
+                       ) -> tuple[Any, str, dict | None]:
+    """A :class:`~thoracic.prediction.Predictor` over an exported file (:func:`thoracic.runtime.load_exported`).
+
+    Returns ``(predictor, calibration message, calibration dict or None)``: the metadata's calibration
+    (temperature scaling fitted on the run's validation split) is applied unless ``calibrate`` is False.
+
+    Raises:
+        ThoracicError: ``method`` other than ``native`` (Grad-CAM needs the PyTorch model: use
+            ``--checkpoint``), or an unreadable file.
+    """
+    if method != "native":
+        raise ThoracicError(f"--method {method}: an exported model carries its native class maps only; "
+                            "Grad-CAM needs the PyTorch model (use --checkpoint RUN)")
+    exported = load_exported(path, device)
+    info = exported.metadata.get("calibration")
+    temperature = None
+    if info and calibrate:
+        calibration = calibration_from_dict(info, f"{path} metadata 'calibration'")
+        temperature = calibration.temperature
+        message = f"applied {calibration.describe()} stored in {path}"
+    elif info:
+        message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
+    else:
+        message = f"no calibration in {path}: uncalibrated probabilities"
+    geometry = exported.metadata.get("heatmap_geometry") or {}
+    try:
+        grid = FeatureGrid(tuple(int(v) for v in geometry["map_size"]), tuple(float(v) for v in geometry["stride"]),
+                           tuple(float(v) for v in geometry["cell_centre_offset"]),
+                           tuple(int(v) for v in geometry["input_size"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ThoracicError(f"{path}: metadata 'heatmap_geometry' lacks map_size, stride, cell_centre_offset or "
+                            f"input_size ({error!r}); export the run again with thoracic export") from None
+    predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
+                          threshold=threshold, device=device, temperature=temperature, registration=registration,
+                          grid=grid)
+    return predictor, message, info if temperature is not None else None
+
+
+def predict_images(
+    inputs: Sequence[str | Path],
+    checkpoint: str | Path | None,
+    out_dir: str | Path | None = None,
+    method: str = "native",
+    threshold: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    all_boxes: bool = False,
+    model: str | Path | None = None,
+    calibrate: bool = True,
+    log: Callable[[str], None] | None = None,
+    registration: str = "geometric",
+) -> list[ImagePrediction]:
+    """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
+
+    Args:
+        inputs: files and/or folders (see :func:`collect_image_paths`).
+        checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
+        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
+            runs without Lightning or the model code; native heatmaps only).
+        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
+            the export's metadata) when there is one.
+        out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
+            go (default ``predictions/`` in the working folder).
+        threshold: one probability threshold for every class; None (default) uses the run's operating
+            points (:func:`resolve_thresholds`).
+        device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
+        all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
+        log: receives the messages for the user (calibration, which thresholds, phantom-data warning); the CLI
+            prints them on stderr.
+
+    Returns:
+        One result per file, in input order; a file that failed has ``error`` set (the others are still
+        processed).
+
+    Raises:
+        DataError: when no input image exists at all.
+    """
+    if (checkpoint is None) == (model is None):
+        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
+        raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
+    say = log or (lambda message: None)
+    paths = collect_image_paths(inputs)
+    device = resolve_device(device)
+    warning = None
+    if model is not None:
+        predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate,
+                                                             registration)
+        metadata = predictor.model.exported.metadata
+        thresholds = exported_thresholds(threshold, metadata, model)
+        provenance = metadata.get("checkpoint_info")
+        source = {"model": str(model), "checkpoint": metadata.get("checkpoint")}
+        title = f"{METHOD_LABELS.get(method, method)} of exported model {model}"
+        if provenance is not None:
+            title += f" (checkpoint sha256 {provenance['sha256'][:SHORT_HASH]})"
+    else:
+        # Imported here, not at the top: an exported model runs without the model code and Lightning
+        # (``thoracic predict --model`` on a machine that has only onnxruntime / TorchScript).
+        from thoracic.training.checkpoints import load_run
+
+        loaded = load_run(checkpoint, which="best", map_location=device)
+        provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
+        thresholds = resolve_thresholds(threshold, loaded.run_dir)
+        stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
+        calibration = stored.info if stored is not None else None
+        config = loaded.config
+        title = (f"{METHOD_LABELS.get(method, method)} of {MODEL_LABELS.get(config.model.name, config.model.name)} "
+                 f"({config.model.backbone}, {config.data.image_size} px); checkpoint {loaded.checkpoint_path} "
+                 f"(epoch {provenance['epoch']}, sha256 {provenance['sha256'][:SHORT_HASH]})")
+        predictor = Predictor(loaded.model, config.data.image_size, config.data.normalize, method=method,
+                              device=device, temperature=stored.temperature if stored is not None else None,
+                              registration=registration)
+        source = {"checkpoint": str(loaded.checkpoint_path)}
+    if predictor.temperature is not None and thresholds.source == "operating_points":
+        thresholds = calibrated_thresholds(thresholds, predictor.temperature)
+    predictor.thresholds = dict(thresholds.values)
+    say(message)
+    say(f"thresholds: {thresholds.description}")
+    if provenance is not None and provenance.get("data_kind") == "phantom":
+        warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
+                   f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
+        say(f"warning: {warning}")
+        title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
+    predictor.figure_title = title
+    predictor.all_boxes = all_boxes
+    out = ensure_output_dir(Path(out_dir) if out_dir is not None else Path("predictions"), "--out")
+    results = []
+    for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
+        results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
+    (out / "predictions.json").write_text(json.dumps(
+        {**source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
+         "checkpoint_epoch": provenance["epoch"] if provenance else None,
+         "trained_on": provenance["data_kind"] if provenance else None,
+         "warning": warning, "method": method, "threshold": thresholds.uniform,
+         "thresholds": thresholds.values, "threshold_source": thresholds.source,
+         "threshold_description": thresholds.description,
+         "calibration": {"applied": calibration is not None, "note": message,
+                         "temperature": calibration.get("temperature") if calibration else None},
+         "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
+         "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
+         "registration": predictor.registration.describe(),
+         "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
+    return results
+
+
+__all__ = ["exported_predictor", "predict_images"]

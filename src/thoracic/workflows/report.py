@@ -1,0 +1,41 @@
+"""``thoracic report``: Markdown and HTML reports of evaluated runs (the command only parses arguments)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+from thoracic.errors import RunError
+from thoracic.safety import ensure_output_dir
+from thoracic.reporting.runs import expand_runs, group_runs, load_run_summary
+from thoracic.reporting.sections import build_sections
+from thoracic.reporting.render import render_html, render_markdown
+from thoracic.reporting.comparison import comparison_figure
+
+
+def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, split: str = "test",
+                 title: str = "thoracic evaluation report") -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` (figures embedded) for the given runs / experiments.
+
+    ``out_dir`` defaults to the folder given when there is one (a run or an experiment folder), or
+    ``./report`` for several.
+    """
+    if split not in ("test", "val"):
+        raise RunError(f"split must be 'test' or 'val', got {split!r}")
+    paths = expand_runs(runs)
+    summaries = [load_run_summary(p, split) for p in paths]
+    groups = group_runs(summaries)
+    if out_dir is None:
+        out_dir = Path(runs[0]) if len(runs) == 1 else Path("report")
+    out_dir = ensure_output_dir(out_dir, "--out")
+    comparison = comparison_figure(summaries, out_dir, groups=groups)
+    sections = build_sections(groups, out_dir, split, comparison)
+    markdown_path = out_dir / "report.md"
+    html_path = out_dir / "report.html"
+    markdown_path.write_text(render_markdown(sections, title, out_dir))
+    html_path.write_text(render_html(sections, title))
+    return markdown_path, html_path
+
+
+__all__ = ["build_report"]
