@@ -209,7 +209,7 @@ def test_file_system_errors_deep_inside_a_command_are_named(phantom_dir, tmp_pat
     system, full disk) is one line naming the file, not a traceback."""
     import errno
 
-    from thoracic.data import synth
+    from thoracic.data.synth import folder as synth  # the module whose save_png the generator calls
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x" / "images"))
