@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from thoracic.config import load_config
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.data.synth import generate_phantom_dataset
     from thoracic.evaluation.pipeline import evaluate_run, localize_run
     from thoracic.training.trainer import load_config_by_name, train

@@ -12,7 +12,8 @@ import torch
 
 from thoracic.config import DataConfig
 from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
-from thoracic.data.cache import ImageCache, prepare_cache
+from thoracic.data.cache import ImageCache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.dataset import ChestXrayDataModule, ChestXrayDataset, collate_samples, normalize_images
 from thoracic.data.metadata import load_chestxray14
 from thoracic.errors import DataError

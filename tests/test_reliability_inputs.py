@@ -21,7 +21,7 @@ from PIL import Image
 
 from thoracic.cli import main
 from thoracic.config import ConfigError, load_config
-from thoracic.data.cache import prepare_cache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.images import read_image
 from thoracic.errors import DataError
 from thoracic.training.checkpoints import checkpoint_info

@@ -156,7 +156,7 @@ def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[st
 def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None] = print) -> DemoResult:
     """Run the whole pipeline (see the module docstring) and return where the report is."""
     from thoracic.config import load_config, load_config_by_name
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.evaluation.pipeline import evaluate_run, localize_run
     from thoracic.evaluation.report import build_report
     from thoracic.export import export_run
