@@ -225,7 +225,7 @@ def test_views_and_allow_missing_images(phantom_dir, phantom_cache, tmp_path):
 
 
 def _augmentation_of(original: torch.Tensor, augmented: torch.Tensor, limit: int) -> tuple[bool, int, int] | None:
-    """The (flip, dy, dx) of ``ChestXrayDataset._augment``'s transform family (horizontal flip, then a
+    """The (flip, dy, dx) of ``flip_and_shift``'s transform family (horizontal flip, then a
     zero-filled shift of at most ``limit`` pixels) that maps ``original`` to ``augmented``; None if none does."""
     size = original.shape[-1]
     for flip in (False, True):
