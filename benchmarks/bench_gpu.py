@@ -142,7 +142,7 @@ def _phantom_loader(work: Path, settings: dict[str, Any], pin_memory: bool) -> A
     """The project's train DataLoader over a prepared cache of phantom images at the benchmark size."""
     from torch.utils.data import DataLoader
 
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.data.dataset import ChestXrayDataModule
     from thoracic.data.synth import generate_phantom_dataset
 

@@ -50,7 +50,8 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     from PIL import Image
     from torch.utils.data import DataLoader
 
-    from thoracic.data.cache import ImageCache, prepare_cache
+    from thoracic.data.cache import ImageCache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.data.dataset import ChestXrayDataset, collate_samples
     from thoracic.data.metadata import load_chestxray14
 

@@ -69,7 +69,7 @@ def run(quick: bool = False, workdir: Path | None = None, workers: int | None = 
     """
     from PIL import Image
 
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
 
     image_size = 32 if quick else 256
     repeats = 2 if quick else 5

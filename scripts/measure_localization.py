@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from thoracic.config import load_config
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.data.synth import generate_phantom_dataset
     from thoracic.workflows.evaluate import evaluate_run
     from thoracic.workflows.localize import localize_run

@@ -48,6 +48,6 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_cache(phantom_dir: Path) -> Path:
     """The 64 px cache of ``phantom_dir`` (its default location ``phantom_dir/cache_64``)."""
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
 
     return prepare_cache(phantom_dir, PHANTOM_SIZE, workers=1, progress=False)

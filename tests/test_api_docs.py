@@ -21,7 +21,9 @@ API_PAGE = REPO / "docs" / "api.md"
 PUBLIC_PACKAGES = ("thoracic.models", "thoracic.heatmaps", "thoracic.evaluation")
 #: ``thoracic.data`` lists its submodules; each one's public names are those it defines.
 DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data.boxes", "thoracic.data.images",
-                "thoracic.data.cache", "thoracic.data.dataset", "thoracic.data.synth")
+                "thoracic.data.cache", "thoracic.data.cache_writer", "thoracic.data.dataset",
+                "thoracic.data.transforms", "thoracic.data.synth.folder", "thoracic.data.synth.render",
+                "thoracic.data.synth.shapes", "thoracic.data.synth.family_a", "thoracic.data.synth.family_b")
 #: Modules whose docstrings hold examples (each must hold at least one).
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
                    "thoracic.evaluation.classification", "thoracic.evaluation.localization", "thoracic.data",

@@ -14,8 +14,9 @@ import pytest
 
 from thoracic.cli import main as cli_main
 from thoracic.constants import CLASS_NAMES
-from thoracic.data import cache as cache_module
-from thoracic.data.cache import ImageCache, prepare_cache
+from thoracic.data import cache_writer as cache_module
+from thoracic.data.cache import ImageCache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.images import read_image, resize_image
 from thoracic.data.metadata import load_chestxray14
 from thoracic.data.synth import render_phantom
@@ -91,7 +92,7 @@ def test_resume_after_sigkill_equals_uninterrupted(phantom_dir, phantom_cache, t
     target = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import os, signal
-        from thoracic.data import cache
+        from thoracic.data import cache_writer as cache
         original, seen = cache._decode_one, []
         def decode(path, size):
             if len(seen) == 45:

@@ -12,7 +12,8 @@ import torch
 
 from thoracic.config import DataConfig
 from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
-from thoracic.data.cache import ImageCache, prepare_cache
+from thoracic.data.cache import ImageCache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.dataset import ChestXrayDataModule, ChestXrayDataset, collate_samples, normalize_images
 from thoracic.data.metadata import load_chestxray14
 from thoracic.errors import DataError
@@ -224,7 +225,7 @@ def test_views_and_allow_missing_images(phantom_dir, phantom_cache, tmp_path):
 
 
 def _augmentation_of(original: torch.Tensor, augmented: torch.Tensor, limit: int) -> tuple[bool, int, int] | None:
-    """The (flip, dy, dx) of ``ChestXrayDataset._augment``'s transform family (horizontal flip, then a
+    """The (flip, dy, dx) of ``flip_and_shift``'s transform family (horizontal flip, then a
     zero-filled shift of at most ``limit`` pixels) that maps ``original`` to ``augmented``; None if none does."""
     size = original.shape[-1]
     for flip in (False, True):

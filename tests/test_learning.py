@@ -41,7 +41,7 @@ def pooled_accuracy(table: pd.DataFrame, method: str, metric: str, t: float) -> 
 
 @pytest.mark.slow
 def test_trained_phantom_run_learns_and_beats_the_localization_baselines(tmp_path: Path) -> None:
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
     from thoracic.data.synth import generate_phantom_dataset
     from thoracic.workflows.evaluate import evaluate_run
     from thoracic.workflows.localize import localize_run

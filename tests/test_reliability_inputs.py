@@ -21,7 +21,7 @@ from PIL import Image
 
 from thoracic.cli import main
 from thoracic.config import ConfigError, load_config
-from thoracic.data.cache import prepare_cache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.images import read_image
 from thoracic.errors import DataError
 from thoracic.training.checkpoints import checkpoint_info
@@ -209,7 +209,7 @@ def test_file_system_errors_deep_inside_a_command_are_named(phantom_dir, tmp_pat
     system, full disk) is one line naming the file, not a traceback."""
     import errno
 
-    from thoracic.data import synth
+    from thoracic.data.synth import folder as synth  # the module whose save_png the generator calls
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x" / "images"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from thoracic.data.cache import prepare_cache
+from thoracic.data.cache_writer import prepare_cache
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SEED = int(os.environ.get("THORACIC_FAULT_SEED", "0"))
@@ -32,7 +32,7 @@ FILES = ("images.npy", "done.npy", "original_sizes.npy", "checksums.npy", "index
 CHILD = textwrap.dedent("""
     import os, signal, sys, time
     kill_at, where, slow, token = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
-    from thoracic.data import cache
+    from thoracic.data import cache_writer as cache
     counts = {}
     def tick(kind):
         if where not in ("all", kind):

@@ -606,7 +606,7 @@ def test_train_or_resume_never_deletes_checkpoints(tmp_path):
 @pytest.mark.slow
 @pytest.mark.nih
 def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_path):
-    from thoracic.data.cache import prepare_cache
+    from thoracic.data.cache_writer import prepare_cache
 
     prepare_cache(nih_sample_dir, 64, workers=1, progress=False)
     for model in MODELS:

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.data.cache import ImageCache, prepare_cache
+    from thoracic.data.cache import ImageCache
+    from thoracic.data.cache_writer import prepare_cache
 
     cache_dir = prepare_cache(
         args.data,

@@ -12,7 +12,7 @@ entry point                                        what it gives
 :func:`splits.make_splits`                         train / val / test row indices (patient-disjoint)
 :func:`images.read_image` (path)                   2-D uint8 grayscale array of a PNG / JPEG / DICOM file
 :func:`boxes.scale_boxes`                          boxes mapped between image sizes
-:func:`cache.prepare_cache` (root, S)              the N x S x S uint8 memory-mapped cache (``thoracic prepare``)
+:func:`cache_writer.prepare_cache` (root, S)       the N x S x S uint8 memory-mapped cache (``thoracic prepare``)
 :class:`cache.ImageCache`                          its read side (``ImageCache.open(folder)``)
 :class:`dataset.ChestXrayDataset`                  samples: ``image`` 3 x S x S float, ``labels`` 14, boxes
 :class:`dataset.ChestXrayDataModule`               the Lightning loaders built from a ``DataConfig``
@@ -23,7 +23,8 @@ From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folde
 
 >>> import tempfile
 >>> from pathlib import Path
->>> from thoracic.data.cache import ImageCache, prepare_cache
+>>> from thoracic.data.cache import ImageCache
+>>> from thoracic.data.cache_writer import prepare_cache
 >>> from thoracic.data.dataset import ChestXrayDataset
 >>> from thoracic.data.metadata import load_chestxray14
 >>> from thoracic.data.synth import generate_phantom_dataset
@@ -43,4 +44,4 @@ From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folde
 
 from __future__ import annotations
 
-__all__ = ["boxes", "cache", "dataset", "images", "metadata", "splits", "synth"]
+__all__ = ["boxes", "cache", "cache_writer", "dataset", "images", "metadata", "splits", "synth"]

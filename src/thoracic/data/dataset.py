@@ -37,7 +37,7 @@ from thoracic.data.boxes import scale_boxes
 from thoracic.data.cache import ImageCache, default_cache_dir
 from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxray14
 from thoracic.data.splits import Splits, make_splits
-from thoracic.data.transforms import NORMALIZATIONS, normalize_images  # noqa: F401 - part of this module's API
+from thoracic.data.transforms import NORMALIZATIONS, flip_and_shift, normalize_images  # noqa: F401 - re-exported
 from thoracic.errors import DataError
 from thoracic.runtime import resolve_num_workers
 
@@ -103,7 +103,8 @@ class ChestXrayDataset(Dataset):
         indices: rows of ``dataset.table`` (default: all).
         normalize: ``"imagenet"`` or ``"none"``. as_uint8: return the raw 1 x S x S uint8 image.
         augment: random horizontal flip (p = 0.5) and shift by up to ``max_shift`` of the side (zero
-            fill), drawn from torch's RNG (seeded per worker from the loader's generator).
+            fill), drawn from torch's RNG (seeded per worker from the loader's generator); see
+            :func:`~thoracic.data.transforms.flip_and_shift`.
     """
 
     def __init__(
@@ -166,38 +167,12 @@ class ChestXrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _augment(self, pixels: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """Random flip and shift of the image and the same on its boxes (clipped; boxes shifted
-        entirely out of view are dropped). Returns (pixels, boxes, mask of the boxes kept)."""
-        size = pixels.shape[-1]
-        if torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)
-            boxes = boxes.copy()
-            boxes[:, 0] = size - boxes[:, 0] - boxes[:, 2]
-        keep = np.ones(len(boxes), dtype=bool)
-        limit = int(round(self.max_shift * size))
-        if limit > 0:
-            dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
-            shifted = torch.zeros_like(pixels)
-            src_y, dst_y = slice(max(0, -dy), size - max(0, dy)), slice(max(0, dy), size - max(0, -dy))
-            src_x, dst_x = slice(max(0, -dx), size - max(0, dx)), slice(max(0, dx), size - max(0, -dx))
-            shifted[..., dst_y, dst_x] = pixels[..., src_y, src_x]
-            pixels = shifted
-            if len(boxes):
-                x0 = np.clip(boxes[:, 0] + dx, 0, size)
-                y0 = np.clip(boxes[:, 1] + dy, 0, size)
-                x1 = np.clip(boxes[:, 0] + boxes[:, 2] + dx, 0, size)
-                y1 = np.clip(boxes[:, 1] + boxes[:, 3] + dy, 0, size)
-                boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
-                keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        return pixels, boxes, keep
-
     def __getitem__(self, item: int) -> dict[str, Any]:
         pixels = torch.from_numpy(np.array(self.cache.images[self.cache_rows[item]], dtype=np.uint8))[None]
         start, stop = self._box_start[item], self._box_stop[item]
         boxes, classes = self._box_xywh[start:stop], self._box_classes[start:stop]
         if self.augment:
-            pixels, boxes, keep = self._augment(pixels, boxes)
+            pixels, boxes, keep = flip_and_shift(pixels, boxes, self.max_shift)
             boxes, classes = boxes[keep], classes[keep]
         image = pixels if self.as_uint8 else normalize_images(pixels, self.normalize)
         return {

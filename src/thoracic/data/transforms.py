@@ -1,11 +1,14 @@
-"""Image normalisation shared by training, evaluation and prediction (torch only, no Lightning).
+"""Image transforms: the normalisation shared by training, evaluation and prediction, and the training
+augmentation (torch and numpy only, no Lightning).
 
 Kept apart from :mod:`thoracic.data.dataset` (a LightningDataModule) so that prediction with an exported
-model loads neither Lightning nor the model code; :mod:`thoracic.data.dataset` re-exports both names.
+model loads neither Lightning nor the model code; :mod:`thoracic.data.dataset` re-exports
+:data:`NORMALIZATIONS` and :func:`normalize_images`, and augments its samples with :func:`flip_and_shift`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -37,3 +40,34 @@ def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch
         std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
         x = (x - mean) / std
     return x
+
+
+def flip_and_shift(pixels: torch.Tensor, boxes: np.ndarray,
+                   max_shift: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Random horizontal flip (p = 0.5) and shift by up to ``max_shift`` of the side (zero fill) of one
+    (C, S, S) image, and the same on its K x 4 boxes (x, y, w, h; clipped to the image; boxes shifted
+    entirely out of view are dropped by the caller). Draws from torch's global RNG (seeded per worker
+    from the loader's generator): one number for the flip, then two for the shift when it can be
+    non-zero. Returns (pixels, boxes, mask of the boxes kept)."""
+    size = pixels.shape[-1]
+    if torch.rand(()) < 0.5:
+        pixels = pixels.flip(-1)
+        boxes = boxes.copy()
+        boxes[:, 0] = size - boxes[:, 0] - boxes[:, 2]
+    keep = np.ones(len(boxes), dtype=bool)
+    limit = int(round(max_shift * size))
+    if limit > 0:
+        dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
+        shifted = torch.zeros_like(pixels)
+        src_y, dst_y = slice(max(0, -dy), size - max(0, dy)), slice(max(0, dy), size - max(0, -dy))
+        src_x, dst_x = slice(max(0, -dx), size - max(0, dx)), slice(max(0, dx), size - max(0, -dx))
+        shifted[..., dst_y, dst_x] = pixels[..., src_y, src_x]
+        pixels = shifted
+        if len(boxes):
+            x0 = np.clip(boxes[:, 0] + dx, 0, size)
+            y0 = np.clip(boxes[:, 1] + dy, 0, size)
+            x1 = np.clip(boxes[:, 0] + boxes[:, 2] + dx, 0, size)
+            y1 = np.clip(boxes[:, 1] + boxes[:, 3] + dy, 0, size)
+            boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
+            keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    return pixels, boxes, keep

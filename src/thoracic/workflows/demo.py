@@ -40,7 +40,7 @@ import torchvision
 
 from thoracic.config import load_config, load_config_by_name
 from thoracic.constants import BOX_CLASS_NAMES
-from thoracic.data.cache import prepare_cache
+from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.synth import generate_phantom_dataset
 from thoracic.evaluation.protocol import headline
 from thoracic.safety import remove_owned
