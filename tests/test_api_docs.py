@@ -24,7 +24,8 @@ DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data
                 "thoracic.data.cache", "thoracic.data.dataset", "thoracic.data.synth")
 #: Modules whose docstrings hold examples (each must hold at least one).
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
-                   "thoracic.evaluation.classification", "thoracic.evaluation.localization", "thoracic.data",
+                   "thoracic.evaluation.classification", "thoracic.evaluation.localization",
+                   "thoracic.heatmaps.boxes", "thoracic.data",
                    "thoracic.data.boxes", "thoracic.data.images", "thoracic.io")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -12,9 +12,9 @@ import pytest
 from helpers import make_run
 
 from thoracic.cli import main
-from thoracic.evaluation.localization import boxes_from_heatmap
 from thoracic.evaluation.pipeline import registration_table
 from thoracic.geometry import FeatureGrid, make_registration
+from thoracic.heatmaps.boxes import boxes_from_heatmap
 
 
 def test_a_hot_cell_is_boxed_around_its_receptive_field_centre() -> None:

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from thoracic.evaluation.localization import normalize_heatmap, upsample_heatmap
+from thoracic.heatmaps.boxes import normalize_heatmap, upsample_heatmap
 
 GROUND_TRUTH_COLOR = "tab:blue"
 PREDICTED_COLOR = "lime"

@@ -64,15 +64,11 @@ from thoracic.evaluation.figures import (
 from thoracic.evaluation.localization import (
     ACCURACY_COLUMNS,
     HEADLINE_THRESHOLD,
-    HEATMAP_THRESHOLDS,
     MEAN,
     POINTING,
     POOLED,
-    CellCentres,
     baseline_accuracy,
     centre_boxes,
-    extract_boxes,
-    extract_boxes_and_peaks,
     localization_accuracy,
     pointing_accuracy,
     pointing_game,
@@ -94,6 +90,7 @@ from thoracic.evaluation.operating_points import (
     save_operating_points,
 )
 from thoracic.evaluation.report import write_run_table1
+from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, CellCentres, extract_boxes, extract_boxes_and_peaks
 from thoracic.runtime import resolve_device
 from thoracic.io import write_text_atomic
 

@@ -12,6 +12,10 @@ localization turns into a :class:`thoracic.geometry.Registration`. :func:`create
 one by name (``thoracic localize --method``, ``thoracic predict --method``). They depend only on the
 model's forward pass and :class:`~thoracic.models.output.ModelOutput` (duck-typed: importing this
 package does not import :mod:`thoracic.models`; map operations come from :mod:`thoracic.maps`).
+
+:mod:`thoracic.heatmaps.boxes` turns a heatmap into boxes in original-image pixels (numpy; Wang et al.
+2017): :func:`boxes_from_heatmap`, :func:`extract_boxes` for many maps, :func:`heatmap_peak`, at the
+:data:`HEATMAP_THRESHOLDS`; localization scores these boxes and prediction draws them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ from torch import nn
 
 from thoracic.errors import ThoracicError
 from thoracic.heatmaps.attribution import IntegratedGradients
+from thoracic.heatmaps.boxes import (
+    HEATMAP_THRESHOLDS,
+    ExtractedBoxes,
+    boxes_from_heatmap,
+    boxes_from_heatmaps,
+    extract_boxes,
+    heatmap_peak,
+    heatmap_peaks,
+)
 from thoracic.heatmaps.gradcam import GradCAM
 from thoracic.heatmaps.native import HeatmapMethod, NativeHeatmap, class_index_tensor
 from thoracic.maps import minmax_normalize
@@ -56,6 +69,7 @@ def create_heatmap_method(name: str, model: nn.Module) -> HeatmapMethod:
     return _METHODS[name][0](model)
 
 
-__all__ = ["GradCAM", "HEATMAP_METHOD_NAMES", "HeatmapMethod", "IntegratedGradients", "NativeHeatmap",
-           "class_index_tensor", "create_heatmap_method", "describe_heatmap_methods", "list_heatmap_methods",
-           "minmax_normalize"]
+__all__ = ["ExtractedBoxes", "GradCAM", "HEATMAP_METHOD_NAMES", "HEATMAP_THRESHOLDS", "HeatmapMethod",
+           "IntegratedGradients", "NativeHeatmap", "boxes_from_heatmap", "boxes_from_heatmaps", "class_index_tensor",
+           "create_heatmap_method", "describe_heatmap_methods", "extract_boxes", "heatmap_peak", "heatmap_peaks",
+           "list_heatmap_methods", "minmax_normalize"]
