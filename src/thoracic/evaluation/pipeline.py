@@ -232,11 +232,11 @@ def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap
     from thoracic.evaluation.subgroups import (
         DEFAULT_AGE_BANDS,
         evaluate_subgroups,
-        load_operating_points,
         save_subgroups,
+        subgroup_thresholds,
     )
 
-    thresholds, source = load_operating_points(out)
+    thresholds, source = subgroup_thresholds(out)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
                                 age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,

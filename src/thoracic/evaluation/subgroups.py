@@ -36,7 +36,7 @@ import pandas as pd
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
-from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE
+from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
 DEFAULT_AGE_BANDS: tuple[int, ...] = (0, 20, 40, 60, 80)
@@ -94,39 +94,26 @@ def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int]
     return expected + others + ([UNKNOWN] if UNKNOWN in set(present) else [])
 
 
-def load_operating_points(evaluation_dir: str | Path,
-                          class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
+def subgroup_thresholds(evaluation_dir: str | Path,
+                        class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
     """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class.
 
     Returns ``(thresholds, source)``; ``source`` says where they came from in words (for tables and
-    reports). The file holds ``{"method": ..., "split": ..., "thresholds": {class: float}}``; a class
-    missing from it gets 0.5 and the source says so (unlike the strict
-    :func:`thoracic.evaluation.operating_points.load_operating_points`, which ``thoracic predict`` uses:
-    a subgroup table is still worth showing for a file written for fewer classes).
+    reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
+    strictly: a class missing from it gets 0.5 and the source says so (``thoracic predict`` reads it
+    strictly; a subgroup table is still worth showing for a file written for fewer classes).
 
     Raises:
-        DataError: the file is not JSON, lacks ``thresholds``, or a threshold is not a number in [0, 1].
+        DataError: the file is not JSON, lacks ``thresholds``, names an unknown class, or a threshold is
+            not a number in [0, 1].
     """
     path = Path(evaluation_dir) / OPERATING_POINTS_FILE
     if not path.is_file():
         return {name: DEFAULT_THRESHOLD for name in class_names}, f"{DEFAULT_THRESHOLD:g} (no operating_points.json)"
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    given = info.get("thresholds") if isinstance(info, dict) else None
-    if not isinstance(given, dict):
-        raise DataError(f"{path}: expected a 'thresholds' object {{class name: probability}}")
-    thresholds = {}
-    for name in class_names:
-        value = given.get(name, DEFAULT_THRESHOLD)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise DataError(f"{path}: thresholds[{name!r}] is {value!r}; expected a probability in [0, 1]")
-        thresholds[name] = float(value)
-    unknown = sorted(set(given) - set(class_names))
-    if unknown:
-        raise DataError(f"{path}: thresholds name unknown class(es) {unknown}; expected names among {list(class_names)}")
-    source = f"operating points of {path.name} ({info.get('method', '?')} on {info.get('split', '?')})"
+    points = load_operating_points(path, class_names, strict=False)
+    given = points["thresholds"]
+    thresholds = {name: given.get(name, DEFAULT_THRESHOLD) for name in class_names}
+    source = f"operating points of {path.name} ({points.get('method', '?')} on {points.get('split', '?')})"
     absent = [n for n in class_names if n not in given]
     if absent:
         source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} (not in the file)"
@@ -455,6 +442,6 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
-    "evaluate_subgroups", "group_order", "load_operating_points", "save_subgroups", "subgroup_attributes",
-    "subgroup_figure",
+    "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
+    "subgroup_thresholds",
 ]
