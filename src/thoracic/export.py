@@ -36,6 +36,7 @@ from torch import nn
 
 from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from thoracic.errors import RunError
+from thoracic.io import write_text_atomic
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -265,7 +266,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
     else:
         _save_torchscript(traced, path, metadata)
     metadata_path = path.with_name(path.name + ".json")
-    metadata_path.write_text(json.dumps(metadata, indent=1))
+    write_text_atomic(metadata_path, json.dumps(metadata, indent=1))
     return ExportResult(path, metadata_path, metadata, diffs)
 
 

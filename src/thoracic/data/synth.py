@@ -88,7 +88,8 @@ from tqdm.auto import tqdm
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_INDEX, CLASS_NAMES, NO_FINDING
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.errors import DataError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned, write_json_atomic
+from thoracic.io import write_json_atomic
+from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned
 
 GENERATOR_VERSION = 3  # 2: NIH-like prevalences (about 54% of images without finding); 3: families A, B
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
+from thoracic.io import write_csv_atomic, write_text_atomic
 
 #: Equal-width probability bins of the ECE and the reliability diagram (torchmetrics' default).
 DEFAULT_BINS = 15
@@ -272,9 +273,9 @@ def save_calibration(result: CalibrationResult, out_dir: str | Path, split: str 
     out.mkdir(parents=True, exist_ok=True)
     files = {"calibration_csv": out / f"calibration_{split}.csv", "calibration_json": out / f"calibration_{split}.json",
              "reliability_csv": out / f"reliability_{split}.csv"}
-    result.table.to_csv(files["calibration_csv"], index=False, float_format="%.6f")
-    result.bins.to_csv(files["reliability_csv"], index=False, float_format="%.6f")
-    files["calibration_json"].write_text(json.dumps({"split": split, **result.to_dict()}, indent=1))
+    write_csv_atomic(files["calibration_csv"], result.table, index=False, float_format="%.6f")
+    write_csv_atomic(files["reliability_csv"], result.bins, index=False, float_format="%.6f")
+    write_text_atomic(files["calibration_json"], json.dumps({"split": split, **result.to_dict()}, indent=1))
     suffix = ", before -> after temperature scaling" if result.calibrated else ""
     files["reliability_png"] = save_figure(reliability_figure(result, f"Reliability ({split} split{suffix})"),
                                            out / f"reliability_{split}.png")
@@ -368,7 +369,7 @@ def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, chec
         "applies_to": "probability = sigmoid(logit / temperature), per class",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=1))
+    write_text_atomic(path, json.dumps(info, indent=1))
     return path
 
 

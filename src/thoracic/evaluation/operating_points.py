@@ -34,6 +34,7 @@ import pandas as pd
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.classification import roc_curve
+from thoracic.io import write_text_atomic
 
 #: Criteria of :func:`choose_threshold`.
 OPERATING_POINT_METHODS: tuple[str, ...] = ("youden", "f1")
@@ -97,7 +98,7 @@ def save_operating_points(path: str | Path, method: str, thresholds: Mapping[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = {name: float(DEFAULT_THRESHOLD if t is None else t) for name, t in thresholds.items()}
-    path.write_text(json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
+    write_text_atomic(path, json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
     return path
 
 

@@ -37,6 +37,7 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
+from thoracic.io import write_csv_atomic, write_text_atomic
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
 DEFAULT_AGE_BANDS: tuple[int, ...] = (0, 20, 40, 60, 80)
@@ -398,9 +399,10 @@ def save_subgroups(result: SubgroupResult, out_dir: str | Path, split: str = "te
     out.mkdir(parents=True, exist_ok=True)
     files = {"subgroups_csv": out / f"subgroups_{split}.csv", "subgroup_gaps_csv": out / f"subgroup_gaps_{split}.csv",
              "subgroups_json": out / f"subgroups_{split}.json"}
-    result.groups.to_csv(files["subgroups_csv"], index=False, float_format="%.6f")
-    result.gaps.to_csv(files["subgroup_gaps_csv"], index=False, float_format="%.6f")
-    files["subgroups_json"].write_text(json.dumps({"split": split, **(extra or {}), **result.to_dict()}, indent=1))
+    write_csv_atomic(files["subgroups_csv"], result.groups, index=False, float_format="%.6f")
+    write_csv_atomic(files["subgroup_gaps_csv"], result.gaps, index=False, float_format="%.6f")
+    write_text_atomic(files["subgroups_json"], json.dumps({"split": split, **(extra or {}), **result.to_dict()},
+                                                          indent=1))
     files["subgroups_png"] = save_figure(subgroup_figure(result, f"Subgroup AUC ({split} split)"),
                                          out / f"subgroups_{split}.png")
     return files

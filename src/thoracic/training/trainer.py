@@ -68,7 +68,7 @@ from thoracic.config import (
 from thoracic.config import replace as replace_config
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.errors import Interrupted, RunError, ThoracicError
-from thoracic.io import atomic_write, write_text_atomic
+from thoracic.io import atomic_write, write_json_atomic, write_text_atomic
 from thoracic.models import build_model
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
@@ -80,7 +80,6 @@ from thoracic.safety import (
     is_disk_full,
     read_json,
     remove_owned,
-    write_json_atomic,
 )
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.module import ThoracicModule
