@@ -26,7 +26,8 @@ DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data
                 "thoracic.data.synth.shapes", "thoracic.data.synth.family_a", "thoracic.data.synth.family_b")
 #: Modules whose docstrings hold examples (each must hold at least one).
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
-                   "thoracic.evaluation.classification", "thoracic.evaluation.localization", "thoracic.data",
+                   "thoracic.evaluation.classification", "thoracic.evaluation.localization",
+                   "thoracic.heatmaps.boxes", "thoracic.data",
                    "thoracic.data.boxes", "thoracic.data.images", "thoracic.io")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 
 from thoracic.errors import DataError
-from thoracic.evaluation.localization import (
+from thoracic.heatmaps.boxes import (
     boxes_from_heatmap,
     boxes_from_heatmaps,
     extract_boxes,

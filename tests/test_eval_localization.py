@@ -9,17 +9,14 @@ import torch
 from scipy import ndimage
 
 from thoracic.evaluation.localization import (
-    boxes_from_heatmap,
-    boxes_from_heatmaps,
     centre_boxes,
-    extract_boxes,
-    interpolation_matrix,
     iobb,
     iou,
     localization_accuracy,
     random_boxes,
     score_localization,
 )
+from thoracic.heatmaps.boxes import boxes_from_heatmap, boxes_from_heatmaps, extract_boxes, interpolation_matrix
 
 
 # ---------------------------------------------------------------------------------------------- geometry

@@ -12,7 +12,7 @@ import pytest
 from helpers import make_run
 
 from thoracic.cli import main
-from thoracic.evaluation.localization import boxes_from_heatmap
+from thoracic.heatmaps.boxes import boxes_from_heatmap
 from thoracic.evaluation.protocol import registration_table
 from thoracic.geometry import FeatureGrid, make_registration
 

@@ -15,9 +15,9 @@ from thoracic.errors import DataError
 from thoracic.evaluation.subgroups import (
     age_band_labels,
     evaluate_subgroups,
-    load_operating_points,
     save_subgroups,
     subgroup_attributes,
+    subgroup_thresholds,
 )
 
 CLASSES = ("A", "B", "C")
@@ -83,11 +83,11 @@ def test_every_group_is_listed_even_when_empty_or_too_small() -> None:
 
 def test_tpr_at_operating_points_and_the_fallback(tmp_path: Path) -> None:
     labels, scores, ids, metadata = synthetic()
-    thresholds, source = load_operating_points(tmp_path, CLASSES)
+    thresholds, source = subgroup_thresholds(tmp_path, CLASSES)
     assert thresholds == {c: 0.5 for c in CLASSES} and "no operating_points.json" in source
     (tmp_path / "operating_points.json").write_text(json.dumps(
         {"method": "youden", "split": "val", "thresholds": {"A": 0.62, "B": 0.41}}))
-    thresholds, source = load_operating_points(tmp_path, CLASSES)
+    thresholds, source = subgroup_thresholds(tmp_path, CLASSES)
     assert thresholds == {"A": 0.62, "B": 0.41, "C": 0.5}
     assert "youden on val" in source and "0.5 for C" in source
     result = evaluate_subgroups(labels, scores, ids, metadata, thresholds, source, CLASSES, n_bootstrap=30)
@@ -112,7 +112,7 @@ def test_tpr_at_operating_points_and_the_fallback(tmp_path: Path) -> None:
 def test_bad_operating_points_file_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "operating_points.json").write_text(content)
     with pytest.raises(DataError, match="operating_points.json") as error:
-        load_operating_points(tmp_path, CLASSES)
+        subgroup_thresholds(tmp_path, CLASSES)
     assert message in str(error.value)
 
 

@@ -10,7 +10,6 @@ import torchvision
 from torch import nn
 
 from thoracic.errors import ThoracicError
-from thoracic.evaluation.localization import legacy_cell_centres
 from thoracic.geometry import (
     FeatureGrid,
     GeometryError,
@@ -21,6 +20,7 @@ from thoracic.geometry import (
     module_grid,
     resample_to_grid,
 )
+from thoracic.heatmaps.boxes import legacy_cell_centres
 from thoracic.models import create_model
 from thoracic.models.backbones import create_backbone, dilate_resnet
 

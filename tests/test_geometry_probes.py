@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from thoracic.evaluation.localization import legacy_cell_centres
 from thoracic.geometry import feature_grids
+from thoracic.heatmaps.boxes import legacy_cell_centres
 from thoracic.models import Backbone
 from thoracic.models.backbones import create_backbone
 

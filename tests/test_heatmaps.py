@@ -172,6 +172,18 @@ def test_importing_heatmaps_does_not_import_the_models_package() -> None:
     assert result.stdout.strip() == "ok"
 
 
+def test_box_extraction_and_the_metrics_do_not_import_torch() -> None:
+    """A fresh interpreter: the box extraction, the method names and the evaluation metrics load without torch."""
+    code = ("import sys\n"
+            "import thoracic.evaluation\n"
+            "from thoracic.heatmaps import HEATMAP_METHOD_NAMES, HEATMAP_THRESHOLDS, boxes_from_heatmap\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_map_operations_normalise_each_map_on_its_own_and_resize_bilinearly() -> None:
     from thoracic import maps
 

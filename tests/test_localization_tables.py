@@ -17,12 +17,7 @@ from scipy import ndimage
 from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.workflows.demo import headline_numbers
 from thoracic.errors import DataError
-from thoracic.evaluation.localization import (
-    baseline_accuracy,
-    pointing_accuracy,
-    pointing_game,
-    random_boxes,
-)
+from thoracic.evaluation.localization import baseline_accuracy, pointing_accuracy, pointing_game, random_boxes
 from thoracic.evaluation.protocol import (
     BASELINE_BOX_COLUMNS,
     SCORE_COLUMNS,

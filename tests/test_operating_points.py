@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
 
 from thoracic.constants import CLASS_NAMES
-from thoracic.errors import RunError
+from thoracic.errors import DataError, RunError
 from thoracic.evaluation.operating_points import (
     DEFAULT_THRESHOLD,
     choose_threshold,
@@ -101,3 +101,15 @@ def test_bad_operating_point_files_are_named(tmp_path: Path, content: str, messa
     with pytest.raises(RunError, match=message) as caught:
         load_operating_points(path)
     assert str(path) in str(caught.value)
+
+
+def test_lenient_reading_keeps_the_classes_the_file_has(tmp_path: Path) -> None:
+    path = tmp_path / "operating_points.json"
+    path.write_text(json.dumps({"thresholds": {"Mass": 0.25, "Atelectasis": 1}}))
+    points = load_operating_points(path, strict=False)
+    assert points == {"thresholds": {"Atelectasis": 1.0, "Mass": 0.25}}  # class order; no method / split
+    with pytest.raises(RunError, match="expected the keys method, split, thresholds"):
+        load_operating_points(path)
+    path.write_text(json.dumps({"method": "f1", "thresholds": {"Mass": 0.25, "Lump": 0.5}}))
+    with pytest.raises(DataError, match="unknown class"):
+        load_operating_points(path, strict=False)

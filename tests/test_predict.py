@@ -278,7 +278,7 @@ def test_predict_registers_each_method_on_its_grid(run_dir: Path, images: Path, 
     """Every method's boxes come from its own grid; the registration is recorded in predictions.json."""
     import json
 
-    from thoracic.evaluation.localization import boxes_from_heatmaps
+    from thoracic.heatmaps.boxes import boxes_from_heatmaps
     from thoracic.geometry import make_registration
     from thoracic.training.checkpoints import load_run
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from thoracic.errors import DiskFullError, OutputPathError, UnsafeDeleteError
+from thoracic.io import write_bytes_atomic
 from thoracic.safety import (
     ensure_output_dir,
     folder_entries,
@@ -17,7 +18,6 @@ from thoracic.safety import (
     is_disk_full,
     remove_owned,
     reserve_file,
-    write_bytes_atomic,
 )
 from thoracic.training.run_folder import RUN_FILES, RUN_STUB_FILES, is_stub_run
 

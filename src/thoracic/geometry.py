@@ -18,7 +18,7 @@ The model sees the image resized from its original size to ``data.image_size`` (
 :func:`~thoracic.data.images.resize_image`, PIL bilinear: pixel centres aligned, model pixel ``q`` at
 original coordinate ``(q + 0.5) * original / input - 0.5``). :class:`Registration` composes both maps and
 gives the original-pixel coordinates of every heatmap cell (the ``CellCentres`` that
-:mod:`thoracic.evaluation.localization` interpolates between). Two registrations exist:
+:mod:`thoracic.heatmaps.boxes` interpolates between). Two registrations exist:
 
 * ``geometric`` (default): the cell centres derived from the network, as above;
 * ``legacy``: the ``align_corners=False`` convention of ``torch.nn.functional.interpolate``, which centres

@@ -1,8 +1,10 @@
 """Atomic file writes: a reader sees the old complete file or the new complete one, never a torn one.
 
 Every file thoracic rewrites in place while a crash may interrupt it or another process may read it
-(checkpoints, the image cache's done mask, sizes and manifest, ``run_info.json``) goes through
-:func:`atomic_write`: the content is written to a temporary file in the same folder, then moved over the
+(checkpoints, the image cache's done mask, sizes and manifest, ``run_info.json``, the tables and JSON files
+of evaluation and the metadata of an export) goes through :func:`atomic_write`, directly or through
+:func:`write_text_atomic`, :func:`write_bytes_atomic`, :func:`write_json_atomic`, :func:`write_csv_atomic`
+and :func:`save_npy_atomic`: the content is written to a temporary file in the same folder, then moved over the
 target with ``os.replace``, which is atomic on POSIX and Windows within one file system. The temporary
 file is hidden (``.<name>.tmp-<pid>``: concurrent writers in other processes never share one) and
 removed when writing fails, so a failed write leaves the previous file untouched and nothing else.
@@ -30,13 +32,15 @@ OSError: disk full
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "save_npy_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "save_npy_atomic", "write_bytes_atomic", "write_csv_atomic", "write_json_atomic",
+           "write_text_atomic"]
 
 
 @contextmanager
@@ -76,6 +80,24 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False
     with atomic_write(path, "w", fsync=fsync, encoding=encoding) as handle:
         handle.write(text)
     return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`); returns ``path``."""
+    with atomic_write(path, "wb", fsync=fsync) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """``json.dumps(data, indent=2)`` and a final newline, UTF-8, written atomically; returns ``path``."""
+    return write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def write_csv_atomic(path: str | os.PathLike, frame: Any, **to_csv: Any) -> Path:
+    """``frame.to_csv(path, **to_csv)`` of a pandas DataFrame, atomically: the same bytes (UTF-8, the
+    platform's line ends); returns ``path``."""
+    return write_bytes_atomic(path, frame.to_csv(**to_csv).encode("utf-8"))
 
 
 def save_npy_atomic(path: str | os.PathLike, array: Any, *, fsync: bool = False) -> Path:

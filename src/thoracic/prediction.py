@@ -6,7 +6,7 @@ window or min-max), resized with antialiasing to the run's ``data.image_size``
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
 training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
 maps, Grad-CAM or Integrated Gradients (:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
-:func:`thoracic.evaluation.localization.boxes_from_heatmaps` at the original image size with the heatmap
+:func:`thoracic.heatmaps.boxes.boxes_from_heatmaps` at the original image size with the heatmap
 cells registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
 
 Decision thresholds: by default each class uses the run's operating point
@@ -37,7 +37,6 @@ from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.figures import covers_whole_image
-from thoracic.evaluation.localization import HEATMAP_THRESHOLDS, boxes_from_heatmaps
 from thoracic.evaluation.operating_points import (
     DEFAULT_THRESHOLD,
     OPERATING_POINTS_FILE,
@@ -47,6 +46,7 @@ from thoracic.geometry import REGISTRATIONS, FeatureGrid, Registration, make_reg
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
 from thoracic.evaluation.figures import save_figure
+from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, boxes_from_heatmaps
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")

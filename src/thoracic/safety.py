@@ -1,4 +1,4 @@
-"""Keeping the user's files safe: what thoracic may delete, atomic writes, disk space, output folders.
+"""Keeping the user's files safe: what thoracic may delete, disk space, output folders.
 
 The deletion rule. thoracic deletes only files it wrote itself, and knows them by name: the files its
 own manifest or marker lists (``thoracic synth``'s ``thoracic_synth.json``, a cache's ``manifest.json``)
@@ -163,22 +163,8 @@ def quiet_worker(parent_pid: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Atomic writes
+# Reading back what thoracic wrote
 # --------------------------------------------------------------------------------------------------
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """:func:`thoracic.io.atomic_write` of ``data``: readers (and a kill) see the old file or the new one,
-    never half of one; on failure the old file is left as it was and no temporary file remains."""
-    from thoracic.io import atomic_write
-
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """:func:`write_bytes_atomic` of ``json.dumps(data, indent=2)``."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def read_json(path: str | Path, what: str, error: type[Exception] = OutputPathError) -> Any:

@@ -22,15 +22,16 @@ from thoracic.commands.evaluate import add_common_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     from thoracic.geometry import REGISTRATIONS
-    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, HEATMAP_THRESHOLDS, describe_heatmap_methods
 
     parser.add_argument("--method", default="native", choices=HEATMAP_METHOD_NAMES,
                         help=f"heatmap method (default native): {describe_heatmap_methods()}")
     parser.add_argument("--registration", default=REGISTRATIONS[0], choices=REGISTRATIONS,
                         help="where heatmap cells sit in the image: geometric (receptive-field centres derived "
                              "from the network; default) or legacy (align_corners=False tiles)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[60.0, 180.0],
-                        help="heatmap thresholds on the 0-255 scale (default 60 180)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[float(t) for t in HEATMAP_THRESHOLDS],
+                        help="heatmap thresholds on the 0-255 scale (default "
+                             f"{' '.join(str(t) for t in HEATMAP_THRESHOLDS)})")
     parser.add_argument("--largest-only", action="store_true",
                         help="one box per heatmap: the largest region only (what the seed code did)")
     parser.add_argument("--examples", type=int, default=8, help="images in the overlay figure (default 8)")

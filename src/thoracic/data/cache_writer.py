@@ -66,7 +66,7 @@ from thoracic.data.cache import (
 from thoracic.data.images import RESIZE_METHOD, load_resized
 from thoracic.data.metadata import file_fingerprint, find_metadata_files, load_chestxray14
 from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
-from thoracic.io import save_npy_atomic
+from thoracic.io import save_npy_atomic, write_csv_atomic, write_json_atomic
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -77,8 +77,6 @@ from thoracic.safety import (
     quiet_worker,
     remove_owned,
     reserve_file,
-    write_bytes_atomic,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -555,7 +553,7 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
             "available": available.astype(np.uint8),
         })
         try:
-            write_bytes_atomic(cache / INDEX_FILE, index_frame.to_csv(index=False).encode())
+            write_csv_atomic(cache / INDEX_FILE, index_frame, index=False)
             manifest.update(
                 status="complete" if (not bad or skip_bad) else "incomplete",
                 bad_images=bad_list,

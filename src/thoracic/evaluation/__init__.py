@@ -1,8 +1,9 @@
 """Evaluation: classification AUC with bootstrap CIs, weakly supervised localization, figures, reports.
 
 Pure metrics (no model, no data folder): :mod:`~thoracic.evaluation.classification` (``compute_auc``,
-``roc_curve``) and :mod:`~thoracic.evaluation.localization` (``iou``, ``iobb``, ``boxes_from_heatmap``,
-``score_localization``, ``localization_accuracy``, baselines). Running models over loaders:
+``roc_curve``) and :mod:`~thoracic.evaluation.localization` (``iou``, ``iobb``,
+``score_localization``, ``localization_accuracy``, pointing game, baselines) of the boxes that
+:mod:`thoracic.heatmaps.boxes` extracts from heatmaps. Running models over loaders:
 :mod:`~thoracic.evaluation.predictions`; the localization protocol after the network (boxes, scores, tables,
 headline): :mod:`~thoracic.evaluation.protocol`; overlay figures: :mod:`~thoracic.evaluation.overlays`;
 operating points, subgroups, calibration. What the commands do to a run folder is in
@@ -13,17 +14,10 @@ overlays) are not imported here so that the metrics stay cheap to import.
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_auc, roc_curve, roc_curves
 from thoracic.evaluation.localization import (
     HEADLINE_THRESHOLD,
-    HEATMAP_THRESHOLDS,
     IOBB_THRESHOLDS,
     IOU_THRESHOLDS,
-    ExtractedBoxes,
     baseline_accuracy,
-    boxes_from_heatmap,
-    boxes_from_heatmaps,
     centre_boxes,
-    extract_boxes,
-    heatmap_peak,
-    heatmap_peaks,
     iobb,
     iou,
     localization_accuracy,
@@ -35,9 +29,8 @@ from thoracic.evaluation.localization import (
 from thoracic.evaluation.references import load_classification_reference, load_localization_reference
 
 __all__ = [
-    "AUCResult", "ExtractedBoxes", "HEADLINE_THRESHOLD", "HEATMAP_THRESHOLDS", "IOBB_THRESHOLDS", "IOU_THRESHOLDS",
-    "baseline_accuracy", "boxes_from_heatmap", "boxes_from_heatmaps", "centre_boxes", "compute_auc",
-    "extract_boxes", "heatmap_peak", "heatmap_peaks", "iobb", "iou", "load_classification_reference",
-    "load_localization_reference", "localization_accuracy", "pointing_accuracy", "pointing_game", "random_boxes",
-    "roc_auc", "roc_curve", "roc_curves", "score_localization",
+    "AUCResult", "HEADLINE_THRESHOLD", "IOBB_THRESHOLDS", "IOU_THRESHOLDS", "baseline_accuracy", "centre_boxes",
+    "compute_auc", "iobb", "iou", "load_classification_reference", "load_localization_reference",
+    "localization_accuracy", "pointing_accuracy", "pointing_game", "random_boxes", "roc_auc", "roc_curve",
+    "roc_curves", "score_localization",
 ]

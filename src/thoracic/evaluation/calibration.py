@@ -37,6 +37,10 @@ import pandas as pd
 
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
+from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.data.metadata import file_fingerprint
+from thoracic.evaluation.figures import new_figure
+from thoracic.evaluation.figures import save_figure
 
 #: Equal-width probability bins of the ECE and the reliability diagram (torchmetrics' default).
 DEFAULT_BINS = 15
@@ -231,12 +235,10 @@ def evaluate_calibration(labels: np.ndarray, logits: np.ndarray, class_names: Se
 def reliability_figure(result: CalibrationResult, title: str = "Reliability diagrams") -> object:
     """One panel per class: fraction positive against mean probability per bin (raw, and calibrated when
     fitted), the diagonal of perfect calibration, ECE in the title; marker area ~ images in the bin."""
-    from thoracic.evaluation.figures import _figure
-
     names = [n for n in result.table["class_name"] if n != "Mean"]
     columns = 5
     rows = int(np.ceil(len(names) / columns))
-    figure = _figure(figsize=(2.6 * columns, 2.5 * rows + 0.4), layout="constrained")
+    figure = new_figure(figsize=(2.6 * columns, 2.5 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     table = result.table.set_index("class_name")
     styles = {"raw": ("tab:red", "raw"), "calibrated": ("tab:blue", "temperature-scaled")}
@@ -266,15 +268,13 @@ def reliability_figure(result: CalibrationResult, title: str = "Reliability diag
 
 def save_calibration(result: CalibrationResult, out_dir: str | Path, split: str = "test") -> dict[str, Path]:
     """Write ``calibration_<split>.csv`` / ``.json``, ``reliability_<split>.csv`` and ``reliability_<split>.png``."""
-    from thoracic.evaluation.figures import save_figure
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"calibration_csv": out / f"calibration_{split}.csv", "calibration_json": out / f"calibration_{split}.json",
              "reliability_csv": out / f"reliability_{split}.csv"}
-    result.table.to_csv(files["calibration_csv"], index=False, float_format="%.6f")
-    result.bins.to_csv(files["reliability_csv"], index=False, float_format="%.6f")
-    files["calibration_json"].write_text(json.dumps({"split": split, **result.to_dict()}, indent=1))
+    write_csv_atomic(files["calibration_csv"], result.table, index=False, float_format="%.6f")
+    write_csv_atomic(files["reliability_csv"], result.bins, index=False, float_format="%.6f")
+    write_text_atomic(files["calibration_json"], json.dumps({"split": split, **result.to_dict()}, indent=1))
     suffix = ", before -> after temperature scaling" if result.calibrated else ""
     files["reliability_png"] = save_figure(reliability_figure(result, f"Reliability ({split} split{suffix})"),
                                            out / f"reliability_{split}.png")
@@ -338,8 +338,6 @@ def read_calibration(path: str | Path) -> Calibration:
 
 def checkpoint_fingerprint(path: str | Path) -> str:
     """SHA-256 of a checkpoint file (ties a calibration to the weights it was fitted for)."""
-    from thoracic.data.metadata import file_fingerprint
-
     return file_fingerprint(path)
 
 
@@ -368,7 +366,7 @@ def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, chec
         "applies_to": "probability = sigmoid(logit / temperature), per class",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=1))
+    write_text_atomic(path, json.dumps(info, indent=1))
     return path
 
 

@@ -21,13 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from thoracic.evaluation.localization import normalize_heatmap, upsample_heatmap
+from thoracic.heatmaps.boxes import normalize_heatmap, upsample_heatmap
 
 GROUND_TRUTH_COLOR = "tab:blue"
 PREDICTED_COLOR = "lime"
 
 
-def _figure(**kwargs: object) -> Figure:
+def new_figure(**kwargs: object) -> Figure:
     """A figure attached to an Agg canvas (PNG output without pyplot)."""
     fig = Figure(**kwargs)  # type: ignore[arg-type]
     FigureCanvasAgg(fig)
@@ -37,7 +37,7 @@ def _figure(**kwargs: object) -> Figure:
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mapping[str, float] | None = None,
                title: str = "ROC curves") -> Figure:
     """One ROC curve per class with its AUC in the legend (paper Figs. 3-5)."""
-    fig = _figure(figsize=(6.4, 6.0), dpi=100)
+    fig = new_figure(figsize=(6.4, 6.0), dpi=100)
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(curves), 1)))
     for color, (name, (fpr, tpr)) in zip(colors, curves.items()):
@@ -192,7 +192,7 @@ def overlay_figure(rows: Sequence[OverlayRow], panel_size: float = 2.6,
     gap, margin, bar = 0.08, 0.05, (0.85 if colorbar else 0.0)
     width = margin * 2 + n_cols * panel_size + (n_cols - 1) * gap + bar
     height = top + sum(row_title) + len(rows) * panel_size + bottom
-    fig = _figure(figsize=(width, height), dpi=100)
+    fig = new_figure(figsize=(width, height), dpi=100)
     axes = np.empty((len(rows), n_cols), dtype=object)
     y = top
     for r, row in enumerate(rows):

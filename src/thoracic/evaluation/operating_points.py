@@ -34,6 +34,7 @@ import pandas as pd
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.classification import roc_curve
+from thoracic.io import write_text_atomic
 
 #: Criteria of :func:`choose_threshold`.
 OPERATING_POINT_METHODS: tuple[str, ...] = ("youden", "f1")
@@ -97,34 +98,63 @@ def save_operating_points(path: str | Path, method: str, thresholds: Mapping[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = {name: float(DEFAULT_THRESHOLD if t is None else t) for name, t in thresholds.items()}
-    path.write_text(json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
+    write_text_atomic(path, json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
     return path
 
 
-def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_NAMES) -> dict:
+def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_NAMES, *,
+                          strict: bool = True) -> dict:
     """Read and check ``operating_points.json``: ``{"method", "split", "thresholds": {class: float}}``.
 
+    ``strict`` (``thoracic predict``): the file must hold ``method``, ``split`` and a threshold for every
+    class of ``class_names``. Not strict (the subgroup tables, still worth showing for a file written for
+    fewer classes): only ``thresholds`` is needed; ``method`` and ``split`` are returned when the file has
+    them, ``thresholds`` holds the classes of ``class_names`` the file has (in that order), and a class
+    the file names outside ``class_names`` is an error.
+
     Raises:
-        RunError: unreadable file, missing keys, a class missing, or a threshold that is not a number
-            in [0, 1].
+        RunError: (strict) unreadable file, missing keys, a class missing, or a threshold that is not a
+            number in [0, 1].
+        DataError: (not strict) the file is not JSON, lacks ``thresholds``, names an unknown class, or a
+            threshold is not a number in [0, 1].
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
+        if not strict:
+            raise DataError(f"{path}: not valid JSON ({exc})") from exc
         raise RunError(f"cannot read operating points {path}: {exc}") from None
-    if not isinstance(data, dict) or not {"method", "split", "thresholds"} <= set(data):
-        raise RunError(f"{path}: expected the keys method, split, thresholds")
-    thresholds = data["thresholds"]
-    missing = [n for n in class_names if n not in thresholds]
-    if missing:
-        raise RunError(f"{path}: no threshold for {', '.join(missing)}")
-    for name in class_names:
+    except (OSError, ValueError) as exc:
+        if not strict:
+            raise
+        raise RunError(f"cannot read operating points {path}: {exc}") from None
+    if strict:
+        if not isinstance(data, dict) or not {"method", "split", "thresholds"} <= set(data):
+            raise RunError(f"{path}: expected the keys method, split, thresholds")
+        thresholds = data["thresholds"]
+        missing = [n for n in class_names if n not in thresholds]
+        if missing:
+            raise RunError(f"{path}: no threshold for {', '.join(missing)}")
+    else:
+        thresholds = data.get("thresholds") if isinstance(data, dict) else None
+        if not isinstance(thresholds, dict):
+            raise DataError(f"{path}: expected a 'thresholds' object {{class name: probability}}")
+    given = [n for n in class_names if n in thresholds]
+    for name in given:
         value = thresholds[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise RunError(f"{path}: threshold of {name} must be a number in [0, 1], got {value!r}")
-    return {"method": data["method"], "split": data["split"],
-            "thresholds": {n: float(thresholds[n]) for n in class_names}}
+            if strict:
+                raise RunError(f"{path}: threshold of {name} must be a number in [0, 1], got {value!r}")
+            raise DataError(f"{path}: thresholds[{name!r}] is {value!r}; expected a probability in [0, 1]")
+    if not strict:
+        unknown = sorted(set(thresholds) - set(class_names))
+        if unknown:
+            raise DataError(f"{path}: thresholds name unknown class(es) {unknown}; "
+                            f"expected names among {list(class_names)}")
+    points = {key: data[key] for key in ("method", "split") if key in data}
+    points["thresholds"] = {n: float(thresholds[n]) for n in given}
+    return points
 
 
 def operating_point_table(labels: np.ndarray, scores: np.ndarray, thresholds: Mapping[str, float | None],

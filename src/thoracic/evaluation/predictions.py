@@ -5,8 +5,8 @@ one row per image with ``image_id``, the 14 probabilities ``prob_<class>`` and t
 ``label_<class>``, columns in :data:`~thoracic.constants.CLASS_NAMES` order (checked when read back).
 
 Heatmaps are computed at the model's native resolution (8 x 8 or 32 x 32 at 256 px input) for the
-ground-truth class of every box row; :mod:`thoracic.evaluation.localization` upsamples them to the
-original image size.
+ground-truth class of every box row; :mod:`thoracic.heatmaps.boxes` upsamples them to the original
+image size.
 """
 
 from __future__ import annotations

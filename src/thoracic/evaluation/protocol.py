@@ -40,21 +40,18 @@ from thoracic.geometry import Registration
 from thoracic.evaluation.localization import (
     ACCURACY_COLUMNS,
     HEADLINE_THRESHOLD,
-    HEATMAP_THRESHOLDS,
     MEAN,
     POINTING,
     POOLED,
-    CellCentres,
     baseline_accuracy,
     centre_boxes,
-    extract_boxes,
-    extract_boxes_and_peaks,
     localization_accuracy,
     pointing_accuracy,
     pointing_game,
     random_boxes,
     score_localization,
 )
+from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, CellCentres, extract_boxes, extract_boxes_and_peaks
 from thoracic.io import write_text_atomic
 
 #: ``source`` values of the baselines in localization tables.

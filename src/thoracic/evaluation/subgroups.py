@@ -36,7 +36,9 @@ import pandas as pd
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
-from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE
+from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
+from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.evaluation.figures import new_figure, save_figure
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
 DEFAULT_AGE_BANDS: tuple[int, ...] = (0, 20, 40, 60, 80)
@@ -94,39 +96,26 @@ def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int]
     return expected + others + ([UNKNOWN] if UNKNOWN in set(present) else [])
 
 
-def load_operating_points(evaluation_dir: str | Path,
-                          class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
+def subgroup_thresholds(evaluation_dir: str | Path,
+                        class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
     """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class.
 
     Returns ``(thresholds, source)``; ``source`` says where they came from in words (for tables and
-    reports). The file holds ``{"method": ..., "split": ..., "thresholds": {class: float}}``; a class
-    missing from it gets 0.5 and the source says so (unlike the strict
-    :func:`thoracic.evaluation.operating_points.load_operating_points`, which ``thoracic predict`` uses:
-    a subgroup table is still worth showing for a file written for fewer classes).
+    reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
+    strictly: a class missing from it gets 0.5 and the source says so (``thoracic predict`` reads it
+    strictly; a subgroup table is still worth showing for a file written for fewer classes).
 
     Raises:
-        DataError: the file is not JSON, lacks ``thresholds``, or a threshold is not a number in [0, 1].
+        DataError: the file is not JSON, lacks ``thresholds``, names an unknown class, or a threshold is
+            not a number in [0, 1].
     """
     path = Path(evaluation_dir) / OPERATING_POINTS_FILE
     if not path.is_file():
         return {name: DEFAULT_THRESHOLD for name in class_names}, f"{DEFAULT_THRESHOLD:g} (no operating_points.json)"
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    given = info.get("thresholds") if isinstance(info, dict) else None
-    if not isinstance(given, dict):
-        raise DataError(f"{path}: expected a 'thresholds' object {{class name: probability}}")
-    thresholds = {}
-    for name in class_names:
-        value = given.get(name, DEFAULT_THRESHOLD)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise DataError(f"{path}: thresholds[{name!r}] is {value!r}; expected a probability in [0, 1]")
-        thresholds[name] = float(value)
-    unknown = sorted(set(given) - set(class_names))
-    if unknown:
-        raise DataError(f"{path}: thresholds name unknown class(es) {unknown}; expected names among {list(class_names)}")
-    source = f"operating points of {path.name} ({info.get('method', '?')} on {info.get('split', '?')})"
+    points = load_operating_points(path, class_names, strict=False)
+    given = points["thresholds"]
+    thresholds = {name: given.get(name, DEFAULT_THRESHOLD) for name in class_names}
+    source = f"operating points of {path.name} ({points.get('method', '?')} on {points.get('split', '?')})"
     absent = [n for n in class_names if n not in given]
     if absent:
         source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} (not in the file)"
@@ -405,15 +394,14 @@ def save_subgroups(result: SubgroupResult, out_dir: str | Path, split: str = "te
                    extra: Mapping | None = None) -> dict[str, Path]:
     """Write ``subgroups_<split>.csv``, ``subgroup_gaps_<split>.csv``, ``subgroups_<split>.json`` and
     ``subgroups_<split>.png`` into ``out_dir``; returns them by kind."""
-    from thoracic.evaluation.figures import save_figure
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"subgroups_csv": out / f"subgroups_{split}.csv", "subgroup_gaps_csv": out / f"subgroup_gaps_{split}.csv",
              "subgroups_json": out / f"subgroups_{split}.json"}
-    result.groups.to_csv(files["subgroups_csv"], index=False, float_format="%.6f")
-    result.gaps.to_csv(files["subgroup_gaps_csv"], index=False, float_format="%.6f")
-    files["subgroups_json"].write_text(json.dumps({"split": split, **(extra or {}), **result.to_dict()}, indent=1))
+    write_csv_atomic(files["subgroups_csv"], result.groups, index=False, float_format="%.6f")
+    write_csv_atomic(files["subgroup_gaps_csv"], result.gaps, index=False, float_format="%.6f")
+    write_text_atomic(files["subgroups_json"], json.dumps({"split": split, **(extra or {}), **result.to_dict()},
+                                                          indent=1))
     files["subgroups_png"] = save_figure(subgroup_figure(result, f"Subgroup AUC ({split} split)"),
                                          out / f"subgroups_{split}.png")
     return files
@@ -422,11 +410,9 @@ def save_subgroups(result: SubgroupResult, out_dir: str | Path, split: str = "te
 def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> object:
     """One panel per attribute: per-class AUC (and the mean) of each group with its CI as an error bar;
     undefined values are left out of the plot (and listed in the table)."""
-    from thoracic.evaluation.figures import _figure
-
     table = result.groups
     attributes = list(dict.fromkeys(table["attribute"])) if len(table) else []
-    figure = _figure(figsize=(13, 2.6 * max(1, len(attributes))), layout="constrained")
+    figure = new_figure(figsize=(13, 2.6 * max(1, len(attributes))), layout="constrained")
     axes = figure.subplots(max(1, len(attributes)), 1, squeeze=False)[:, 0]
     classes = list(dict.fromkeys(table["class_name"])) if len(table) else []
     x = np.arange(len(classes))
@@ -455,6 +441,6 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
-    "evaluate_subgroups", "group_order", "load_operating_points", "save_subgroups", "subgroup_attributes",
-    "subgroup_figure",
+    "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
+    "subgroup_thresholds",
 ]

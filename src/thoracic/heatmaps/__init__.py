@@ -12,27 +12,54 @@ localization turns into a :class:`thoracic.geometry.Registration`. :func:`create
 one by name (``thoracic localize --method``, ``thoracic predict --method``). They depend only on the
 model's forward pass and :class:`~thoracic.models.output.ModelOutput` (duck-typed: importing this
 package does not import :mod:`thoracic.models`; map operations come from :mod:`thoracic.maps`).
+
+:mod:`thoracic.heatmaps.boxes` turns a heatmap into boxes in original-image pixels (numpy; Wang et al.
+2017): :func:`boxes_from_heatmap`, :func:`extract_boxes` for many maps, :func:`heatmap_peak`, at the
+:data:`HEATMAP_THRESHOLDS`; localization scores these boxes and prediction draws them.
+
+Names are imported on first use, so that the box extraction (used by evaluation and reports) and the
+method names (command help) do not pull in torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from thoracic.errors import ThoracicError
-from thoracic.heatmaps.attribution import IntegratedGradients
-from thoracic.heatmaps.gradcam import GradCAM
-from thoracic.heatmaps.native import HeatmapMethod, NativeHeatmap, class_index_tensor
-from thoracic.maps import minmax_normalize
 
-#: name -> (factory, one-line description). The names are file-name safe (``heatmaps_<name>.npz``).
-_METHODS: dict[str, tuple[Callable[[nn.Module], HeatmapMethod], str]] = {
-    "native": (NativeHeatmap, "the model's own maps (CAM / class maps / attention-gated map)"),
-    "gradcam": (lambda model: GradCAM(model), "Grad-CAM on the final backbone stage"),
-    "gradcam-layer3": (lambda model: GradCAM(model, "layer3"), "Grad-CAM on layer3 (twice as fine)"),
-    "gradcam-layer2": (lambda model: GradCAM(model, "layer2"), "Grad-CAM on layer2 (four times as fine)"),
-    "ig": (IntegratedGradients, "smoothed Integrated Gradients on the input pixels (pixel-registered)"),
+if TYPE_CHECKING:
+    from torch import nn
+
+    from thoracic.heatmaps.native import HeatmapMethod
+
+_EXPORTS = {
+    "NativeHeatmap": "thoracic.heatmaps.native",
+    "HeatmapMethod": "thoracic.heatmaps.native",
+    "class_index_tensor": "thoracic.heatmaps.native",
+    "GradCAM": "thoracic.heatmaps.gradcam",
+    "IntegratedGradients": "thoracic.heatmaps.attribution",
+    "minmax_normalize": "thoracic.maps",
+    "HEATMAP_THRESHOLDS": "thoracic.heatmaps.boxes",
+    "ExtractedBoxes": "thoracic.heatmaps.boxes",
+    "boxes_from_heatmap": "thoracic.heatmaps.boxes",
+    "boxes_from_heatmaps": "thoracic.heatmaps.boxes",
+    "extract_boxes": "thoracic.heatmaps.boxes",
+    "heatmap_peak": "thoracic.heatmaps.boxes",
+    "heatmap_peaks": "thoracic.heatmaps.boxes",
+}
+
+#: name -> (module, class, arguments after the model, one-line description). The names are file-name safe
+#: (``heatmaps_<name>.npz``).
+_METHODS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "native": ("thoracic.heatmaps.native", "NativeHeatmap", (),
+               "the model's own maps (CAM / class maps / attention-gated map)"),
+    "gradcam": ("thoracic.heatmaps.gradcam", "GradCAM", (), "Grad-CAM on the final backbone stage"),
+    "gradcam-layer3": ("thoracic.heatmaps.gradcam", "GradCAM", ("layer3",), "Grad-CAM on layer3 (twice as fine)"),
+    "gradcam-layer2": ("thoracic.heatmaps.gradcam", "GradCAM", ("layer2",),
+                       "Grad-CAM on layer2 (four times as fine)"),
+    "ig": ("thoracic.heatmaps.attribution", "IntegratedGradients", (),
+           "smoothed Integrated Gradients on the input pixels (pixel-registered)"),
 }
 
 #: Method names, in the order ``--help`` lists them.
@@ -46,16 +73,24 @@ def list_heatmap_methods() -> list[str]:
 
 def describe_heatmap_methods() -> str:
     """``name: description`` of every method, for command help."""
-    return "; ".join(f"{name}: {text}" for name, (_, text) in _METHODS.items())
+    return "; ".join(f"{name}: {text}" for name, (_, _, _, text) in _METHODS.items())
 
 
 def create_heatmap_method(name: str, model: nn.Module) -> HeatmapMethod:
     """The heatmap method ``name`` (see :data:`HEATMAP_METHOD_NAMES`) on ``model``."""
     if name not in _METHODS:
         raise ThoracicError(f"heatmap method must be one of {list(_METHODS)}, got {name!r}")
-    return _METHODS[name][0](model)
+    module, class_name, arguments, _ = _METHODS[name]
+    return getattr(importlib.import_module(module), class_name)(model, *arguments)
 
 
-__all__ = ["GradCAM", "HEATMAP_METHOD_NAMES", "HeatmapMethod", "IntegratedGradients", "NativeHeatmap",
-           "class_index_tensor", "create_heatmap_method", "describe_heatmap_methods", "list_heatmap_methods",
-           "minmax_normalize"]
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'thoracic.heatmaps' has no attribute {name!r}")
+
+
+__all__ = ["ExtractedBoxes", "GradCAM", "HEATMAP_METHOD_NAMES", "HEATMAP_THRESHOLDS", "HeatmapMethod",
+           "IntegratedGradients", "NativeHeatmap", "boxes_from_heatmap", "boxes_from_heatmaps", "class_index_tensor",
+           "create_heatmap_method", "describe_heatmap_methods", "extract_boxes", "heatmap_peak", "heatmap_peaks",
+           "list_heatmap_methods", "minmax_normalize"]

@@ -15,7 +15,7 @@ model                     ``logits``           ``class_maps`` (``return_maps=Tru
 ========================  ===================  ==============================================
 
 Logits are raw scores (``torch.sigmoid`` gives the 14 probabilities); maps are at the model's native
-resolution (:mod:`thoracic.heatmaps` normalises them, :mod:`thoracic.evaluation.localization` resizes them
+resolution (:mod:`thoracic.heatmaps` normalises them, :mod:`thoracic.heatmaps.boxes` resizes them
 to the original image).
 
 >>> import torch

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
-from thoracic.evaluation.localization import (
-    HEADLINE_THRESHOLD,
-)
+from thoracic.evaluation.localization import HEADLINE_THRESHOLD
 from thoracic.reporting.document import ReportContext, ReportFigure, ReportTable, Section
 from thoracic.reporting.tables import (
     HEADLINE_NOTE,

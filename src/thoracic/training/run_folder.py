@@ -36,8 +36,8 @@ from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
 from thoracic.data.metadata import file_fingerprint, find_metadata_files
 from thoracic.data.synth import folder_kind
 from thoracic.errors import RunError, ThoracicError
-from thoracic.io import write_text_atomic
-from thoracic.safety import foreign_entries, read_json, write_json_atomic
+from thoracic.io import write_json_atomic, write_text_atomic
+from thoracic.safety import foreign_entries, read_json
 
 log = logging.getLogger(__name__)
 

@@ -53,9 +53,9 @@ from thoracic.evaluation.operating_points import (
     save_operating_points,
 )
 from thoracic.evaluation.predictions import predict, save_predictions
-from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, load_operating_points, save_subgroups
-from thoracic.io import write_text_atomic
-from thoracic.safety import read_json, write_json_atomic
+from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, subgroup_thresholds
+from thoracic.io import write_json_atomic, write_text_atomic
+from thoracic.safety import read_json
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
@@ -149,7 +149,7 @@ def evaluate_run(
 def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
                age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
     """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
-    thresholds, source = load_operating_points(out)
+    thresholds, source = subgroup_thresholds(out)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
                                 age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,

@@ -42,6 +42,7 @@ from thoracic.evaluation.calibration import calibration_for_run
 from thoracic.geometry import heatmap_grid
 from thoracic.runtime import load_exported
 from thoracic.training.checkpoints import load_run
+from thoracic.io import write_text_atomic
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -261,7 +262,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
     else:
         _save_torchscript(traced, path, metadata)
     metadata_path = path.with_name(path.name + ".json")
-    metadata_path.write_text(json.dumps(metadata, indent=1))
+    write_text_atomic(metadata_path, json.dumps(metadata, indent=1))
     return ExportResult(path, metadata_path, metadata, diffs)
 
 

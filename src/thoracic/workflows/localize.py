@@ -17,7 +17,7 @@ import pandas as pd
 from thoracic.constants import METHOD_LABELS, MODEL_LABELS
 from thoracic.errors import DataError
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
-from thoracic.evaluation.localization import HEATMAP_THRESHOLDS
+from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS
 from thoracic.evaluation.overlays import data_module_images, overlay_rows
 from thoracic.evaluation.predictions import HEATMAP_METHODS, compute_heatmaps, save_heatmaps
 from thoracic.evaluation.protocol import (

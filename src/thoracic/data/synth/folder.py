@@ -28,7 +28,8 @@ from thoracic.data.cache import is_cache_file, owned_cache_folder
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage, render_phantom, save_png
 from thoracic.errors import DataError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned, write_json_atomic
+from thoracic.io import write_json_atomic
+from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned
 
 GENERATOR_VERSION = 3  # 2: NIH-like prevalences (about 54% of images without finding); 3: families A, B
 
