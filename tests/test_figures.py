@@ -60,7 +60,7 @@ def test_overlay_titles_are_wrapped_written_once_and_never_overlap() -> None:
 
 
 def test_box_styles_lower_threshold_dashed_and_whole_image_marked() -> None:
-    from thoracic.evaluation.figures import _figure
+    from thoracic.evaluation.figures import new_figure as _figure
 
     fig = _figure()
     ax = fig.subplots()

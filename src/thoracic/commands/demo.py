@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from thoracic.workflows.demo import DEMO_MODELS, DemoSettings
+    from thoracic.workflows.demo_settings import DEMO_MODELS, DemoSettings
 
     defaults = DemoSettings()
     parser.add_argument("--out", type=Path, default=defaults.out_dir, help="output folder (default: %(default)s)")

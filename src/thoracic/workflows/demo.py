@@ -29,7 +29,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,54 +49,12 @@ from thoracic.training.trainer import train
 from thoracic.workflows.evaluate import evaluate_run
 from thoracic.workflows.export import export_run
 from thoracic.workflows.localize import localize_run
+from thoracic.workflows.demo_settings import DEMO_MODELS, DEMO_OVERRIDES, DemoSettings
 from thoracic.workflows.report import build_report
 
 
 #: The paper models the demo trains, by config name.
 DEMO_MODELS: tuple[str, ...] = ("baseline", "space_attention", "attention_gated")
-
-#: CPU-sized overrides applied on top of each paper config (documented in the README).
-DEMO_OVERRIDES: dict[str, Any] = {
-    "data.image_size": 160,
-    "data.num_workers": 0,
-    "model.backbone": "resnet10",
-    "model.pretrained": False,
-    "model.output_stride": 16,
-    "optim.lr": 5e-4,
-    "optim.lr_step_epochs": 0,
-    "train.batch_size": 32,
-    "train.max_epochs": 8,
-    "train.patience": 3,
-    "train.precision": "32-true",
-    "train.accelerator": "cpu",
-    "train.devices": "1",
-    "train.log_every_n_steps": 10,
-}
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes of the demo; the defaults finish in about 10 minutes on 2 CPU cores."""
-
-    out_dir: Path = Path("demo_output")
-    num_images: int = 1600
-    image_size: int = 256
-    """Side of the phantom images on disk (the models see ``DEMO_OVERRIDES['data.image_size']``)."""
-    seed: int = 0
-    models: tuple[str, ...] = DEMO_MODELS
-    overrides: Mapping[str, Any] = field(default_factory=lambda: dict(DEMO_OVERRIDES))
-    extra_methods: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"baseline": ("gradcam", "ig")})
-    """Heatmap methods localized beside the native maps, per model (Grad-CAM and the pixel-registered
-    Integrated Gradients for the baseline)."""
-    n_bootstrap: int = 200
-    """Bootstrap resamples of the AUC confidence intervals."""
-    progress: bool = True
-    workers: int | None = None
-    """Processes for phantom generation and the image cache (None: all cores)."""
-    threads: int | None = None
-    """torch threads for training and evaluation (None: torch's default). Training is reproducible
-    bit for bit only for the same thread count, CPU instruction set and library builds."""
-
 
 @dataclass
 class DemoResult:
