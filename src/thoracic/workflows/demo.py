@@ -49,7 +49,7 @@ from thoracic.training.trainer import train
 from thoracic.workflows.evaluate import evaluate_run
 from thoracic.workflows.export import export_run
 from thoracic.workflows.localize import localize_run
-from thoracic.workflows.demo_settings import DEMO_MODELS, DEMO_OVERRIDES, DemoSettings
+from thoracic.workflows.demo_settings import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_OVERRIDES, DemoSettings
 from thoracic.workflows.report import build_report
 
 
@@ -131,7 +131,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     log(f"[1/4] phantom ChestX-ray14 folder ({settings.num_images} images, {settings.image_size} px) in {out}")
     root = ensure_phantom_data(settings)
     configs = {name: load_config_by_name(name, {
-        **settings.overrides, "data.root": str(root), "output_dir": str(out / "runs"), "run_name": name,
+        **settings.overrides, **settings.model_overrides.get(name, {}), "data.root": str(root),
+        "output_dir": str(out / "runs"), "run_name": name,
         "seed": settings.seed, "train.progress_bar": settings.progress}) for name in settings.models}
     # the cache at each input size the models use (one size with the demo's overrides)
     image_sizes = sorted({cfg.data.image_size for cfg in configs.values()})
@@ -208,6 +209,7 @@ def write_demo_record(result: DemoResult, settings: DemoSettings, config: Any = 
         "phantom_size": settings.image_size,
         "seed": settings.seed,
         "overrides": {k: v for k, v in settings.overrides.items()},
+        "model_overrides": {name: dict(v) for name, v in settings.model_overrides.items()},
         "output_stride": getattr(getattr(config, "model", None), "output_stride", None),
         "image_size": getattr(getattr(config, "data", None), "image_size", None),
         "headline": json.loads(result.headline.to_json(orient="records")),
@@ -269,5 +271,5 @@ def check_learning(headline: pd.DataFrame, min_auc: float = 0.9) -> list[str]:
     return problems
 
 
-__all__ = ["DEMO_MODELS", "DEMO_OVERRIDES", "HEADLINE_COLUMNS", "RECORD_FILE", "DemoResult", "DemoSettings",
+__all__ = ["DEMO_MODELS", "DEMO_MODEL_OVERRIDES", "DEMO_OVERRIDES", "HEADLINE_COLUMNS", "RECORD_FILE", "DemoResult", "DemoSettings",
            "check_learning", "format_headline", "headline_numbers", "run_demo", "write_demo_record"]
