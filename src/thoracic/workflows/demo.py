@@ -6,7 +6,7 @@ Steps (each the same library call a real run makes; nothing is special-cased for
    run when its parameters match (``phantom.json``);
 2. ``thoracic prepare``: the image cache (resumes / reuses what exists);
 3. ``thoracic train``: the three paper models from their configs (``configs/*.yaml``) with the CPU-sized
-   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 160 px, from phantoms stored
+   overrides of :data:`DEMO_OVERRIDES` (a ResNet-10 trained from scratch at 128 px, from phantoms stored
    at 256 px: no ImageNet weights can be downloaded here, and a ResNet-34 at 256 px would need hours on
    two cores; ``model.output_stride`` as fine as the time budget allows);
 4. ``thoracic evaluate --calibrate`` (AUC, subgroups, calibration with temperature scaling fitted on

@@ -15,7 +15,7 @@ DEMO_MODELS: tuple[str, ...] = ("baseline", "space_attention", "attention_gated"
 
 #: CPU-sized overrides applied on top of each paper config (documented in the README).
 DEMO_OVERRIDES: dict[str, Any] = {
-    "data.image_size": 160,
+    "data.image_size": 128,
     "data.num_workers": 0,
     "model.backbone": "resnet10",
     "model.pretrained": False,
