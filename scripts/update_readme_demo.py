@@ -1,11 +1,13 @@
 """Copy the demo's measured numbers from its output files into README.md (never typed by hand).
 
     python scripts/update_readme_demo.py demo_t1/demo_results.json demo_t2/demo_results.json [--readme README.md]
+        [--figure demo_t2/report/compare_overlays.png]
 
 Each ``demo_results.json`` is what ``thoracic demo`` writes at the end of a run (headline table,
 shortfalls, wall time, torch threads, CPU, library versions). The rendered section replaces the text
 between ``<!-- demo-results:start -->`` and ``<!-- demo-results:end -->`` in the README: one table per
-file, with the conditions it was measured under.
+file, with the conditions it was measured under. ``--figure`` also copies the demo report's comparison
+figure (every model and heatmap method on the same test images), downscaled, to ``docs/figures/demo_overlays.png``.
 """
 
 from __future__ import annotations
@@ -63,10 +65,30 @@ def render(records: list[dict[str, Any]]) -> str:
     return "\n\n".join(render_record(r) for r in sorted(records, key=lambda r: r["torch_threads"]))
 
 
+#: Longest side of the README's copy of the demo's comparison figure (pixels).
+FIGURE_MAX_SIDE = 1600
+
+
+def copy_figure(source: Path, target: Path, max_side: int = FIGURE_MAX_SIDE) -> Path:
+    """``source`` (a report figure) downscaled to ``max_side`` and written as an optimised PNG at ``target``."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        scale = max_side / max(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", type=Path, help="demo_results.json files written by thoracic demo")
     parser.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="the demo report's compare_overlays.png, copied to docs/figures/demo_overlays.png")
     args = parser.parse_args(argv)
     records = []
     for path in args.records:
@@ -82,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     _, tail = rest.split(END, 1)
     args.readme.write_text(f"{head}{START}\n{render(records)}\n{END}{tail}")
     print(f"updated {args.readme} from {', '.join(map(str, args.records))}")
+    if args.figure is not None:
+        if not args.figure.is_file():
+            print(f"error: {args.figure} does not exist (the demo report writes compare_overlays.png)", file=sys.stderr)
+            return 2
+        target = copy_figure(args.figure, args.readme.parent / "docs" / "figures" / "demo_overlays.png")
+        print(f"updated {target} from {args.figure}")
     return 0
 
 
