@@ -240,3 +240,23 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
     text = capsys.readouterr().out
     for option in ("--output-stride", "--threads"):
         assert option in text
+
+
+def test_each_model_gets_the_shared_then_its_own_overrides(tmp_path: Path) -> None:
+    from thoracic.workflows.demo import DEMO_MODEL_OVERRIDES, demo_configs
+
+    settings = DemoSettings(out_dir=tmp_path / "d")
+    configs = demo_configs(settings, tmp_path / "phantom")
+    assert list(configs) == list(DEMO_MODELS)
+    for name, cfg in configs.items():
+        assert (cfg.data.image_size, cfg.model.output_stride) == (DEMO_OVERRIDES["data.image_size"],
+                                                                  DEMO_OVERRIDES["model.output_stride"])
+        assert cfg.data.root == str(tmp_path / "phantom") and cfg.output_dir == str(tmp_path / "d" / "runs")
+    # the attention-gated network with per-level classifiers; the other configs keep their own value
+    assert DEMO_MODEL_OVERRIDES["attention_gated"]["model.aggregation"] == "mean"
+    assert configs["attention_gated"].model.aggregation == "mean"
+    assert configs["baseline"].model.aggregation == "concat"
+    # a model's own overrides win over the shared ones
+    custom = DemoSettings(out_dir=tmp_path / "d", models=("baseline",),
+                          model_overrides={"baseline": {"model.output_stride": 32}})
+    assert demo_configs(custom, tmp_path / "phantom")["baseline"].model.output_stride == 32

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 import torchvision
 
-from thoracic.config import load_config, load_config_by_name
+from thoracic.config import Config, load_config, load_config_by_name
 from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.synth import generate_phantom_dataset
@@ -121,6 +121,15 @@ def headline_numbers(runs: Mapping[str, Path], methods: Mapping[str, Sequence[st
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
+def demo_configs(settings: DemoSettings, root: Path) -> dict[str, Config]:
+    """The config of each demo model: its paper config, then :attr:`DemoSettings.overrides`, then its own
+    :attr:`DemoSettings.model_overrides`, on the phantom folder ``root``, run folders in ``<out>/runs``."""
+    return {name: load_config_by_name(name, {
+        **settings.overrides, **settings.model_overrides.get(name, {}), "data.root": str(root),
+        "output_dir": str(settings.out_dir / "runs"), "run_name": name,
+        "seed": settings.seed, "train.progress_bar": settings.progress}) for name in settings.models}
+
+
 def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None] = print) -> DemoResult:
     """Run the whole pipeline (see the module docstring) and return where the report is."""
     if settings.threads is not None:
@@ -130,10 +139,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     out.mkdir(parents=True, exist_ok=True)
     log(f"[1/4] phantom ChestX-ray14 folder ({settings.num_images} images, {settings.image_size} px) in {out}")
     root = ensure_phantom_data(settings)
-    configs = {name: load_config_by_name(name, {
-        **settings.overrides, **settings.model_overrides.get(name, {}), "data.root": str(root),
-        "output_dir": str(out / "runs"), "run_name": name,
-        "seed": settings.seed, "train.progress_bar": settings.progress}) for name in settings.models}
+    configs = demo_configs(settings, root)
     # the cache at each input size the models use (one size with the demo's overrides)
     image_sizes = sorted({cfg.data.image_size for cfg in configs.values()})
     log(f"[2/4] image cache at {', '.join(map(str, image_sizes))} px")
@@ -272,4 +278,4 @@ def check_learning(headline: pd.DataFrame, min_auc: float = 0.9) -> list[str]:
 
 
 __all__ = ["DEMO_MODELS", "DEMO_MODEL_OVERRIDES", "DEMO_OVERRIDES", "HEADLINE_COLUMNS", "RECORD_FILE", "DemoResult", "DemoSettings",
-           "check_learning", "format_headline", "headline_numbers", "run_demo", "write_demo_record"]
+           "check_learning", "demo_configs", "format_headline", "headline_numbers", "run_demo", "write_demo_record"]
