@@ -8,7 +8,7 @@ the same work the obvious way (medians of repeats, see common.py):
   a weighted Mann-Whitney statistic per resample) vs. a loop calling scikit-learn's ``roc_auc_score``
   per class and resample (rate: resamples/s). Target: >= 10x.
 - **metadata**: ``load_chestxray14`` (parsing, checks, label matrix, split, box rows) on the real
-  112,120-row metadata (``../shared/nih/metadata``; when absent, a synthetic folder of the same size
+  112,120-row metadata (the complete NIH metadata folder; when absent, a synthetic folder of the same size
   and layout) vs. the bare ``pandas.read_csv`` of the same files (rate: rows/s; informational).
 - **phantoms**: ``generate_phantom_dataset`` at 512 px on one process (drawing + PNG writing) vs. only
   writing the same number of 512 px phantom PNGs (rate: images/s; informational: the share of the time
@@ -142,7 +142,7 @@ def metadata_comparison(settings: dict[str, Any], workdir: Path, quick: bool) ->
 
     real = common.SHARED_NIH / "metadata"
     if not quick and (real / "Data_Entry_2017_v2020.csv").is_file():
-        root, what = real, "the real ChestX-ray14 metadata (../shared/nih/metadata)"
+        root, what = real, "the real ChestX-ray14 metadata (the complete NIH metadata folder)"
     else:
         root = synthetic_metadata(workdir / "metadata", settings["metadata_rows"])
         what = f"a synthetic metadata folder of {settings['metadata_rows']:,} rows (real metadata not used)"

@@ -306,7 +306,7 @@ FULL_IMAGE_SIZE = 1024
 def image_folder(workdir: Path, quick: bool, num_phantoms: int = 40) -> tuple[Path, str]:
     """A ChestX-ray14-layout folder of PNGs to decode, and a one-line description of it.
 
-    Full runs use the 40 real 1024 x 1024 ChestX-ray14 PNGs of ``../shared/nih/sample`` when present
+    Full runs use the 40 real 1024 x 1024 ChestX-ray14 PNGs of the NIH sample folder beside the project when present
     (real PNG compression, 4 RGBA files among them) and otherwise ``num_phantoms`` 1024 px phantoms;
     quick runs use a few 64 px phantoms.
     """
@@ -328,7 +328,7 @@ def image_folder(workdir: Path, quick: bool, num_phantoms: int = 40) -> tuple[Pa
             shutil.rmtree(root)
         write_subset_folder(SHARED_NIH / "metadata", root, sample_images, symlink=True)
         count = len(list((root / "images").glob("*.png")))
-        return root, f"{count} real ChestX-ray14 PNGs of 1024 x 1024 px (../shared/nih/sample)"
+        return root, f"{count} real ChestX-ray14 PNGs of 1024 x 1024 px (the real NIH sample folder)"
     root = generate_phantom_dataset(workdir / "phantom_1024", num_phantoms, FULL_IMAGE_SIZE, seed=0,
                                     workers=None, overwrite=True, progress=False)
     return root, f"{num_phantoms} phantom PNGs of 1024 x 1024 px (real sample not found)"
