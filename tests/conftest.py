@@ -21,7 +21,7 @@ PHANTOM_SEED = 0
 
 @pytest.fixture(scope="session")
 def nih_dir() -> Path:
-    """``../shared/nih`` beside the repository (metadata + 40 sample PNGs), or skip."""
+    """The real NIH material beside the repository (metadata + 40 sample PNGs), or skip."""
     if not (NIH_DIR / "metadata" / "Data_Entry_2017_v2020.csv").is_file():
         pytest.skip(f"real ChestX-ray14 material not found at {NIH_DIR}")
     return NIH_DIR

@@ -100,7 +100,7 @@ def test_real_sample_folder(nih_sample_dir):
 
 @pytest.mark.nih
 def test_cli_subset_then_prepare_on_the_real_sample(nih, nih_dir, tmp_path, capsys):
-    """Issue 2's done-criterion: `thoracic subset` + `thoracic prepare` on the folder built from ../shared/nih."""
+    """`thoracic subset` + `thoracic prepare` on a folder built from the real NIH metadata and sample images."""
     from thoracic.cli import main as cli_main
     from thoracic.data.cache import ImageCache
 
