@@ -1,4 +1,4 @@
-"""Bad input (issue 2, point 6): a DataError that names the file / row / field and what was expected.
+"""Bad input: a DataError that names the file / row / field and what was expected.
 
 Corrupt, truncated and missing PNGs during prepare: tests/test_data_cache.py
 (test_bad_images_are_listed_and_the_rest_finished) and tests/test_data_images.py.

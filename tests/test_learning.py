@@ -1,4 +1,4 @@
-"""A trained phantom run learns and localizes: issue 5's done criterion, end to end on a CPU.
+"""A trained phantom run learns and localizes, end to end on a CPU.
 
 Phantoms at 128 px (4 x 4 class maps), the baseline CAM model (ResNet-10 from scratch) trained for a few
 epochs through :func:`thoracic.training.trainer.train`, then :func:`evaluate_run` and :func:`localize_run`

@@ -1,4 +1,4 @@
-"""Hand-computed values of the training losses (issue 3, point 7; paper Eq. 1)."""
+"""Hand-computed values of the training losses (paper Eq. 1)."""
 
 from __future__ import annotations
 

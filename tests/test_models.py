@@ -1,4 +1,4 @@
-"""Contracts of the model registry, backbones and the three models (issue 3, point 8)."""
+"""Contracts of the model registry, backbones and the three models."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_build_model_passes_the_relevant_config_fields() -> None:
 # Every model x backbone: shapes, finiteness, gradients
 # --------------------------------------------------------------------------------------------------
 
-#: Every registered model x every registered backbone (issue 3, point 8), at 32 px and batch 2: the
+#: Every registered model x every registered backbone, at 32 px and batch 2: the
 #: smallest input every backbone accepts (final map 1x1, layer2 4x4) keeps the 15 pairs fast.
 PAIRS = list(itertools.product(list_models(), list_backbones()))
 PAIR_SIZE = 32

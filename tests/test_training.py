@@ -1,4 +1,4 @@
-"""Training (issue 4): run folders, checkpoints, early stopping, exact resume, determinism, NaN guard,
+"""Training: run folders, checkpoints, early stopping, exact resume, determinism, NaN guard,
 lr sweep, multi-seed experiments and the pure helpers they rely on. CPU, 64 px phantoms, resnet10."""
 
 from __future__ import annotations

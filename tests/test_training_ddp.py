@@ -1,4 +1,4 @@
-"""Metrics over all processes (issue 4, point 5): a 2-process DDP run on the CPU (gloo, launched with
+"""Metrics over all processes: a 2-process DDP run on the CPU (gloo, launched with
 torchrun exactly as on a GPU machine) logs the same validation AUC as one process computes on the same
 validation images with the same weights.
 
