@@ -37,7 +37,7 @@ def _random(row: dict[str, Any], metric: str) -> str:
 def render_record(record: dict[str, Any]) -> str:
     """The Markdown of one demo run: its conditions, then its headline table."""
     threads = record["torch_threads"]
-    verdict = ("every model and heatmap method above the random expectation and the centre box on both "
+    verdict = ("Every model and heatmap method above the random expectation and the centre box on both "
                "criteria" if not record["problems"] else
                "**targets not reached**: " + "; ".join(record["problems"]))
     lines = [
@@ -61,8 +61,31 @@ def render_record(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def spread(records: list[dict[str, Any]]) -> str:
+    """How far the runs' numbers lie apart: per headline column, the largest difference between two runs
+    over the models and heatmap methods they share (empty for fewer than two runs)."""
+    if len(records) < 2:
+        return ""
+    columns = [("mean AUC", "mean test AUC"), *((f"{m} model", f"{m} (heatmap threshold 180)") for m in METRICS),
+               ("pointing model", "pointing game")]
+    parts = []
+    for column, label in columns:
+        worst, where = 0.0, ""
+        keys = set.intersection(*({(r["model"], r["method"]) for r in rec["headline"]} for rec in records))
+        for key in sorted(keys):
+            values = [next(r[column] for r in rec["headline"] if (r["model"], r["method"]) == key) for rec in records]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            if len(values) >= 2 and max(values) - min(values) > worst:
+                worst, where = max(values) - min(values), f"{key[0].replace('_', ' ')} {key[1]}"
+        parts.append(f"{label} {worst:.3f} ({where})" if where else f"{label} 0.000")
+    return ("Largest difference between these runs, over the models and heatmap methods: "
+            + "; ".join(parts) + ".")
+
+
 def render(records: list[dict[str, Any]]) -> str:
-    return "\n\n".join(render_record(r) for r in sorted(records, key=lambda r: r["torch_threads"]))
+    tables = [render_record(r) for r in sorted(records, key=lambda r: r["torch_threads"])]
+    text = spread(records)
+    return "\n\n".join(tables + ([text] if text else []))
 
 
 #: Longest side of the README's copy of the demo's comparison figure (pixels).
