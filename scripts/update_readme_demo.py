@@ -73,7 +73,8 @@ def spread(records: list[dict[str, Any]]) -> str:
         worst, where = 0.0, ""
         keys = set.intersection(*({(r["model"], r["method"]) for r in rec["headline"]} for rec in records))
         for key in sorted(keys):
-            values = [next(r[column] for r in rec["headline"] if (r["model"], r["method"]) == key) for rec in records]
+            values = [next(r.get(column) for r in rec["headline"] if (r["model"], r["method"]) == key)
+                      for rec in records]
             values = [v for v in values if v is not None and math.isfinite(v)]
             if len(values) >= 2 and max(values) - min(values) > worst:
                 worst, where = max(values) - min(values), f"{key[0].replace('_', ' ')} {key[1]}"

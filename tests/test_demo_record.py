@@ -59,6 +59,9 @@ def test_record_then_readme_section(tmp_path: Path) -> None:
     assert "| space attention | native | 0.971 | 0.080 |" in text  # copied, not bold: not above the centre box
     assert "| space attention | native | 0.971 | **0.310** |" in text
     assert "targets not reached" in text[one:two] and "targets not reached" not in text[two:]
+    # how far the two runs lie apart, computed from the records
+    assert "IoU>0.3 (heatmap threshold 180) 0.230 (space attention native)" in text
+    assert "mean test AUC 0.000" in text
 
 
 def test_readme_without_markers_is_refused(tmp_path: Path) -> None:
