@@ -131,40 +131,46 @@ def _centre(evaluation: Path) -> dict[str, float]:
     return result
 
 
+def _finished_runs(out: Path) -> list[tuple[str, int, str, int, Path]]:
+    """(family, seed, model, stride, evaluation folder) of every localized run under ``out``, whatever
+    invocation of ``run`` made it (e.g. more seeds at coarse strides than at stride 8)."""
+    found = []
+    for folder in sorted(out.glob("family*_seed*")):
+        family, seed = folder.name.removeprefix("family").split("_seed")
+        for run in sorted((folder / "runs").glob("*_os*")):
+            model, stride = run.name.rsplit("_os", 1)
+            evaluation = run / "evaluation"
+            if (evaluation / "registration_native.csv").is_file() and (evaluation / "auc_test.json").is_file():
+                found.append((family, int(seed), model, int(stride), evaluation))
+    return found
+
+
 def collect(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(method rows, baseline rows, settings) from the output files under ``out``."""
     settings = json.loads((out / "measure.json").read_text())
-    rows, baselines = [], []
-    for family in settings["families"]:
-        for seed in settings["seeds"]:
-            runs = out / f"family{family}_seed{seed}" / "runs"
-            first = True
-            for model in settings["models"]:
-                for stride in settings["strides"]:
-                    evaluation = runs / _run_name(model, stride) / "evaluation"
-                    if not evaluation.is_dir():
-                        continue
-                    auc = json.loads((evaluation / "auc_test.json").read_text())["mean_auc"]
-                    for path in sorted(evaluation.glob("registration_*.csv")):
-                        method = path.stem.removeprefix("registration_")
-                        table = pd.read_csv(path, dtype={"threshold": str})
-                        for registration, part in table.groupby("registration"):
-                            row = {"family": family, "seed": seed, "model": model, "method": method,
-                                   "stride": stride, "registration": registration, "auc": auc}
-                            for metric, t in CRITERIA:
-                                for threshold in (HEADLINE_THRESHOLD, "all"):
-                                    hit = part[(part["metric"] == metric) & (part["t"].round(3) == t)
-                                               & (part["threshold"] == threshold)]
-                                    row[f"{metric} {threshold}"] = float(hit["accuracy"].iloc[0])
-                                    if metric == "IoU":
-                                        row[f"FP {threshold}"] = float(hit["false_positives_per_image"].iloc[0])
-                            rows.append(row)
-                    if first:  # the ground truth is the family's and seed's, the same for every run
-                        scores = pd.read_csv(evaluation / "scores_native.csv")
-                        baselines.append({"family": family, "seed": seed,
-                                          **{f"random {k}": v for k, v in _random_expectation(scores).items()},
-                                          **{f"centre {k}": v for k, v in _centre(evaluation).items()}})
-                        first = False
+    rows, baselines, seen = [], [], set()
+    for family, seed, model, stride, evaluation in _finished_runs(out):
+        auc = json.loads((evaluation / "auc_test.json").read_text())["mean_auc"]
+        for path in sorted(evaluation.glob("registration_*.csv")):
+            method = path.stem.removeprefix("registration_")
+            table = pd.read_csv(path, dtype={"threshold": str})
+            for registration, part in table.groupby("registration"):
+                row = {"family": family, "seed": seed, "model": model, "method": method,
+                       "stride": stride, "registration": registration, "auc": auc}
+                for metric, t in CRITERIA:
+                    for threshold in (HEADLINE_THRESHOLD, "all"):
+                        hit = part[(part["metric"] == metric) & (part["t"].round(3) == t)
+                                   & (part["threshold"] == threshold)]
+                        row[f"{metric} {threshold}"] = float(hit["accuracy"].iloc[0])
+                        if metric == "IoU":
+                            row[f"FP {threshold}"] = float(hit["false_positives_per_image"].iloc[0])
+                rows.append(row)
+        if (family, seed) not in seen:  # the ground truth is the family's and seed's, the same for every run
+            seen.add((family, seed))
+            scores = pd.read_csv(evaluation / "scores_native.csv")
+            baselines.append({"family": family, "seed": seed,
+                              **{f"random {k}": v for k, v in _random_expectation(scores).items()},
+                              **{f"centre {k}": v for k, v in _centre(evaluation).items()}})
     return pd.DataFrame(rows), pd.DataFrame(baselines), settings
 
 
@@ -173,17 +179,17 @@ def _cell(values: pd.Series) -> str:
     if len(values) == 0:
         return "-"
     if len(values) == 1:
-        return f"{values.iloc[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        return f"{values.iloc[0]:.3f} (n = 1)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n = {len(values)})"
 
 
 def render(rows: pd.DataFrame, baselines: pd.DataFrame, settings: dict[str, Any]) -> str:
     lines = [
-        f"Conditions: phantom families {', '.join(settings['families'])}, {settings['images']} images each "
+        f"Conditions: phantom families {', '.join(sorted(rows['family'].unique()))}, {settings['images']} images each "
         f"(drawn at {settings['disk_size']} px, models at {settings['size']} px), one phantom set per seed "
-        f"(seeds {', '.join(map(str, settings['seeds']))}: data and training); ResNet-10 from scratch, Adam lr "
+        f"(the seed draws the data and the training); ResNet-10 from scratch, Adam lr "
         f"{settings['lr']}, batch {settings['batch_size']}, at most {settings['epochs']} epochs with early "
-        f"stopping; {settings['threads']} torch thread(s). Mean ± sd over seeds (n = {len(settings['seeds'])}). "
+        f"stopping; {settings['threads']} torch thread(s). Mean ± sd over the seeds run (n of them). "
         f"Accuracy = mean over the 8 box classes at heatmap threshold 180; `pooled` = boxes of thresholds 60 "
         f"and 180 together; FP = false positive boxes per image at T(IoU) = 0.3, threshold 180. "
         f"Produced by `scripts/measure_localization.py table` from the run folders.",
