@@ -61,6 +61,9 @@ CHILD = textwrap.dedent("""
 def _child(argv: list, kill_at: int = 0, where: str = "all", slow: float = 0.0, token: str = "x",
            limit: int | None = None, **popen) -> subprocess.Popen:
     def limit_size() -> None:
+        # Ctrl-C as in a terminal, even when the test run itself was started with SIGINT ignored
+        # (`cmd &` in a script): the child must not inherit the ignore
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if limit is not None:
             import resource
 

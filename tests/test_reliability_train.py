@@ -90,6 +90,9 @@ CHILD = textwrap.dedent("""
 def _child(argv: list[str], kill_at: int = 0, slow: float = 0.0, limit: int | None = None,
            **popen) -> subprocess.Popen:
     def limit_size() -> None:
+        # Ctrl-C as in a terminal, even when the test run itself was started with SIGINT ignored
+        # (`cmd &` in a script): the child must not inherit the ignore
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if limit is not None:
             import resource
 
@@ -180,7 +183,15 @@ class CtrlCAt(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(phantom_dir, phantom_cache, tmp_path):
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT handled as Python does in a terminal, even when the test run was started with it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(phantom_dir, phantom_cache, tmp_path, terminal_sigint):
     cfg = load_config_by_name("baseline", overrides(phantom_dir, tmp_path / "runs", "run_name=early"))
     with pytest.raises(Interrupted) as error:
         train(cfg, callbacks=[CtrlCAt(epoch=0, batch=1)])
