@@ -56,7 +56,8 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
 
     # operating points: chosen on the validation split, stored in the contract format, reported on test
     points = json.loads((evaluation / "operating_points.json").read_text())
-    assert set(points) == {"method", "split", "thresholds"}
+    assert set(points) == {"method", "split", "thresholds", "checkpoint"}
+    assert points["checkpoint"] == auc["checkpoint"]  # the weights the thresholds were chosen for
     assert points["method"] == "youden" and points["split"] == "val"
     assert list(points["thresholds"]) == list(CLASS_NAMES)
     assert all(isinstance(t, float) and 0 <= t <= 1 for t in points["thresholds"].values())

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from thoracic.commands.shared import add_trust_checkpoint
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by evaluate and localize."""
@@ -31,6 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap / random baseline (default 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_trust_checkpoint(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                           operating_point=args.operating_point, subgroups=args.subgroups,
                           age_bands=args.age_bands, subgroup_min_count=args.subgroup_min_count,
                           calibrate=args.calibration_mode if args.calibrate else None,
-                          calibration_bins=args.calibration_bins)
+                          calibration_bins=args.calibration_bins, trust_checkpoint=args.trust_checkpoint)
     print(format_evaluation(result, args.split, args.operating_point))
     _print_extras(result.files)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--localize evaluates the test split: it cannot go with --no-test")
     result = run_experiment(cfg, args.seeds, folder=args.folder, test=args.test, n_bootstrap=args.bootstrap,
                             localize=args.localize, eval_device=args.eval_device,
-                            command_line=getattr(args, "command_line", None))
+                            command_line=getattr(args, "command_line", None),
+                            trust_checkpoint=args.trust_checkpoint)
     print(format_mean_std(result.summary))
     print(f"experiment folder: {result.folder}")
     if args.test:

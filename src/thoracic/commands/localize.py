@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                           largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,
                           data_root=args.data, cache=args.cache, num_workers=args.workers,
                           which=args.checkpoint, seed=args.seed, n_examples=args.examples,
-                          progress=args.progress, draws=args.draws, registration=args.registration)
+                          progress=args.progress, draws=args.draws, registration=args.registration,
+                          trust_checkpoint=args.trust_checkpoint)
     print(headline_text(headline(result.accuracy, args.method), args.method))
     sensitivity = result.registrations
     if sensitivity is not None:

@@ -1,7 +1,12 @@
 """Probabilities, heatmaps and boxes for new chest X-rays (PNG, JPEG or DICOM; files or folders).
 
-Prints a table of per-class probabilities (or JSON with --json) on stdout and writes, per image, a figure
-with the heatmaps and boxes of the classes at or above their threshold, plus predictions.json, into --out.
+Prints a table of per-class probabilities (or, with --json, the content of predictions.json: source,
+checkpoint hash, thresholds and where they come from, calibration, and one entry per image) on stdout and
+writes, per image, a figure with the heatmaps and boxes of the classes at or above their threshold, plus
+predictions.json, into --out. --out must lie outside the input folders; it holds the outputs of one
+checkpoint or exported model (another's are refused; this one's earlier files are replaced) and
+thoracic_outputs.json, the list of files thoracic wrote there: a file it did not write is never replaced,
+and files it wrote are never read as inputs.
 Thresholds: the run's per-class operating points (evaluation/operating_points.json, written by
 `thoracic evaluate`) by default, --threshold P for one value for every class; which one is used is said
 on stderr and stored in predictions.json. A checkpoint trained on phantom images gets a warning.
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from thoracic.commands.shared import add_trust_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,19 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
                         help="ignore the run's (or the export's) temperature scaling")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_trust_checkpoint(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.workflows.predict import predict_images
+    from thoracic.workflows.predict import run_predictions
     from thoracic.prediction import probability_table
 
-    results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
-                             threshold=args.threshold, device=args.device, progress=args.progress,
-                             all_boxes=args.all_boxes, model=args.model, calibrate=args.calibrate,
-                             registration=args.registration,
-                             log=lambda message: print(message, file=sys.stderr))
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=1))
+    done = run_predictions(args.images, args.checkpoint, out_dir=args.out, method=args.method,
+                           threshold=args.threshold, device=args.device, progress=args.progress,
+                           all_boxes=args.all_boxes, model=args.model, calibrate=args.calibrate,
+                           registration=args.registration, trust_checkpoint=args.trust_checkpoint,
+                           log=lambda message: print(message, file=sys.stderr))
+    results = done.results
+    if args.json:  # what predictions.json holds: the run-level fields, and "images"
+        print(json.dumps(done.document, indent=1))
     else:
         print(probability_table(results))
         print(f"figures and predictions.json in {args.out}")

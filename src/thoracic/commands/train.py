@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands.shared import add_trust_checkpoint
 from thoracic.config import ConfigError, parse_overrides
 
 
@@ -28,6 +29,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, resume: bool = True
     parser.add_argument("--num-nodes", type=int, help="shortcut for train.num_nodes")
     parser.add_argument("--precision", help="shortcut for train.precision (32-true, bf16-mixed, 16-mixed)")
     parser.add_argument("--output-dir", help="shortcut for output_dir")
+    add_trust_checkpoint(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides: section.key=value, --section.key, --no-section.key")
 
@@ -56,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config:
         raise ConfigError("give either --config (a new run) or --resume RUN (its own config), not both")
     if args.resume:
-        cfg = config_for_resume(args.resume, overrides)
+        cfg = config_for_resume(args.resume, overrides, trust_checkpoint=args.trust_checkpoint)
     elif args.config:
         cfg = load_config_by_name(args.config, overrides)
     else:
         raise ConfigError("thoracic train: give --config FILE_OR_NAME or --resume RUN")
-    run_dir = train(cfg, resume=args.resume, command_line=getattr(args, "command_line", None))
+    run_dir = train(cfg, resume=args.resume, command_line=getattr(args, "command_line", None),
+                    trust_checkpoint=args.trust_checkpoint)
     print(f"run folder: {run_dir}")
     return 0

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import CLASS_NAMES
-from thoracic.data.metadata import file_fingerprint, find_metadata_files
+from thoracic.data.metadata import find_metadata_files
 from thoracic.errors import CacheMismatchError, DataError
+from thoracic.provenance import file_sha256
 from thoracic.safety import folder_entries
 
 FORMAT_VERSION = 1
@@ -176,7 +177,7 @@ class ImageCache:
             )
         if expected_root is not None:
             files = find_metadata_files(expected_root)
-            if file_fingerprint(files.data_entry) != manifest.get("metadata_sha256"):
+            if file_sha256(files.data_entry) != manifest.get("metadata_sha256"):
                 raise CacheMismatchError(
                     f"{cache_dir} was built from other metadata ({manifest.get('source')}) than {files.data_entry}; "
                     f"rerun `thoracic prepare --data {expected_root} --size {manifest.get('image_size')}` "

@@ -64,9 +64,10 @@ from thoracic.data.cache import (
     row_checksum,
 )
 from thoracic.data.images import RESIZE_METHOD, load_resized
-from thoracic.data.metadata import file_fingerprint, find_metadata_files, load_chestxray14
+from thoracic.data.metadata import find_metadata_files, load_chestxray14
 from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
 from thoracic.io import save_npy_atomic, write_csv_atomic, write_json_atomic
+from thoracic.provenance import file_sha256
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -312,7 +313,7 @@ def prepare_cache(
         "num_images": count,
         "class_names": list(CLASS_NAMES),
         "metadata_file": files.data_entry.name,
-        "metadata_sha256": file_fingerprint(files.data_entry),
+        "metadata_sha256": file_sha256(files.data_entry),
         "image_ids_sha256": _ids_digest(image_ids),
         "resize": RESIZE_METHOD,
     }

@@ -22,10 +22,10 @@ maps them to another size.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,8 @@ import pandas as pd
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES, LABEL_ALIASES, NO_FINDING, NUM_CLASSES
 from thoracic.errors import DataError
+from thoracic.io import write_text_atomic
+from thoracic.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -244,12 +246,10 @@ def find_image_files(root: str | Path) -> dict[str, str]:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (identifies the metadata a cache was built from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Deprecated name of :func:`thoracic.provenance.file_sha256` (the one file hash)."""
+    warnings.warn("thoracic.data.metadata.file_fingerprint is deprecated: use thoracic.provenance.file_sha256",
+                  DeprecationWarning, stacklevel=2)
+    return file_sha256(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def read_split_list(path: str | Path) -> tuple[str, ...]:
     """Image names of a split list, one per line (trailing newline and blank lines are fine)."""
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(set(names)) != len(names):
         seen: set[str] = set()
@@ -372,7 +372,7 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     rows = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not the header
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -631,7 +631,7 @@ def write_subset_folder(
         body = lines[1:] if keep_header else lines
         kept = [line for line in body if line.split(",", 1)[0].strip() in wanted]
         text = "\n".join(([lines[0]] if keep_header else []) + kept)
-        (out / path.name).write_text(text + ("\n" if keep_header else ""))
+        write_text_atomic(out / path.name, text + ("\n" if keep_header else ""))
 
     copy_rows(files.data_entry, True)
     copy_rows(files.bbox, True)

@@ -31,6 +31,7 @@ from thoracic.training.checkpoints import checkpoint_info
 from thoracic.reporting.document import ReportContext
 from thoracic.reporting.render import markdown_table
 from thoracic.reporting.runs import RunGroup, RunSummary
+from thoracic.io import write_csv_atomic, write_text_atomic
 
 
 #: model name -> column of the seed paper's Table 1.
@@ -118,10 +119,13 @@ def write_run_table1(auc: dict[str, Any], config: dict[str, Any], out_dir: str |
     table = classification_table([RunGroup(summary.model, [summary])])
     csv_path = out_dir / f"table1_{split}.csv"
     markdown_path = out_dir / f"table1_{split}.md"
-    table.to_csv(csv_path)
+    write_csv_atomic(csv_path, table)
     caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
-    markdown_path.write_text(f"# Table 1: per-class ROC AUC, {summary.model} on the {split} split\n\n"
-                             f"{TABLE1_LEGEND}{caveat}\n\n{markdown_table(table)}\n")
+    checkpoint = auc.get("checkpoint") if isinstance(auc.get("checkpoint"), dict) else {}
+    source = (f"\n\nCheckpoint {checkpoint.get('path')} (epoch {checkpoint.get('epoch')}, sha256 "
+              f"{checkpoint.get('sha256')})." if checkpoint.get("sha256") else "")
+    write_text_atomic(markdown_path, f"# Table 1: per-class ROC AUC, {summary.model} on the {split} split\n\n"
+                                     f"{TABLE1_LEGEND}{caveat}{source}\n\n{markdown_table(table)}\n")
     return markdown_path, csv_path
 
 

@@ -54,14 +54,14 @@ from thoracic.evaluation.operating_points import (
 )
 from thoracic.evaluation.predictions import predict, save_predictions
 from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, subgroup_thresholds
-from thoracic.io import write_json_atomic, write_text_atomic
-from thoracic.safety import read_json
+from thoracic.io import write_csv_atomic, write_json_atomic, write_text_atomic
+from thoracic.safety import folder_lock, read_json
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
 from thoracic.training.trainer import model_without_pretrained_weights
 from thoracic.reporting.tables import write_run_table1
-from thoracic.workflows.common import open_run
+from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ def evaluate_run(
     subgroup_min_count: int = 1,
     calibrate: str | None = None,
     calibration_bins: int | None = None,
+    *,
+    trust_checkpoint: bool = False,
 ) -> EvaluationResult:
     """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
     on ``split`` (test or val).
@@ -103,12 +105,37 @@ def evaluate_run(
     reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature scaling on the
     validation split and stores it as ``calibration.json``; without it, a stored calibration of the same
     checkpoint is still measured.
+
+    ``trust_checkpoint`` opens the checkpoint with full pickle (see
+    :func:`~thoracic.training.checkpoints.read_checkpoint`). The run folder is locked while its files are
+    written, and every file is recorded in ``evaluation/thoracic_outputs.json`` with the checkpoint it
+    came from.
+
+    Raises:
+        DataError / ConfigError: a split, operating point, bootstrap count (< 0), bin count (< 1), batch
+            size (< 1) out of range: named, never silently replaced.
     """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
     if operating_point not in OPERATING_POINT_METHODS:
         raise DataError(f"operating point must be one of {OPERATING_POINT_METHODS}, got {operating_point!r}")
-    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers)
+    if n_bootstrap < 0:
+        raise ConfigError(f"--bootstrap: expected 0 (no confidence intervals) or a positive number of resamples, "
+                          f"got {n_bootstrap}")
+    if calibration_bins is not None and calibration_bins < 1:
+        raise ConfigError(f"--calibration-bins: expected at least 1 probability bin, got {calibration_bins}")
+    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers,
+                      trust_checkpoint=trust_checkpoint)
+    with evaluation_outputs(opened, "evaluate"):
+        return _evaluate_opened(opened, split, n_bootstrap, seed, progress, operating_point, subgroups, age_bands,
+                                subgroup_min_count, calibrate, calibration_bins)
+
+
+def _evaluate_opened(opened: OpenedRun, split: str, n_bootstrap: int, seed: int, progress: bool,
+                     operating_point: str, subgroups: bool, age_bands: Sequence[int] | None,
+                     subgroup_min_count: int, calibrate: str | None, calibration_bins: int | None
+                     ) -> EvaluationResult:
+    """The body of :func:`evaluate_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
     files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
@@ -119,13 +146,14 @@ def evaluate_run(
         files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
     auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=n_bootstrap,
                       seed=seed, progress=progress)
-    auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
+    write_csv_atomic(out / f"auc_{split}.csv", auc.to_frame(), index=False, float_format="%.6f")
     thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
-    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds)
+    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds,
+                                                      checkpoint=loaded.info)
     points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc,
                                    CLASS_NAMES, operating_point)
     files["operating_points_csv"] = out / f"operating_points_{split}.csv"
-    points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
+    write_csv_atomic(files["operating_points_csv"], points, index=False, float_format="%.6f")
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
                  "seed": loaded.config.seed, "checkpoint": loaded.info,
@@ -140,21 +168,23 @@ def evaluate_run(
     files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
     if subgroups:
         files.update(_subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands, subgroup_min_count,
-                                progress))
+                                progress, loaded.info))
     files.update(_calibration(loaded, validation, predictions, out, split, calibrate, calibration_bins, device,
                               progress))
     return EvaluationResult(auc, files, points)
 
 
 def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
-               age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
-    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
+               age_bands: Sequence[int] | None, min_count: int, progress: bool,
+               checkpoint: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`), recording
+    ``checkpoint`` (:func:`~thoracic.training.checkpoints.checkpoint_info`) in the JSON."""
     thresholds, source = subgroup_thresholds(out)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
                                 age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
                                 seed=seed, min_count=min_count, progress=progress)
-    return save_subgroups(result, out, split)
+    return save_subgroups(result, out, split, extra={"checkpoint": checkpoint} if checkpoint else None)
 
 
 def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
@@ -189,7 +219,8 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
-             overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+                        overrides: Mapping[str, Any] | None = None, *,
+                        trust_checkpoint: bool = False) -> dict[str, float | None]:
     """Loss and per-class AUC of a run's checkpoint on ``split`` (``test`` or ``val``), with Lightning.
 
     Runs on the run's own accelerator/devices settings (``overrides`` may change them, e.g.
@@ -198,7 +229,7 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
     """
     run_dir = Path(run_dir)
     checkpoint = find_checkpoint(run_dir, which)
-    cfg, ckpt = load_checkpoint_config(checkpoint)
+    cfg, ckpt = load_checkpoint_config(checkpoint, trust=trust_checkpoint)
     if overrides:
         cfg = config_from_dict(merge_overrides(to_dict(cfg), overrides))
     if split not in ("test", "val"):
@@ -215,11 +246,12 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{split}_", 1): _finite_or_none(v) for k, v in results.items()}
     if trainer.is_global_zero:
-        path = run_dir / "summary.json"
-        summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
-        summary[f"{split}_metrics"] = metrics
-        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
-        write_json_atomic(path, summary)
+        with folder_lock(run_dir, "run folder", f"thoracic evaluate {checkpoint}"):
+            path = run_dir / "summary.json"
+            summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
+            summary[f"{split}_metrics"] = metrics
+            summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
+            write_json_atomic(path, summary)
     return metrics
 
 

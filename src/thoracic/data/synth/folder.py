@@ -27,8 +27,8 @@ from thoracic.constants import CLASS_INDEX, CLASS_NAMES, NO_FINDING
 from thoracic.data.cache import is_cache_file, owned_cache_folder
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage, render_phantom, save_png
-from thoracic.errors import DataError, UnsafeDeleteError
-from thoracic.io import write_json_atomic
+from thoracic.errors import DataError, Interrupted, UnsafeDeleteError
+from thoracic.io import write_json_atomic, write_text_atomic
 from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned
 
 GENERATOR_VERSION = 3  # 2: NIH-like prevalences (about 54% of images without finding); 3: families A, B
@@ -215,7 +215,9 @@ def generate_phantom_dataset(
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
+        # a folder this generator started and never finished (interrupted): the same command writes it again
+        unfinished = (out / MARKER_FILE).is_file() and not (out / INFO_FILE).is_file()
+        if not overwrite and not unfinished:
             raise DataError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
                             "replace a phantom folder written by thoracic synth (only its own files are deleted)")
         owned = synth_owned_files(out)
@@ -254,6 +256,19 @@ def generate_phantom_dataset(
     for folder in sorted({job[-1].parent for job in jobs}):
         folder.mkdir(parents=True, exist_ok=True)
 
+    try:
+        _write_folder(out, plans, jobs, image_size, seed, prevalence, family, test_fraction, tarball_layout,
+                      workers, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted (Ctrl-C); the phantom folder {out} is unfinished: rerun the same command "
+                          "to write it again (only the generator's own files there are replaced)") from None
+    return out
+
+
+def _write_folder(out: Path, plans: list[_ImagePlan], jobs: list[tuple], image_size: int, seed: int,
+                  prevalence: dict[str, float], family: str, test_fraction: float, tarball_layout: bool,
+                  workers: int | None, progress: bool) -> None:
+    """Render every image and write the NIH files; ``phantom.json`` last (a folder without it is unfinished)."""
     results: list[PhantomImage | None] = [None] * len(plans)
     workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
     bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
@@ -267,12 +282,16 @@ def generate_phantom_dataset(
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
                                      initializer=quiet_worker, initargs=(os.getpid(),)) as pool:
-                for index, phantom in pool.map(_render_job, jobs, chunksize=8):
-                    results[index] = phantom
-                    bar.update()
+                try:
+                    for index, phantom in pool.map(_render_job, jobs, chunksize=8):
+                        results[index] = phantom
+                        bar.update()
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=True, cancel_futures=True)  # stop now, not after every queued image
+                    raise
         except BrokenProcessPool:
             raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
-                            "rerun with --overwrite to start again") from None
+                            "rerun the same command to start again") from None
     bar.close()
 
     entry_lines = [DATA_ENTRY_HEADER]
@@ -294,15 +313,15 @@ def generate_phantom_dataset(
                 label = "Infiltrate" if name == "Infiltration" else name  # the real file's spelling
                 box_rows.append((CLASS_INDEX[name], plan.image_id, f"{plan.image_id},{label},{x}.0,{y}.0,{w}.0,{h}.0"))
     box_rows.sort()  # grouped by class like the real file
-    (out / "Data_Entry_2017_v2020.csv").write_text("\n".join(entry_lines) + "\n")
-    (out / "BBox_List_2017.csv").write_text("\n".join([BBOX_HEADER] + [r[2] for r in box_rows]) + "\n")
-    (out / TRUTH_FILE).write_text("\n".join(truth_lines) + "\n")
-    (out / "train_val_list.txt").write_text("\n".join(p.image_id for p in plans if not p.test))
-    (out / "test_list.txt").write_text("\n".join(p.image_id for p in plans if p.test))
+    write_text_atomic(out / "Data_Entry_2017_v2020.csv", "\n".join(entry_lines) + "\n")
+    write_text_atomic(out / "BBox_List_2017.csv", "\n".join([BBOX_HEADER] + [r[2] for r in box_rows]) + "\n")
+    write_text_atomic(out / TRUTH_FILE, "\n".join(truth_lines) + "\n")
+    write_text_atomic(out / "train_val_list.txt", "\n".join(p.image_id for p in plans if not p.test))
+    write_text_atomic(out / "test_list.txt", "\n".join(p.image_id for p in plans if p.test))
     info = {
         "generator": "thoracic.data.synth",
         "version": GENERATOR_VERSION,
-        "num_images": num_images,
+        "num_images": len(plans),
         "image_size": image_size,
         "seed": seed,
         "family": family,
@@ -312,5 +331,4 @@ def generate_phantom_dataset(
         "class_names": list(CLASS_NAMES),
         "note": "phantom images: results on them say nothing clinical",
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
