@@ -155,3 +155,35 @@ def test_garbage_is_not_called_unsafe(tmp_path):
         read_checkpoint(path)
     assert not isinstance(error.value, UnsafeCheckpointError)
     assert f"cannot read checkpoint {path}: not a checkpoint, or a damaged one" in str(error.value)
+
+
+def test_a_moved_runs_checkpoint_state_is_rebased_onto_its_new_folder(tmp_path):
+    """Lightning restores the best score only when the folder did not move; the state is rebased instead."""
+    from thoracic.training.factory import RunFolderCheckpoint
+
+    old, new = "/old/runs/m/checkpoints", str((tmp_path / "mv" / "m" / "checkpoints").resolve())
+    state = {"monitor": "val_loss", "best_model_score": torch.tensor(19.529), "best_model_path": f"{old}/best.ckpt",
+             "current_score": torch.tensor(19.529), "dirpath": old, "best_k_models": {f"{old}/best.ckpt": 19.529},
+             "kth_best_model_path": f"{old}/best.ckpt", "kth_value": torch.tensor(19.529),
+             "last_model_path": ""}
+    callback = RunFolderCheckpoint(dirpath=new, filename="best", monitor="val_loss", mode="min")
+    callback.load_state_dict(state)
+    assert float(callback.best_model_score) == pytest.approx(19.529)  # kept: the next worse epoch is not "best"
+    assert callback.best_model_path == f"{new}/best.ckpt" and callback.best_k_models == {f"{new}/best.ckpt": 19.529}
+    assert callback.state_key.startswith("ModelCheckpoint{")  # where Lightning's own class kept it
+
+
+def test_finished_reason(tmp_path):
+    from thoracic.config import Config, TrainConfig
+    from thoracic.training.trainer import finished_reason
+
+    cfg = Config(train=TrainConfig(max_epochs=3, patience=2))
+    stopped = {"epoch": 2, "callbacks": {"EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}":
+                                         {"stopped_epoch": 2, "wait_count": 2, "patience": 2}}}
+    running = {"epoch": 1, "callbacks": {"EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}":
+                                         {"stopped_epoch": 0, "wait_count": 0, "patience": 2}}}
+    assert finished_reason(tmp_path, stopped, cfg) is None  # no summary.json: the fit did not end
+    (tmp_path / "summary.json").write_text("{}")
+    assert "early stopping ended it after epoch 2" in finished_reason(tmp_path, stopped, cfg)
+    assert finished_reason(tmp_path, running, cfg) is None
+    assert "trained all 2 epochs" in finished_reason(tmp_path, running, Config(train=TrainConfig(max_epochs=2)))

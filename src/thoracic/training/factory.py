@@ -192,6 +192,11 @@ class RunFolderCheckpoint(ModelCheckpoint):
     folder instead: the files are the same ones, by name, in the moved folder.
     """
 
+    @property
+    def state_key(self) -> str:
+        """Lightning's own key (``ModelCheckpoint{...}``): runs saved before this class existed resume too."""
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__):]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
         if old and self.dirpath and str(old) != str(self.dirpath):

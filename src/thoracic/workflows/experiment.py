@@ -213,7 +213,7 @@ def check_experiment_folder(folder: Path) -> None:
     """
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"--folder {folder} is an existing file; expected an experiment folder (new or empty)")
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not folder_entries(folder):  # empty, or only a lock of a process that died
         return
     if (folder / "run_info.json").exists() or (folder / "checkpoints").is_dir():
         raise ThoracicError(f"--folder {folder} is a run folder (it holds run_info.json / checkpoints/), not an "

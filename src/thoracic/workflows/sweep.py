@@ -118,7 +118,7 @@ def check_sweep_folder(folder: Path) -> None:
     listing what it holds: the sweep writes (and on a restart clears) its own files there."""
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"sweep folder {folder} is an existing file; expected a folder (new or empty)")
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not folder_entries(folder):  # empty, or only a lock of a process that died
         return
     if (folder / "sweep.json").is_file() or any(p.is_dir() and p.name.startswith("lr_") for p in folder.iterdir()):
         return
