@@ -124,11 +124,10 @@ def test_report_and_export_never_replace_a_users_file(done, tmp_path, capsys):
     assert code == 2 and "model.onnx exists and was not written by thoracic" in err
     assert (user / "report.md").read_text() == "my report" and (user / "model.onnx").read_bytes() == b"my model"
     assert sorted(p.name for p in user.iterdir()) == ["model.onnx", "report.md"]
-    # its own files, it replaces: a second export over the first, a second report in the run folder
-    for _ in range(2):
-        assert _run(capsys, ["export", run, "--out", user / "new.onnx"])[0] == 0
+    # its own files it replaces (a second report in the run folder; exports: the kill test reruns one)
     assert _run(capsys, ["report", run])[0] == 0
     assert set(_manifest(run)["files"]) == {"report.md", "report.html"}
+    assert (run / "report.md").read_text() != "my report"
 
 
 def test_every_derived_artefact_records_its_checkpoint(done):
@@ -161,10 +160,13 @@ def test_thresholds_of_another_checkpoint_are_refused_or_marked(done, phantom_di
     assert "but predict uses" in err and "best.ckpt" in err and "--threshold P" in err
     assert _run(capsys, ["predict", scans / "a.png", "--checkpoint", run, "--out", tmp_path / "p", "--threshold",
                          "0.5", "--no-progress"])[0] == 0
-    code, err = _run(capsys, ["export", run])
-    assert code == 0 and "warning: operating points not embedded" in err
-    metadata = json.loads((run / "export" / "baseline.onnx.json").read_text())
-    assert metadata["operating_points"] is None and "chosen for checkpoint" in metadata["operating_points_note"]
+    from thoracic.training.checkpoints import load_run
+    from thoracic.workflows.export import export_metadata
+
+    metadata = export_metadata(load_run(run), "onnx")  # what `thoracic export RUN` stores (and warns about)
+    assert metadata["operating_points"] is None
+    assert metadata["operating_points_note"].startswith("not embedded: ") and "chosen for checkpoint" in \
+        metadata["operating_points_note"]
     assert _run(capsys, ["report", run])[0] == 0
     markdown = (run / "report.md").read_text()
     assert "STALE: operating_points.json" in markdown
@@ -275,3 +277,44 @@ def test_a_kill_while_an_output_is_written_keeps_the_previous_file(command, targ
     assert not leftovers
     if path.suffix == ".npz":
         assert len(np.load(path).files) > 1
+
+
+@pytest.fixture()
+def file_size_limit():
+    """``ulimit -f`` for this process (soft limit, lifted again): writes past it fail with EFBIG where a full
+    disk fails with ENOSPC (Python ignores SIGXFSZ)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def limit(size: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize(("argv", "target"), [
+    (["report", "RUN"], "report.html"),
+    pytest.param(["export", "RUN"], "export/baseline.onnx", marks=pytest.mark.slow),
+])
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(argv, target, done, tmp_path, capsys,
+                                                                file_size_limit):
+    run = Path(shutil.copytree(done, tmp_path / "run"))
+    path = run / target
+    before = path.read_bytes()
+    file_size_limit(len(before) // 2)
+    code = main([str(run) if a == "RUN" else a for a in argv])
+    file_size_limit(resource_infinity())
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"cannot write a file ({path}): the file-size limit of this process (ulimit -f) was reached" in err
+    assert f"free on the file system of {path.parent}" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    assert not list(path.parent.glob(".*.tmp-*"))
+
+
+def resource_infinity() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[1]

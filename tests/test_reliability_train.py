@@ -110,7 +110,7 @@ def _finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 
 
 def _states(run: Path, which: str) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoints" / f"{which}.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / f"{which}.ckpt", map_location="cpu", weights_only=True)
     states = {f"w.{k}": v for k, v in ckpt["state_dict"].items()}
     for k, state in enumerate(ckpt["optimizer_states"][0]["state"].values()):
         states.update({f"adam.{k}.{name}": value for name, value in state.items()})

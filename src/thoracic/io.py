@@ -1,6 +1,6 @@
 """Atomic file writes: a reader sees the old complete file or the new complete one, never a torn one.
 
-Every file thoracic writes (checkpoints, the image cache's files, ``run_info.json``, evaluation tables,
+Every file thoracic writes (checkpoints, the image cache's small files, ``run_info.json``, evaluation tables,
 JSON files, heatmaps and figures, reports, predictions, exported models and their metadata) goes through
 :func:`atomic_write`, directly or through :func:`write_text_atomic`, :func:`write_bytes_atomic`,
 :func:`write_json_atomic`, :func:`write_csv_atomic`, :func:`save_npy_atomic`, :func:`save_npz_atomic` and
@@ -11,7 +11,9 @@ Windows within one file system. The temporary file is hidden (``.<name>.tmp-<pid
 other processes never share one) and removed when writing fails, so a failed write leaves the previous file
 untouched and nothing else; a process killed while writing leaves the previous file and its temporary
 file (:func:`stale_temporary_files` finds those of dead processes). An ``OSError`` while writing (a full
-disk) names the target file, not the temporary one.
+disk) names the target file, not the temporary one. (The one exception is the cache's ``images.npy``,
+filled in place through a memory map: every row carries a CRC-32 and a rerun of ``prepare`` rebuilds
+damaged rows, see :mod:`thoracic.data.cache_writer`.)
 
 Writes can be watched: :func:`watch_writes` registers a callback that sees every target before it is
 written (``thoracic.safety.output_folder`` uses it to refuse replacing a file thoracic did not write, and

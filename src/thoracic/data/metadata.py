@@ -35,7 +35,7 @@ import pandas as pd
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES, LABEL_ALIASES, NO_FINDING, NUM_CLASSES
 from thoracic.errors import DataError
-from thoracic.io import write_text_atomic
+from thoracic.io import atomic_write, write_text_atomic
 from thoracic.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -644,5 +644,6 @@ def write_subset_folder(
         if symlink:
             target.symlink_to(available[name].resolve())
         else:
-            shutil.copyfile(available[name], target)
+            with open(available[name], "rb") as source, atomic_write(target, "wb") as copy:
+                shutil.copyfileobj(source, copy)
     return out

@@ -23,6 +23,7 @@ model is stored in the metadata.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -208,9 +209,12 @@ def _trace(wrapper: nn.Module, example: torch.Tensor) -> Any:
 
 
 def _save_torchscript(traced: Any, path: Path, metadata: dict) -> None:
+    buffer = io.BytesIO()  # serialised in memory, written by Python: a full disk is an OSError naming the file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.save's deprecation warning (see _trace)
-        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+    with open(path, "wb") as handle:  # the temporary file of atomic_path
+        handle.write(buffer.getbuffer())
 
 
 def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, which: str = "best",
