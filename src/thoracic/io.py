@@ -116,6 +116,23 @@ def _name_target(exc: OSError, path: Path) -> None:
 
 
 @contextmanager
+def _replacing(path: Path, suffix: bool) -> Iterator[Path]:
+    """The temporary file of a write of ``path``: moved over ``path`` when the block succeeds, removed
+    (``path`` unchanged) when it raises; an OSError names ``path``."""
+    _announce(path)
+    tmp = temporary_path(path, suffix=suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        _name_target(exc, path)
+        raise
+    finally:
+        if tmp.exists():  # only when writing or the move failed: the file is ours, never the target
+            tmp.unlink()
+
+
+@contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", *, fsync: bool = False,
                  encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; on success, move it over ``path`` atomically.
@@ -132,22 +149,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, fsync: bool = Fals
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    _announce(path)
-    tmp = temporary_path(path)
-    try:
+    with _replacing(Path(path), suffix=False) as tmp:
         with open(tmp, mode, encoding=encoding if mode == "w" else None) as handle:
             yield handle
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _name_target(exc, path)
-        raise
-    finally:
-        if tmp.exists():  # only when writing or the move failed: the file is ours, never the target
-            tmp.unlink()
 
 
 @contextmanager
@@ -159,22 +166,13 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
     raises, the temporary file is deleted and ``path`` is unchanged.
     """
     path = Path(path)
-    _announce(path)
-    tmp = temporary_path(path, suffix=True)
-    try:
+    with _replacing(path, suffix=True) as tmp:
         yield tmp
         if not tmp.is_file():
             raise OSError(f"nothing was written to the temporary file of {path}")
         if fsync:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _name_target(exc, path)
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False,
