@@ -180,7 +180,7 @@ def phantom_comparison(settings: dict[str, Any], workdir: Path) -> tuple[dict[st
     pixels = [render_phantom(size, 0, k, k).pixels for k in range(count)]
 
     def generate() -> None:
-        generate_phantom_dataset(workdir / "phantoms", count, size, seed=0, workers=1, overwrite=True,
+        generate_phantom_dataset(workdir / "phantoms", count, size, seed=0, num_workers=1, overwrite=True,
                                  progress=False)
 
     def write_only() -> None:

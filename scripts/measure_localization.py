@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
             info = root / "phantom.json"
             if not (info.is_file() and json.loads(info.read_text()).get("num_images") == args.images):
                 generate_phantom_dataset(root, args.images, args.disk_size, seed, family=family, overwrite=True,
-                                         progress=False, workers=args.threads)
-            prepare_cache(root, args.size, workers=args.threads, progress=False)
+                                         progress=False, num_workers=args.threads)
+            prepare_cache(root, args.size, num_workers=args.threads, progress=False)
             for model in args.models:
                 for stride in args.strides:
                     name = _run_name(model, stride)
@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
                                 shutil.rmtree(run_dir)  # an unfinished run of this script
                             train(cfg)
-                    evaluate_run(run_dir, "test", n_bootstrap=50, progress=False)
+                    evaluate_run(run_dir, "test", bootstrap=50, progress=False)
                     methods = ["native"] + (list(args.extra_methods) if stride == 32 else [])
                     for method in methods:
-                        localize_run(run_dir, method=method, progress=False, n_examples=4)
+                        localize_run(run_dir, method=method, progress=False, num_examples=4)
                     print(f"family {family} seed {seed} {name}: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
