@@ -98,6 +98,21 @@ def test_options_whose_replacement_is_not_a_rename_say_what_replaces_them(capsys
     assert evaluation_device("cuda:1,2") == "cuda:1" and evaluation_device(None) is None
 
 
+def test_training_options_stand_for_their_config_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from thoracic.commands.train import collect_overrides
+
+    for command in (["train"], ["lr-sweep"], ["experiment"]):
+        args = parse([*command, "--config", "baseline", "--data", "d", "--cache", "c", "--image-size", "64",
+                      "--num-workers", "2", "--num-nodes", "2", "--precision", "bf16-mixed", "optim.lr=0.001"])
+        assert collect_overrides(args) == {"optim.lr": 0.001, "data.root": "d", "data.cache": "c",
+                                           "data.image_size": 64, "data.num_workers": 2, "train.num_nodes": 2,
+                                           "train.precision": "bf16-mixed"}
+    assert main(["train", "--config", "baseline", "--out", "runs/x", "--run-name", "y"]) == 2
+    assert "give --out or --run-name, not both" in capsys.readouterr().err
+    assert main(["train", "baseline"]) == 2  # a config name where a run folder goes: say how to start a run
+    assert "a new run is `thoracic train --config baseline`" in capsys.readouterr().err
+
+
 def test_the_training_device_options() -> None:
     from thoracic.commands.train import device_overrides
 
@@ -340,9 +355,9 @@ def test_old_predict_images_calls_still_work(tmp_path: Path, monkeypatch: pytest
     for call in (lambda: workflow.predict_images(["a.png"], None, model="m.onnx", device="cpu"),
                  lambda: workflow.predict_images(inputs=["a.png"], model="m.onnx", device="cpu"),
                  lambda: workflow.predict_images(["a.png"], "m.onnx", out_dir=tmp_path, device="cpu")):
-        with pytest.warns(FutureWarning, match=r"use predict_images\(run, images"), \
-                pytest.raises(DataError, match="m.onnx"):
+        with pytest.warns(FutureWarning) as caught, pytest.raises(DataError, match="m.onnx"):
             call()
+        assert any("use predict_images(run, images" in str(warning.message) for warning in caught)
     assert seen == [["a.png"]] * 4
 
 

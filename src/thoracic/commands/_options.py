@@ -113,10 +113,10 @@ def add_num_workers(parser: argparse.ArgumentParser, help: str) -> None:
     add_option(parser, "--num-workers", "--workers", type=int, default=None, metavar="N", help=help)
 
 
-def add_image_size(parser: argparse.ArgumentParser, default: int, help: str) -> None:
+def add_image_size(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
     """``--image-size`` (old: ``--size``): an image side in pixels."""
     add_option(parser, "--image-size", "--size", type=int, default=default, metavar="PIXELS",
-               help=f"{help} (default: %(default)s)")
+               help=help if default is None else f"{help} (default: %(default)s)")
 
 
 def add_num_images(parser: argparse.ArgumentParser, default: int, help: str) -> None:

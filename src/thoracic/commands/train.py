@@ -1,6 +1,6 @@
 """Train a model from a YAML config (Lightning; CPU, one GPU, several GPUs or nodes).
 
-  thoracic train --config baseline                         # a packaged config by name
+  thoracic train --config baseline --data /data/chestxray14   # a packaged config by name
   thoracic train --config configs/baseline.yaml optim.lr=3e-4 --no-model.pretrained
   thoracic train --config attention_gated --device cuda --num-devices 4 --precision bf16-mixed
   thoracic train runs/baseline-seed0-20250101-120000       # continue a run after a crash or Ctrl-C
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thoracic.commands._options import add_deprecated, add_option
+from thoracic.commands._options import add_data, add_deprecated, add_image_size, add_num_workers, add_option
 from thoracic.config import ConfigError, parse_overrides
 
 _CUDA = re.compile(r"cuda(:(?P<indices>\d+(,\d+)*))?")
@@ -32,6 +32,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_
     parser.add_argument("--config", help="YAML file, or the name of a packaged config "
                         "(baseline, space_attention, attention_gated)")
     add_option(parser, "--out", *out_old, metavar="FOLDER", help=out_help)
+    add_data(parser, "ChestX-ray14 folder (data.root)")
+    parser.add_argument("--cache", metavar="FOLDER", help="image cache folder (data.cache; default DATA/cache_SIZE)")
+    add_image_size(parser, None, "model input side (data.image_size; the cache of that size must exist)")
+    add_num_workers(parser, "data loader worker processes per training process (data.num_workers)")
     parser.add_argument("--device", default=None,
                         help="auto (default: the GPUs when there are some), cpu, cuda, or cuda:N[,M...] (those GPUs); "
                              "sets train.accelerator (and train.devices for cuda:N)")
@@ -73,7 +77,10 @@ def device_overrides(device: str | None, num_devices: str | None = None) -> dict
 def collect_overrides(args: argparse.Namespace) -> dict:
     """Dotted overrides from the override tokens plus the options that stand for config keys."""
     overrides = parse_overrides(args.overrides or [])
-    shortcuts = {"train.num_nodes": getattr(args, "num_nodes", None),
+    shortcuts = {"data.root": getattr(args, "data", None), "data.cache": getattr(args, "cache", None),
+                 "data.image_size": getattr(args, "image_size", None),
+                 "data.num_workers": getattr(args, "num_workers", None),
+                 "train.num_nodes": getattr(args, "num_nodes", None),
                  "train.precision": getattr(args, "precision", None),
                  "output_dir": getattr(args, "output_dir", None)}
     overrides.update({k: v for k, v in shortcuts.items() if v is not None})
@@ -101,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run_name is not None:
         overrides["run_name"] = args.run_name
     if args.out is not None:
+        if args.run_name is not None:
+            raise ConfigError("--out is the run folder itself (output_dir/run_name): give --out or --run-name, not both")
         out = Path(args.out)
         overrides.update({"output_dir": str(out.parent), "run_name": out.name})
     resume = getattr(args, "resume", None)
@@ -112,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     if resume:
         if args.out is not None or args.run_name is not None:
             raise ConfigError("a run continues in its own folder: --out / --run-name cannot go with RUN")
+        if not Path(resume).exists():
+            raise ConfigError(f"RUN {resume}: no such run folder or checkpoint to continue; a new run is "
+                              f"`thoracic train --config {resume}` (a YAML file or a packaged config name)")
         cfg = config_for_resume(resume, overrides)
     elif args.config:
         cfg = load_config_by_name(args.config, overrides)
