@@ -11,6 +11,11 @@ Config overrides (``section.key=value``, ``--section.key``, ``--no-section.key``
 the line: :func:`split_overrides` takes them out before argparse sees the rest, so an option with
 several values (``--seeds 0 1 2``) cannot swallow them.
 
+Hand-written on argparse because argparse has no old spelling that acts as another option: its
+``deprecated=True`` (Python 3.13 and newer, docs.python.org/3/library/argparse.html#deprecated; thoracic
+runs on 3.10) prints "option '--x' is deprecated" without naming the replacement and leaves a second
+option with its own ``dest``; and no library offers overrides that may stand between an option's values.
+
 This module imports neither torch nor any module that does: ``thoracic --help`` stays fast.
 """
 
