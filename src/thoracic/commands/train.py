@@ -102,7 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.config import load_config_by_name
-    from thoracic.training.trainer import config_for_resume, train
 
     overrides = collect_overrides(args)
     if args.run_name is not None:
@@ -124,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
         if not Path(resume).exists():
             raise ConfigError(f"RUN {resume}: no such run folder or checkpoint to continue; a new run is "
                               f"`thoracic train --config {resume}` (a YAML file or a packaged config name)")
-        cfg = config_for_resume(resume, overrides)
-    elif args.config:
-        cfg = load_config_by_name(args.config, overrides)
-    else:
+    elif not args.config:
         raise ConfigError("thoracic train: give --config FILE_OR_NAME (a new run) or a RUN folder to continue")
+    from thoracic.training.trainer import config_for_resume, train  # Lightning: only once the line is sound
+
+    cfg = config_for_resume(resume, overrides) if resume else load_config_by_name(args.config, overrides)
     run_dir = train(cfg, resume=resume, command_line=getattr(args, "command_line", None),
                     log=lambda message: print(message, file=sys.stderr))
     print(format_run_result(run_dir))
