@@ -105,6 +105,11 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert main(["train", "--config", "baseline", "--no-model.pretrained", f"data.root={tmp_path / 'nowhere'}"]) == 2
     err = capsys.readouterr().err
     assert "data.root" in err and "nowhere" in err and "does not exist" in err
+    # a model option the chosen model does not take: refused before anything is read or written
+    assert main(["train", "--config", "attention_gated", "model.pooling=avg", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pooling='avg': model 'attention_gated' does not take this option" in err and "model.gating" in err
+    assert not any(tmp_path.iterdir())
     assert main(["train", "--config", "no_such_model"]) == 2
     assert "packaged: attention_gated, baseline, space_attention" in capsys.readouterr().err
     assert main(["train"]) == 2
