@@ -12,6 +12,7 @@ import pandas as pd
 
 from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
 from thoracic.evaluation.localization import HEADLINE_THRESHOLD
+from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.reporting.document import ReportContext, ReportFigure, ReportTable, Section
 from thoracic.reporting.tables import (
     HEADLINE_NOTE,
@@ -251,14 +252,15 @@ def export_section(context: ReportContext) -> Section | None:
                 continue
             check = info.get("verification") or {}
             diffs = check.get("max_abs_diff") or {}
-            geometry = info.get("heatmap_geometry") or {}
+            try:
+                grid = FeatureGrid.from_dict(info.get("heatmap_geometry") or {})
+            except GeometryError:
+                grid = None
             records.append({
                 "run": context.run_label(run), "file": path.name[:-len(".json")], "format": info.get("format"),
                 "input": " x ".join(str(v) for v in (info.get("input") or {}).get("shape", [])),
-                "class maps": " x ".join(str(v) for v in geometry.get("map_size", [])),
-                "stride / cell-centre offset (px)": f"{geometry.get('stride', ['?'])[0]:g} / "
-                                                    f"{geometry.get('cell_centre_offset', ['?'])[0]:g}"
-                                                    if geometry else "",
+                "class maps": " x ".join(str(v) for v in grid.shape) if grid else "",
+                "stride / cell-centre offset (px)": f"{grid.stride[0]:g} / {grid.offset[0]:g}" if grid else "",
                 "checked with": check.get("runtime", ""),
                 "max abs diff logits": f"{diffs['logits']:.1e}" if "logits" in diffs else "",
                 "max abs diff maps": f"{diffs['class_maps']:.1e}" if "class_maps" in diffs else "",
