@@ -17,6 +17,11 @@ come from (60 or 180) and a score (the peak of the normalised heatmap inside the
 covers nearly the whole image is flagged (``whole_image``): a threshold that keeps almost every pixel
 draws a frame, not a finding.
 
+Figures write each probability beside its threshold with the digits that show its side
+(``p=0.4996 < 0.5000``) and name the classes above threshold they leave out; the probability table marks
+values at or above their threshold with ``*``. :func:`prediction_warnings` says when the thresholds or the
+temperature applied rest on few validation positives, or the temperature sits at its bound.
+
 A file that cannot be processed (missing, not an image, truncated, unsupported DICOM, or any
 :class:`~thoracic.errors.ThoracicError` / ``ValueError`` later on) fails with its own message; the
 others are still processed.

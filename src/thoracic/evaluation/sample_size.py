@@ -6,10 +6,10 @@ report`` and ``thoracic predict`` mark them with the warnings of this module, fr
 (defined here once):
 
 - :data:`MIN_POSITIVES` (10): a class with fewer positive images on a split. Its AUC takes at most
-  ``positives x negatives`` distinct values and one image moves it by ``1 / positives`` of the
-  negatives' ranks; its bootstrap interval, resampling so few positives, is itself unreliable (Hanley and
-  McNeil 1982 give the AUC's standard error in terms of the two counts). A threshold (operating point) or
-  a temperature fitted on so few validation positives is close to a guess.
+  ``positives x negatives + 1`` values and one positive image moves it by up to ``1 / positives``; its
+  bootstrap interval, resampling so few positives, is itself unreliable (Hanley and McNeil 1982,
+  Radiology 143:29-36, give the AUC's standard error in terms of the two counts). A threshold (operating
+  point) or a temperature fitted on so few validation positives is close to a guess.
 - :data:`MIN_SUBGROUP_IMAGES` (30): a subgroup (sex, age band, view, follow-up) with fewer images: its
   mean AUC and its gap to the reference group rest on a handful of patients.
 - a fitted temperature at a bound of
