@@ -23,15 +23,8 @@ from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
 from thoracic.evaluation.calibration import TEMPERATURE_BOUNDS, fit_temperature, temperature_at_bound
 from thoracic.evaluation.formatting import decision_digits, format_decision
-from thoracic.evaluation.sample_size import (
-    MIN_POSITIVES,
-    MIN_SUBGROUP_IMAGES,
-    fitted_on_few_warnings,
-    positives_warnings,
-    small_subgroups,
-    subgroup_warnings,
-    temperature_warnings,
-)
+from thoracic.evaluation.sample_size import MIN_POSITIVES, MIN_SUBGROUP_IMAGES, fitted_on_few_warnings
+from thoracic.evaluation.sample_size import positives_warnings, small_subgroups, subgroup_warnings, temperature_warnings
 from thoracic.prediction import ImagePrediction, Thresholds, build_prediction_figure, prediction_warnings, probability_table
 
 REPO = Path(__file__).resolve().parents[1]
