@@ -33,13 +33,18 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
     # Table 1 of the single run: its AUCs (with CIs) beside Wang et al. 2017 and the paper's column
     table1 = pd.read_csv(evaluation / "table1_test.csv", index_col="class", dtype=str)
     assert list(table1.index) == [*CLASS_NAMES, "Mean"]
-    assert list(table1.columns[:3]) == ["Wang 2017 ResNet-50", "baseline", "Paper BL ResNet-34"]
+    assert list(table1.columns[:4]) == ["positives", "Wang 2017 ResNet-50", "baseline", "Paper BL ResNet-34"]
     assert table1.loc["Mean", "baseline"].startswith(f"{auc['mean_auc']:.4f} [")
     assert table1.loc["Atelectasis", "Wang 2017 ResNet-50"] == "0.7003"  # Wang et al. 2017, Table 4
+    # the positives behind every AUC, marked below 10
+    for name in CLASS_NAMES:
+        n = auc["per_class"][name]["n_positive"]
+        assert table1.loc[name, "positives"] == (str(n) if n >= 10 else f"{n} (fewer than 10 positives)")
+    assert table1.loc["Mean", "positives"] == f"{auc['n_images']} images"
     table1_md = (evaluation / "table1_test.md").read_text()
-    assert "| class | Wang 2017 ResNet-50 | baseline | Paper BL ResNet-34 |" in table1_md
+    assert "| class | positives | Wang 2017 ResNet-50 | baseline | Paper BL ResNet-34 |" in table1_md
     space_table1 = pd.read_csv(runs[2] / "evaluation" / "table1_test.csv", index_col="class", dtype=str)
-    assert list(space_table1.columns[:3]) == ["Wang 2017 ResNet-50", "space_attention", "Paper S.Att."]
+    assert list(space_table1.columns[:4]) == ["positives", "Wang 2017 ResNet-50", "space_attention", "Paper S.Att."]
 
     # every box row of the phantom test images is scored, at both thresholds and pooled
     scores = pd.read_csv(evaluation / "scores_native.csv")
@@ -93,6 +98,14 @@ def test_evaluate_localize_report(phantom_dir: Path, phantom_cache: Path, tmp_pa
         assert field in setup
     runs_table = setup[:setup.index("</table>")]
     assert runs_table.count('<th scope="col">') == 1 + 3  # "setting" + the three runs
+    # columns named by run folder (the experiment's for its seeds), the model beside it
+    assert "experiment/seed0: baseline (resnet10, 64 px)" in runs_table
+    assert "space: space_attention (resnet10, 64 px)" in markdown and "#2" not in markdown
+    # what the runs saw against the full ChestX-ray14: test images and box rows (on how many images)
+    n_rows, n_images = scores["box_row"].nunique(), scores["image_id"].nunique()
+    n_test = len(pd.read_csv(evaluation / "predictions_test.csv"))
+    assert (f"test images {n_test} of 25,596 ({n_test / 25_596:.1%}); box rows {n_rows} of 984 "
+            f"({n_rows / 984:.1%}) on {n_images} of 880 images (phantom images, not a part of ChestX-ray14)") in setup
     # localization means name how many classes they average, with the box rows per class
     scored = pd.read_csv(evaluation / "localization_native.csv")
     per_class = scored[(scored["source"] == "native") & (scored["class_name"] != "Mean")].drop_duplicates("class_name")
