@@ -67,13 +67,22 @@ def test_table1_sets_each_run_beside_the_published_columns(pipeline: Pipeline) -
     auc = json.loads((pipeline.evaluation / "auc_test.json").read_text())
     table1 = pd.read_csv(pipeline.evaluation / "table1_test.csv", index_col="class", dtype=str)
     assert list(table1.index) == [*CLASS_NAMES, "Mean"]
-    assert list(table1.columns[:3]) == ["Wang 2017 ResNet-50", "baseline", "Paper BL ResNet-34"]
+    assert list(table1.columns[:4]) == ["positives", "Wang 2017 ResNet-50", "baseline", "Paper BL ResNet-34"]
     assert table1.loc["Mean", "baseline"].startswith(f"{auc['mean_auc']:.4f} [")
     assert table1.loc["Atelectasis", "Wang 2017 ResNet-50"] == "0.7003"  # Wang et al. 2017, Table 4
     table1_md = (pipeline.evaluation / "table1_test.md").read_text()
-    assert "| class | Wang 2017 ResNet-50 | baseline | Paper BL ResNet-34 |" in table1_md
+    assert "| class | positives | Wang 2017 ResNet-50 | baseline | Paper BL ResNet-34 |" in table1_md
     space_table1 = pd.read_csv(pipeline.runs[2] / "evaluation" / "table1_test.csv", index_col="class", dtype=str)
-    assert list(space_table1.columns[:3]) == ["Wang 2017 ResNet-50", "space_attention", "Paper S.Att."]
+    assert list(space_table1.columns[:4]) == ["positives", "Wang 2017 ResNet-50", "space_attention", "Paper S.Att."]
+
+
+def test_table1_marks_the_positives_behind_every_auc(pipeline: Pipeline) -> None:
+    auc = json.loads((pipeline.evaluation / "auc_test.json").read_text())
+    table1 = pd.read_csv(pipeline.evaluation / "table1_test.csv", index_col="class", dtype=str)
+    for name in CLASS_NAMES:  # marked below 10
+        n = auc["per_class"][name]["n_positive"]
+        assert table1.loc[name, "positives"] == (str(n) if n >= 10 else f"{n} (fewer than 10 positives)")
+    assert table1.loc["Mean", "positives"] == f"{auc['n_images']} images"
 
 
 def test_localize_scores_every_box_row_and_its_tables_recompute(pipeline: Pipeline) -> None:
@@ -134,6 +143,20 @@ def test_report_setup_has_one_filled_column_per_run(pipeline: Pipeline) -> None:
         assert field in setup
     runs_table = setup[:setup.index("</table>")]
     assert runs_table.count('<th scope="col">') == 1 + 3  # "setting" + the three runs
+
+
+def test_report_names_runs_by_folder_and_counts_against_the_full_dataset(pipeline: Pipeline) -> None:
+    setup = pipeline.section("setup", until="classification")
+    runs_table = setup[:setup.index("</table>")]
+    # columns named by run folder (the experiment's for its seeds), the model beside it
+    assert "experiment/seed0: baseline (resnet10, 64 px)" in runs_table
+    assert "space: space_attention (resnet10, 64 px)" in pipeline.markdown and "#2" not in pipeline.markdown
+    # what the runs saw against the full ChestX-ray14: test images and box rows (on how many images)
+    scores = pd.read_csv(pipeline.evaluation / "scores_native.csv")
+    n_rows, n_images = scores["box_row"].nunique(), scores["image_id"].nunique()
+    n_test = len(pd.read_csv(pipeline.evaluation / "predictions_test.csv"))
+    assert (f"test images {n_test} of 25,596 ({n_test / 25_596:.1%}); box rows {n_rows} of 984 "
+            f"({n_rows / 984:.1%}) on {n_images} of 880 images (phantom images, not a part of ChestX-ray14)") in setup
 
 
 def test_report_localization_means_name_how_many_classes_they_average(pipeline: Pipeline) -> None:

@@ -21,7 +21,8 @@ The fitted temperature is stored in the run as ``evaluation/calibration.json``::
 
     {"method": "temperature", "mode": "per_class" | "single", "temperature": float or [14 floats],
      "fitted_on": "val", "class_names": [...], "ece_split": "test", "ece_before": mean ECE,
-     "ece_after": mean ECE, "per_class": {class: {"temperature", "ece_before", "ece_after", "note"}},
+     "ece_after": mean ECE, "n_images_fitted": N,
+     "per_class": {class: {"temperature", "ece_before", "ece_after", "note", "n_positive_fitted"}},
      "n_bins": 15, "checkpoint": path, "checkpoint_sha256": ...}
 
 ``thoracic predict`` applies it when it belongs to the checkpoint it loads (same SHA-256), and says so.
@@ -175,11 +176,19 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, mode: str = "per_cla
                 notes[name] = f"T = 1: all {len(truth)} {images} are {'negative' if positives == 0 else 'positive'}"
             else:
                 temperature[j] = _fit_one(logits[labelled[:, j], j], truth)
-    low, high = TEMPERATURE_BOUNDS
     for j, name in enumerate(class_names):
-        if name not in notes and (np.isclose(temperature[j], low, rtol=1e-3) or np.isclose(temperature[j], high, rtol=1e-3)):
+        if name not in notes and temperature_at_bound(temperature[j]):
             notes[name] = f"T = {temperature[j]:.3g} at the bound of the search interval {TEMPERATURE_BOUNDS}"
     return temperature, notes
+
+
+def temperature_at_bound(temperature: np.ndarray | float) -> np.ndarray:
+    """Whether each temperature sits at a bound of :data:`TEMPERATURE_BOUNDS` (within 0.1%): the fit
+    ran into the edge of its search interval, so the data did not determine it (at the upper bound the
+    calibrated probabilities are ~0.5 on every image)."""
+    temperature = np.asarray(temperature, dtype=np.float64)
+    low, high = TEMPERATURE_BOUNDS
+    return np.isclose(temperature, low, rtol=1e-3) | np.isclose(temperature, high, rtol=1e-3)
 
 
 @dataclass(frozen=True)
@@ -359,12 +368,18 @@ def checkpoint_fingerprint(path: str | Path) -> str:
 
 def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, checkpoint: str | Path,
                       result: CalibrationResult | None = None, split: str = "test", n_fit: int = 0,
-                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] = CLASS_NAMES) -> Path:
-    """Store a fitted temperature as ``calibration.json`` (format in the module docstring)."""
+                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] = CLASS_NAMES,
+                      n_positive: Sequence[int] | None = None) -> Path:
+    """Store a fitted temperature as ``calibration.json`` (format in the module docstring); ``n_positive``:
+    the positive images of each class among the ``n_fit`` fitting images (kept per class as
+    ``n_positive_fitted``, so that whoever applies the temperature can tell how much it rests on)."""
     path = Path(path)
     temperature = np.asarray(temperature, dtype=np.float64)
     per_class = {name: {"temperature": float(temperature[j]), "note": (notes or {}).get(name)}
                  for j, name in enumerate(class_names)}
+    if n_positive is not None:
+        for name, n in zip(class_names, n_positive):
+            per_class[name]["n_positive_fitted"] = int(n)
     ece_before = ece_after = None
     if result is not None:
         table = result.table.set_index("class_name")
@@ -414,5 +429,5 @@ __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_MODES", "DEFAULT_BINS", "Calibration", "CalibrationResult",
     "apply_temperature", "calibration_for_checkpoint", "calibration_for_run", "calibration_from_dict", "evaluate_calibration",
     "expected_calibration_error", "fit_temperature", "read_calibration", "reliability_bins", "reliability_figure",
-    "save_calibration", "write_calibration",
+    "save_calibration", "temperature_at_bound", "write_calibration",
 ]

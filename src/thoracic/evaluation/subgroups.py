@@ -38,8 +38,9 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
-from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.evaluation.figures import new_figure, save_figure
+from thoracic.evaluation.sample_size import MIN_SUBGROUP_IMAGES
+from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.metrics import check_labels, resolve_class_names
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
@@ -106,6 +107,8 @@ def subgroup_thresholds(evaluation_dir: str | Path,
     reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
     strictly: a class missing from it gets 0.5 and the source says so (``thoracic predict`` reads it
     strictly; a subgroup table is still worth showing for a file written for fewer classes).
+    ``thoracic evaluate`` passes the thresholds it has just chosen in memory
+    (:func:`thresholds_with_source`) instead of reading them back.
 
     Raises:
         DataError: the file is not JSON, lacks ``thresholds``, names an unknown class, or a threshold is
@@ -115,12 +118,21 @@ def subgroup_thresholds(evaluation_dir: str | Path,
     if not path.is_file():
         return {name: DEFAULT_THRESHOLD for name in class_names}, f"{DEFAULT_THRESHOLD:g} (no operating_points.json)"
     points = load_operating_points(path, class_names, strict=False)
-    given = points["thresholds"]
-    thresholds = {name: given.get(name, DEFAULT_THRESHOLD) for name in class_names}
-    source = f"operating points of {path.name} ({points.get('method', '?')} on {points.get('split', '?')})"
-    absent = [n for n in class_names if n not in given]
+    return thresholds_with_source(points["thresholds"], points.get("method", "?"), points.get("split", "?"),
+                                  class_names, path.name, "not in the file")
+
+
+def thresholds_with_source(chosen: Mapping[str, float | None], method: str, split: str,
+                           class_names: Sequence[str] = CLASS_NAMES, where: str = OPERATING_POINTS_FILE,
+                           why_default: str = "no threshold chosen: one label value") -> tuple[dict[str, float], str]:
+    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``); a class
+    without one (absent or None) gets :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    thresholds = {name: DEFAULT_THRESHOLD if chosen.get(name) is None else float(chosen[name])
+                  for name in class_names}
+    source = f"operating points of {where} ({method} on {split})"
+    absent = [n for n in class_names if chosen.get(n) is None]
     if absent:
-        source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} (not in the file)"
+        source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} ({why_default})"
     return thresholds, source
 
 
@@ -412,7 +424,8 @@ def save_subgroups(result: SubgroupResult, out_dir: str | Path, split: str = "te
 
 def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> object:
     """One panel per attribute: per-class AUC (and the mean) of each group with its CI as an error bar;
-    undefined values are left out of the plot (and listed in the table)."""
+    undefined values are left out of the plot (and listed in the table); the legend gives each group's
+    images, marking groups under :data:`~thoracic.evaluation.sample_size.MIN_SUBGROUP_IMAGES`."""
     table = result.groups
     attributes = list(dict.fromkeys(table["attribute"])) if len(table) else []
     figure = new_figure(figsize=(13, 2.6 * max(1, len(attributes))), layout="constrained")
@@ -430,8 +443,9 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
             high = np.clip(rows["auc_ci_high"].to_numpy(float) - auc, 0, None)
             errors = np.where(np.isfinite(low) & np.isfinite(high), np.vstack([low, high]), 0.0)
             n = int(rows["n_images"].iloc[0]) if len(rows) else 0
+            few = f", fewer than {MIN_SUBGROUP_IMAGES}" if 0 < n < MIN_SUBGROUP_IMAGES else ""
             ax.errorbar(x - 0.4 + width * (k + 0.5), auc, yerr=errors, fmt="o", ms=3, capsize=1.5, lw=0.8,
-                        label=f"{group} (n={n})")
+                        label=f"{group} (n={n}{few})")
         ax.axhline(0.5, color="grey", lw=0.5, ls=":")
         ax.set_ylabel("AUC")
         ax.set_title(attribute.replace("_", " "), fontsize=10, loc="left")
@@ -445,5 +459,5 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
     "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
-    "subgroup_thresholds",
+    "subgroup_thresholds", "thresholds_with_source",
 ]

@@ -27,7 +27,9 @@ from thoracic.prediction import (
     collect_image_paths,
     exported_thresholds,
     figure_names,
+    prediction_warnings,
     resolve_thresholds,
+    validation_positives,
 )
 from thoracic.provenance import SHORT_HASH
 from thoracic.runtime import ExportedModule, load_exported, resolve_device
@@ -151,6 +153,9 @@ def predict_images(
     predictor.thresholds = dict(thresholds.values)
     say(message)
     say(f"thresholds: {thresholds.description}")
+    run_dir = loaded.run_dir if model is None else None
+    for note in prediction_warnings(thresholds, calibration, validation_positives(run_dir)):
+        say(f"warning: {note}")
     if provenance is not None and provenance.get("data_kind") == "phantom":
         warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
                    f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
