@@ -55,6 +55,7 @@ from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
 from thoracic.evaluation.figures import save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, boxes_from_heatmaps
+from thoracic.metrics import label_counts
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -165,7 +166,7 @@ def validation_positives(run_dir: Path | None) -> dict[str, int] | None:
         labels = load_predictions(path).labels
     except (ThoracicError, ValueError, KeyError):  # a damaged side file only loses the warning
         return None
-    return {name: int(n) for name, n in zip(CLASS_NAMES, labels.sum(0))}
+    return {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(labels)[0])}  # NaN: not labelled
 
 
 def prediction_warnings(thresholds: Thresholds, calibration: dict | None,

@@ -15,7 +15,8 @@ Per group and class: the ROC AUC with its percentile bootstrap CI (:func:`~thora
 resampling the group's images), and the true-positive rate (sensitivity) at the class's operating point
 (``operating_points.json`` of the run, else 0.5) with a bootstrap CI. Every group is listed, however
 small: an AUC is undefined (NaN, with the reason) when the group has fewer than ``min_count`` positive or
-negative images of the class, a TPR when it has no positive image, and an empty group says so.
+negative images of the class, a TPR when it has no positive image, and an empty group says so. A NaN label
+(an image not labelled for a class) is skipped: each class counts the group's images labelled for it.
 
 Gaps: per attribute, each group minus the reference group (the largest group of the attribute), per class
 and for the mean, with a percentile CI of the difference from independent resamples of the two groups
@@ -40,6 +41,7 @@ from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_PO
 from thoracic.evaluation.figures import new_figure, save_figure
 from thoracic.evaluation.sample_size import MIN_SUBGROUP_IMAGES
 from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.metrics import check_labels, resolve_class_names
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
 DEFAULT_AGE_BANDS: tuple[int, ...] = (0, 20, 40, 60, 80)
@@ -167,13 +169,14 @@ class _Group:
 
 def _tpr_bootstrap(labels: np.ndarray, hits: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
                    chunk_size: int = 100) -> np.ndarray:
-    """``(B, C)`` TPR of image resamples: TP weight / positive weight, with image multiplicities as weights."""
+    """``(B, C)`` TPR of image resamples: TP weight / positive weight, with image multiplicities as weights
+    (an image not labelled for a class, NaN, is not one of its positives)."""
     n, c = labels.shape
     out = np.full((n_bootstrap, c), np.nan)
     if n == 0 or n_bootstrap == 0:
         return out
-    positive = labels.astype(np.float64)
-    true_positive = (labels * hits).astype(np.float64)
+    positive = (labels == 1).astype(np.float64)
+    true_positive = positive * hits
     for first in range(0, n_bootstrap, chunk_size):
         b = min(chunk_size, n_bootstrap - first)
         # multiplicity of every image in every resample (as compute_auc draws them)
@@ -189,8 +192,8 @@ def _tpr_bootstrap(labels: np.ndarray, hits: np.ndarray, n_bootstrap: int, rng: 
 def _evaluate_group(name: str, labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
                     class_names: Sequence[str], n_bootstrap: int, seed: int, min_count: int) -> _Group:
     n, c = labels.shape
-    n_pos = labels.sum(0).astype(int)
-    n_neg = n - n_pos
+    n_pos = (labels == 1).sum(0).astype(int)
+    n_neg = (labels == 0).sum(0).astype(int)
     notes: dict[int, str] = {}
     if n == 0:
         empty = np.full(c, np.nan)
@@ -211,7 +214,7 @@ def _evaluate_group(name: str, labels: np.ndarray, scores: np.ndarray, threshold
             replicates[:, j] = np.nan
     hits = (scores >= thresholds[None, :]).astype(np.int8)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.where(n_pos > 0, (labels * hits).sum(0) / np.maximum(n_pos, 1), np.nan)
+        tpr = np.where(n_pos > 0, ((labels == 1) & (hits == 1)).sum(0) / np.maximum(n_pos, 1), np.nan)
     tpr_replicates = _tpr_bootstrap(labels, hits, n_bootstrap, np.random.default_rng(int(tpr_seed)))
     tpr_replicates[:, n_pos == 0] = np.nan
     return _Group(name, n, n_pos, n_neg, auc, notes, replicates, tpr, tpr_replicates)
@@ -252,7 +255,7 @@ def evaluate_subgroups(
     metadata: pd.DataFrame,
     thresholds: Mapping[str, float] | None = None,
     threshold_source: str = "",
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
     age_bands: Sequence[int] = DEFAULT_AGE_BANDS,
     attributes: Sequence[str] = ATTRIBUTES,
     n_bootstrap: int = 1000,
@@ -264,7 +267,7 @@ def evaluate_subgroups(
     """Per-class AUC (bootstrap CI) and TPR at the operating points per subgroup, and the gaps between groups.
 
     Args:
-        labels: ``(N, C)`` 0/1 ground truth of the split's images.
+        labels: ``(N, C)`` 0/1 ground truth of the split's images; NaN (not labelled) entries are skipped.
         probabilities: ``(N, C)`` predicted probabilities (the TPR thresholds apply to them).
         image_ids: the ``N`` image ids, looked up in ``metadata``.
         metadata: data-entry table with ``image_id, sex, age, view, follow_up`` (every image of the split).
@@ -278,9 +281,9 @@ def evaluate_subgroups(
         min_count: fewest positive and negative images of a class for a group's AUC to be reported.
         progress: a progress bar over the groups.
     """
-    labels = np.asarray(labels)
+    labels = check_labels(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    class_names = tuple(class_names)
+    class_names = resolve_class_names(class_names, probabilities.shape[-1])
     image_ids = np.asarray([str(i) for i in image_ids])
     n, c = probabilities.shape
     if labels.shape != (n, c) or len(image_ids) != n or len(class_names) != c:

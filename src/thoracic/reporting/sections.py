@@ -23,6 +23,7 @@ from thoracic.evaluation.sample_size import (
     temperature_warnings,
 )
 from thoracic.evaluation.table1 import TABLE1_LEGEND
+from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.reporting.classification_tables import operating_point_table_of, report_table1
 from thoracic.reporting.document import ReportContext, ReportFigure, ReportTable, Section
 from thoracic.reporting.localization_tables import (
@@ -299,14 +300,15 @@ def export_section(context: ReportContext) -> Section | None:
                 continue
             check = info.get("verification") or {}
             diffs = check.get("max_abs_diff") or {}
-            geometry = info.get("heatmap_geometry") or {}
+            try:
+                grid = FeatureGrid.from_dict(info.get("heatmap_geometry") or {})
+            except GeometryError:
+                grid = None
             records.append({
                 "run": context.run_label(run), "file": path.name[:-len(".json")], "format": info.get("format"),
                 "input": " x ".join(str(v) for v in (info.get("input") or {}).get("shape", [])),
-                "class maps": " x ".join(str(v) for v in geometry.get("map_size", [])),
-                "stride / cell-centre offset (px)": f"{geometry.get('stride', ['?'])[0]:g} / "
-                                                    f"{geometry.get('cell_centre_offset', ['?'])[0]:g}"
-                                                    if geometry else "",
+                "class maps": " x ".join(str(v) for v in grid.shape) if grid else "",
+                "stride / cell-centre offset (px)": f"{grid.stride[0]:g} / {grid.offset[0]:g}" if grid else "",
                 "checked with": check.get("runtime", ""),
                 "max abs diff logits": f"{diffs['logits']:.1e}" if "logits" in diffs else "",
                 "max abs diff maps": f"{diffs['class_maps']:.1e}" if "class_maps" in diffs else "",

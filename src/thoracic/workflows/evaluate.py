@@ -62,6 +62,7 @@ from thoracic.evaluation.sample_size import (
 from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, thresholds_with_source
 from thoracic.evaluation.table1 import write_table1
 from thoracic.io import write_json_atomic, write_text_atomic
+from thoracic.metrics import label_counts
 from thoracic.safety import read_json
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
@@ -136,7 +137,7 @@ def evaluate_run(
                                    CLASS_NAMES, operating_point)
     files["operating_points_csv"] = out / f"operating_points_{split}.csv"
     points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
-    val_positives = {name: int(n) for name, n in zip(CLASS_NAMES, validation.labels.sum(0))}
+    val_positives = {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(validation.labels)[0])}
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
                  "seed": loaded.config.seed, "checkpoint": loaded.info,
@@ -200,7 +201,7 @@ def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, spli
                                       notes, settings)
         files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
                                                  loaded.checkpoint_path, result, split, len(fitting.labels), notes,
-                                                 n_positive=fitting.labels.sum(0))
+                                                 n_positive=label_counts(fitting.labels)[0])
     else:
         stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
         settings = {"split": split, "temperature_source": message}
