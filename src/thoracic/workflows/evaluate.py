@@ -134,7 +134,7 @@ def evaluate_run(
     else:
         validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress)
         files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
-    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=bootstrap,
+    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, bootstrap=bootstrap,
                       seed=seed, progress=progress)
     auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
     thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
@@ -188,7 +188,7 @@ def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap
     thresholds, source = thresholds_with_source(chosen, method, "val", CLASS_NAMES)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
-                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
+                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), bootstrap=n_bootstrap,
                                 seed=seed, min_count=min_count, progress=progress)
     return save_subgroups(result, out, split), result.groups
 
