@@ -292,7 +292,7 @@ def boxes_from_heatmap(
     >>> import numpy as np
     >>> heatmap = np.zeros((8, 8))
     >>> heatmap[1:3, 5:7] = 1.0  # an 8 x 8 CAM that fires in the upper right
-    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2: centred at x 641.5, 769.5, y 129.5, 257.5
+    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 centred at x 641.5-769.5, y 129.5-257.5
     >>> len(found), found.boxes[0].tolist(), found.scores.tolist()
     (1, [604.0, 92.0, 204.0, 204.0], [1.0])
     >>> boxes_from_heatmap(heatmap, 60, 1024).boxes[0].tolist()  # a lower threshold: a larger box
@@ -339,8 +339,9 @@ class _MapBatch:
         self.maps = maps
         self.n_maps = len(maps)
         self.height, self.width = size
-        row_centres, col_centres = cell_centres if cell_centres is not None else default_cell_centres(maps.shape,
-                                                                                                       size)
+        if cell_centres is None:
+            cell_centres = default_cell_centres(maps.shape, size)
+        row_centres, col_centres = cell_centres
         rt = self.rt = _interpolation_taps(maps.shape[1], self.height, row_centres)
         ct = self.ct = _interpolation_taps(maps.shape[2], self.width, col_centres)
         # rows interpolated exactly as upsample_heatmap does: (B, height, w); the difference of each
