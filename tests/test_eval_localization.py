@@ -16,7 +16,13 @@ from thoracic.evaluation.localization import (
     random_boxes,
     score_localization,
 )
-from thoracic.heatmaps.boxes import boxes_from_heatmap, boxes_from_heatmaps, extract_boxes, interpolation_matrix
+from thoracic.heatmaps.boxes import (
+    boxes_from_heatmap,
+    boxes_from_heatmaps,
+    extract_boxes,
+    interpolation_matrix,
+    legacy_cell_centres,
+)
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -85,9 +91,14 @@ def _two_blobs() -> np.ndarray:
     return heatmap
 
 
+def _legacy(shape: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The align_corners=False cell centres (what the torch reference above interpolates between)."""
+    return legacy_cell_centres(shape[0], size[0]), legacy_cell_centres(shape[1], size[1])
+
+
 def test_box_extraction_finds_known_blobs_at_both_thresholds() -> None:
     heatmap = _two_blobs()
-    found = boxes_from_heatmaps(heatmap, [60, 180], 1024)
+    found = boxes_from_heatmaps(heatmap, [60, 180], 1024, cell_centres=_legacy((32, 32), (1024, 1024)))
     # at 60/255 both blobs; at 180/255 only the strong one (the weak one peaks at 0.5 * 255 = 127.5)
     assert len(found[60]) == 2 and len(found[180]) == 1
     # hand-derived edges: low-res pixel k covers output pixels [32k, 32k + 32); a plateau over rows 4..7
@@ -114,9 +125,10 @@ def test_box_extraction_finds_known_blobs_at_both_thresholds() -> None:
 def test_box_extraction_in_non_square_original_pixels_and_options() -> None:
     heatmap = _two_blobs()
     size = (1000, 700)
-    boxes = boxes_from_heatmap(heatmap, 60, size).boxes
+    legacy = _legacy(heatmap.shape, size)
+    boxes = boxes_from_heatmap(heatmap, 60, size, cell_centres=legacy).boxes
     assert _as_set(boxes) == _full_resolution_reference(heatmap, 60, size)
-    largest = boxes_from_heatmap(heatmap, 60, size, largest_only=True)
+    largest = boxes_from_heatmap(heatmap, 60, size, largest_only=True, cell_centres=legacy)
     assert len(largest) == 1 and largest.boxes[0][2] * largest.boxes[0][3] == max(b[2] * b[3] for b in boxes)
     assert len(boxes_from_heatmap(np.full((8, 8), 0.3), 60, 1024)) == 0  # constant map: no region
     assert len(boxes_from_heatmap(heatmap, 255, 1024)) == 0  # nothing strictly above the maximum
@@ -187,6 +199,30 @@ def test_baselines_are_seeded_and_shaped() -> None:
     pd.testing.assert_frame_equal(first, again)
     assert not first[["x", "y"]].equals(other[["x", "y"]])
     assert ((first["x"] >= 0) & (first["x"] + first["w"] <= 1024)).all()
+
+
+def test_random_boxes_lie_inside_each_image_with_their_class_sizes() -> None:
+    """Every random box keeps a (w, h) pair of its class's ground truth (clipped to the image) and lies in
+    its image, its corner uniform over the free range, along both axes of non-square images."""
+    gt = pd.DataFrame({
+        "image_id": ["a.png", "a.png", "b.png", "b.png", "c.png"],
+        "class_name": ["Mass", "Nodule", "Mass", "Effusion", "Effusion"],
+        "x": [0.0, 50.0, 10.0, 100.0, 0.0], "y": [0.0, 60.0, 10.0, 100.0, 0.0],
+        "w": [300.0, 40.0, 150.0, 500.0, 90.0], "h": [120.0, 30.0, 450.0, 250.0, 700.0],
+    })
+    sizes = {"a.png": (600, 1000), "b.png": (1000, 400), "c.png": (500, 500)}  # (height, width)
+    boxes = random_boxes(gt, sizes, seed=3, draws=400)
+    height = boxes["image_id"].map(lambda i: sizes[i][0]).to_numpy(float)
+    width = boxes["image_id"].map(lambda i: sizes[i][1]).to_numpy(float)
+    pools = {name: {(w, h) for w, h in part[["w", "h"]].itertuples(index=False)}
+             for name, part in gt.groupby("class_name")}
+    for row, w_max, h_max in zip(boxes.itertuples(index=False), width, height):
+        assert any((row.w, row.h) == (min(w, w_max), min(h, h_max)) for w, h in pools[row.class_name])
+    assert ((boxes["x"] >= 0) & (boxes["x"] + boxes["w"] <= width)).all()
+    assert ((boxes["y"] >= 0) & (boxes["y"] + boxes["h"] <= height)).all()
+    for position, free in ((boxes["x"], width - boxes["w"]), (boxes["y"], height - boxes["h"])):
+        fraction = (position / free.where(free > 0)).dropna()  # where the box leaves room to move
+        assert fraction.min() < 0.02 and fraction.max() > 0.98 and abs(fraction.mean() - 0.5) < 0.03
 
 
 def _synthetic_rows(rows: int, rng: np.random.Generator) -> pd.DataFrame:

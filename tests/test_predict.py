@@ -368,7 +368,7 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     phantom_run = make_run(tmp_path / "phantom_run", phantom_dir, "baseline", 0)
     out = tmp_path / "o"
-    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(phantom_run), "--out", str(out),
+    assert main(["predict", str(phantom_run), str(images / "photo.jpg"), "--out", str(out),
                  "--threshold", "1", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "warning:" in captured.err and "phantom (synthetic) images" in captured.err
@@ -383,7 +383,7 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
     real_root.mkdir()
     real_run = make_run(tmp_path / "real_run", real_root, "baseline", 0)
     out = tmp_path / "o2"  # one folder holds the outputs of one model
-    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(real_run), "--out", str(out),
+    assert main(["predict", str(real_run), str(images / "photo.jpg"), "--out", str(out),
                  "--threshold", "1", "--no-progress"]) == 0
     assert "warning" not in capsys.readouterr().err
     report = json.loads((out / "predictions.json").read_text())
@@ -416,7 +416,7 @@ def test_prediction_figure_title_colour_bar_box_styles_and_legend() -> None:
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend == ["box: heatmap > 180", "box: heatmap > 60", "box covering >= 90% of the image"]
     panel = [ax for ax in figure.axes if ax.get_title().startswith("Effusion")][0]
-    assert "p=0.90 (threshold 0.40)" in panel.get_title()
+    assert "p=0.9000 ≥ 0.4000" in panel.get_title()
     assert [t.get_text() for t in panel.texts] == ["whole image"]
     # by default only the boxes of the highest heatmap threshold
     default = build_prediction_figure(result, image, method="gradcam", title=title)

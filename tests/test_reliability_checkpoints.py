@@ -109,7 +109,7 @@ def evaluated(phantom_dir, phantom_cache, tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("command", ["predict", "evaluate", "localize", "export", "train --resume", "report"])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "localize", "export", "train RUN", "report"])
 def test_every_command_refuses_a_malicious_checkpoint(command, trained_run, evaluated, phantom_dir, tmp_path,
                                                       capsys):
     marker = tmp_path / "PWNED"
@@ -119,11 +119,11 @@ def test_every_command_refuses_a_malicious_checkpoint(command, trained_run, eval
         if (run / "checkpoints" / f"{name}.ckpt").is_file():
             poison(run / "checkpoints" / f"{name}.ckpt", marker)
     image = next((phantom_dir / "images").iterdir())
-    argv = {"predict": ["predict", image, "--checkpoint", run, "--out", tmp_path / "p", "--no-progress"],
+    argv = {"predict": ["predict", run, image, "--out", tmp_path / "p", "--no-progress"],
             "evaluate": ["evaluate", run, "--bootstrap", "0", "--no-progress"],
             "localize": ["localize", run, "--no-progress"],
             "export": ["export", run],
-            "train --resume": ["train", "--resume", run, "train.max_epochs=2"],
+            "train RUN": ["train", run, "train.max_epochs=2"],
             "report": ["report", run]}[command]
     code, err = _run(capsys, argv)
     assert not marker.exists(), f"{command} ran the checkpoint's code"
@@ -142,7 +142,7 @@ def test_trust_checkpoint_opens_it_the_old_way(trained_run, phantom_dir, tmp_pat
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     poison(run / "checkpoints" / "best.ckpt", marker)
     image = next((phantom_dir / "images").iterdir())
-    code, err = _run(capsys, ["predict", image, "--checkpoint", run, "--out", tmp_path / "p", "--no-progress",
+    code, err = _run(capsys, ["predict", run, image, "--out", tmp_path / "p", "--no-progress",
                               "--trust-checkpoint"])
     assert code == 0, err
     assert marker.exists()

@@ -368,7 +368,7 @@ def test_a_dicom_with_a_non_finite_rescale_is_named_not_black(phantom_dir, tmp_p
     with pytest.raises(DataError, match=r"nan.dcm: the DICOM modality transform gives non-finite values \(RescaleSlope"):
         read_image(path)
     run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)  # predict: that file fails, named (exit 1)
-    err = _expect(capsys, ["predict", path, "--checkpoint", run, "--out", tmp_path / "p", "--no-progress"], code=1)
+    err = _expect(capsys, ["predict", run, path, "--out", tmp_path / "p", "--no-progress"], code=1)
     assert "non-finite values" in err and "1 of 1 file(s) failed" in err
 
 
@@ -403,7 +403,7 @@ def test_byte_order_marks_in_the_metadata_are_read_through(phantom_dir, tmp_path
     for name in ("BBox_List_2017.csv", "test_list.txt", ENTRY):
         path = data / name
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    _expect(capsys, ["prepare", "--data", data, "--size", 32, "--workers", 1, "--no-progress"], code=0)
+    _expect(capsys, ["prepare", "--data", data, "--image-size", 32, "--num-workers", 1, "--no-progress"], code=0)
     from thoracic.data.metadata import load_chestxray14
 
     original, marked = load_chestxray14(phantom_dir), load_chestxray14(data)
@@ -494,7 +494,7 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert stale.stale and any(w.startswith("STALE: auc_test.json") for w in stale.warnings)
     markdown, _ = build_report([run], tmp_path / "report")
     text = markdown.read_text()
-    assert "baseline (resnet10, 64 px) [bl] (STALE)" in text
+    assert "bl: baseline (resnet10, 64 px) (STALE)" in text
     assert "STALE: auc_test.json evaluated a checkpoint (epoch 0" in text
     # an attention-gated checkpoint copied into a baseline run is reported as attention-gated
     gated = make_run(tmp_path / "gated", phantom_dir, "attention_gated", 0)
@@ -504,12 +504,12 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert summary.model == "attention_gated" and not summary.stale
     assert any("config.yaml names model baseline" in w for w in summary.warnings)
     text = build_report([run], tmp_path / "report2")[0].read_text()
-    assert "attention_gated (resnet10, 64 px) [bl]" in text and "config.yaml names model baseline" in text
-    from thoracic.reporting.tables import classification_table
+    assert "bl: attention_gated (resnet10, 64 px)" in text and "config.yaml names model baseline" in text
+    from thoracic.reporting.classification_tables import report_table1
     from thoracic.reporting.runs import group_runs
 
-    columns = list(classification_table(group_runs([summary])).columns)
-    assert columns[columns.index("attention_gated (resnet10, 64 px) [bl]") + 1] == "Paper AG"  # not beside BL
+    columns = list(report_table1(group_runs([summary])).columns)
+    assert columns[columns.index("bl: attention_gated (resnet10, 64 px)") + 1] == "Paper AG"  # not beside BL
 
 
 def test_config_checks_apply_to_config_files_too(tmp_path):

@@ -44,7 +44,7 @@ def done(phantom_dir, phantom_cache, tmp_path_factory) -> Path:
     """A run after evaluate, localize, export and report (read-only: tests copy it)."""
     run = make_run(tmp_path_factory.mktemp("done") / "run", phantom_dir, "baseline", 0)
     for argv in (["evaluate", run, "--bootstrap", "0", "--no-progress"],
-                 ["localize", run, "--no-progress", "--examples", "2", "--draws", "2"],
+                 ["localize", run, "--no-progress", "--num-examples", "2", "--draws", "2"],
                  ["export", run], ["report", run]):
         assert main([str(a) for a in argv]) == 0, argv
     return run
@@ -64,16 +64,16 @@ def scans(phantom_dir, tmp_path) -> Path:
 def test_predict_refuses_an_out_inside_its_inputs_and_never_reads_its_own_figures(done, scans, tmp_path, capsys,
                                                                                     monkeypatch):
     monkeypatch.chdir(scans)
-    code, err = _run(capsys, ["predict", ".", "--checkpoint", done, "--no-progress"])  # default --out predictions
+    code, err = _run(capsys, ["predict", done, ".", "--no-progress"])  # default --out predictions
     assert code == 2 and "lies inside the input folder" in err and "Choose an --out outside it" in err
     assert sorted(p.name for p in scans.iterdir()) == ["a.png", "c.png"]
     for _ in range(2):  # twice: the second run sees the same two X-rays, nothing of the first's
-        code, err = _run(capsys, ["predict", ".", "--checkpoint", done, "--out", "../p", "--no-progress"])
+        code, err = _run(capsys, ["predict", done, ".", "--out", "../p", "--no-progress"])
         assert code == 0, err
         assert [Path(i["path"]).name for i in json.loads((tmp_path / "p" / "predictions.json").read_text())
                 ["images"]] == ["a.png", "c.png"]
     # figures of an earlier predict among the inputs (listed in its manifest) are left out, and said so
-    code, err = _run(capsys, ["predict", scans, tmp_path / "p", "--checkpoint", done, "--out", tmp_path / "p2",
+    code, err = _run(capsys, ["predict", done, scans, tmp_path / "p", "--out", tmp_path / "p2",
                               "--no-progress"])
     assert code == 0, err
     assert "skipped 2 file(s) that thoracic wrote itself" in err
@@ -83,13 +83,13 @@ def test_predict_refuses_an_out_inside_its_inputs_and_never_reads_its_own_figure
 def test_predict_never_overwrites_an_input_or_a_users_file(done, scans, tmp_path, capsys):
     shutil.copy(scans / "c.png", scans / "a_native.png")  # an input that has the name of a's figure
     before = (scans / "a_native.png").read_bytes()
-    code, err = _run(capsys, ["predict", scans / "a.png", "--checkpoint", done, "--out", scans, "--no-progress"])
+    code, err = _run(capsys, ["predict", done, scans / "a.png", "--out", scans, "--no-progress"])
     assert code == 2 and "a_native.png exists and was not written by thoracic" in err and "choose another --out" in err
     assert (scans / "a_native.png").read_bytes() == before
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "predictions.json").write_text("my notes")
-    code, err = _run(capsys, ["predict", scans / "a.png", "--checkpoint", done, "--out", mine, "--no-progress"])
+    code, err = _run(capsys, ["predict", done, scans / "a.png", "--out", mine, "--no-progress"])
     assert code == 2 and "predictions.json exists and was not written by thoracic" in err
     assert (mine / "predictions.json").read_text() == "my notes"
     assert sorted(p.name for p in mine.iterdir()) == ["predictions.json"]  # nothing written beside it either
@@ -97,13 +97,13 @@ def test_predict_never_overwrites_an_input_or_a_users_file(done, scans, tmp_path
 
 def test_predict_out_holds_one_model_and_replaces_only_its_own_files(done, phantom_dir, scans, tmp_path, capsys):
     out = tmp_path / "o"
-    assert _run(capsys, ["predict", scans, "--checkpoint", done, "--out", out, "--no-progress"])[0] == 0
+    assert _run(capsys, ["predict", done, scans, "--out", out, "--no-progress"])[0] == 0
     other = make_run(tmp_path / "other", phantom_dir, "baseline", 1)
-    code, err = _run(capsys, ["predict", scans / "a.png", "--checkpoint", other, "--out", out, "--no-progress"])
+    code, err = _run(capsys, ["predict", other, scans / "a.png", "--out", out, "--no-progress"])
     assert code == 2 and f"holds the outputs of thoracic predict of checkpoint {done.resolve()}" in err
     assert "does not mix the outputs of two models" in err and f"{out}-2" in err
     # the same model again, on fewer images: its earlier figures of other images go, predictions.json matches
-    code, err = _run(capsys, ["predict", scans / "a.png", "--checkpoint", done, "--out", out, "--no-progress"])
+    code, err = _run(capsys, ["predict", done, scans / "a.png", "--out", out, "--no-progress"])
     assert code == 0, err
     assert "removed 1 earlier file(s) of this model" in err
     assert sorted(p.name for p in out.iterdir()) == ["a_native.png", "predictions.json", OUTPUT_MANIFEST]
@@ -153,12 +153,12 @@ def test_thresholds_of_another_checkpoint_are_refused_or_marked(done, phantom_di
     shutil.copy(later / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt")
     assert _run(capsys, ["evaluate", run, "--checkpoint", "last", "--bootstrap", "0", "--no-subgroups",
                          "--no-progress"])[0] == 0
-    code, err = _run(capsys, ["predict", scans / "a.png", "--checkpoint", run, "--out", tmp_path / "p",
+    code, err = _run(capsys, ["predict", run, scans / "a.png", "--out", tmp_path / "p",
                               "--no-progress"])
     assert code == 2
     assert "operating_points.json: its thresholds were chosen for checkpoint" in err and "last.ckpt" in err
     assert "but predict uses" in err and "best.ckpt" in err and "--threshold P" in err
-    assert _run(capsys, ["predict", scans / "a.png", "--checkpoint", run, "--out", tmp_path / "p", "--threshold",
+    assert _run(capsys, ["predict", run, scans / "a.png", "--out", tmp_path / "p", "--threshold",
                          "0.5", "--no-progress"])[0] == 0
     from thoracic.training.checkpoints import load_run
     from thoracic.workflows.export import export_metadata
@@ -176,7 +176,7 @@ def test_report_marks_an_evaluation_folder_of_two_checkpoints(done, phantom_dir,
     run = Path(shutil.copytree(done, tmp_path / "run"))
     later = make_run(tmp_path / "later", phantom_dir, "baseline", 1)
     shutil.copy(later / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt")
-    assert _run(capsys, ["localize", run, "--checkpoint", "last", "--no-progress", "--examples", "1", "--draws",
+    assert _run(capsys, ["localize", run, "--checkpoint", "last", "--no-progress", "--num-examples", "1", "--draws",
                          "2"])[0] == 0
     assert _run(capsys, ["report", run])[0] == 0
     markdown = (run / "report.md").read_text()
@@ -257,9 +257,9 @@ def test_a_kill_while_an_output_is_written_keeps_the_previous_file(command, targ
     image = scans / "a.png"
     out = tmp_path / "p"
     argv = {"evaluate": ["evaluate", run, "--bootstrap", "0", "--no-progress"],
-            "localize": ["localize", run, "--no-progress", "--examples", "2", "--draws", "2"],
+            "localize": ["localize", run, "--no-progress", "--num-examples", "2", "--draws", "2"],
             "report": ["report", run], "export": ["export", run],
-            "predict": ["predict", image, "--checkpoint", run, "--out", out, "--no-progress"]}[command]
+            "predict": ["predict", run, image, "--out", out, "--no-progress"]}[command]
     if command == "predict":
         assert main([str(a) for a in argv]) == 0
     path = (tmp_path if command == "predict" else run) / target
@@ -267,7 +267,7 @@ def test_a_kill_while_an_output_is_written_keeps_the_previous_file(command, targ
     _killed(path, argv)
     assert path.read_bytes() == before, f"{target} was damaged by the kill"
     follow = {"report": ["report", run],
-              "predict": ["predict", image, "--checkpoint", run, "--out", out, "--no-progress"],
+              "predict": ["predict", run, image, "--out", out, "--no-progress"],
               "predict --model": ["predict", image, "--model", run / "export" / "baseline.onnx", "--out",
                                   tmp_path / "m", "--no-progress"]}[next_step]
     code, err = _run(capsys, follow)

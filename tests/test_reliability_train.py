@@ -141,7 +141,7 @@ def reference(phantom_dir, phantom_cache, tmp_path_factory) -> Path:
 
 def test_sigkill_at_random_points_then_continue_ends_like_the_uninterrupted_run(phantom_dir, reference, tmp_path):
     """Two kills at random events (steps, checkpoint writes, the summary...), each followed by what a user
-    does: `train --resume RUN` when the run has a last.ckpt, else the same command again."""
+    does: `train RUN` when the run has a last.ckpt, else the same command again."""
     rng = random.Random(SEED)
     points = sorted(rng.sample(range(1, 23), 2))
     cfg_args = ["train", "--config", "baseline", *overrides(phantom_dir, tmp_path), "--run-name", "killed"]
@@ -167,7 +167,7 @@ def test_ctrl_c_names_the_run_and_the_resume_command(phantom_dir, reference, tmp
     code, err = _finish(process)
     assert code == 130, err[-2000:]
     assert f"run folder {run}: checkpoints/last.ckpt holds epoch 0" in err
-    assert f"resume with `thoracic train --resume {run}`" in err
+    assert f"resume with `thoracic train {run}`" in err
     assert "Traceback" not in err and "graceful shutdown" not in err, err[-2000:]
     train(None, resume=run)
     _assert_same_run(run, reference, "after Ctrl-C")
@@ -230,7 +230,7 @@ def test_full_disk_while_saving_keeps_last_ckpt_and_the_run_resumes(phantom_dir,
     assert "cannot write a checkpoint or log of the run" in err and "the file-size limit of this process" in err
     assert "needs" in err and "free on the file system" in err and "Traceback" not in err
     assert f"The previous checkpoints are intact; run folder {first}: checkpoints/last.ckpt holds epoch 0" in err
-    assert f"resume with `thoracic train --resume {first}`" in err
+    assert f"resume with `thoracic train {first}`" in err
     assert last.read_bytes() == before
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp file
     train(config_for_resume(first, ["train.max_epochs=2"]), resume=first)
@@ -281,7 +281,7 @@ def test_a_moved_run_keeps_its_best_checkpoint(phantom_dir, phantom_cache, tmp_p
     moved = tmp_path / "mv" / "m"
     moved.parent.mkdir()
     first.rename(moved)
-    assert main(["train", "--resume", str(moved), "train.max_epochs=2"]) == 0
+    assert main(["train", str(moved), "train.max_epochs=2"]) == 0
     err = capsys.readouterr().err
     assert "dirpath has changed" not in err and "Traceback" not in err
     epochs = read_epoch_metrics(moved)
@@ -309,7 +309,7 @@ def _hold_lock(folder: Path, what: str, command: str) -> subprocess.Popen:
 
 def test_two_resumes_of_one_run_the_second_is_refused_and_a_dead_holder_is_taken_over(reference, tmp_path, capsys):
     run = Path(shutil.copytree(reference, tmp_path / "run"))
-    argv = ["train", "--resume", str(run), "train.max_epochs=3"]
+    argv = ["train", str(run), "train.max_epochs=3"]
     first = _child(argv, slow=1.0)
     deadline = time.monotonic() + 240
     while not (run / ".thoracic.lock").is_file() and time.monotonic() < deadline:
@@ -317,7 +317,7 @@ def test_two_resumes_of_one_run_the_second_is_refused_and_a_dead_holder_is_taken
     time.sleep(0.5)  # its holder information is written right after the lock is taken
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"run folder {run} is in use by `thoracic train --resume {run} train.max_epochs=3` (process {first.pid}" \
+    assert f"run folder {run} is in use by `thoracic train {run} train.max_epochs=3` (process {first.pid}" \
         in err, err
     assert "Traceback" not in err
     first.kill()  # SIGKILL: its lock file stays, its lock does not
@@ -331,12 +331,12 @@ def test_two_resumes_of_one_run_the_second_is_refused_and_a_dead_holder_is_taken
 def test_a_second_experiment_into_the_same_folder_is_refused(phantom_dir, tmp_path, capsys):
     folder = tmp_path / "exp"
     folder.mkdir()
-    holder = _hold_lock(folder, "experiment folder", f"thoracic experiment --folder {folder}")
+    holder = _hold_lock(folder, "experiment folder", f"thoracic experiment --out {folder}")
     try:
-        assert main(["experiment", "--config", "baseline", "--seeds", "0", "--folder", str(folder),
+        assert main(["experiment", "--config", "baseline", "--seeds", "0", "--out", str(folder),
                      f"data.root={phantom_dir}", "--no-model.pretrained"]) == 2
         err = capsys.readouterr().err
-        assert f"experiment folder {folder} is in use by `thoracic experiment --folder {folder}` (process " \
+        assert f"experiment folder {folder} is in use by `thoracic experiment --out {folder}` (process " \
                f"{holder.pid}" in err, err
         assert sorted(p.name for p in folder.iterdir()) == [".thoracic.lock"]  # nothing written
     finally:
@@ -355,7 +355,7 @@ def test_a_damaged_metrics_log_is_recovered_with_a_warning(reference, tmp_path, 
     assert list(epochs.index) == [0]
     assert any("do not have the header's 3 fields" in r.getMessage() and str(log_path) in r.getMessage()
                for r in caplog.records)
-    assert main(["train", "--resume", str(run), "train.max_epochs=3"]) == 0
+    assert main(["train", str(run), "train.max_epochs=3"]) == 0
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
     log_path.write_bytes(b"\x00\xff\xfe binary")
     with pytest.raises(Exception) as error:

@@ -7,7 +7,7 @@ and its ``summary.json``.
       config.yaml            the resolved Config
       run_info.json          library versions, git commit, seed, class order, command line(s), devices
       checkpoints/best.ckpt  lowest validation loss
-      checkpoints/last.ckpt  end of the last finished epoch (what --resume continues from)
+      checkpoints/last.ckpt  end of the last finished epoch (what `thoracic train RUN` continues from)
       logs/metrics.csv       CSV log (one row per logging step / epoch)
       logs/tensorboard/      TensorBoard events
       summary.json           best epoch, its metrics, epochs run, whether early stopping fired
@@ -22,7 +22,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -171,18 +171,36 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
 
 
 def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
-    """Add the split sizes (``images``: train / val / test) and the test box rows per class
-    (``box_rows``) to ``run_info.json``; reports show them in the run's setup table."""
+    """Add the split sizes (``images``: train / val / test), the test box rows per class (``box_rows``) and
+    the test images they are on (``box_images``) to ``run_info.json``; reports show them in the run's setup
+    table."""
     path = run_dir / "run_info.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
     splits = datamodule.splits
     boxes = datamodule.dataset.boxes
     test_ids = set(datamodule.dataset.table["image_id"].to_numpy()[splits.test])
-    box_rows = boxes[boxes["image_id"].isin(test_ids)]["class_name"].value_counts()
+    test_boxes = boxes[boxes["image_id"].isin(test_ids)]
+    box_rows = test_boxes["class_name"].value_counts()
     info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
     info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
+    info["box_images"] = int(test_boxes["image_id"].nunique())
     write_text_atomic(path, json.dumps(info, indent=2))
     return info
+
+
+def describe_training_data(datamodule: Any, provenance: Mapping[str, Any] | None) -> str:
+    """What a run trains on, in two lines for the user: the data folder and its kind (``phantom`` /
+    ``real``), the images per split, and the positive images per class in the train and val splits."""
+    splits = datamodule.splits
+    dataset = datamodule.dataset
+    folder = (provenance or {}).get("root") or datamodule.root
+    kind = (provenance or {}).get("kind") or "unknown"
+    labels = np.asarray(dataset.labels, dtype=np.float64)
+    train, val = (np.nansum(labels[splits[name]], axis=0).astype(int) for name in ("train", "val"))
+    names = getattr(dataset, "class_names", CLASS_NAMES)
+    sizes = splits.sizes()
+    return (f"data: {folder} ({kind}); images: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}\n"
+            "positives per class (train/val): " + ", ".join(f"{n} {t}/{v}" for n, t, v in zip(names, train, val)))
 
 
 def data_provenance(cfg: Config) -> dict[str, Any]:
@@ -343,5 +361,5 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 __all__ = ["DIVERGED_LOSS_FACTOR", "RUN_FILES", "RUN_STUB_FILES", "chance_loss", "data_provenance",
-           "default_run_name", "divergence_reasons", "is_stub_run", "library_versions", "read_epoch_metrics",
+           "default_run_name", "describe_training_data", "divergence_reasons", "is_stub_run", "library_versions", "read_epoch_metrics",
            "record_data_counts", "resolve_run_dir", "stub_files", "write_run_info", "write_summary"]

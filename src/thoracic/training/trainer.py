@@ -18,7 +18,7 @@ naming the run folder and the resume command (a second Ctrl-C stops at once). A 
 raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is intact.
 
 One writer at a time: the run folder is locked (:func:`thoracic.safety.folder_lock`) while a run trains
-or resumes, so a second ``train --resume`` of the same run gets a named error instead of mixing its logs
+or resumes, so a second ``thoracic train RUN`` of the same run gets a named error instead of mixing its logs
 and checkpoints with the first's. Checkpoints are read without running code
 (:func:`~thoracic.training.checkpoints.read_checkpoint`) unless ``trust_checkpoint``. Resuming a run that
 already finished (early stopping, or every epoch of ``train.max_epochs``) changes nothing and says so.
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from thoracic.config import (
 )
 from thoracic.config import replace as replace_config
 from thoracic.errors import Interrupted, RunError, ThoracicError
-from thoracic.models import build_model
+from thoracic.models import build_model, check_model_config
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -75,6 +75,7 @@ from thoracic.training.run_folder import (
     _keep_previous_csv_log,
     _orphan_first_best,
     data_provenance,
+    describe_training_data,
     record_data_counts,
     resolve_run_dir,
     stub_files,
@@ -82,7 +83,7 @@ from thoracic.training.run_folder import (
     write_summary,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Config keys that may change when a run is resumed (where and how it runs, not what it learns).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -171,14 +172,14 @@ def _train_or_resume(cfg: Config, run_dir: Path, callbacks: Sequence[Callback],
             # only what a run writes before it can be resumed; anything else is refused, not deleted
             remove_owned(run_dir, patterns, "run folder (a start that stopped before its first last.ckpt)",
                          hint="Move them away, or choose another folder.")
-            log.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
+            logger.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
     return train(cfg, callbacks=callbacks, command_line=command_line, trust_checkpoint=trust_checkpoint)
 
 
 def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
-    """(run folder, last checkpoint) for ``--resume RUN`` (a run folder or a .ckpt inside one)."""
+    """(run folder, last checkpoint) of a run to continue (a run folder or a .ckpt inside one)."""
     resume = Path(resume)
-    checkpoint = find_checkpoint(resume, "last")
+    checkpoint = resume if resume.is_file() else find_checkpoint(resume, "last")
     run_dir = resume if resume.is_dir() else checkpoint.parent.parent
     if not (run_dir / "checkpoints").is_dir():
         raise RunError(f"cannot resume {resume}: not inside a run folder (expected <run>/checkpoints/last.ckpt)")
@@ -214,6 +215,7 @@ def train(
     *,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
     trust_checkpoint: bool = False,
 ) -> Path:
     """Train ``cfg`` (or continue the run ``resume``) and return the run folder.
@@ -225,11 +227,14 @@ def train(
             as it is (a warning says so).
         callbacks: extra Lightning callbacks (tests use them to interrupt a run).
         command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
+        log: receives the messages for the user (the data trained on, :func:`describe_training_data`; a run
+            that already finished); the CLI prints them on stderr.
         trust_checkpoint: read the run's checkpoint with full pickle (it may run code; see
             :func:`~thoracic.training.checkpoints.read_checkpoint`).
 
     Raises:
-        ConfigError: missing data folder, bad devices; RunError: nothing to resume, non-finite loss;
+        ConfigError: missing data folder, bad devices, a model option the model does not take
+            (:func:`thoracic.models.check_model_config`); RunError: nothing to resume, non-finite loss;
         UnsafeCheckpointError: the checkpoint to resume needs more than plain data;
         FolderInUseError: another process trains this run;
         DiskFullError: no room for a checkpoint (the previous ``last.ckpt`` is kept);
@@ -243,10 +248,16 @@ def train(
         cfg = stored if cfg is None else cfg
         finished = finished_reason(run_dir, checkpoint, cfg)
         if finished is not None:
-            log.warning("run %s already finished: %s; nothing was changed", run_dir, finished)
+            message = f"run {run_dir} already finished: {finished}; nothing was changed"
+            if log is not None:
+                log(message)
+            else:
+                logger.warning(message)
             return run_dir
     elif cfg is None:
         raise ConfigError("train: give a config or a run to resume")
+    else:
+        check_model_config(cfg.model)  # a misplaced model option is refused before any data is read
     check_data_config(cfg)
     if resume is None:
         ensure_output_dir(cfg.output_dir, "output_dir", create=False)
@@ -279,7 +290,7 @@ def train(
         with lock:
             start_epoch = 0 if checkpoint_path is None else int(checkpoint.get("epoch", -1)) + 1
             return _fit(cfg, run_dir, resume, checkpoint_path, start_epoch, datamodule, module, trainer, reseed,
-                        command_line, checkpoint_bytes, created)
+                        command_line, checkpoint_bytes, created, log)
     finally:
         if created and rank_zero and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a failed start leaves no folder (its files went in _failed, its lock just now)
@@ -294,8 +305,8 @@ _RESUME_WARNINGS = (r".*Previous log files in this directory will be deleted.*",
 
 def _fit(cfg: Config, run_dir: Path, resume: str | Path | None, checkpoint_path: Path | None, start_epoch: int,
          datamodule: Any, module: ThoracicModule, trainer: Any, reseed: Any, command_line: Sequence[str] | None,
-         checkpoint_bytes: int, created: bool) -> Path:
-    """The fit of :func:`train`, under the run folder's lock."""
+         checkpoint_bytes: int, created: bool, say: Callable[[str], None] | None) -> Path:
+    """The fit of :func:`train`, under the run folder's lock (``say``: :func:`train`'s ``log``)."""
     guard = next(c for c in trainer.callbacks if isinstance(c, InterruptGuard))
     try:
         if rank_zero_only.rank == 0:
@@ -307,6 +318,9 @@ def _fit(cfg: Config, run_dir: Path, resume: str | Path | None, checkpoint_path:
                 _remove_stale_temporary_files(run_dir)
             write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
             record_data_counts(run_dir, datamodule)
+            if say is not None:
+                say(f"{'continuing' if checkpoint_path is not None else 'training'} {run_dir}\n"
+                    + describe_training_data(datamodule, module.data_provenance))
             if checkpoint_path is not None:
                 _keep_previous_csv_log(run_dir)
 
@@ -369,7 +383,7 @@ def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
     if last.is_file():
         epoch = _checkpoint_epoch(last)
         state = (f"run folder {run_dir}: checkpoints/last.ckpt holds epoch {epoch} (the last one finished); "
-                 f"resume with `thoracic train --resume {run_dir}`")
+                 f"resume with `thoracic train {run_dir}`")
     elif removed:
         state = (f"no epoch had finished, so there is nothing to resume: the run folder {run_dir} was "
                  + ("removed" if remove_folder else "emptied of its files"))
@@ -424,8 +438,9 @@ def finished_reason(run_dir: Path, checkpoint: Mapping[str, Any], cfg: Config) -
 
 
 def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
-    """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download)."""
-    return build_model(replace_config(cfg.model, pretrained=False, weights=None))
+    """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download; options the model does
+    not take are left out, as they were when the checkpoint's run built it)."""
+    return build_model(replace_config(cfg.model, pretrained=False, weights=None), strict=False)
 
 
 __all__ = ["RESUMABLE_OVERRIDES", "config_for_resume", "finished_reason", "estimated_checkpoint_bytes", "model_without_pretrained_weights", "train", "train_or_resume"]

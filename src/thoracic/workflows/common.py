@@ -9,9 +9,10 @@ from pathlib import Path
 
 from thoracic.config import ConfigError
 from thoracic.data.dataset import ChestXrayDataModule
+from thoracic.deprecation import renamed_keywords
+from thoracic.provenance import checkpoint_source
 from thoracic.runtime import resolve_device
 from thoracic.safety import folder_lock, output_folder
-from thoracic.provenance import checkpoint_source
 from thoracic.training.checkpoints import LoadedRun, load_run
 from thoracic.training.factory import build_datamodule
 
@@ -34,11 +35,13 @@ class OpenedRun:
     device: str
 
 
-def open_run(run: str | Path, which: str = "best", device: str = "auto", batch_size: int | None = None,
-             data_root: str | Path | None = None, cache: str | Path | None = None,
+@renamed_keywords(which="checkpoint", data_root="data")
+def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", batch_size: int | None = None,
+             data: str | Path | None = None, cache: str | Path | None = None,
              num_workers: int | None = None, *, trust_checkpoint: bool = False) -> OpenedRun:
-    """Load ``which`` checkpoint of ``run`` (``device``: ``auto``, ``cpu``, ``cuda:N``) and the data it was
-    trained on (or ``data_root`` / ``cache`` instead), ready for ``thoracic evaluate`` / ``localize``.
+    """Load the ``checkpoint`` (``best``, ``last`` or a ``.ckpt`` path) of ``run`` on ``device`` (``auto``,
+    ``cpu``, ``cuda:N``) and the data it was trained on (or ``data`` / ``cache`` instead), ready for
+    ``thoracic evaluate`` / ``localize``; ``trust_checkpoint`` opens the checkpoint with full pickle.
 
     Raises:
         ConfigError: ``batch_size`` below 1 or ``num_workers`` below 0 (never silently replaced).
@@ -49,10 +52,10 @@ def open_run(run: str | Path, which: str = "best", device: str = "auto", batch_s
         raise ConfigError(f"--num-workers: expected 0 (load in this process) or more worker processes, got "
                           f"{num_workers}")
     device = resolve_device(device)
-    loaded = load_run(run, which=which, map_location=device, trust_checkpoint=trust_checkpoint)
-    data = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data_root, cache=cache,
-                            num_workers=num_workers)
-    return OpenedRun(loaded, data, evaluation_dir(loaded.run_dir, loaded.checkpoint_path), device)
+    loaded = load_run(run, checkpoint=checkpoint, map_location=device, trust_checkpoint=trust_checkpoint)
+    module = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data, cache=cache,
+                              num_workers=num_workers)
+    return OpenedRun(loaded, module, evaluation_dir(loaded.run_dir, loaded.checkpoint_path), device)
 
 
 @contextmanager

@@ -9,8 +9,8 @@ combined map) before any min-max normalisation, exactly ``ModelOutput.logits`` /
 Everything needed to use the file travels with it, as JSON (:func:`export_metadata`): the class order,
 the preprocessing (decoding, resize, normalisation constants), the post-processing (sigmoid, optional
 temperature, heatmap min-max and upsampling), the run's operating points (``operating_points.json``)
-and calibration (``calibration.json``) when present, and the heatmap geometry (stride and the input
-pixel of cell (0, 0)'s centre). It is stored inside the file (ONNX ``metadata_props`` key
+and calibration (``calibration.json``) when present, and the heatmap geometry (the grid's shape, stride,
+the input pixel of cell (0, 0)'s centre and the input size: :meth:`thoracic.geometry.FeatureGrid.to_dict`). It is stored inside the file (ONNX ``metadata_props`` key
 :data:`METADATA_KEY`; TorchScript extra file ``thoracic.json``) and beside it as ``<file>.json``.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter; the TorchScript
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import RunError
 from thoracic import __version__
 from thoracic.config import to_dict
@@ -75,13 +76,15 @@ def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, An
     """Where the cells of a model's native class map lie on its input (:func:`thoracic.geometry.heatmap_grid`:
     stride and receptive-field centre of cell (0, 0), derived from the network's layers).
 
-    Cell ``(i, j)`` is centred at input pixel ``(offset[0] + i * stride[0], offset[1] + j * stride[1])``
-    (pixel centres at integer coordinates); prediction from the exported file registers maps by it.
+    The grid's one JSON form, :meth:`thoracic.geometry.FeatureGrid.to_dict` (``shape``, ``stride``,
+    ``offset``, ``input_size``), plus the convention in words: cell ``(i, j)`` is centred at input pixel
+    ``(offset[0] + i * stride[0], offset[1] + j * stride[1])`` (pixel centres at integer coordinates);
+    prediction from the exported file registers maps by it (:meth:`FeatureGrid.from_dict`, which also reads
+    the ``map_size`` / ``cell_centre_offset`` names of files exported by earlier versions).
     """
     grid = heatmap_grid(model, int(image_size))
     return {
-        "map_size": [int(v) for v in grid.shape], "input_size": [int(v) for v in grid.input_size],
-        "stride": [float(s) for s in grid.stride], "cell_centre_offset": [float(o) for o in grid.offset],
+        **grid.to_dict(),
         "convention": "cell (i, j) centre at input pixel (offset + i * stride, offset + j * stride), pixel centres "
                       "at integer coordinates (receptive-field centres traced from the network's layers); maps are "
                       "upsampled linearly between the cell centres (thoracic.geometry)",
@@ -142,7 +145,7 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
         "class_names": list(CLASS_NAMES),
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32"},
         "outputs": {OUTPUT_NAMES[0]: ["batch", len(CLASS_NAMES)],
-                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["map_size"]]},
+                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["shape"]]},
         "image_size": size,
         "preprocessing": preprocessing_metadata(size, config.data.normalize),
         "postprocessing": {
@@ -217,17 +220,19 @@ def _save_torchscript(traced: Any, path: Path, metadata: dict) -> None:
         handle.write(buffer.getbuffer())
 
 
-def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, which: str = "best",
-               opset: int | None = None, verify_batch: int = 3, *, trust_checkpoint: bool = False) -> ExportResult:
+@renamed_keywords(fmt="format", which="checkpoint")
+def export_run(run: str | Path, format: str = "onnx", out: str | Path | None = None,  # noqa: A002 - the CLI's name
+               checkpoint: str = "best", opset: int | None = None, verify_batch: int = 3, *,
+               trust_checkpoint: bool = False) -> ExportResult:
     """Export the model of a run (or a ``.ckpt`` file) and check the file against PyTorch.
 
     Args:
         run: run folder or checkpoint file.
-        fmt: ``onnx`` or ``torchscript``.
+        format: ``onnx`` or ``torchscript``.
         out: the file to write (default :func:`default_export_path`); its metadata goes to ``<out>.json``.
             An existing file there that thoracic did not write (not in the folder's ``thoracic_outputs.json``)
             is refused, never replaced.
-        which: ``best`` or ``last`` checkpoint of a run folder.
+        checkpoint: ``best``, ``last`` or the path of a ``.ckpt`` file of a run folder.
         opset: ONNX opset (default: the exporter's).
         verify_batch: batch size of the check (differs from the traced batch of 2, so a batch dimension
             frozen by mistake fails the check).
@@ -241,9 +246,10 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
         RunError: unknown format, or the exported file's outputs differ from PyTorch's.
         OutputPathError: ``out`` is a folder, or a file thoracic did not write.
     """
+    fmt = format
     if fmt not in EXPORT_FORMATS:
         raise RunError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    loaded = load_run(run, which=which, map_location="cpu", trust_checkpoint=trust_checkpoint)
+    loaded = load_run(run, checkpoint=checkpoint, map_location="cpu", trust_checkpoint=trust_checkpoint)
     path = Path(out) if out is not None else default_export_path(loaded, fmt)
     ensure_output_file(path, "--out")
     metadata_path = path.with_name(path.name + ".json")

@@ -8,19 +8,21 @@ without Lightning or the model code (this module imports :mod:`thoracic.training
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.deprecation import deprecation_message, renamed_keywords
 from thoracic.errors import DataError, OutputPathError, ThoracicError
 from thoracic.evaluation.calibration import calibration_for_run, calibration_from_dict
 from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD
-from thoracic.geometry import FeatureGrid
+from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.prediction import (
     ImagePrediction,
     Predictor,
@@ -28,14 +30,16 @@ from thoracic.prediction import (
     collect_image_paths,
     exported_thresholds,
     figure_names,
+    prediction_warnings,
     resolve_thresholds,
+    validation_positives,
 )
 from thoracic.io import write_text_atomic
 from thoracic.provenance import SHORT_HASH, checkpoint_source, file_sha256
 from thoracic.runtime import ExportedModule, load_exported, resolve_device
 from thoracic.safety import OUTPUT_MANIFEST, OutputSource, is_within, output_folder
 
-#: The file of :func:`run_predictions` beside its figures.
+#: The file of :func:`predict_images` beside its figures.
 PREDICTIONS_FILE = "predictions.json"
 
 
@@ -49,11 +53,11 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
 
     Raises:
         ThoracicError: ``method`` other than ``native`` (Grad-CAM needs the PyTorch model: use
-            ``--checkpoint``), or an unreadable file.
+            the run), or an unreadable file.
     """
     if method != "native":
         raise ThoracicError(f"--method {method}: an exported model carries its native class maps only; "
-                            "Grad-CAM needs the PyTorch model (use --checkpoint RUN)")
+                            "Grad-CAM needs the PyTorch model (give the run folder or its .ckpt as RUN)")
     exported = load_exported(path, device)
     info = exported.metadata.get("calibration")
     temperature = None
@@ -65,50 +69,43 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
         message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
     else:
         message = f"no calibration in {path}: uncalibrated probabilities"
-    geometry = exported.metadata.get("heatmap_geometry") or {}
     try:
-        grid = FeatureGrid(tuple(int(v) for v in geometry["map_size"]), tuple(float(v) for v in geometry["stride"]),
-                           tuple(float(v) for v in geometry["cell_centre_offset"]),
-                           tuple(int(v) for v in geometry["input_size"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ThoracicError(f"{path}: metadata 'heatmap_geometry' lacks map_size, stride, cell_centre_offset or "
-                            f"input_size ({error!r}); export the run again with thoracic export") from None
+        grid = FeatureGrid.from_dict(exported.metadata.get("heatmap_geometry") or {})
+    except GeometryError as error:
+        raise ThoracicError(f"{path}: metadata 'heatmap_geometry': {error}; export the run again with "
+                            "thoracic export") from None
     predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
                           threshold=threshold, device=device, temperature=temperature, registration=registration,
                           grid=grid)
     return predictor, message, info if temperature is not None else None
 
 
-@dataclass(frozen=True)
-class PredictionRun:
-    """What ``thoracic predict`` did: one result per file, the document written as ``predictions.json``
-    (the run-level fields: source, checkpoint hash, thresholds and where they come from, calibration...,
-    and ``images``), and the output folder."""
+#: Suffixes of the files ``thoracic export`` writes (ONNX, TorchScript): a model that runs without Lightning.
+EXPORTED_SUFFIXES: tuple[str, ...] = (".onnx", ".pt")
 
-    results: list[ImagePrediction]
+
+class PredictionResults(list):
+    """What :func:`predict_images` returns: one :class:`~thoracic.prediction.ImagePrediction` per file (a
+    list), plus ``document``, what ``predictions.json`` holds (the run-level fields: source, checkpoint
+    hash, thresholds and where they come from, calibration ..., and ``images``), and ``out``."""
+
     document: dict[str, Any]
     out: Path
 
 
-def predict_images(inputs: Sequence[str | Path], checkpoint: str | Path | None, out_dir: str | Path | None = None,
-                   **options: Any) -> list[ImagePrediction]:
-    """:func:`run_predictions` (the same arguments), returning only the per-file results."""
-    return run_predictions(inputs, checkpoint, out_dir, **options).results
-
-
-def _source(checkpoint: str | Path | None, model: str | Path | None, provenance: dict | None) -> OutputSource:
+def _source(run: Path, exported: bool, provenance: dict | None) -> OutputSource:
     """What the outputs come from: the checkpoint (its SHA-256), or the exported file (its own SHA-256)."""
-    if model is not None:
-        digest = file_sha256(model)
-        return OutputSource(digest, f"exported model {model} (sha256 {digest[:SHORT_HASH]})",
-                            {"kind": "exported model", "path": str(Path(model).resolve()), "sha256": digest})
+    if exported:
+        digest = file_sha256(run)
+        return OutputSource(digest, f"exported model {run} (sha256 {digest[:SHORT_HASH]})",
+                            {"kind": "exported model", "path": str(Path(run).resolve()), "sha256": digest})
     assert provenance is not None
     return checkpoint_source(provenance)
 
 
-def _check_out(out: Path, inputs: Sequence[str | Path]) -> None:
+def _check_out(out: Path, images: Sequence[str | Path]) -> None:
     """``--out`` must not lie inside an input folder: its figures would be read as X-rays next time."""
-    for item in map(Path, inputs):
+    for item in map(Path, images):
         if item.is_dir() and is_within(out, item):
             home = item.resolve()
             raise OutputPathError(
@@ -117,10 +114,18 @@ def _check_out(out: Path, inputs: Sequence[str | Path]) -> None:
                 f"{home.parent / (home.name + '-predictions')})")
 
 
-def run_predictions(
-    inputs: Sequence[str | Path],
-    checkpoint: str | Path | None,
-    out_dir: str | Path | None = None,
+def is_exported_model(path: str | Path) -> bool:
+    """Whether ``path`` is a model written by ``thoracic export`` (by its suffix) rather than a run or a
+    checkpoint."""
+    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+@renamed_keywords(inputs="images", out_dir="out")
+def predict_images(
+    run: str | Path | None = None,
+    images: Sequence[str | Path] | None = None,
+    checkpoint: str | Path = "best",
+    out: str | Path | None = None,
     method: str = "native",
     threshold: float | None = None,
     device: str = "auto",
@@ -130,56 +135,66 @@ def run_predictions(
     calibrate: bool = True,
     log: Callable[[str], None] | None = None,
     registration: str = "geometric",
+    *,
     trust_checkpoint: bool = False,
-) -> PredictionRun:
-    """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
+) -> PredictionResults:
+    """``thoracic predict RUN IMAGE...``: load a run's model and predict every image; writes a figure per
+    image and ``predictions.json``.
 
     Args:
-        inputs: files and/or folders (see :func:`collect_image_paths`; files thoracic wrote itself, listed in
+        run: a run folder, a ``.ckpt`` file, or a model written by ``thoracic export`` (``.onnx`` or
+            TorchScript ``.pt``; runs without Lightning or the model code; native heatmaps only).
+        images: files and/or folders (see :func:`collect_image_paths`; files thoracic wrote itself, listed in
             a ``thoracic_outputs.json``, are skipped).
-        checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
-        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
-            runs without Lightning or the model code; native heatmaps only).
-        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
-            the export's metadata) when there is one.
-        out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
+        checkpoint: which checkpoint of a run folder: ``best`` (default), ``last`` or a ``.ckpt`` path.
+        out: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
             go (default ``predictions/`` in the working folder). It must lie outside the input folders; it
             holds the outputs of one checkpoint (or exported model): another one's are refused, this one's
             earlier files are replaced (figures of images not predicted this time are removed), and a file
             thoracic did not write is never replaced (its ``thoracic_outputs.json`` lists what it wrote).
+        calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
+            the export's metadata) when there is one.
         threshold: one probability threshold for every class; None (default) uses the run's operating
             points (:func:`resolve_thresholds`), which must have been chosen for this checkpoint.
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
         all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
+        model: deprecated (an exported model is given as ``run``).
         log: receives the messages for the user (calibration, which thresholds, phantom-data warning, skipped
             files); the CLI prints them on stderr.
         trust_checkpoint: open the checkpoint with full pickle (it may run code).
 
+    The old call ``predict_images(inputs, checkpoint_or_run, out_dir=..., model=...)`` still works for one
+    release, with a :class:`FutureWarning`.
+
     Returns:
         One result per file, in input order (a file that failed has ``error`` set; the others are still
-        processed), and the ``predictions.json`` document.
+        processed), with the ``predictions.json`` document (:class:`PredictionResults`).
 
     Raises:
         DataError: when no input image exists at all.
-        OutputPathError: ``--out`` inside an input folder, holding another model's outputs, or a file there
+        OutputPathError: ``out`` inside an input folder, holding another model's outputs, or a file there
             that thoracic did not write in the way of one it writes.
         RunError: the run's operating points were chosen for another checkpoint.
     """
-    if (checkpoint is None) == (model is None):
-        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
+    run, images, checkpoint = _predict_call(run, images, checkpoint, model)
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
         raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
+    exported = is_exported_model(run)
+    if exported and str(checkpoint) != "best":
+        raise DataError(f"--checkpoint {checkpoint}: {run} is an exported model; a checkpoint is chosen in a run "
+                        "folder")
     say = log or (lambda message: None)
-    out = Path(out_dir) if out_dir is not None else Path("predictions")
-    _check_out(out, inputs)
+    out = Path(out) if out is not None else Path("predictions")
+    _check_out(out, images)
     skipped: list[Path] = []
-    paths = collect_image_paths(inputs, skipped=skipped)
+    paths = collect_image_paths(images, skipped=skipped)
     if skipped:
         say(f"skipped {len(skipped)} file(s) that thoracic wrote itself (listed in a {OUTPUT_MANIFEST}), e.g. "
             f"{skipped[0]}")
     device = resolve_device(device)
     warning = None
-    if model is not None:
+    if exported:
+        model = run
         predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate,
                                                              registration)
         metadata = predictor.model.exported.metadata
@@ -191,10 +206,10 @@ def run_predictions(
             title += f" (checkpoint sha256 {provenance['sha256'][:SHORT_HASH]})"
     else:
         # Imported here, not at the top: an exported model runs without the model code and Lightning
-        # (``thoracic predict --model`` on a machine that has only onnxruntime / TorchScript).
+        # (``thoracic predict FILE IMAGE...`` on a machine that has only onnxruntime / TorchScript).
         from thoracic.training.checkpoints import load_run
 
-        loaded = load_run(checkpoint, which="best", map_location=device, trust_checkpoint=trust_checkpoint)
+        loaded = load_run(run, checkpoint=checkpoint, map_location=device, trust_checkpoint=trust_checkpoint)
         provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
         thresholds = resolve_thresholds(threshold, loaded.run_dir, provenance)
         stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
@@ -212,6 +227,9 @@ def run_predictions(
     predictor.thresholds = dict(thresholds.values)
     say(message)
     say(f"thresholds: {thresholds.description}")
+    run_dir = loaded.run_dir if model is None else None
+    for note in prediction_warnings(thresholds, calibration, validation_positives(run_dir)):
+        say(f"warning: {note}")
     if provenance is not None and provenance.get("data_kind") == "phantom":
         warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
                    f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
@@ -220,30 +238,51 @@ def run_predictions(
     predictor.figure_title = title
     predictor.all_boxes = all_boxes
     names = [f"{name}_{method}.png" for name in figure_names(paths)]
-    with output_folder(out, "predict", _source(checkpoint, model, provenance), exclusive=True) as outputs:
+    with output_folder(out, "predict", _source(run, exported, provenance), exclusive=True) as outputs:
         outputs.claim(*names, PREDICTIONS_FILE)
-        results = [predictor.predict_one(path, figure=out / name)
-                   for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), names)]
-        document = {
+        results = PredictionResults(
+            predictor.predict_one(path, figure=out / name)
+            for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), names))
+        results.out = out
+        results.document = {
             **source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
             "checkpoint_epoch": provenance["epoch"] if provenance else None,
             "trained_on": provenance["data_kind"] if provenance else None,
             "warning": warning, "method": method, "threshold": thresholds.uniform,
             "thresholds": thresholds.values, "threshold_source": thresholds.source,
-            "threshold_description": thresholds.description,
-            "thresholds_checkpoint": thresholds.checkpoint,
+            "threshold_description": thresholds.description, "thresholds_checkpoint": thresholds.checkpoint,
             "calibration": {"applied": calibration is not None, "note": message,
                             "temperature": calibration.get("temperature") if calibration else None},
             "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
             "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
             "registration": predictor.registration.describe(),
             "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}
-        write_text_atomic(out / PREDICTIONS_FILE, json.dumps(document, indent=1))
+        write_text_atomic(out / PREDICTIONS_FILE, json.dumps(results.document, indent=1))
         removed = outputs.remove_previous()
     if removed:
         say(f"removed {len(removed)} earlier file(s) of this model in {out} that this run did not rewrite "
             f"(e.g. {removed[0]}): the folder holds this run's predictions only")
-    return PredictionRun(results, document, out)
+    return results
 
 
-__all__ = ["PREDICTIONS_FILE", "PredictionRun", "exported_predictor", "predict_images", "run_predictions"]
+def _predict_call(run: Any, images: Any, checkpoint: Any, model: Any) -> tuple[Path, list, Any]:
+    """``(run, images, checkpoint)`` of a call; the old calls (``predict_images(inputs, run_or_ckpt)``,
+    ``checkpoint=RUN``, ``model=FILE``) are turned into the new one with a :class:`FutureWarning`."""
+    old_order = run is not None and not isinstance(run, (str, os.PathLike))  # predict_images(inputs, run)
+    if old_order or model is not None or run is None:
+        warnings.warn(deprecation_message("predict_images(inputs, checkpoint=RUN, model=FILE)",
+                                          "predict_images(run, images, checkpoint=best|last|PATH)"),
+                      FutureWarning, stacklevel=4)
+        if old_order:
+            images, source = run, images
+        else:
+            source = run if run is not None else None if str(checkpoint) in CHECKPOINT_NAMES else checkpoint
+        if (source is None) == (model is None):
+            raise DataError("give either a run (a run folder or a .ckpt file) or an exported model, not both")
+        run, checkpoint = (model if model is not None else source), "best"
+    images = [] if images is None else [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    return Path(run), images, checkpoint
+
+
+__all__ = ["EXPORTED_SUFFIXES", "PREDICTIONS_FILE", "PredictionResults", "exported_predictor", "is_exported_model",
+           "predict_images"]

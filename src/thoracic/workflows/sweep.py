@@ -24,11 +24,12 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, replace
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
+from thoracic.io import save_figure_atomic, write_csv_atomic, write_text_atomic
 from thoracic.safety import ensure_output_dir, folder_entries, folder_lock
 from thoracic.training.module import NonFiniteLossError
 from thoracic.training.trainer import train_or_resume
-from thoracic.io import save_figure_atomic, write_csv_atomic, write_text_atomic
 
 #: 1e-3, 4.6e-4, 2.2e-4, 1e-4, 4.6e-5, 2.2e-5, 1e-5, 4.6e-6, 2.2e-6, 1e-6.
 PAPER_LR_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3, -6, 10))
@@ -50,12 +51,13 @@ def choose_learning_rate(table: pd.DataFrame) -> float | None:
     return float(finite.loc[finite["best_val_loss"].astype(float).idxmin(), "lr"])
 
 
+@renamed_keywords(folder="out")
 def lr_sweep(
     cfg: Config,
     lrs: Sequence[float] = PAPER_LR_GRID,
     epochs: int = 2,
     *,
-    folder: str | Path | None = None,
+    out: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
     trust_checkpoint: bool = False,
@@ -66,7 +68,7 @@ def lr_sweep(
         cfg: base config (its ``optim.lr`` and ``train.max_epochs`` are replaced per run).
         lrs: the grid (default: the paper's 10 values).
         epochs: length of each short run (early stopping still applies).
-        folder: sweep folder; default ``<output_dir>/<run_name or lr_sweep-<model>-<time>>``.
+        out: the sweep folder; default ``<output_dir>/<run_name or lr_sweep-<model>-<time>>``.
         trust_checkpoint: read interrupted runs' checkpoints with full pickle (they may run code).
 
     The sweep folder is locked for the whole call (a second sweep into it gets a named error).
@@ -75,10 +77,10 @@ def lr_sweep(
         raise ThoracicError("lr sweep: no learning rates given")
     if any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise ThoracicError(f"lr sweep: learning rates must be positive numbers, got {list(lrs)}")
-    if folder is None:
+    if out is None:
         name = cfg.run_name or f"lr_sweep-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder = Path(cfg.output_dir) / name
-    folder = Path(folder)
+        out = Path(cfg.output_dir) / name
+    folder = Path(out)
     check_sweep_folder(folder)
     ensure_output_dir(folder, "sweep folder")
     command = " ".join(command_line) if command_line else "thoracic lr-sweep"
