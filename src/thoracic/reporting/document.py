@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,15 @@ class ReportTable:
 
 
 @dataclass
+class ReportLink:
+    """A link to a page written beside the report (e.g. the explorer), relative to the report's folder."""
+
+    text: str
+    href: str
+    note: str = ""
+
+
+@dataclass
 class Section:
     """One section of the report: figures first, then the headline tables, then secondary tables
     (folded in the HTML), then notes. ``intro`` is plain text (paragraphs separated by blank lines)."""
@@ -44,6 +54,8 @@ class Section:
     folded_tables: list[ReportTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     intro: str = ""
+    links: list[ReportLink] = field(default_factory=list)
+    """Shown after the intro."""
 
 
 @dataclass
@@ -55,10 +67,16 @@ class ReportContext:
     split: str = "test"
     comparison: Path | None = None
     """``compare_overlays.png`` written for this report (None when fewer than two runs / methods)."""
+    explorer: Path | None = None
+    """The explorer page written for this report (``explorer/index.html``; None when not written)."""
 
     @property
     def runs(self) -> list[RunSummary]:
         return [r for g in self.groups for r in g.runs]
+
+    def relative(self, path: Path) -> str:
+        """``path`` as a link from the report's folder (POSIX separators)."""
+        return Path(os.path.relpath(Path(path).resolve(), self.out_dir.resolve())).as_posix()
 
     def run_label(self, run: RunSummary) -> str:
         """The group label, plus the run folder's name inside a group of seeds."""
@@ -66,4 +84,4 @@ class ReportContext:
         return group.label if len(group.runs) == 1 else f"{group.label}: {run.path.name}"
 
 
-__all__ = ["ReportContext", "ReportFigure", "ReportTable", "Section"]
+__all__ = ["ReportContext", "ReportFigure", "ReportLink", "ReportTable", "Section"]
