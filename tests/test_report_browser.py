@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import chromium_binary
 
 from thoracic.cli import main
 
@@ -26,18 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = pytest.mark.slow
-
-
-def chromium_binary() -> str | None:
-    """``$THORACIC_CHROMIUM``, else Debian's ``chromium`` (or the other usual names) on the PATH."""
-    named = os.environ.get("THORACIC_CHROMIUM")
-    if named:
-        return named if Path(named).is_file() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="module")
