@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride")
+                               "output_stride", "explorer")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -45,6 +45,7 @@ TITLES = {
     "gpu": "6. GPU: bf16 + channels_last, loader vs resident batch",
     "library": "7. Library tasks: bootstrap CIs, metadata loading, phantom generation",
     "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
+    "explorer": "9. Explorer page: 984 box rows x 6 heatmap methods (build, size, load in Chromium)",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -157,18 +158,22 @@ def _target(item: Mapping[str, Any]) -> str:
         return "-"
     if "target_s" in item:
         return f"< {item['target_s']:g} s"
+    if "limit" in item:
+        return f"< {item['limit']:g} {item['unit']}"
     return f"{item['target_op']} {item['target']:g}x"
 
 
 def _ratio(item: Mapping[str, Any]) -> str:
     if "elapsed_s" in item:
         return f"{item['elapsed_s']:.2f} s ({item['ratio']:.1f}x margin)"
+    if "limit" in item:
+        return f"{item['value']:.3g} {item['unit']} ({item['ratio']:.1f}x margin)"
     return f"{item['ratio']:.2f}x"
 
 
 def _rate(side: Mapping[str, Any]) -> str:
     if "rate" not in side:
-        return "-"
+        return f"{side['value']:.3g} {side['unit']}" if "value" in side else "-"
     value = side["rate"]
     text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
     spread = side.get("spread")
@@ -252,8 +257,9 @@ METHOD = """
   2-core machine shared with other jobs, torch's OpenMP threads wait for each other at every parallel
   region and one descheduled thread stalls them all (measured: a ResNet-10 step took 0.1-4.7 s with two
   threads against 0.035-0.05 s with one). Pass `--threads 0` for torch's default on a dedicated machine.
-- The localization target is absolute (seconds, one core); everything else
-  is relative.
+- The localization target is absolute (seconds, one core), and so are the explorer page's budgets
+  (build seconds, megabytes, milliseconds in Chromium: shown as "value (margin = budget / value)"),
+  which have no fair baseline; everything else is relative.
 - `python benchmarks/run_all.py --quick` runs everything on tiny sizes in well under a minute;
   `tests/test_benchmarks_smoke.py` runs each benchmark's `--quick` mode so the scripts cannot rot.
 """

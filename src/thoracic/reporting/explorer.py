@@ -52,7 +52,6 @@ from thoracic.data.images import read_image
 from thoracic.errors import OutputPathError, RunError, ThoracicError
 from thoracic.evaluation.figures import HEATMAP_CMAP, WHOLE_IMAGE_FRACTION, display_heatmap
 from thoracic.evaluation.localization import HEADLINE_THRESHOLD, IOBB_THRESHOLDS, IOU_THRESHOLDS, POOLED
-from thoracic.evaluation.predictions import load_heatmaps
 from thoracic.evaluation.protocol import HEADLINE_METRICS, load_registration
 from thoracic.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from thoracic.reporting.runs import RunSummary, expand_runs, group_runs, image_paths, load_run_summary
@@ -99,6 +98,45 @@ class ExplorerContent:
 
     data: dict[str, Any]
     assets: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+    archives: list[HeatmapArchive] = field(default_factory=list)
+    """The heatmap files the assets read from (closed by :meth:`close`)."""
+
+    def close(self) -> None:
+        for archive in self.archives:
+            archive.close()
+
+
+class HeatmapArchive:
+    """The maps of one ``heatmaps_<method>.npz``, read one at a time when they are drawn.
+
+    A method at input resolution holds hundreds of megabytes of maps at NIH scale, and a page of six
+    methods should not hold all of them at once. Keys are ``save_heatmaps``'s ``<image_id>|<class_name>``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            with np.load(self.path) as data:
+                self.keys = frozenset(data.files)
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.path}: unreadable ({exc}); rerun `thoracic localize` for this run") from None
+        self._file: Any = None
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        return f"{pair[0]}|{pair[1]}" in self.keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, pair: tuple[str, str]) -> np.ndarray:
+        if self._file is None:
+            self._file = np.load(self.path)
+        return np.asarray(self._file[f"{pair[0]}|{pair[1]}"], dtype=np.float64)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def discover_methods(evaluation: Path) -> list[str]:
@@ -295,6 +333,7 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
     sources: list[dict[str, Any]] = []
     assets: dict[str, Callable[[], bytes]] = {}
     sources_of_data: dict[str, _ImageSource] = {}
+    archives: list[HeatmapArchive] = []
     kind = heatmap_format()
     for summary in summaries:
         evaluation = summary.path / "evaluation"
@@ -313,7 +352,9 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
             scores = _read_table(evaluation / f"scores_{method}.csv", REQUIRED_SCORE_COLUMNS)
             boxes = _read_table(evaluation / f"boxes_{method}.csv", BOX_FILE_COLUMNS)
             heatmap_path = evaluation / f"heatmaps_{method}.npz"
-            heatmaps = load_heatmaps(heatmap_path) if heatmap_path.is_file() else {}
+            heatmaps = HeatmapArchive(heatmap_path) if heatmap_path.is_file() else None
+            if heatmaps is not None:
+                archives.append(heatmaps)
             registration = load_registration(evaluation, method)
             if not heatmaps:
                 runs[-1]["notes"].append(f"{method}: no heatmaps_{method}.npz (boxes and scores only)")
@@ -340,12 +381,13 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
                     rows.append({"image": image_index[key], "class": class_name, "box": box})
                 classes.add(class_name)
                 source_rows.append(row_index[row_key])
-                heatmap = heatmaps.get((image_id, class_name))
-                if heatmap is not None and (image_id, class_name) not in written:
+                pair = (image_id, class_name)
+                if heatmaps is not None and pair in heatmaps and pair not in written:
                     name = f"{folder}/{len(written):05d}.{kind}"
-                    written[(image_id, class_name)] = name
+                    written[pair] = name
                     image = images[image_index[key]]
-                    assets[name] = _heatmap_job(heatmap, (image["width"], image["height"]), registration, kind)
+                    assets[name] = _heatmap_job(heatmaps, pair, (image["width"], image["height"]), registration,
+                                                kind)
                 heatmap_files.append(written.get((image_id, class_name)))
                 value = None
                 if probabilities is not None and image_id in probabilities.index \
@@ -371,7 +413,7 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
         "classes": sorted(classes, key=lambda c: (CLASS_INDEX.get(c, len(CLASS_INDEX)), c)),
         "images": images, "rows": rows, "runs": runs, "sources": sources,
     }
-    return ExplorerContent(data, assets)
+    return ExplorerContent(data, assets, archives)
 
 
 def _source(scores: pd.DataFrame, boxes: pd.DataFrame, path: Path) -> dict[str, Any]:
@@ -410,8 +452,9 @@ def _thumbnail_job(source: _ImageSource, image_id: str, size: tuple[int, int]) -
     return lambda: thumbnail_bytes(source.image(image_id), size)
 
 
-def _heatmap_job(heatmap: np.ndarray, size: tuple[int, int], registration: Any, kind: str) -> Callable[[], bytes]:
-    return lambda: heatmap_bytes(heatmap, size, registration, kind=kind)
+def _heatmap_job(archive: HeatmapArchive, pair: tuple[str, str], size: tuple[int, int], registration: Any,
+                 kind: str) -> Callable[[], bytes]:
+    return lambda: heatmap_bytes(archive.get(pair), size, registration, kind=kind)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,10 +523,13 @@ def write_explorer(content: ExplorerContent, out: str | Path, progress: bool = F
     # the list first names everything this build may leave behind if interrupted: a rerun then owns it
     manifest = {"generator": GENERATOR, "status": "writing", "files": sorted(previous | set(files))}
     write_json_atomic(out / MANIFEST_FILE, manifest)
-    for name in _progress(sorted(content.assets), progress):
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, content.assets[name]())
+    try:
+        for name in _progress(sorted(content.assets), progress):
+            target = out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, content.assets[name]())
+    finally:
+        content.close()
     write_text_atomic(out / DATA_FILE, data_script(content.data), encoding="utf-8")
     write_text_atomic(out / PAGE_FILE, render_page(str(content.data.get("title", "explorer"))), encoding="utf-8")
     write_json_atomic(out / MANIFEST_FILE, {"generator": GENERATOR, "status": "complete", "files": files})
@@ -523,6 +569,6 @@ def build_explorer(runs: Sequence[str | Path] | Sequence[RunSummary], out: str |
     return write_explorer(explorer_content(summaries, labels, title, progress), out, progress)  # type: ignore[arg-type]
 
 
-__all__ = ["DATA_FILE", "EXPLORER_FOLDER", "ExplorerContent", "MANIFEST_FILE", "PAGE_FILE", "build_explorer",
+__all__ = ["DATA_FILE", "EXPLORER_FOLDER", "ExplorerContent", "HeatmapArchive", "MANIFEST_FILE", "PAGE_FILE", "build_explorer",
            "data_script", "discover_methods", "explorer_content", "heatmap_bytes", "read_data_script", "render_page",
            "thumbnail_bytes", "write_explorer"]
