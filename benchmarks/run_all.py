@@ -331,6 +331,21 @@ of the whole network that is depends on where its FLOPs sit: in ResNet-34 layer3
 them, in ResNet-10 (one block per stage) the stem and layer1 weigh more. The demo's choice of stride
 (README) follows from the ResNet-10 rows and its 10-minute budget; the paper's configs stay at 32.
 """,
+    "explorer": """
+What a reader of `thoracic report` at NIH scale gets: one page over 984 rows x 6 methods (about 5,900
+cards). Where the build's time goes (profiled at this size): the heatmap images, one per (method, image,
+class): reading each map from its compressed `.npz` (one at a time: a method at input resolution holds
+hundreds of MB), upsampling it with its registration, colouring and encoding it as a 128 px WebP (the
+encoder is most of it; its method 2 is within 5% of the smallest file at half the default's time); the
+880 thumbnails (JPEG, from the 256 px image cache) and `data.js` take a few seconds. A rerun rebuilds every
+file. The folder is about 10 KB per thumbnail and 1.4 KB per heatmap image plus `data.js`; on a file system
+with 4 KiB blocks the small files occupy somewhat more than their bytes. In the browser `data.js` is parsed
+once, the first 120 cards are drawn and only the images near the window are fetched (`loading="lazy"`), so
+opening costs the parse plus one screen whatever the number of rows; a filter or a sort runs over every
+entry and redraws the first batch. The ratio row says why the page draws boxes itself over small
+images instead of shipping figures: the same panels drawn as the report's matplotlib overlay figure cost
+about 20 times more per panel.
+""",
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at
 256 px, batch 128, bf16 autocast + channels_last vs float32, and the same bf16 step fed by the cache

@@ -122,7 +122,7 @@ def test_explorer_quick(tmp_path):
     assert encoding["target"] is None and encoding["candidate"]["unit"] == "panels/s"
     # the report shows a budget as its value, margin and limit
     text = run_all.render_markdown([document])
-    assert f"| {budgets[0]['name']} | {budgets[0]['value']:.3g} s ({budgets[0]['ratio']:.1f}x margin) | < 90 s |" in text
+    assert f"| {budgets[0]['name']} | {budgets[0]['value']:.3g} s ({budgets[0]['ratio']:.1f}x margin) | < 60 s |" in text
 
 
 def test_gpu_without_gpu_is_recorded_as_not_measured():

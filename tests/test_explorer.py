@@ -24,6 +24,7 @@ from thoracic.data.cache import ImageCache
 from thoracic.data.dataset import box_table
 from thoracic.data.metadata import load_chestxray14
 from thoracic.errors import OutputPathError, RunError
+from thoracic.evaluation.figures import HEATMAP_CMAP, display_heatmap
 from thoracic.evaluation.predictions import save_heatmaps
 from thoracic.evaluation.protocol import ground_truth_boxes, localize_boxes, write_localization
 from thoracic.geometry import Registration
@@ -34,6 +35,7 @@ from thoracic.reporting.explorer import (
     build_explorer,
     discover_methods,
     explorer_content,
+    heatmap_bytes,
     read_data_script,
     thumbnail_bytes,
 )
@@ -205,6 +207,18 @@ def test_thumbnails_keep_the_original_aspect_within_their_side() -> None:
         assert picture.size == (256, 171) and picture.format == "JPEG"
     with Image.open(io.BytesIO(thumbnail_bytes(square, (64, 48)))) as picture:
         assert picture.size == (64, 48)  # never enlarged past the original
+
+
+def test_a_heatmap_image_is_the_map_as_the_overlay_figures_draw_it() -> None:
+    import matplotlib
+
+    heatmap = np.random.default_rng(0).random((4, 6))
+    registration = Registration("legacy")
+    png = heatmap_bytes(heatmap, (300, 200), registration, side=60, kind="png")  # lossless: comparable
+    with Image.open(io.BytesIO(png)) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    expected = matplotlib.colormaps[HEATMAP_CMAP](display_heatmap(heatmap, (40, 60), registration), bytes=True)
+    assert pixels.shape == (40, 60, 3) and np.array_equal(pixels, expected[..., :3])
 
 
 @pytest.mark.slow  # two reports with their figures

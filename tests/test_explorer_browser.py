@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import chromium_binary, make_run
+from helpers import make_run
 
 from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
@@ -28,15 +28,6 @@ ARTIFACTS = REPO / "test-artifacts"
 VIEWPORT = {"width": 520, "height": 700}
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
-    return binary
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import chromium_binary
 
 from thoracic.cli import main
 
@@ -65,16 +64,6 @@ def report_html(trained_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: Text that would mean Markdown leaked into the HTML unrendered.
 RAW_MARKDOWN = [r"\*\*", r"\]\(", r"^#{1,6} ", r"^\|.*\|$", r"^\s*- \*\*", r"`", r"^---$"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The browser binary, or skip (before anything is trained) saying what is missing."""
-    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
-    return binary
 
 
 def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ of the same names that it did not write.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -244,9 +245,14 @@ class _ImageSource:
         return image_id in self.paths
 
     def image(self, image_id: str) -> np.ndarray:
-        if self.cache is not None:
-            return self.cache.image(image_id)
-        return read_image(self.paths[image_id])
+        """The image (cache pixels or the file's); a grey square when it cannot be read after all (a
+        thumbnail must not stop the page, as in the report's overlay figures)."""
+        try:
+            if self.cache is not None:
+                return self.cache.image(image_id)
+            return read_image(self.paths[image_id])
+        except (ThoracicError, OSError, ValueError):
+            return np.full((64, 64), 128, dtype=np.uint8)
 
 
 def thumbnail_bytes(image: np.ndarray, size: tuple[int, int], side: int = THUMBNAIL_SIDE,
@@ -273,22 +279,34 @@ def heatmap_format() -> str:
     return "webp" if features.check("webp") else "png"
 
 
+@functools.lru_cache(maxsize=1)
+def _colour_table() -> np.ndarray:
+    """``(N, 3)`` uint8 colours of the overlays' colour map (looked up once: a matplotlib colour map object
+    is re-initialised on every copy)."""
+    import matplotlib
+
+    colormap = matplotlib.colormaps[HEATMAP_CMAP]
+    return np.asarray(colormap(np.arange(colormap.N), bytes=True)[:, :3])
+
+
 def heatmap_bytes(heatmap: np.ndarray, size: tuple[int, int], registration: Any = None, side: int = HEATMAP_SIDE,
                   kind: str = "webp", quality: int = HEATMAP_QUALITY) -> bytes:
     """The heatmap as drawn over an image of ``size = (width, height)``: :func:`display_heatmap` at a
     longest side of at most ``side``, coloured with the overlays' colour map, as WebP or PNG."""
-    import matplotlib
     from PIL import Image
 
     width, height = (max(1, int(v)) for v in size)
     scale = min(1.0, side / max(width, height))
     display = (max(1, round(height * scale)), max(1, round(width * scale)))
     values = display_heatmap(heatmap, display, registration)
-    colours = matplotlib.colormaps[HEATMAP_CMAP](values, bytes=True)[..., :3]
+    table = _colour_table()
+    # the colour map's own quantisation (matplotlib: index int(value * N), the top value in the last bin)
+    colours = table[np.minimum((values * len(table)).astype(np.int64), len(table) - 1)]
     buffer = io.BytesIO()
     picture = Image.fromarray(np.ascontiguousarray(colours), "RGB")
     if kind == "webp":
-        picture.save(buffer, format="WEBP", quality=quality, method=4)
+        # method 2: within 5% of the smallest file at half the encoding time of the default (4)
+        picture.save(buffer, format="WEBP", quality=quality, method=2)
     else:
         picture.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
@@ -307,9 +325,77 @@ def _criteria() -> tuple[list[dict[str, Any]], int]:
     return criteria, default
 
 
+class _Collector:
+    """Accumulates the page's images, ground-truth rows and sources, and the image files to write."""
+
+    def __init__(self) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.image_index: dict[tuple[str, str], int] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.row_index: dict[tuple, int] = {}
+        self.sources: list[dict[str, Any]] = []
+        self.thresholds: set[str] = set()
+        self.assets: dict[str, Callable[[], bytes]] = {}
+        self.archives: list[HeatmapArchive] = []
+        self.kind = heatmap_format()
+
+    def image(self, data_key: str, images: _ImageSource, image_id: str, size: tuple[int, int]) -> int:
+        """The index of an image (one thumbnail per image of a data folder, whatever the rows and methods)."""
+        key = (data_key, image_id)
+        if key not in self.image_index:
+            self.image_index[key] = len(self.images)
+            src = None
+            if images.has(image_id):
+                src = f"images/{len(self.images):05d}.jpg"
+                self.assets[src] = _thumbnail_job(images, image_id, size)
+            self.images.append({"id": image_id, "width": size[0], "height": size[1], "src": src})
+        return self.image_index[key]
+
+    def row(self, image: int, class_name: str, box: list) -> int:
+        """The index of a ground-truth box row (the same box of the same image in two runs is one row)."""
+        key = (image, class_name, *box)
+        if key not in self.row_index:
+            self.row_index[key] = len(self.rows)
+            self.rows.append({"image": image, "class": class_name, "box": box})
+        return self.row_index[key]
+
+    def add_method(self, run_number: int, evaluation: Path, method: str, data_key: str, images: _ImageSource,
+                   probabilities: pd.DataFrame | None, notes: list[str]) -> None:
+        """One source: the scores, boxes and heatmaps of ``method`` in an evaluation folder."""
+        scores = _read_table(evaluation / f"scores_{method}.csv", REQUIRED_SCORE_COLUMNS)
+        boxes = _read_table(evaluation / f"boxes_{method}.csv", BOX_FILE_COLUMNS)
+        heatmap_path = evaluation / f"heatmaps_{method}.npz"
+        heatmaps = HeatmapArchive(heatmap_path) if heatmap_path.is_file() else None
+        if heatmaps is not None:
+            self.archives.append(heatmaps)
+        if not heatmaps:
+            notes.append(f"{method}: no heatmaps_{method}.npz (boxes and scores only)")
+        registration = load_registration(evaluation, method)
+        source = _source(scores, boxes, evaluation / f"scores_{method}.csv")
+        first = source.pop("first")
+        folder = f"heatmaps/r{run_number}_{_safe(method)}"
+        written: dict[tuple[str, str], str] = {}
+        source_rows, heatmap_files, probability = [], [], []
+        for record in first.itertuples():
+            pair = (str(record.image_id), str(record.class_name))
+            size = (int(record.original_width), int(record.original_height))
+            image = self.image(data_key, images, pair[0], size)
+            source_rows.append(self.row(image, pair[1], [_number(getattr(record, c)) for c in ("x", "y", "w", "h")]))
+            if heatmaps is not None and pair in heatmaps and pair not in written:
+                written[pair] = f"{folder}/{len(written):05d}.{self.kind}"
+                self.assets[written[pair]] = _heatmap_job(heatmaps, pair, size, registration, self.kind)
+            heatmap_files.append(written.get(pair))
+            column = f"prob_{pair[1]}"
+            known = probabilities is not None and pair[0] in probabilities.index and column in probabilities.columns
+            probability.append(_number(probabilities.at[pair[0], column]) if known else None)  # type: ignore[union-attr]
+        self.thresholds.update(source["scores"])
+        self.sources.append({"run": run_number, "method": method, "label": METHOD_LABELS.get(method, method),
+                             "heatmaps": bool(heatmaps), "rows": source_rows, **source, "probability": probability,
+                             "heatmap": heatmap_files})
+
+
 def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] | None = None,
-                     title: str = "thoracic explorer: every scored box row", progress: bool = False
-                     ) -> ExplorerContent:
+                     title: str = "thoracic explorer: every scored box row") -> ExplorerContent:
     """The explorer's data and image files for the localized runs among ``summaries``.
 
     ``labels`` names each run (by ``id(summary)``; default: its folder name). Runs without
@@ -323,97 +409,42 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
     ``probability`` (of the row's class on its image; null without predictions), the predicted ``boxes``
     per threshold and the ``heatmap`` image.
     """
-    images: list[dict[str, Any]] = []
-    image_index: dict[tuple[str, str], int] = {}
-    rows: list[dict[str, Any]] = []
-    row_index: dict[tuple, int] = {}
-    classes: set[str] = set()
-    thresholds: set[str] = set()
+    collected = _Collector()
     runs: list[dict[str, Any]] = []
-    sources: list[dict[str, Any]] = []
-    assets: dict[str, Callable[[], bytes]] = {}
-    sources_of_data: dict[str, _ImageSource] = {}
-    archives: list[HeatmapArchive] = []
-    kind = heatmap_format()
+    image_sources: dict[str, _ImageSource] = {}
     for summary in summaries:
         evaluation = summary.path / "evaluation"
         methods = discover_methods(evaluation)
         if not methods:
             continue
+        # images are shared by the runs of one data folder (side by side: the same box in two runs)
         data_key = str(Path((summary.config.get("data", {}) or {}).get("root") or summary.path).resolve())
-        if data_key not in sources_of_data:
-            sources_of_data[data_key] = _ImageSource(summary)
-        image_source = sources_of_data[data_key]
+        if data_key not in image_sources:
+            image_sources[data_key] = _ImageSource(summary)
+        images = image_sources[data_key]
         probabilities, notes = _probabilities(summary, methods)
-        run_number = len(runs)
         runs.append({"label": (labels or {}).get(id(summary), summary.path.name), "path": str(summary.path),
-                     "probabilities": probabilities is not None, "notes": notes + image_source.notes})
+                     "probabilities": probabilities is not None, "notes": notes + images.notes})
         for method in methods:
-            scores = _read_table(evaluation / f"scores_{method}.csv", REQUIRED_SCORE_COLUMNS)
-            boxes = _read_table(evaluation / f"boxes_{method}.csv", BOX_FILE_COLUMNS)
-            heatmap_path = evaluation / f"heatmaps_{method}.npz"
-            heatmaps = HeatmapArchive(heatmap_path) if heatmap_path.is_file() else None
-            if heatmaps is not None:
-                archives.append(heatmaps)
-            registration = load_registration(evaluation, method)
-            if not heatmaps:
-                runs[-1]["notes"].append(f"{method}: no heatmaps_{method}.npz (boxes and scores only)")
-            source = _source(scores, boxes, evaluation / f"scores_{method}.csv")
-            first = source.pop("first")
-            source_rows, heatmap_files, probability = [], [], []
-            folder = f"heatmaps/r{run_number}_{_safe(method)}"
-            written: dict[tuple[str, str], str] = {}
-            for record in first.itertuples():
-                image_id, class_name = str(record.image_id), str(record.class_name)
-                key = (data_key, image_id)
-                if key not in image_index:
-                    image_index[key] = len(images)
-                    size = (int(record.original_width), int(record.original_height))
-                    src = None
-                    if image_source.has(image_id):
-                        src = f"images/{len(images):05d}.jpg"
-                        assets[src] = _thumbnail_job(image_source, image_id, size)
-                    images.append({"id": image_id, "width": size[0], "height": size[1], "src": src})
-                box = [_number(getattr(record, c)) for c in ("x", "y", "w", "h")]
-                row_key = (image_index[key], class_name, *box)
-                if row_key not in row_index:
-                    row_index[row_key] = len(rows)
-                    rows.append({"image": image_index[key], "class": class_name, "box": box})
-                classes.add(class_name)
-                source_rows.append(row_index[row_key])
-                pair = (image_id, class_name)
-                if heatmaps is not None and pair in heatmaps and pair not in written:
-                    name = f"{folder}/{len(written):05d}.{kind}"
-                    written[pair] = name
-                    image = images[image_index[key]]
-                    assets[name] = _heatmap_job(heatmaps, pair, (image["width"], image["height"]), registration,
-                                                kind)
-                heatmap_files.append(written.get((image_id, class_name)))
-                value = None
-                if probabilities is not None and image_id in probabilities.index \
-                        and f"prob_{class_name}" in probabilities.columns:
-                    value = _number(probabilities.at[image_id, f"prob_{class_name}"])
-                probability.append(value)
-            thresholds.update(source["scores"])
-            sources.append({"run": run_number, "method": method, "label": METHOD_LABELS.get(method, method),
-                            "heatmaps": bool(heatmaps), "rows": source_rows, **source,
-                            "probability": probability, "heatmap": heatmap_files})
-    if not sources:
+            collected.add_method(len(runs) - 1, evaluation, method, data_key, images, probabilities,
+                                 runs[-1]["notes"])
+    if not collected.sources:
         names = ", ".join(str(s.path) for s in summaries)
         raise RunError(f"no localized run among {names}: the explorer needs evaluation/scores_<method>.csv "
                        "(run `thoracic localize RUN` first)")
     criteria, default_criterion = _criteria()
-    ordered_thresholds = sorted(thresholds, key=_threshold_order)
+    thresholds = sorted(collected.thresholds, key=_threshold_order)
     data = {
         "format": 1, "title": title, "generated": datetime.now().isoformat(timespec="seconds"),
-        "thresholds": ordered_thresholds,
-        "default_threshold": HEADLINE_THRESHOLD if HEADLINE_THRESHOLD in thresholds else ordered_thresholds[0],
+        "thresholds": thresholds,
+        "default_threshold": HEADLINE_THRESHOLD if HEADLINE_THRESHOLD in thresholds else thresholds[0],
         "pooled_threshold": POOLED, "criteria": criteria, "default_criterion": default_criterion,
         "whole_image_fraction": WHOLE_IMAGE_FRACTION,
-        "classes": sorted(classes, key=lambda c: (CLASS_INDEX.get(c, len(CLASS_INDEX)), c)),
-        "images": images, "rows": rows, "runs": runs, "sources": sources,
+        "classes": sorted({row["class"] for row in collected.rows},
+                          key=lambda c: (CLASS_INDEX.get(c, len(CLASS_INDEX)), c)),
+        "images": collected.images, "rows": collected.rows, "runs": runs, "sources": collected.sources,
     }
-    return ExplorerContent(data, assets, archives)
+    return ExplorerContent(data, collected.assets, collected.archives)
 
 
 def _source(scores: pd.DataFrame, boxes: pd.DataFrame, path: Path) -> dict[str, Any]:
@@ -566,7 +597,7 @@ def build_explorer(runs: Sequence[str | Path] | Sequence[RunSummary], out: str |
     if labels is None:
         labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}")
                   for g in group_runs(summaries) for r in g.runs}
-    return write_explorer(explorer_content(summaries, labels, title, progress), out, progress)  # type: ignore[arg-type]
+    return write_explorer(explorer_content(summaries, labels, title), out, progress)  # type: ignore[arg-type]
 
 
 __all__ = ["DATA_FILE", "EXPLORER_FOLDER", "ExplorerContent", "HeatmapArchive", "MANIFEST_FILE", "PAGE_FILE", "build_explorer",
