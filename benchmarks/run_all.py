@@ -167,15 +167,19 @@ def _ratio(item: Mapping[str, Any]) -> str:
     if "elapsed_s" in item:
         return f"{item['elapsed_s']:.2f} s ({item['ratio']:.1f}x margin)"
     if "limit" in item:
-        return f"{item['value']:.3g} {item['unit']} ({item['ratio']:.1f}x margin)"
+        return f"{_number(item['value'])} {item['unit']} ({item['ratio']:.1f}x margin)"
     return f"{item['ratio']:.2f}x"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _rate(side: Mapping[str, Any]) -> str:
     if "rate" not in side:
-        return f"{side['value']:.3g} {side['unit']}" if "value" in side else "-"
+        return f"{_number(side['value'])} {side['unit']}" if "value" in side else "-"
     value = side["rate"]
-    text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    text = _number(value)
     spread = side.get("spread")
     return f"{text} {side.get('unit', '')}" + (f" (±{100 * spread / 2:.0f}%)" if spread is not None else "")
 
