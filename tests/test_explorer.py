@@ -139,9 +139,9 @@ def test_the_folder_holds_the_page_its_data_and_one_thumbnail_per_image(runs: li
             assert picture.mode == "RGB" and max(picture.size) <= 128
     listed = json.loads((folder / MANIFEST_FILE).read_text())["files"]
     assert sorted(listed) == sorted([*sources, *heatmaps, DATA_FILE, PAGE_FILE])
-    # the runs' labels are the report's (model, backbone, input size; two seeds of one config: the folder)
-    assert [r["label"] for r in data["runs"]] == ["baseline (resnet10, 64 px) x2 seeds: run_a",
-                                                  "baseline (resnet10, 64 px) x2 seeds: run_b"]
+    # the runs' labels are the report's (two seeds of one config: each run's folder, the model beside it)
+    assert [r["label"] for r in data["runs"]] == [f"{run.parent.name}/{run.name}: baseline (resnet10, 64 px)"
+                                                  for run in runs]
 
 
 def test_a_rebuild_replaces_only_its_own_files(runs: list[Path], tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ class ReportLink:
 
 @dataclass
 class Section:
-    """One section of the report: figures first, then the headline tables, then secondary tables
+    """One section of the report: warnings first, then figures, the headline tables, secondary tables
     (folded in the HTML), then notes. ``intro`` is plain text (paragraphs separated by blank lines)."""
 
     title: str
@@ -54,8 +54,11 @@ class Section:
     folded_tables: list[ReportTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     intro: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """What a reader must know before trusting the section's numbers (small samples, stale evaluations),
+    shown above its figures and tables."""
     links: list[ReportLink] = field(default_factory=list)
-    """Shown after the intro."""
+    """Pages written beside the report (the explorer), shown after the intro and the warnings."""
 
 
 @dataclass
@@ -79,9 +82,8 @@ class ReportContext:
         return Path(os.path.relpath(Path(path).resolve(), self.out_dir.resolve())).as_posix()
 
     def run_label(self, run: RunSummary) -> str:
-        """The group label, plus the run folder's name inside a group of seeds."""
-        group = next(g for g in self.groups if any(r is run for r in g.runs))
-        return group.label if len(group.runs) == 1 else f"{group.label}: {run.path.name}"
+        """The run's folder with the model beside it (:meth:`RunGroup.run_label`)."""
+        return next(g for g in self.groups if any(r is run for r in g.runs)).run_label(run)
 
 
 __all__ = ["ReportContext", "ReportFigure", "ReportLink", "ReportTable", "Section"]

@@ -588,15 +588,14 @@ def build_explorer(runs: Sequence[str | Path] | Sequence[RunSummary], out: str |
     ``out``; returns ``out/index.html``.
 
     ``labels`` (by ``id(summary)``) names the runs; by default the report's column labels (model,
-    backbone and input size, the folder name inside a group of seeds).
+    backbone and input size; inside a group of seeds, the run folder with the model beside it).
     """
     if all(isinstance(r, RunSummary) for r in runs):
         summaries = list(runs)
     else:
         summaries = [load_run_summary(p) for p in expand_runs([Path(r) for r in runs])]  # type: ignore[arg-type]
     if labels is None:
-        labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}")
-                  for g in group_runs(summaries) for r in g.runs}
+        labels = {id(r): g.run_label(r) for g in group_runs(summaries) for r in g.runs}
     return write_explorer(explorer_content(summaries, labels, title), out, progress)  # type: ignore[arg-type]
 
 

@@ -36,7 +36,7 @@ def build_report(runs: Sequence[str | Path], out_dir: str | Path | None = None, 
     comparison = comparison_figure(summaries, out_dir, groups=groups)
     page = None
     if explorer and any(discover_methods(s.path / "evaluation") for s in summaries):
-        labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}") for g in groups for r in g.runs}
+        labels = {id(r): g.run_label(r) for g in groups for r in g.runs}
         page = build_explorer(summaries, out_dir / EXPLORER_FOLDER, labels, f"{title}: every scored box row",
                               progress=progress)
     sections = build_sections(groups, out_dir, split, comparison, page)
