@@ -146,6 +146,22 @@ def comparison(
     }
 
 
+def budget(name: str, value: float, limit: float, unit: str, description: str) -> dict[str, Any]:
+    """An absolute budget (a size, a time that has no fair baseline): ``value`` must stay below ``limit``.
+
+    ``ratio`` is the margin ``limit / value`` (target 1: pass while it is at least 1); ``value``,
+    ``limit`` and ``unit`` are kept for the report (run_all shows "value unit (margin)" and "< limit unit").
+    """
+    ratio = float(limit) / float(value) if value > 0 else float("inf")
+    return {
+        "name": name, "description": description, "ratio": ratio, "target": 1.0, "target_op": ">=",
+        "passed": bool(value < limit), "paired_ratio_median": None, "ratio_of_medians": ratio, "scale": 1.0,
+        "value": float(value), "limit": float(limit), "unit": unit,
+        "candidate": {"value": float(value), "unit": unit}, "baseline": {"value": float(limit), "unit": unit,
+                                                                         "what": "the budget"},
+    }
+
+
 def _paired_ratio(candidate: Mapping[str, Any], baseline: Mapping[str, Any], scale: float) -> float | None:
     """Median over repeats of the per-repeat ratio (candidate and baseline of the same round of
     :func:`interleaved` ran seconds apart, so slow drifts of the machine's load cancel in each pair).

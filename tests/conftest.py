@@ -51,3 +51,16 @@ def phantom_cache(phantom_dir: Path) -> Path:
     from thoracic.data.cache_writer import prepare_cache
 
     return prepare_cache(phantom_dir, PHANTOM_SIZE, num_workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A Chromium binary for the browser tests (Playwright drives it through ``executable_path``), or skip
+    (before anything is built) saying what is missing."""
+    from helpers import chromium_binary
+
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
+    return binary

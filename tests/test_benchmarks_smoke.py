@@ -109,6 +109,22 @@ def test_output_stride_quick():
                      for kind in ("train step", "inference") for s in (16, 8)]
 
 
+@pytest.mark.slow
+def test_explorer_quick(tmp_path):
+    document = importlib.import_module("bench_explorer").run(quick=True, workdir=tmp_path)
+    assert document["benchmark"] == "explorer" and document["status"] == "measured"
+    budgets = [item for item in document["comparisons"] if "limit" in item]
+    assert [item["unit"] for item in budgets[:3]] == ["s", "MB", "MB"]
+    for item in budgets:
+        assert item["ratio"] == pytest.approx(item["limit"] / item["value"])
+        assert item["passed"] == (item["value"] < item["limit"])
+    encoding = document["comparisons"][-1]
+    assert encoding["target"] is None and encoding["candidate"]["unit"] == "panels/s"
+    # the report shows a budget as its value, margin and limit
+    text = run_all.render_markdown([document])
+    assert f"| {budgets[0]['name']} | {budgets[0]['value']:.3g} s ({budgets[0]['ratio']:.1f}x margin) | < 60 s |" in text
+
+
 def test_gpu_without_gpu_is_recorded_as_not_measured():
     bench_gpu = importlib.import_module("bench_gpu")
     if torch.cuda.is_available():
