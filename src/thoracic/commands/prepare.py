@@ -1,4 +1,8 @@
-"""Decode and resize every image of a ChestX-ray14 folder once into a memory-mapped uint8 cache.
+"""Decode and resize every image of a dataset folder once into a memory-mapped uint8 cache.
+
+The folder is any layout thoracic reads (``--dataset``, detected from its files when omitted); the cache
+records the dataset kind, its label names and, for datasets with uncertain labels, the policy
+(``--uncertain``) the runs on it use.
 
 Resumable: after Ctrl-C or a kill, rerun the same command; a rerun also checks every finished row and
 rebuilds damaged ones. Unreadable or missing images are listed and the command exits non-zero unless
@@ -12,7 +16,13 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="ChestX-ray14 folder (NIH layout)")
+    parser.add_argument("--data", required=True, help="the dataset folder, as distributed")
+    parser.add_argument("--dataset", default="auto",
+                        choices=("auto", "chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna"),
+                        help="its layout (default auto: detected from its files)")
+    parser.add_argument("--uncertain", default="ignore", choices=("ignore", "zeros", "ones"),
+                        help="uncertain-label policy of the runs on this cache (CheXpert, MIMIC-CXR; default "
+                             "ignore: missing), recorded in the cache")
     parser.add_argument("--size", type=int, default=256, help="side of the cached images (default 256)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     parser.add_argument("--cache", default=None, help="cache folder (default: DATA/cache_SIZE)")
@@ -36,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         progress=args.progress,
         overwrite=args.overwrite,
+        dataset=args.dataset,
+        uncertain=args.uncertain,
     )
     cache = ImageCache.open(cache_dir)
     bad = cache.manifest.get("bad_images", [])
-    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.size} px"
+    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.size} px "
+          f"({cache.manifest['dataset']}: {len(cache.manifest['class_names'])} labels)"
           + (f"; {len(bad)} skipped (listed in {cache_dir / 'manifest.json'})" if bad else ""))
     return 0

@@ -66,7 +66,7 @@ from thoracic.data.cache import (
     read_npy_header,
     row_checksum,
 )
-from thoracic.data.images import RESIZE_METHOD, load_resized
+from thoracic.data.images import JPEG_DECODING, RESIZE_METHOD, load_resized
 from thoracic.data.datasets import AUTO, READERS, load_dataset, metadata_fingerprint, resolve_dataset_kind
 from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
 from thoracic.io import save_npy_atomic, write_csv_atomic, write_json_atomic
@@ -372,6 +372,7 @@ def prepare_cache(
         **identity,
         "generator": GENERATOR,
         "source": str(root.resolve()),
+        "jpeg_decoding": JPEG_DECODING,
         "status": "in_progress",
         "created": created,
         "images_bytes": images_bytes,

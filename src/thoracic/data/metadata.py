@@ -254,7 +254,13 @@ def parse_label_strings(
 
 def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Read ``Data_Entry_2017[_v2020].csv`` into (table without split/path, N x 14 labels)."""
-    path = Path(path)
+    table, labels, _ = _read_data_entry(Path(path))
+    return table, labels
+
+
+def _read_data_entry(path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
+    """:func:`read_data_entry` and the index of the image ids (its hash table, built to check that the ids
+    are distinct, serves every later lookup)."""
 
     def read(dtype: Any) -> pd.DataFrame:
         try:
@@ -280,21 +286,22 @@ def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         )
     if len(raw) == 0:
         raise DataError(f"{path}: no data rows (empty dataset)")
-    table = raw[list(_REQUIRED_COLUMNS)].rename(columns=_REQUIRED_COLUMNS)
-    table["image_id"] = clean_text(table["image_id"])
-    empty_id = table["image_id"] == ""
+    # the table is assembled once from its columns (assigning columns one by one into a frame copies it)
+    source = {name: raw[column] for column, name in _REQUIRED_COLUMNS.items()}
+    image_ids = clean_text(source["image_id"])
+    empty_id = image_ids == ""
     if empty_id.any():
         row = int(np.flatnonzero(empty_id.to_numpy())[0])
         raise DataError(f"{path}: empty 'Image Index' in data row {row + 1} (CSV line {row + 2})")
-    duplicated = table["image_id"].duplicated()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise DataError(f"{path}: image {table['image_id'].iat[row]} appears twice (CSV line {row + 2})")
+    index = pd.Index(image_ids)
+    if not index.is_unique:
+        row = int(np.flatnonzero(image_ids.duplicated().to_numpy())[0])
+        raise DataError(f"{path}: image {image_ids.iat[row]} appears twice (CSV line {row + 2})")
 
-    def numeric(column: str, csv_name: str, strip_suffix: bool = False) -> pd.Series:
-        if table[column].dtype.kind in "iu":  # read as integers by the parser (the fast path above)
-            return table[column]
-        text = table[column].str.strip()
+    def numeric(column: str, csv_name: str, strip_suffix: bool = False) -> np.ndarray:
+        if source[column].dtype.kind in "iu":  # read as integers by the parser (the fast path above)
+            return source[column].to_numpy(dtype=np.int64)
+        text = source[column].str.strip()
         if strip_suffix:  # early copies write ages as "058Y" (years); months/days are rare and kept as-is
             text = text.str.extract(r"^(\d+)", expand=False).fillna(text)
         values = pd.to_numeric(text, errors="coerce")
@@ -303,20 +310,22 @@ def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: column {csv_name!r} of data row {row + 1} (CSV line {row + 2}, image "
-                f"{table['image_id'].iat[row]}) is {table[column].iat[row]!r}; expected a number"
+                f"{image_ids.iat[row]}) is {source[column].iat[row]!r}; expected a number"
             )
-        return values
+        return values.astype(np.int64).to_numpy()
 
-    table["follow_up"] = numeric("follow_up", "Follow-up #").astype(np.int64)
-    table["patient_id"] = numeric("patient_id", "Patient ID").astype(np.int64)
-    table["age"] = numeric("age", "Patient Age", strip_suffix=True).astype(np.int64)
-    table["original_width"] = numeric("original_width", "OriginalImage[Width").astype(np.int64)
-    table["original_height"] = numeric("original_height", "Height]").astype(np.int64)
-    table["sex"] = clean_text(table["sex"])
-    table["view"] = clean_text(table["view"], upper=True)
-    labels = parse_label_strings(table["finding_labels"], table["image_id"].to_numpy(), source=str(path))
-    table = table.drop(columns=["finding_labels"])
-    return table, labels
+    columns = {
+        "image_id": image_ids,
+        "follow_up": numeric("follow_up", "Follow-up #"),
+        "patient_id": numeric("patient_id", "Patient ID"),
+        "age": numeric("age", "Patient Age", strip_suffix=True),
+        "sex": clean_text(source["sex"]),
+        "view": clean_text(source["view"], upper=True),
+        "original_width": numeric("original_width", "OriginalImage[Width"),
+        "original_height": numeric("original_height", "Height]"),
+    }
+    labels = parse_label_strings(source["finding_labels"], image_ids.to_numpy(), source=str(path))
+    return pd.DataFrame(columns), labels, index
 
 
 def read_split_list(path: str | Path) -> tuple[str, ...]:
@@ -421,13 +430,13 @@ def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], b
 
 
 def check_box_labels(boxes: pd.DataFrame, table: pd.DataFrame, labels: np.ndarray, bbox_path: str | Path,
-                     entry_path: str | Path) -> None:
+                     entry_path: str | Path, index: pd.Index | None = None) -> None:
     """Raise DataError for the first box row whose class is not among its image's labels (every one of
     NIH's 984 boxes has its class among the image's 'Finding Labels'; a box without one would be scored
     for a class the image is not labelled with)."""
     if len(boxes) == 0:
         return
-    rows = pd.Index(table["image_id"]).get_indexer(boxes["image_id"])
+    rows = (index if index is not None else pd.Index(table["image_id"])).get_indexer(boxes["image_id"])
     known = rows >= 0
     if not known.any():
         return
@@ -480,14 +489,14 @@ def load_chestxray14(
     """
     root = Path(root)
     files = find_metadata_files(root)
-    table, labels = read_data_entry(files.data_entry)
+    table, labels, known = _read_data_entry(files.data_entry)
     train_val_ids = read_split_list(files.train_val)
     test_ids = read_split_list(files.test)
 
-    known = pd.Index(table["image_id"])
-    positions = {}
+    listed = known.get_indexer(np.array(train_val_ids + test_ids, dtype=object))  # one look-up for both lists
+    positions = {files.train_val: listed[:len(train_val_ids)], files.test: listed[len(train_val_ids):]}
     for list_path, ids in ((files.train_val, train_val_ids), (files.test, test_ids)):
-        positions[list_path] = found = known.get_indexer(ids)
+        found = positions[list_path]
         if (found < 0).any():
             absent = [i for i, p in zip(ids, found) if p < 0]
             raise DataError(
@@ -495,7 +504,9 @@ def load_chestxray14(
                 f"{preview(absent)}; expected every listed image to have a data-entry row"
             )
     # each list names distinct images of the table (checked above), so an image in both is a shared row
-    shared = np.intersect1d(positions[files.train_val], positions[files.test])
+    in_train_val = np.zeros(len(table), dtype=bool)
+    in_train_val[positions[files.train_val]] = True
+    shared = np.unique(positions[files.test][in_train_val[positions[files.test]]])
     if len(shared):
         both = sorted(table["image_id"].to_numpy()[shared])
         raise DataError(f"{files.train_val.name} and {files.test.name} both list {preview(both)}")
@@ -525,7 +536,7 @@ def load_chestxray14(
         if absent:
             raise DataError(f"{files.bbox} has boxes for image(s) absent from {files.data_entry.name}: "
                             f"{preview(absent)}")
-        check_box_labels(boxes, table, labels, files.bbox, files.data_entry)
+        check_box_labels(boxes, table, labels, files.bbox, files.data_entry, index=known)
         if check_box_images:
             sizes = {}
             for image_id in boxes["image_id"].unique():

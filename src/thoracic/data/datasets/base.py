@@ -57,6 +57,14 @@ class DatasetReader:
     """Whether :meth:`read` gives ``path`` None for every image not on disk (it lists the image folders);
     False for nested layouts whose paths are where the files should be (:func:`expected_paths`)."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # a reader's methods mean what the interface's mean: they share its docstrings
+        super().__init_subclass__(**kwargs)
+        for name, member in vars(cls).items():
+            interface = getattr(DatasetReader, name, None)
+            if callable(member) and interface is not None and not member.__doc__:
+                member.__doc__ = interface.__doc__
+
     def matches(self, root: Path) -> bool:
         """Whether ``root`` holds this layout's identifying file (cheap: no CSV is parsed)."""
         raise NotImplementedError

@@ -77,7 +77,7 @@ PHANTOM_LABELS: dict[str, dict[str, str]] = {
               "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax", "Consolidation": "Consolidation",
               "Edema": "Edema", "Emphysema": "Emphysema", "Fibrosis": "Pulmonary fibrosis",
               "Pleural_Thickening": "Pleural thickening"},
-    "rsna": {"Pneumonia": "Pneumonia", "Consolidation": "Pneumonia"},
+    "rsna": {"Pneumonia": "Pneumonia", "Consolidation": "Pneumonia", "Infiltration": "Pneumonia"},
 }
 #: VinDr-CXR's 28 labels in the order of its image-label CSVs: 22 local (boxed) then 6 global.
 VINDR_LABELS: tuple[str, ...] = (
