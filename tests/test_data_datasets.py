@@ -465,3 +465,16 @@ def test_reader_errors_name_the_csv_line_in_other_readers(layouts, tmp_path):
     with pytest.raises(DataError, match=rf"stage_2_train_labels.csv: line {row + 1} .* has (coordinates with Target 0|"
                                         r"a Target that differs)"):
         load_dataset(root)
+
+
+def test_the_harmonisation_table_of_the_docs_is_the_module_constant():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    header = "| finding | " + " | ".join(DATASET_KINDS) + " |"
+    lines = text[text.index(header):].splitlines()[2:]
+    documented = {}
+    for line in lines:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        documented[cells[0]] = {k: c.strip("`") for k, c in zip(DATASET_KINDS, cells[1:]) if c != "-"}
+    assert documented == HARMONISED_LABELS

@@ -5,13 +5,15 @@ Each dataset names its labels its own way (ChestX-ray14 ``Effusion``, CheXpert a
 maps a **finding** (a name of this project's choosing, the key) to the label that means it in each dataset
 that has one. It merges only names of the same radiological finding: it does not merge a label into a
 broader or narrower one (VinDr-CXR's ``Nodule/Mass`` is neither ChestX-ray14's ``Nodule`` nor its
-``Mass``; ChestX-ray14's ``Infiltration`` is not CheXpert's ``Lung Opacity``; ChestX-ray14's ``Hernia``
-is not PadChest's ``hiatal hernia``, one kind of it), nor "no finding" labels, which mean "none of *this
-dataset's* findings" and so differ with the label list. docs/data.md prints the table with its reasons.
+``Mass``; ChestX-ray14's ``Mass`` is not PadChest's ``pulmonary mass``, nor its ``Hernia`` PadChest's
+``hiatal hernia``: each is one kind of the other; ChestX-ray14's ``Infiltration`` is not CheXpert's
+``Lung Opacity``, an umbrella term whose definition differs from VinDr-CXR's ``Lung Opacity`` too), nor
+"no finding" labels, which mean "none of *this dataset's* findings" and so differ with the label list
+(CheXpert's and MIMIC-CXR's, from the same labeler and list, are merged). docs/data.md prints the table.
 
-PadChest's names are its report-derived terms in lower case (Bustos et al. 2020, the PadChest paper's
-label hierarchy; its CSV column ``Labels``); the PadChest reader takes its label names from that column,
-so a PadChest label is shared only where a folder's file holds it.
+PadChest's names are its report-derived terms in lower case (Bustos et al. 2020; the CSV's ``Labels``
+column, e.g. ``pleural effusion``, ``pulmonary edema``, ``infiltrates``); the PadChest reader takes its
+label names from that column, so a PadChest label is shared only where a folder's file holds it.
 
 >>> [(s.finding, s.name_a, s.name_b) for s in shared_labels("chestxray14", "chexpert")][:3]
 [('Atelectasis', 'Atelectasis', 'Atelectasis'), ('Cardiomegaly', 'Cardiomegaly', 'Cardiomegaly'), ('Consolidation', 'Consolidation', 'Consolidation')]
@@ -42,8 +44,7 @@ HARMONISED_LABELS: dict[str, dict[str, str]] = {
     "Fracture": {"chexpert": "Fracture", "mimic": "Fracture"},
     "Infiltration": {"chestxray14": "Infiltration", "padchest": "infiltrates", "vindr": "Infiltration"},
     "Lung Lesion": {"chexpert": "Lung Lesion", "mimic": "Lung Lesion"},
-    "Lung Opacity": {"chexpert": "Lung Opacity", "mimic": "Lung Opacity", "vindr": "Lung Opacity"},
-    "Mass": {"chestxray14": "Mass", "padchest": "mass"},
+    "Lung Opacity": {"chexpert": "Lung Opacity", "mimic": "Lung Opacity"},
     "No Finding": {"chexpert": "No Finding", "mimic": "No Finding"},
     "Nodule": {"chestxray14": "Nodule", "padchest": "nodule"},
     "Pleural Effusion": {"chestxray14": "Effusion", "chexpert": "Pleural Effusion", "mimic": "Pleural Effusion",

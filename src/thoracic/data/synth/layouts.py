@@ -68,7 +68,7 @@ PHANTOM_LABELS: dict[str, dict[str, str]] = {
     "chexpert": _CHEXPERT_FINDINGS,
     "mimic": _CHEXPERT_FINDINGS,
     "padchest": {"Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Effusion": "pleural effusion",
-                 "Infiltration": "infiltrates", "Mass": "mass", "Nodule": "nodule", "Pneumonia": "pneumonia",
+                 "Infiltration": "infiltrates", "Mass": "pulmonary mass", "Nodule": "nodule", "Pneumonia": "pneumonia",
                  "Pneumothorax": "pneumothorax", "Consolidation": "consolidation", "Edema": "pulmonary edema",
                  "Emphysema": "emphysema", "Fibrosis": "pulmonary fibrosis", "Pleural_Thickening": "pleural thickening",
                  "Hernia": "hiatal hernia"},
