@@ -478,3 +478,18 @@ def test_the_harmonisation_table_of_the_docs_is_the_module_constant():
         cells = [c.strip() for c in line.strip("|").split("|")]
         documented[cells[0]] = {k: c.strip("`") for k, c in zip(DATASET_KINDS, cells[1:]) if c != "-"}
     assert documented == HARMONISED_LABELS
+
+
+def test_config_keys_of_the_data_layer():
+    import typing
+
+    from thoracic.config import ConfigError, DataConfig, load_config
+
+    assert typing.get_args(typing.get_type_hints(DataConfig)["uncertain"]) == UNCERTAIN_POLICIES
+    cfg = load_config(None, ["data.dataset=vindr", "data.uncertain=ones", "data.classes=[Edema, Cardiomegaly]"])
+    assert (cfg.data.dataset, cfg.data.uncertain, cfg.data.classes, cfg.data.views) == (
+        "vindr", "ones", ("Edema", "Cardiomegaly"), ("frontal",))
+    with pytest.raises(ConfigError, match="data.dataset: expected one of auto, chestxray14"):
+        load_config(None, ["data.dataset=nih"])
+    with pytest.raises(ConfigError, match=r"data.uncertain: expected one of \['ignore', 'zeros', 'ones'\]"):
+        load_config(None, ["data.uncertain=maybe"])

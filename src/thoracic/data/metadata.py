@@ -289,9 +289,8 @@ def _read_data_entry(path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
     # the table is assembled once from its columns (assigning columns one by one into a frame copies it)
     source = {name: raw[column] for column, name in _REQUIRED_COLUMNS.items()}
     image_ids = clean_text(source["image_id"])
-    empty_id = image_ids == ""
-    if empty_id.any():
-        row = int(np.flatnonzero(empty_id.to_numpy())[0])
+    if not all(image_ids.to_numpy(dtype=object)):  # an empty string is falsy: one pass in C
+        row = int(np.flatnonzero((image_ids == "").to_numpy())[0])
         raise DataError(f"{path}: empty 'Image Index' in data row {row + 1} (CSV line {row + 2})")
     index = pd.Index(image_ids)
     if not index.is_unique:
@@ -330,16 +329,30 @@ def _read_data_entry(path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
 
 def read_split_list(path: str | Path) -> tuple[str, ...]:
     """Image names of a split list, one per line (trailing newline and blank lines are fine)."""
-    text = Path(path).read_text()
+    names = _split_list_names(Path(path))
+    _check_listed_once(names, path)
+    return names
+
+
+def _split_list_names(path: Path) -> tuple[str, ...]:
+    text = path.read_text()
     if plain(text, allow="\n"):  # one name per line and no other whitespace: split() is the same, faster
-        names = tuple(text.split())
-    else:
-        names = tuple(filter(None, [line.strip() for line in text.splitlines()]))
+        return tuple(text.split())
+    return tuple(filter(None, [line.strip() for line in text.splitlines()]))
+
+
+def _check_listed_once(names: Sequence[str], path: str | Path, positions: np.ndarray | None = None) -> None:
+    """A DataError naming the first name listed a second time; ``positions`` (the names' rows in the
+    table, every one found) find it without a set of the names."""
+    if positions is not None:
+        if np.bincount(positions).max(initial=0) <= 1:
+            return
+        names = [names[int(np.flatnonzero(pd.Series(positions).duplicated().to_numpy())[0])]]
+        raise DataError(f"{path}: image {names[0]} is listed twice")
     if len(set(names)) != len(names):
         seen: set[str] = set()
         dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
         raise DataError(f"{path}: image {dup} is listed twice")
-    return names
 
 
 def read_bbox_list(path: str | Path) -> pd.DataFrame:
@@ -490,12 +503,16 @@ def load_chestxray14(
     root = Path(root)
     files = find_metadata_files(root)
     table, labels, known = _read_data_entry(files.data_entry)
-    train_val_ids = read_split_list(files.train_val)
-    test_ids = read_split_list(files.test)
+    train_val_ids = _split_list_names(files.train_val)
+    test_ids = _split_list_names(files.test)
 
     listed = known.get_indexer(np.array(train_val_ids + test_ids, dtype=object))  # one look-up for both lists
     positions = {files.train_val: listed[:len(train_val_ids)], files.test: listed[len(train_val_ids):]}
-    for list_path, ids in ((files.train_val, train_val_ids), (files.test, test_ids)):
+    lists = ((files.train_val, train_val_ids), (files.test, test_ids))
+    for list_path, ids in lists:  # a name listed twice first, as read_split_list reports it while reading
+        found = positions[list_path]
+        _check_listed_once(ids, list_path, found if (found >= 0).all() else None)
+    for list_path, ids in lists:
         found = positions[list_path]
         if (found < 0).any():
             absent = [i for i, p in zip(ids, found) if p < 0]
