@@ -240,11 +240,7 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
             shutil.rmtree(folder, ignore_errors=True)
     document = common.result_document(NAME, quick, {**settings, "jpeg_size": "x".join(map(str, settings["jpeg_size"]))},
                                       [jpeg, *metadata], [jpeg_note, *metadata_notes])
-    load = document["machine"].get("load_average_1_5_15")
-    document["notes"].append(
-        f"absolute times depend on the machine's load (load average {load} on {document['machine']['logical_cores']} "
-        "cores when the benchmark started); the ratios do not, their two sides ran in alternation")
-    return document
+    return common.add_load_note(document)
 
 
 def main(argv: list[str] | None = None) -> int:

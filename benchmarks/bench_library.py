@@ -132,11 +132,7 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     settings = {**settings, "torch_threads": torch.get_num_threads()}
     document = common.result_document(NAME, quick, settings, [item for item, _ in results],
                                       [note for _, note in results])
-    load = document["machine"].get("load_average_1_5_15")
-    document["notes"].append(
-        f"absolute times depend on the machine's load (load average {load} on {document['machine']['logical_cores']} "
-        "cores when the benchmark started); the ratios do not, their two sides ran in alternation")
-    return document
+    return common.add_load_note(document)
 
 
 def main(argv: list[str] | None = None) -> int:
