@@ -45,6 +45,7 @@ from thoracic.data.metadata import check_boxes_inside
 from thoracic.data.splits import Splits, make_splits
 from thoracic.data.transforms import NORMALIZATIONS, flip_and_shift, normalize_images  # noqa: F401 - re-exported
 from thoracic.errors import DataError
+from thoracic.metrics import positive_fractions
 from thoracic.runtime import resolve_num_workers
 
 logger = logging.getLogger(__name__)
@@ -347,13 +348,9 @@ class ChestXrayDataModule(LightningDataModule):
 
     @property
     def class_frequencies(self) -> np.ndarray:
-        """Fraction of positives per class on the train split (C floats, the dataset's class order), over
-        the images labelled for each class (NaN labels skipped; NaN for a class labelled on none)."""
-        labels = self.dataset.labels[self.splits.train].astype(np.float64)
-        if not np.isnan(labels).any():
-            return labels.mean(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.nansum(labels, axis=0) / (~np.isnan(labels)).sum(axis=0)
+        """Fraction of positives per class on the train split, over the images labelled for the class
+        (:func:`thoracic.metrics.positive_fractions`; one float per label column)."""
+        return positive_fractions(self.dataset.labels[self.splits.train])
 
     @property
     def box_image_ids(self) -> tuple[str, ...]:
