@@ -350,7 +350,7 @@ def test_prepare_jpeg_png16_dicom_and_manifest(layouts, kind, tmp_path):
     from thoracic.data.images import load_resized, read_image
 
     root = layouts[kind]
-    cache_dir = prepare_cache(root, 32, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    cache_dir = prepare_cache(root, 32, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
     dataset = load_dataset(root, views=())
     cache = ImageCache.open(cache_dir, expected_root=root, expected_size=32, expected_dataset=kind,
                             expected_class_names=dataset.class_names)
@@ -382,14 +382,14 @@ def test_cache_of_another_policy_is_a_mismatch(layouts, tmp_path):
     from thoracic.data.cache import ImageCache
     from thoracic.data.cache_writer import prepare_cache
 
-    cache_dir = prepare_cache(layouts["chexpert"], 16, cache_dir=tmp_path / "cache", workers=1, progress=False,
+    cache_dir = prepare_cache(layouts["chexpert"], 16, cache_dir=tmp_path / "cache", num_workers=1, progress=False,
                               uncertain="ones")
     assert ImageCache.open(cache_dir, expected_uncertain="ones").manifest["uncertain"] == "ones"
     with pytest.raises(CacheMismatchError, match=r"uncertain-label policy ones, zeros requested \(data.uncertain\).*"
                                                  r"--uncertain zeros"):
         ImageCache.open(cache_dir, expected_uncertain="zeros")
     with pytest.raises(CacheMismatchError, match="differs in uncertain"):
-        prepare_cache(layouts["chexpert"], 16, cache_dir=cache_dir, workers=1, progress=False, uncertain="zeros")
+        prepare_cache(layouts["chexpert"], 16, cache_dir=cache_dir, num_workers=1, progress=False, uncertain="zeros")
 
 
 def test_data_module_over_chexpert_gives_nan_labels_and_vindr_reader_boxes(layouts, tmp_path):
@@ -397,7 +397,7 @@ def test_data_module_over_chexpert_gives_nan_labels_and_vindr_reader_boxes(layou
     from thoracic.data.dataset import ChestXrayDataModule
 
     root = Path(shutil.copytree(layouts["chexpert"], tmp_path / "chexpert"))
-    prepare_cache(root, 32, workers=1, progress=False)
+    prepare_cache(root, 32, num_workers=1, progress=False)
     module = ChestXrayDataModule(root, image_size=32, batch_size=4, num_workers=0, val_fraction=0.25,
                                  classes=["Edema", "Pleural Effusion", "No Finding"])
     module.setup()
@@ -414,7 +414,7 @@ def test_data_module_over_chexpert_gives_nan_labels_and_vindr_reader_boxes(layou
         ChestXrayDataModule(root, image_size=32, num_workers=0, uncertain="ones").setup()
 
     vindr = Path(shutil.copytree(layouts["vindr"], tmp_path / "vindr"))
-    prepare_cache(vindr, 32, workers=1, progress=False)
+    prepare_cache(vindr, 32, num_workers=1, progress=False)
     module = ChestXrayDataModule(vindr, dataset="vindr", image_size=32, batch_size=8, num_workers=0)
     table = module.box_table
     assert len(table) and set(table["reader_id"]) == {"consensus"}  # test images: the consensus boxes
@@ -432,19 +432,24 @@ def test_cli_synth_layout_and_prepare_detect_the_dataset(tmp_path, capsys):
     from thoracic.cli import main as cli_main
 
     out = tmp_path / "mimic"
-    assert cli_main(["synth", "--out", str(out), "--layout", "mimic", "--images", "10", "--size", "32",
-                     "--no-progress", "--workers", "1"]) == 0
+    assert cli_main(["synth", "--out", str(out), "--dataset", "mimic", "--num-images", "10", "--image-size", "32",
+                     "--no-progress", "--num-workers", "1"]) == 0
     assert "in the mimic layout" in capsys.readouterr().out
-    assert cli_main(["prepare", "--data", str(out), "--size", "16", "--workers", "1", "--no-progress"]) == 0
+    assert cli_main(["prepare", "--data", str(out), "--image-size", "16", "--num-workers", "1", "--no-progress"]) == 0
     assert "(mimic: 14 labels)" in capsys.readouterr().out
-    assert cli_main(["prepare", "--data", str(out), "--dataset", "vindr", "--size", "16", "--no-progress"]) == 2
+    assert cli_main(["prepare", "--data", str(out), "--dataset", "vindr", "--image-size", "16", "--no-progress"]) == 2
     assert "looks like MIMIC-CXR-JPG" in capsys.readouterr().err
+    # --layout: the old spelling of --dataset, with a warning naming it
+    assert cli_main(["synth", "--out", str(tmp_path / "rsna"), "--layout", "rsna", "--num-images", "6",
+                     "--image-size", "32", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "in the rsna layout" in captured.out and "--layout is deprecated: use --dataset" in captured.err
     assert set(READERS) == set(DATASET_KINDS)
 
 
 def test_phantom_layouts_are_reproducible(tmp_path):
     a = generate_layout(tmp_path / "a", "vindr", 8, 24, seed=4, progress=False)
-    b = generate_layout(tmp_path / "b", "vindr", 8, 24, seed=4, progress=False, workers=2)
+    b = generate_layout(tmp_path / "b", "vindr", 8, 24, seed=4, progress=False, num_workers=2)
     for path in sorted(p for p in a.rglob("*") if p.is_file()):
         assert path.read_bytes() == (b / path.relative_to(a)).read_bytes(), path
     with pytest.raises(DataError, match="exists and is not empty"):

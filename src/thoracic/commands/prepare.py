@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import add_data, add_dataset, add_image_size, add_num_workers, add_progress
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="the dataset folder, as distributed")
-    parser.add_argument("--dataset", default="auto",
-                        choices=("auto", "chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna"),
-                        help="its layout (default auto: detected from its files)")
+    add_data(parser, "the dataset folder, as distributed", required=True)
+    add_dataset(parser, "auto", "its layout: detected from its files, or named")
     parser.add_argument("--uncertain", default="ignore", choices=("ignore", "zeros", "ones"),
-                        help="uncertain-label policy of the runs on this cache (CheXpert, MIMIC-CXR; default "
-                             "ignore: missing), recorded in the cache")
-    parser.add_argument("--size", type=int, default=256, help="side of the cached images (default 256)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
-    parser.add_argument("--cache", default=None, help="cache folder (default: DATA/cache_SIZE)")
+                        help="uncertain-label policy of the runs on this cache (CheXpert, MIMIC-CXR: data.uncertain; "
+                             "default ignore: missing), recorded in the cache")
+    add_image_size(parser, 256, "side of the cached images: the data.image_size of the runs that use the cache")
+    add_num_workers(parser, "decoding processes (default: all cores)")
+    parser.add_argument("--cache", default=None, metavar="FOLDER", help="cache folder (default: DATA/cache_SIZE)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="finish without the missing or unreadable images instead of failing")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a cache at --cache that was built from other data or another size "
                         "(only the cache's own files are deleted; any other file stops it)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_progress(parser, "no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     cache_dir = prepare_cache(
         args.data,
-        args.size,
+        args.image_size,
         cache_dir=args.cache,
-        workers=args.workers,
+        num_workers=args.num_workers,
         skip_bad=args.skip_bad,
         progress=args.progress,
         overwrite=args.overwrite,
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cache = ImageCache.open(cache_dir)
     bad = cache.manifest.get("bad_images", [])
-    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.size} px "
+    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.image_size} px "
           f"({cache.manifest['dataset']}: {len(cache.manifest['class_names'])} labels)"
           + (f"; {len(bad)} skipped (listed in {cache_dir / 'manifest.json'})" if bad else ""))
     return 0

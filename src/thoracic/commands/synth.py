@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-
-#: The layouts, as ``--dataset`` takes them (thoracic.constants.DATASET_KINDS; no torch import at parse time).
-LAYOUTS = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
+from thoracic.commands._options import add_dataset, add_image_size, add_num_images, add_num_workers, add_progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
-    parser.add_argument("--dataset", "--layout", dest="dataset", choices=LAYOUTS, default="chestxray14",
-                        help="the layout to write, files and formats as distributed (default chestxray14; "
-                             "--layout is the same option)")
-    parser.add_argument("--images", type=int, default=2000, help="number of images (default 2000)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--out", required=True, metavar="FOLDER", help="folder to write (must be empty or absent)")
+    add_dataset(parser, "chestxray14", "the layout to write, its files and image formats as distributed", "--layout")
+    add_num_images(parser, 2000, "number of images")
+    add_image_size(parser, 256, "image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--family", choices=("A", "B"), default="A",
                         help="finding design: A (default) or B, other shapes, positions and sizes of the "
@@ -28,11 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of patients in test_list.txt, strictly between 0 and 1 (default 0.25)")
     parser.add_argument("--tarball-layout", action=argparse.BooleanOptionalAction, default=False,
                         help="write images_001/images/... like the NIH tarballs instead of images/ (chestxray14)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_num_workers(parser, "processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a phantom folder written by thoracic synth (only the files its "
                         "thoracic_synth.json lists, and image caches in it, are deleted; any other file stops it)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_progress(parser, "no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,24 +39,24 @@ def run(args: argparse.Namespace) -> int:
 
     out = generate_phantom_dataset(
         args.out,
-        num_images=args.images,
-        image_size=args.size,
+        num_images=args.num_images,
+        image_size=args.image_size,
         seed=args.seed,
         family=args.family,
         test_fraction=args.test_fraction,
         tarball_layout=args.tarball_layout,
-        workers=args.workers,
+        num_workers=args.num_workers,
         overwrite=args.overwrite,
         progress=args.progress,
     )
     dataset = load_chestxray14(out)
     positives = dataset.labels.sum(axis=0)
-    print(f"wrote {len(dataset)} phantom images (family {args.family}, {args.size} px, seed {args.seed}) of "
+    print(f"wrote {len(dataset)} phantom images (family {args.family}, {args.image_size} px, seed {args.seed}) of "
           f"{dataset.table['patient_id'].nunique()} patients to {out}")
     print(f"train_val {len(dataset.train_val_ids)}, test {len(dataset.test_ids)}; "
           f"{len(dataset.boxes)} box rows on {dataset.boxes['image_id'].nunique()} test images")
     print("positives per class: " + ", ".join(f"{n} {int(c)}" for n, c in zip(dataset.class_names, positives)))
-    print(f"next: thoracic prepare --data {out} --size {args.size}")
+    print(f"next: thoracic prepare --data {out} --image-size {args.image_size}")
     return 0
 
 
@@ -74,13 +70,13 @@ def _run_layout(args: argparse.Namespace) -> int:
     if args.tarball_layout:
         raise DataError(f"--tarball-layout: the NIH tarballs' folders; expected no --tarball-layout with --dataset "
                         f"{args.dataset}")
-    out = generate_layout(args.out, args.dataset, args.images, args.size, args.seed, family=args.family,
-                          test_fraction=args.test_fraction, workers=args.workers, overwrite=args.overwrite,
+    out = generate_layout(args.out, args.dataset, args.num_images, args.image_size, args.seed, family=args.family,
+                          test_fraction=args.test_fraction, num_workers=args.num_workers, overwrite=args.overwrite,
                           progress=args.progress)
     dataset = load_dataset(out, args.dataset, views=())
     splits = dataset.table["split"].value_counts()
     labels = dataset.labels.astype(np.float64)
-    print(f"wrote {len(dataset)} phantom images in the {args.dataset} layout (family {args.family}, {args.size} px, "
+    print(f"wrote {len(dataset)} phantom images in the {args.dataset} layout (family {args.family}, {args.image_size} px, "
           f"seed {args.seed}) of {dataset.table['patient_id'].nunique()} patients to {out}")
     print(", ".join(f"{name} {int(count)}" for name, count in splits.items())
           + f"; {len(dataset.boxes)} box rows on {dataset.boxes['image_id'].nunique()} images"
@@ -88,5 +84,5 @@ def _run_layout(args: argparse.Namespace) -> int:
     print("positives per class: " + ", ".join(f"{n} {int(np.nansum(labels[:, i]))}" for i, n in
                                               enumerate(dataset.class_names) if np.nansum(labels[:, i]) > 0))
     print(f"labels not given (blank or uncertain): {int(np.isnan(labels).sum())} of {labels.size}")
-    print(f"next: thoracic prepare --data {out} --dataset {args.dataset} --size {args.size}")
+    print(f"next: thoracic prepare --data {out} --dataset {args.dataset} --image-size {args.image_size}")
     return 0

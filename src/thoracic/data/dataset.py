@@ -208,7 +208,7 @@ class ChestXrayDataModule(LightningDataModule):
     ``uncertain``, ``views`` and ``classes`` are :func:`~thoracic.data.datasets.load_dataset`'s. Validation
     and test loaders never shuffle; the train loader shuffles with a ``torch.Generator`` seeded by
     ``seed`` (same order on every run) and keeps the last partial batch. The cache must exist
-    (``thoracic prepare --data ROOT --size S``); it is not built implicitly because that is a long,
+    (``thoracic prepare --data ROOT --image-size S``); it is not built implicitly because that is a long,
     explicit step (STYLE.md 6).
     """
 

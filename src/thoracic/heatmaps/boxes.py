@@ -1,8 +1,9 @@
 """Heatmap -> boxes: the box extraction of Wang et al. (2017), shared by localization and prediction.
 
 1. Upsample a class's heatmap linearly to the image's original size (1024 x 1024 for NIH), with every
-   heatmap cell centred where the registration puts it (:data:`CellCentres`; by default the
-   ``align_corners=False`` convention, :func:`legacy_cell_centres`).
+   heatmap cell centred where the registration puts it (:data:`CellCentres`; by default the geometric
+   registration the commands use, for a ResNet at the default input size: :func:`geometric_cell_centres`;
+   the ``align_corners=False`` convention is :func:`legacy_cell_centres`).
 2. Min-max normalise it to [0, 255], threshold it at each T_heatmap (:data:`HEATMAP_THRESHOLDS`) and draw
    one box around every 8-connected region (or only around the largest, as the seed code did).
 
@@ -27,10 +28,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from thoracic.constants import HEATMAP_THRESHOLDS
 from thoracic.errors import DataError
-
-#: Heatmap thresholds on the 0-255 scale (Wang et al. 2017).
-HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
 
 
 def expand_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +42,31 @@ def expand_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np
 #: ``(row_centres, col_centres)``: the coordinate, in original-image pixels (pixel ``i``'s centre is ``i``),
 #: of the centre of every heatmap cell along the rows and along the columns (increasing 1-D arrays).
 CellCentres = tuple[np.ndarray, np.ndarray]
+
+
+#: Model input side the default cell positions assume: the configs' ``data.image_size`` (the paper's 256 px).
+DEFAULT_INPUT_SIZE = 256
+
+
+def geometric_cell_centres(size_in: int, size_out: int, input_size: int = DEFAULT_INPUT_SIZE) -> np.ndarray:
+    """Cell centres of the geometric registration (``thoracic.geometry``, what every command uses) of a
+    ResNet heatmap: the default of every function here that places cells.
+
+    Every ResNet backbone, at every output stride, centres cell ``k`` of ``size_in`` on model-input pixel
+    ``k * stride`` (its padded stride-2 layers add no offset; ``stride = input_size / size_in``), and the
+    model input is the original image resized to ``input_size`` (pixel centres aligned), so the cell lies
+    at ``(k * stride + 0.5) * size_out / input_size - 0.5`` of ``size_out`` original pixels. For another
+    backbone or input size, pass the model's own registration:
+    ``make_registration("geometric", method.grid(input_size))(heatmap.shape, original_size)``.
+    """
+    stride = input_size / size_in
+    return (np.arange(size_in) * stride + 0.5) * (size_out / input_size) - 0.5
+
+
+def default_cell_centres(shape: tuple[int, ...], original_size: tuple[int, int]) -> CellCentres:
+    """:func:`geometric_cell_centres` along the rows and the columns of an ``(h, w)`` heatmap."""
+    return (geometric_cell_centres(int(shape[-2]), int(original_size[0])),
+            geometric_cell_centres(int(shape[-1]), int(original_size[1])))
 
 
 def legacy_cell_centres(size_in: int, size_out: int) -> np.ndarray:
@@ -154,13 +178,13 @@ def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int],
     two nearest cell centres. This is the upsampling of the plain localization algorithm, which
     :func:`boxes_from_heatmaps` reproduces exactly without materialising the map.
     ``cell_centres``: where each cell's centre lies in the original image (see :data:`CellCentres`);
-    ``None`` is the ``align_corners=False`` convention.
+    ``None``: :func:`default_cell_centres` (the geometric registration of a ResNet at 256 px).
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.ndim != 2:
         raise DataError(f"heatmap must be a 2-D array, got shape {heatmap.shape}")
     height, width = (int(v) for v in original_size)
-    rows, cols = cell_centres if cell_centres is not None else (None, None)
+    rows, cols = cell_centres if cell_centres is not None else default_cell_centres(heatmap.shape, (height, width))
     row_taps = _interpolation_taps(heatmap.shape[0], height, rows)
     col_taps = _interpolation_taps(heatmap.shape[1], width, cols)
     along_rows = _lerp(heatmap[row_taps.lower], heatmap[row_taps.upper], row_taps.weight[:, None])
@@ -256,8 +280,10 @@ def boxes_from_heatmap(
         threshold_0_255: threshold on the 0-255 scale (60 and 180 in Wang et al.).
         original_size: ``(height, width)`` of the original image, or one int for a square image.
         largest_only: keep only the largest region's box.
-        cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
-            ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
+        cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`, e.g.
+            ``thoracic.geometry.make_registration(name, grid)(heatmap.shape, original_size)``); ``None``:
+            :func:`default_cell_centres`, the geometric registration the commands use, for a ResNet at
+            the default input size (256 px).
 
     Returns:
         :class:`ExtractedBoxes`: ``boxes`` ``(K, 4)`` as ``(x, y, w, h)`` in original-image pixels (largest
@@ -266,11 +292,11 @@ def boxes_from_heatmap(
     >>> import numpy as np
     >>> heatmap = np.zeros((8, 8))
     >>> heatmap[1:3, 5:7] = 1.0  # an 8 x 8 CAM that fires in the upper right
-    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 cover pixels 640-895 x 128-383
+    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 centred at x 641.5-769.5, y 129.5-257.5
     >>> len(found), found.boxes[0].tolist(), found.scores.tolist()
-    (1, [666.0, 154.0, 204.0, 204.0], [1.0])
+    (1, [604.0, 92.0, 204.0, 204.0], [1.0])
     >>> boxes_from_heatmap(heatmap, 60, 1024).boxes[0].tolist()  # a lower threshold: a larger box
-    [606.0, 94.0, 324.0, 324.0]
+    [544.0, 32.0, 324.0, 324.0]
     """
     return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only=largest_only,
                                cell_centres=cell_centres)[float(threshold_0_255)]
@@ -313,7 +339,9 @@ class _MapBatch:
         self.maps = maps
         self.n_maps = len(maps)
         self.height, self.width = size
-        row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+        if cell_centres is None:
+            cell_centres = default_cell_centres(maps.shape, size)
+        row_centres, col_centres = cell_centres
         rt = self.rt = _interpolation_taps(maps.shape[1], self.height, row_centres)
         ct = self.ct = _interpolation_taps(maps.shape[2], self.width, col_centres)
         # rows interpolated exactly as upsample_heatmap does: (B, height, w); the difference of each
@@ -696,7 +724,7 @@ def extract_boxes(
     (the region's pixel count), in input order, per map the thresholds in the given order and
     the largest region first: the boxes of :func:`boxes_from_heatmaps`, map by map.
     ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
-    image (``None``: the ``align_corners=False`` convention); it is called once per distinct
+    image (``None``: :func:`default_cell_centres`); it is called once per distinct
     (shape, size). Maps of one shape and size are extracted ``batch_size`` at a time.
     """
     return extract_boxes_and_peaks(heatmaps, original_sizes, thresholds, largest_only, progress, registration,
@@ -746,6 +774,7 @@ def heatmap_peaks(
 
 __all__ = [
     "HEATMAP_THRESHOLDS", "CellCentres", "ExtractedBoxes", "boxes_from_heatmap", "boxes_from_heatmaps",
-    "expand_runs", "extract_boxes", "extract_boxes_and_peaks", "heatmap_peak", "heatmap_peaks",
-    "interpolation_matrix", "legacy_cell_centres", "normalize_heatmap", "upsample_heatmap",
+    "DEFAULT_INPUT_SIZE", "default_cell_centres", "expand_runs", "extract_boxes", "extract_boxes_and_peaks",
+    "geometric_cell_centres", "heatmap_peak", "heatmap_peaks", "interpolation_matrix", "legacy_cell_centres",
+    "normalize_heatmap", "upsample_heatmap",
 ]

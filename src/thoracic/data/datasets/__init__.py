@@ -16,7 +16,8 @@ dataset: its docstring gives the layout, the label rules, the split and the view
 :class:`~thoracic.data.collection.ChestXrayCollection`. :func:`load_dataset` reads a folder (its kind
 given or detected by :func:`detect_dataset_kind`), applies the uncertain-label policy, the views filter
 (frontal only by default) and a chosen subset of the label names; :func:`metadata_fingerprint` is what a
-cache and a run record of the metadata.
+cache and a run record of the metadata. A dataset's kind is passed as ``dataset`` (``data.dataset``,
+``--dataset``) everywhere; the container names it ``kind``.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -95,14 +96,14 @@ def detect_dataset_kind(root: str | Path) -> str:
     return found[0]
 
 
-def resolve_dataset_kind(root: str | Path, kind: str = AUTO) -> str:
-    """``kind`` itself (checked), or the detected kind for ``auto``.
+def resolve_dataset_kind(root: str | Path, dataset: str = AUTO) -> str:
+    """``dataset`` itself (a kind, checked), or the detected kind for ``auto``.
 
     A folder with no known layout reads as ChestX-ray14, this project's original layout, so that its
     reader's error names the files it expected (the message adds the other layouts).
     """
-    if kind != AUTO:
-        return dataset_reader(kind).kind
+    if dataset != AUTO:
+        return dataset_reader(dataset).kind
     root = Path(root)
     found = _matching(root) if root.is_dir() else []
     if len(found) > 1:
@@ -125,7 +126,7 @@ def _guess(root: Path, kind: str) -> str:
 
 def load_dataset(
     root: str | Path,
-    kind: str = AUTO,
+    dataset: str = AUTO,
     *,
     uncertain: str = "ignore",
     views: Sequence[str] = (FRONTAL,),
@@ -137,7 +138,8 @@ def load_dataset(
     """Read a dataset folder as distributed.
 
     Args:
-        root: the folder. kind: one of :data:`~thoracic.constants.DATASET_KINDS`, or ``auto`` (detected).
+        root: the folder. dataset: its kind, one of :data:`~thoracic.constants.DATASET_KINDS`, or ``auto``
+            (detected).
         uncertain: what an uncertain label becomes: ``ignore`` (NaN), ``zeros``, ``ones``
             (:data:`~thoracic.constants.UNCERTAIN_POLICIES`; only CheXpert and MIMIC-CXR have such labels).
         views: view positions to keep; ``frontal`` (the default) stands for every frontal position
@@ -152,37 +154,37 @@ def load_dataset(
         :class:`~thoracic.data.metadata.ChestXray14`, unchanged).
 
     Raises:
-        DataError: an unknown kind or policy; a folder that is not the layout ``kind`` says (naming the
+        DataError: an unknown kind or policy; a folder that is not the layout ``dataset`` says (naming the
             file and column expected, and the layout it looks like if it looks like another); every
             error of the reader (missing files or columns, bad values, naming file, row and column).
     """
     root = Path(root)
-    kind = resolve_dataset_kind(root, kind)
+    kind = resolve_dataset_kind(root, dataset)
     check_policy(uncertain)
     reader = READERS[kind]
     try:
         if root.is_dir() and not reader.matches(root):
             reader.metadata_files(root)  # raises the reader's own error naming the files it expected
-        dataset = reader.read(root, uncertain=uncertain, check_box_images=check_box_images)
+        images = reader.read(root, uncertain=uncertain, check_box_images=check_box_images)
     except DataError as exc:
         raise DataError(f"{exc}{_guess(root, kind)}") from None
     if (require_images or only_present) and not reader.checks_files:
-        dataset = verify_paths(dataset)
-    listing = dataset.sources[0] if dataset.sources else root
-    dataset = select_rows(dataset, views=views, require_images=require_images, only_present=only_present,
-                          listing=listing, image_location=reader.image_location(root))
-    object.__setattr__(dataset, "views", tuple(views))
-    return dataset.select_classes(classes)
+        images = verify_paths(images)
+    listing = images.sources[0] if images.sources else root
+    images = select_rows(images, views=views, require_images=require_images, only_present=only_present,
+                         listing=listing, image_location=reader.image_location(root))
+    object.__setattr__(images, "views", tuple(views))
+    return images.select_classes(classes)
 
 
-def metadata_fingerprint(root: str | Path, kind: str = AUTO) -> tuple[list[str], str]:
+def metadata_fingerprint(root: str | Path, dataset: str = AUTO) -> tuple[list[str], str]:
     """(file names, SHA-256) of the metadata files that define a dataset (what its cache and its runs record).
 
     One file: that file's SHA-256 (ChestX-ray14: its data-entry CSV, as caches have always recorded);
     several: the SHA-256 of their names and SHA-256s, one ``name<TAB>sha256`` line each.
     """
     root = Path(root)
-    files = READERS[resolve_dataset_kind(root, kind)].metadata_files(root)
+    files = READERS[resolve_dataset_kind(root, dataset)].metadata_files(root)
     digests = [file_fingerprint(path) for path in files]
     if len(files) == 1:
         return [files[0].name], digests[0]

@@ -253,7 +253,7 @@ def _hex(rng: np.random.Generator, digits: int) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _chexpert(out: Path, images: list[_Image], image_size: int, seed: int, family: str, workers: int | None,
+def _chexpert(out: Path, images: list[_Image], image_size: int, seed: int, family: str, num_workers: int | None,
               progress: bool, gzip_csv: bool) -> None:
     folders = {True: "valid", False: "train"}
     relative = [f"{folders[i.test]}/patient{i.patient:05d}/study{i.study}/view{1 if i.frontal else 2}_"
@@ -263,7 +263,7 @@ def _chexpert(out: Path, images: list[_Image], image_size: int, seed: int, famil
     paths = [out / r for r in relative]
     for folder in {p.parent for p in paths}:
         folder.mkdir(parents=True, exist_ok=True)
-    phantoms = render_images(_jobs(images, paths, image_size, seed, family, write_jpeg), out, workers, progress)
+    phantoms = render_images(_jobs(images, paths, image_size, seed, family, write_jpeg), out, num_workers, progress)
     rows: dict[bool, list[list[object]]] = {True: [], False: []}
     study_cells: dict[tuple[int, int], list[str]] = {}
     for image, rel, phantom in zip(images, relative, phantoms):
@@ -280,7 +280,7 @@ def _chexpert(out: Path, images: list[_Image], image_size: int, seed: int, famil
     _write_csv(out / "valid.csv", header, rows[True])
 
 
-def _mimic(out: Path, images: list[_Image], image_size: int, seed: int, family: str, workers: int | None,
+def _mimic(out: Path, images: list[_Image], image_size: int, seed: int, family: str, num_workers: int | None,
            progress: bool, gzip_csv: bool) -> None:
     rng = np.random.default_rng([seed, 12])
     # distinct 8-digit ids starting with 1 (subjects) and 5 (studies), as MIMIC's are
@@ -296,7 +296,7 @@ def _mimic(out: Path, images: list[_Image], image_size: int, seed: int, family: 
     paths = [out / r for r in relative]
     for folder in {p.parent for p in paths}:
         folder.mkdir(parents=True, exist_ok=True)
-    phantoms = render_images(_jobs(images, paths, image_size, seed, family, write_jpeg), out, workers, progress)
+    phantoms = render_images(_jobs(images, paths, image_size, seed, family, write_jpeg), out, num_workers, progress)
     # patient-wise official split: test patients of the plan, and every fifth other patient validates
     split_of = {p: ("test" if any(i.test for i in images if i.patient == p) else
                     "validate" if p % 5 == 0 else "train") for p in subjects}
@@ -317,7 +317,7 @@ def _mimic(out: Path, images: list[_Image], image_size: int, seed: int, family: 
     _write_csv(out / names[2], ["dicom_id", "study_id", "subject_id", "split"], split_rows, gzip_csv)
 
 
-def _padchest(out: Path, images: list[_Image], image_size: int, seed: int, family: str, workers: int | None,
+def _padchest(out: Path, images: list[_Image], image_size: int, seed: int, family: str, num_workers: int | None,
               progress: bool, gzip_csv: bool) -> None:
     rng = np.random.default_rng([seed, 14])
     image_ids = [f"{int(rng.integers(10**17, 10**18))}{int(rng.integers(10**17, 10**18))}{i.index:09d}_"
@@ -330,7 +330,7 @@ def _padchest(out: Path, images: list[_Image], image_size: int, seed: int, famil
     for folder in set(image_dirs):
         (out / folder).mkdir(parents=True, exist_ok=True)
     phantoms = render_images(_jobs(images, [out / r for r in relative], image_size, seed, family, write_png16),
-                             out, workers, progress)
+                             out, num_workers, progress)
     rows = []
     for image, image_id, image_dir, phantom in zip(images, image_ids, image_dirs, phantoms):
         draw = np.random.default_rng([seed, 15, image.index])
@@ -348,7 +348,7 @@ def _padchest(out: Path, images: list[_Image], image_size: int, seed: int, famil
     _write_csv(out / name, header, rows, gzip_csv)
 
 
-def _vindr(out: Path, images: list[_Image], image_size: int, seed: int, family: str, workers: int | None,
+def _vindr(out: Path, images: list[_Image], image_size: int, seed: int, family: str, num_workers: int | None,
            progress: bool, gzip_csv: bool) -> None:
     rng = np.random.default_rng([seed, 16])
     image_ids = [_hex(rng, 32) for _ in images]
@@ -361,7 +361,7 @@ def _vindr(out: Path, images: list[_Image], image_size: int, seed: int, family: 
     options = [{"uid_seed": f"{seed}:vindr:{image_id}", "monochrome1": i.index % 4 == 3}
                for i, image_id in zip(images, image_ids)]
     phantoms = render_images(_jobs(images, [out / r for r in relative], image_size, seed, family, write_dicom, options),
-                             out, workers, progress)
+                             out, num_workers, progress)
     mapping = PHANTOM_LABELS["vindr"]
     train_labels, test_labels, train_boxes, test_boxes = [], [], [], []
     for image, image_id, phantom in zip(images, image_ids, phantoms):
@@ -411,7 +411,7 @@ def _jitter(box: tuple[int, int, int, int], rng: np.random.Generator, size: int)
     return [round(max(x0, 0.0), 2), round(max(y0, 0.0), 2), round(min(x1, size), 2), round(min(y1, size), 2)]
 
 
-def _rsna(out: Path, images: list[_Image], image_size: int, seed: int, family: str, workers: int | None,
+def _rsna(out: Path, images: list[_Image], image_size: int, seed: int, family: str, num_workers: int | None,
           progress: bool, gzip_csv: bool) -> None:
     rng = np.random.default_rng([seed, 18])
     ids = [f"{_hex(rng, 8)}-{_hex(rng, 4)}-4{_hex(rng, 3)}-{'89ab'[int(rng.integers(0, 4))]}{_hex(rng, 3)}-"
@@ -423,7 +423,7 @@ def _rsna(out: Path, images: list[_Image], image_size: int, seed: int, family: s
     (out / "stage_2_train_images").mkdir(parents=True, exist_ok=True)
     options = [{"uid_seed": f"{seed}:rsna:{i}", "bits": 8} for i in ids]
     phantoms = render_images(_jobs(images, [out / r for r in relative], image_size, seed, family, write_dicom, options),
-                             out, workers, progress)
+                             out, num_workers, progress)
     label_rows, class_rows = [], []
     mapping = PHANTOM_LABELS["rsna"]
     for patient_id, phantom in zip(ids, phantoms):
@@ -440,7 +440,7 @@ _WRITERS = {"chexpert": _chexpert, "mimic": _mimic, "padchest": _padchest, "vind
 
 def generate_layout(
     out_dir: str | Path,
-    layout: str,
+    dataset: str,
     num_images: int,
     image_size: int,
     seed: int = 0,
@@ -449,11 +449,12 @@ def generate_layout(
     test_fraction: float = 0.25,
     lateral_fraction: float = 0.3,
     gzip_csv: bool = True,
-    workers: int | None = 1,
+    num_workers: int | None = 1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write a phantom folder in the layout ``layout`` (:data:`LAYOUTS`) and return it (see the module docs).
+    """Write a phantom folder in the layout ``dataset`` (a kind of :data:`LAYOUTS`) and return it (see the
+    module docs).
 
     Args:
         num_images, image_size, seed: how many images (laterals included), their side, the seed.
@@ -462,13 +463,14 @@ def generate_layout(
             test set; PadChest and RSNA have no official split: their readers draw one).
         lateral_fraction: fraction of studies with a lateral image too (CheXpert, MIMIC-CXR, PadChest).
         gzip_csv: MIMIC-CXR's and PadChest's CSVs gzipped, as distributed (False: plain CSV).
-        workers, overwrite, progress: as :func:`~thoracic.data.synth.folder.generate_phantom_dataset`.
+        num_workers, overwrite, progress: as :func:`~thoracic.data.synth.folder.generate_phantom_dataset`.
     """
-    if layout not in LAYOUTS:
-        raise DataError(f"--dataset: layout {layout!r} unknown; expected one of {', '.join(LAYOUTS)}")
-    if layout == "chestxray14":
+    if dataset not in LAYOUTS:
+        raise DataError(f"--dataset: layout {dataset!r} unknown; expected one of {', '.join(LAYOUTS)}")
+    if dataset == "chestxray14":
         return generate_phantom_dataset(out_dir, num_images, image_size, seed, test_fraction=test_fraction,
-                                        family=family, workers=workers, overwrite=overwrite, progress=progress)
+                                        family=family, num_workers=num_workers, overwrite=overwrite,
+                                        progress=progress)
     if num_images < 1:
         raise DataError(f"--num-images: expected at least 1 image, got {num_images}")
     if image_size < 16:
@@ -479,8 +481,8 @@ def generate_layout(
         raise DataError(f"--family: expected one of {list(FAMILIES)}, got {family!r}")
     out = Path(out_dir)
     prepare_output(out, overwrite)
-    laterals = lateral_fraction if layout in ("chexpert", "mimic", "padchest") else 0.0
+    laterals = lateral_fraction if dataset in ("chexpert", "mimic", "padchest") else 0.0
     images = _plan(num_images, seed, test_fraction, laterals)
-    _WRITERS[layout](out, images, image_size, seed, family, workers, progress, gzip_csv)
-    _finish(out, layout, num_images, image_size, seed, family)
+    _WRITERS[dataset](out, images, image_size, seed, family, num_workers, progress, gzip_csv)
+    _finish(out, dataset, num_images, image_size, seed, family)
     return out
