@@ -252,6 +252,15 @@ def result_document(name: str, quick: bool, settings: Mapping[str, Any], compari
     }
 
 
+def add_load_note(document: dict[str, Any]) -> dict[str, Any]:
+    """Append to a result document's notes that its absolute times depend on the machine's load (given)."""
+    load = document["machine"].get("load_average_1_5_15")
+    document["notes"].append(
+        f"absolute times depend on the machine's load (load average {load} on {document['machine']['logical_cores']} "
+        "cores when the benchmark started); the ratios do not, their two sides ran in alternation")
+    return document
+
+
 def write_json(document: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``document`` as indented JSON (parent folders created)."""
     path = Path(path)

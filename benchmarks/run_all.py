@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride", "explorer")
+                               "output_stride", "explorer", "datasets")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -43,9 +43,10 @@ TITLES = {
     "inference": "4. Inference with native heatmaps vs the bare backbone",
     "localization": "5. Localization of the 984 box rows at two thresholds",
     "gpu": "6. GPU: bf16 + channels_last, loader vs resident batch",
-    "library": "7. Library tasks: bootstrap CIs, metadata loading, phantom generation",
+    "library": "7. Library tasks: bootstrap CIs, phantom generation",
     "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
     "explorer": "9. Explorer page: 984 box rows x 6 heatmap methods (build, size, load in Chromium)",
+    "datasets": "10. Reading datasets: JPEG at a reduced size, metadata vs pandas",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -360,10 +361,26 @@ the GPU busy). The code path is exercised on the CPU by the smoke test (`run(qui
 CPU tasks without a network whose speed the docs state, each beside the obvious way of doing the same
 work. The bootstrap is vectorised (each class sorted once; a resample is a weighted Mann-Whitney
 statistic over image multiplicities), so `thoracic evaluate --bootstrap 1000` on the 25,596 test images
-takes seconds where a scikit-learn loop takes minutes. Metadata loading parses and checks every row
-(labels, ages, split lists, box rows) on top of the CSV reads, once per command. The phantom generator's
-time per image is in the notes (docs/data.md points here); the ratio to plain PNG writing says how much of
-it is drawing.
+takes seconds where a scikit-learn loop takes minutes. The phantom generator's time per image is in the
+notes (docs/data.md points here); the ratio to plain PNG writing says how much of it is drawing.
+""",
+    "datasets": """
+JPEG: libjpeg can inverse-transform each 8 x 8 block at 1/2, 1/4 or 1/8 of its size (Pillow's
+`Image.draft`), so a 2,500 x 2,048 CheXpert-sized file for a 256 px cache is decoded at 1/4 (625 x 512)
+instead of in full, then resized by the cache's usual antialiased resize. The reduction keeps both sides
+at least twice the target: at 1/8 libjpeg keeps only each block's mean (a box filter) and the result
+would differ from a full decode + resize by up to 16 grey levels at edges; with the margin it stays
+within a grey level or two (tests/test_data_images.py). Metadata: every command reads the dataset's
+metadata, so it should cost about what reading its CSVs costs. `load_chestxray14` took 3.05 s for the
+112,120 NIH rows (0.08x pandas) when profiled: 60% went to `Series.str.get_dummies` on the finding
+labels, the rest to pandas' per-row string methods (`str.strip`, `str.upper`, `to_numeric` on text),
+building four hash tables of the image ids, a set of the 112,120 ids for the box check and a Python
+loop over the split lists. Now the parser reads the integer columns itself (a file it cannot read so
+is read as text and checked field by field, as before), each distinct label string is parsed once
+(836 of them), text columns are stripped only when a scan of their joined values finds something to
+strip, one index of the ids serves every look-up, and the table is assembled once; result and errors
+unchanged (tested against the earlier output). MIMIC-CXR-JPG's reader joins three CSVs with integer
+keys read by the parser.
 """,
 }
 
@@ -385,9 +402,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the report here (default: BENCHMARKS.md for full runs, none for --quick)")
     parser.add_argument("--shared-note", default=None,
                         help="a sentence for the report, e.g. that the machine was shared during the run")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: write the report from the latest results of every benchmark")
     args = parser.parse_args(argv)
     results = args.results or (common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR)
     markdown = args.markdown or (None if args.quick else REPO / "BENCHMARKS.md")
+    if args.render_only:
+        documents = [d for d in (_load(results / f"{n}.json") for n in BENCHMARKS) if d is not None]
+        (markdown or REPO / "BENCHMARKS.md").write_text(render_markdown(documents, None, args.shared_note))
+        print(f"[run_all] wrote {markdown or REPO / 'BENCHMARKS.md'} from {len(documents)} result files")
+        return 0
     names = args.only or BENCHMARKS
     timeout = TIMEOUTS["quick" if args.quick else "full"]
     start = time.perf_counter()

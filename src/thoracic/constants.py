@@ -36,6 +36,15 @@ LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
 #: The label NIH uses for an image with none of the 14 findings.
 NO_FINDING: str = "No Finding"
 
+#: The dataset layouts thoracic reads (``--dataset`` / ``data.dataset``; ``auto`` detects the layout):
+#: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest, VinDr-CXR, RSNA Pneumonia
+#: (:mod:`thoracic.data.datasets`, docs/data.md).
+DATASET_KINDS: tuple[str, ...] = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
+
+#: What an uncertain label (CheXpert's and MIMIC-CXR's -1) becomes (``data.uncertain``): missing (NaN,
+#: skipped by the loss and the metrics), 0 or 1: Irvin et al. 2019's U-Ignore, U-Zeros and U-Ones.
+UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
+
 #: ImageNet channel statistics (torchvision), used because the backbones are ImageNet-pretrained.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

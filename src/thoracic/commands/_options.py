@@ -135,6 +135,18 @@ def add_data(parser: argparse.ArgumentParser, help: str, *old: str, required: bo
     add_option(parser, "--data", *old, required=required, default=None, metavar="FOLDER", help=help)
 
 
+#: The dataset layouts (``thoracic.constants.DATASET_KINDS``, repeated: this module imports no data code).
+DATASET_KINDS = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
+
+
+def add_dataset(parser: argparse.ArgumentParser, default: str, help: str, *old: str) -> None:
+    """``--dataset``: the layout of a dataset folder (``data.dataset`` in a config); ``auto`` where the
+    command may detect it."""
+    choices = ("auto", *DATASET_KINDS) if default == "auto" else DATASET_KINDS
+    add_option(parser, "--dataset", *old, default=default, choices=choices, metavar="|".join(choices),
+               help=f"{help} (default: %(default)s)")
+
+
 def add_progress(parser: argparse.ArgumentParser, help: str = "no progress bars") -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help=help)
 
