@@ -4,9 +4,14 @@
   attention-gated map).
 * :class:`GradCAM` (``gradcam``, ``gradcam-layer3``, ``gradcam-layer2``): Grad-CAM on the final backbone
   stage or a finer one (captum), on that layer's grid.
+* :class:`GradCAMPlusPlus` (``gradcampp``): Grad-CAM++ on the final backbone stage (pytorch-grad-cam).
 * :class:`IntegratedGradients` (``ig``): smoothed Integrated Gradients on the input pixels (captum).
+* :class:`SmoothGrad` (``smoothgrad``): smoothed SmoothGrad, a noise tunnel around the gradient (captum).
+* :class:`Occlusion` (``occlusion``): the logit's drop under a sliding grey window (captum).
 
-Every method offers ``all_classes(images) -> (B, num_classes, h, w)``, works as a context manager and
+Every method derives from :class:`HeatmapMethod` (:mod:`thoracic.heatmaps.base`): its template
+``__call__`` checks the class indices, runs the method's one overridden function ``attribute`` and
+normalises the maps. Every method offers ``all_classes(images) -> (B, num_classes, h, w)``, works as a context manager and
 says where its cells sit: ``grid(input_size)`` (:class:`thoracic.geometry.FeatureGrid`), which
 localization turns into a :class:`thoracic.geometry.Registration`. :func:`create_heatmap_method` builds
 one by name (``thoracic localize --method``, ``thoracic predict --method``). They depend only on the
@@ -31,14 +36,17 @@ from thoracic.errors import ThoracicError
 if TYPE_CHECKING:
     from torch import nn
 
-    from thoracic.heatmaps.native import HeatmapMethod
+    from thoracic.heatmaps.base import HeatmapMethod
 
 _EXPORTS = {
     "NativeHeatmap": "thoracic.heatmaps.native",
-    "HeatmapMethod": "thoracic.heatmaps.native",
-    "class_index_tensor": "thoracic.heatmaps.native",
+    "HeatmapMethod": "thoracic.heatmaps.base",
+    "class_index_tensor": "thoracic.heatmaps.base",
     "GradCAM": "thoracic.heatmaps.gradcam",
+    "GradCAMPlusPlus": "thoracic.heatmaps.gradcam",
     "IntegratedGradients": "thoracic.heatmaps.attribution",
+    "Occlusion": "thoracic.heatmaps.attribution",
+    "SmoothGrad": "thoracic.heatmaps.attribution",
     "minmax_normalize": "thoracic.maps",
     "HEATMAP_THRESHOLDS": "thoracic.heatmaps.boxes",
     "ExtractedBoxes": "thoracic.heatmaps.boxes",
@@ -60,6 +68,11 @@ _METHODS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
                        "Grad-CAM on layer2 (four times as fine)"),
     "ig": ("thoracic.heatmaps.attribution", "IntegratedGradients", (),
            "smoothed Integrated Gradients on the input pixels (pixel-registered)"),
+    "gradcampp": ("thoracic.heatmaps.gradcam", "GradCAMPlusPlus", (), "Grad-CAM++ on the final backbone stage"),
+    "smoothgrad": ("thoracic.heatmaps.attribution", "SmoothGrad", (),
+                   "smoothed SmoothGrad (noise tunnel of gradients) on the input pixels"),
+    "occlusion": ("thoracic.heatmaps.attribution", "Occlusion", (),
+                  "drop of the class logit under a sliding grey window (input pixels; 225 passes per class)"),
 }
 
 #: Method names, in the order ``--help`` lists them.
@@ -90,7 +103,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'thoracic.heatmaps' has no attribute {name!r}")
 
 
-__all__ = ["ExtractedBoxes", "GradCAM", "HEATMAP_METHOD_NAMES", "HEATMAP_THRESHOLDS", "HeatmapMethod",
-           "IntegratedGradients", "NativeHeatmap", "boxes_from_heatmap", "boxes_from_heatmaps", "class_index_tensor",
+__all__ = ["ExtractedBoxes", "GradCAM", "GradCAMPlusPlus", "HEATMAP_METHOD_NAMES", "HEATMAP_THRESHOLDS",
+           "HeatmapMethod", "IntegratedGradients", "NativeHeatmap", "Occlusion", "SmoothGrad", "boxes_from_heatmap", "boxes_from_heatmaps", "class_index_tensor",
            "create_heatmap_method", "describe_heatmap_methods", "extract_boxes", "heatmap_peak", "heatmap_peaks",
            "list_heatmap_methods", "minmax_normalize"]
