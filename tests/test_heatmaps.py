@@ -230,3 +230,31 @@ def test_map_operations_normalise_each_map_on_its_own_and_resize_bilinearly() ->
     # non-square target: rows and columns are interpolated independently (1-D case by hand)
     row = maps.resize_maps(torch.tensor([[[[0.0, 4.0]]]]), (1, 4))
     torch.testing.assert_close(row, torch.tensor([[[[0.0, 1.0, 3.0, 4.0]]]]))
+
+
+def test_a_new_method_overrides_one_function() -> None:
+    """The template ``__call__`` of the base class: a method defining only ``attribute`` (and its grid) gets
+    the index check, the normalisation, ``all_classes`` and ``selected``."""
+    from thoracic.geometry import FeatureGrid
+    from thoracic.heatmaps import HeatmapMethod
+
+    class Brightness(HeatmapMethod):  # the input's first channel, scaled by the class index plus one
+        uses_gradients = False
+
+        def grid(self, input_size: int) -> FeatureGrid:
+            return FeatureGrid((input_size, input_size), (1.0, 1.0), (0.0, 0.0), (input_size, input_size))
+
+        def attribute(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            assert not torch.is_grad_enabled()
+            return images[:, 0] * (index[:, None, None] + 1.0)
+
+    model = create_model("baseline", backbone="resnet10").eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    method = Brightness(model)
+    expected = (images[:, 0] - images[:, 0].amin(dim=(1, 2), keepdim=True)) / (
+        images[:, 0].amax(dim=(1, 2), keepdim=True) - images[:, 0].amin(dim=(1, 2), keepdim=True))
+    torch.testing.assert_close(method(images, [3, 7]), expected)
+    assert method.all_classes(images).shape == (2, 14, 8, 8)
+    assert set(method.selected(images, [(0, 2), (1, 5)])) == {(0, 2), (1, 5)}
+    with pytest.raises(ValueError, match="lie in"):
+        method(images, 14)
