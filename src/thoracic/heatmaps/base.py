@@ -41,6 +41,20 @@ def class_index_tensor(
     return index
 
 
+class LogitsOnly(nn.Module):
+    """A model as libraries that expect a plain classifier call it (pytorch-grad-cam's CAMs and metrics):
+    ``forward(images)`` returns the logits tensor alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` logits of ``model(images)``."""
+        output: ModelOutput = self.model(images)
+        return output.logits
+
+
 class HeatmapMethod:
     """Common interface: ``method(images, class_index) -> (B, H, W)`` in [0, 1] (min-max per image).
 
@@ -125,4 +139,4 @@ class HeatmapMethod:
         return output.logits
 
 
-__all__ = ["HeatmapMethod", "class_index_tensor"]
+__all__ = ["HeatmapMethod", "LogitsOnly", "class_index_tensor"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from thoracic.geometry import FeatureGrid, GeometryError, module_grid
-from thoracic.heatmaps.base import HeatmapMethod
+from thoracic.heatmaps.base import HeatmapMethod, LogitsOnly
 
 if TYPE_CHECKING:  # annotations only
     from pytorch_grad_cam import GradCAMPlusPlus as LibraryGradCAMPlusPlus
@@ -77,17 +77,6 @@ class GradCAM(LayerHeatmap):
         return self._gradcam.attribute(images, target=index, relu_attributions=True)[:, 0]
 
 
-class _LogitsOnly(nn.Module):
-    """The model as pytorch-grad-cam expects it: a module returning the logits tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).logits
-
-
 class GradCAMPlusPlus(LayerHeatmap):
     """Grad-CAM++ heatmaps ``(B, h, w)`` in [0, 1] on the grid of the attributed layer (pytorch-grad-cam).
 
@@ -109,7 +98,7 @@ class GradCAMPlusPlus(LayerHeatmap):
             def get_target_width_height(self, input_tensor: torch.Tensor) -> None:  # keep the layer's grid
                 return None
 
-        cam = OnTheLayerGrid(_LogitsOnly(self.model), [self.layer])
+        cam = OnTheLayerGrid(LogitsOnly(self.model), [self.layer])
         cam.compute_input_gradient = True  # gradients reach the layer even when no weight before it learns
         return cam
 

@@ -17,3 +17,10 @@ Each check is a pure function of maps, images and a model that returns tables; t
 (:mod:`thoracic.workflows.explain`) runs them on a run folder and writes the tables. Nothing here is
 imported by ``thoracic.evaluation`` itself (torch and scikit-image load on use).
 """
+
+#: The checks of ``thoracic explain``, in the order they run (repeatability only for an experiment folder).
+CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
+#: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
+DEFAULT_NUM_IMAGES = 16
+
+__all__ = ["CHECKS", "DEFAULT_NUM_IMAGES"]
