@@ -33,6 +33,7 @@ from thoracic.reporting.tables import (
     setup_table,
 )
 from thoracic.reporting.runs import RunGroup
+from thoracic.reporting.trust import trust_section
 
 
 def setup_section(context: ReportContext) -> Section:
@@ -278,7 +279,7 @@ def export_section(context: ReportContext) -> Section | None:
 #: The report's sections, in order; each builder returns a Section or None (nothing to show).
 SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
     setup_section, classification_section, subgroup_section, calibration_section, localization_section,
-    export_section,
+    trust_section, export_section,
 ]
 
 

@@ -24,6 +24,7 @@ ties (the zeros of a ReLU'd Grad-CAM) would remove all tied pixels at once.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +92,10 @@ def _probabilities(model: nn.Module, images: torch.Tensor, targets: Sequence[_Cl
 
 def _perturbed(metric: Any, model: nn.Module, images: torch.Tensor, cams: np.ndarray,
                targets: Sequence[_ClassProbability]) -> np.ndarray:
-    with torch.no_grad():
+    # pytorch-grad-cam builds its binary mask with np.float32(<torch tensor>), which NumPy 2 deprecates
+    # (__array_wrap__); the values are right, so that one warning is silenced for this call only
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*__array_wrap__.*")
         scores = metric(images, cams, list(targets), model, return_diff=False)
     return np.asarray(scores, dtype=np.float64).reshape(-1)
 

@@ -70,7 +70,8 @@ def repeatability_summary(pairs: pd.DataFrame, masks: Mapping[str, pd.DataFrame]
         hit_rates, mious = [], []
         for run in sorted(masks):
             table = masks[run]
-            table = table[(table["method"] == method) & [k in keys for k in zip(table["image_id"], table["class_name"])]]
+            common = np.asarray([k in keys for k in zip(table["image_id"], table["class_name"])], dtype=bool)
+            table = table[(table["method"] == method).to_numpy() & common]
             hit_rates.append(float(table["hit"].mean()) if len(table) else float("nan"))
             mious.append(float(table[iou_column].mean()) if len(table) else float("nan"))
             record[f"hit_rate[{run}]"], record[f"miou[{run}]"] = hit_rates[-1], mious[-1]
