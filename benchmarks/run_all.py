@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride")
+                               "output_stride", "heatmaps")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -45,6 +45,7 @@ TITLES = {
     "gpu": "6. GPU: bf16 + channels_last, loader vs resident batch",
     "library": "7. Library tasks: bootstrap CIs, metadata loading, phantom generation",
     "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
+    "heatmaps": "9. Heatmap methods: cost per map vs the native maps",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -324,6 +325,14 @@ layer4 costs 4x, at 8 layer3 costs 4x and layer4 16x (the stem, layer1 and layer
 of the whole network that is depends on where its FLOPs sit: in ResNet-34 layer3 and layer4 hold most of
 them, in ResNet-10 (one block per stage) the stem and layer1 weigh more. The demo's choice of stride
 (README) follows from the ResNet-10 rows and its 10-minute budget; the paper's configs stay at 32.
+""",
+    "heatmaps": """
+What one map costs, per method, on the demo's model (the notes give milliseconds per map). The native maps
+come with the forward pass that gives the probabilities (every class at once); Grad-CAM and Grad-CAM++ add
+one backward pass per class; Integrated Gradients and SmoothGrad take 8 forward and backward passes each
+(path points, noisy copies); occlusion takes 225 forward passes (a window of 1/8 of the side moved by 1/16),
+so it is by far the dearest. `thoracic explain` recomputes each method's maps once per randomized stage
+(six stages) on top of the trained model's, so its cost grows with these figures.
 """,
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at
