@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=[float(t) for t in HEATMAP_THRESHOLDS],
                         help="heatmap levels 0-255 of the fixed mask thresholds (default "
                              f"{' '.join(str(t) for t in HEATMAP_THRESHOLDS)})")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="steps of the deletion / insertion curves (default 10: fractions 0, 0.1, ..., 1)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="steps of the deletion / insertion curves (default 5: fractions 0, 0.2, ..., 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
     parser.add_argument("--data", default=None, help="data folder instead of the run's data.root")
     parser.add_argument("--cache", default=None, help="image cache folder (default: the run's)")

@@ -300,8 +300,8 @@ def explain_run(run: str | Path, settings: ExplainSettings = ExplainSettings(), 
                     explanation.reused.append(name)
                 else:
                     table = faithfulness_curves(model, method, images, at_input, class_index, settings.steps,
-                                                settings.road_fractions, settings.seed, len(batches[0]["image_id"]),
-                                                device)
+                                                settings.road_fractions, settings.seed,
+                                                batch_size or loaded.config.train.batch_size, device)
                     write_csv_atomic(parts.path(name), table, index=False)
                     parts.done(name, part)
                     explanation.computed.append(name)

@@ -36,8 +36,8 @@ from torch import nn
 from thoracic.evaluation.trust.common import ALL, Pair, bootstrap_ci, chunks
 from thoracic.heatmaps.base import LogitsOnly
 
-#: Steps of the deletion and insertion curves (fractions 0, 1/steps, ..., 1 of the pixels).
-CURVE_STEPS = 10
+#: Steps of the deletion and insertion curves (fractions 0, 1/steps, ..., 1 of the pixels: 0, 0.2, ..., 1).
+CURVE_STEPS = 5
 #: Fractions of the pixels ROAD removes (most relevant first, and least relevant first).
 ROAD_FRACTIONS: tuple[float, ...] = (0.2, 0.5, 0.8)
 #: Columns of the curve table (``faithfulness_curves.csv``): ``order`` is ``saliency`` or ``random``;
