@@ -28,7 +28,7 @@ DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
                    "thoracic.evaluation.classification", "thoracic.evaluation.localization",
                    "thoracic.heatmaps.boxes", "thoracic.data",
-                   "thoracic.data.boxes", "thoracic.data.images", "thoracic.io")
+                   "thoracic.data.boxes", "thoracic.data.images", "thoracic.io", "thoracic.metrics", "thoracic.geometry")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

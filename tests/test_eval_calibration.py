@@ -170,5 +170,5 @@ def test_evaluate_calibrate_then_predict_and_report(phantom_dir: Path, phantom_c
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Subgroups" in markdown and "## Calibration" in markdown
-    assert "| sex | M - F |" in markdown or "| sex | F - M |" in markdown
+    assert "| sex | M - F (M: 15 images) |" in markdown or "| sex | F - M" in markdown
     assert f"{stored['ece_before']:.4f}" in markdown and f"{stored['ece_after']:.4f}" in markdown

@@ -189,6 +189,30 @@ def test_baselines_are_seeded_and_shaped() -> None:
     assert ((first["x"] >= 0) & (first["x"] + first["w"] <= 1024)).all()
 
 
+def test_random_boxes_lie_inside_each_image_with_their_class_sizes() -> None:
+    """Every random box keeps a (w, h) pair of its class's ground truth (clipped to the image) and lies in
+    its image, its corner uniform over the free range, along both axes of non-square images."""
+    gt = pd.DataFrame({
+        "image_id": ["a.png", "a.png", "b.png", "b.png", "c.png"],
+        "class_name": ["Mass", "Nodule", "Mass", "Effusion", "Effusion"],
+        "x": [0.0, 50.0, 10.0, 100.0, 0.0], "y": [0.0, 60.0, 10.0, 100.0, 0.0],
+        "w": [300.0, 40.0, 150.0, 500.0, 90.0], "h": [120.0, 30.0, 450.0, 250.0, 700.0],
+    })
+    sizes = {"a.png": (600, 1000), "b.png": (1000, 400), "c.png": (500, 500)}  # (height, width)
+    boxes = random_boxes(gt, sizes, seed=3, draws=400)
+    height = boxes["image_id"].map(lambda i: sizes[i][0]).to_numpy(float)
+    width = boxes["image_id"].map(lambda i: sizes[i][1]).to_numpy(float)
+    pools = {name: {(w, h) for w, h in part[["w", "h"]].itertuples(index=False)}
+             for name, part in gt.groupby("class_name")}
+    for row, w_max, h_max in zip(boxes.itertuples(index=False), width, height):
+        assert any((row.w, row.h) == (min(w, w_max), min(h, h_max)) for w, h in pools[row.class_name])
+    assert ((boxes["x"] >= 0) & (boxes["x"] + boxes["w"] <= width)).all()
+    assert ((boxes["y"] >= 0) & (boxes["y"] + boxes["h"] <= height)).all()
+    for position, free in ((boxes["x"], width - boxes["w"]), (boxes["y"], height - boxes["h"])):
+        fraction = (position / free.where(free > 0)).dropna()  # where the box leaves room to move
+        assert fraction.min() < 0.02 and fraction.max() > 0.98 and abs(fraction.mean() - 0.5) < 0.03
+
+
 def _synthetic_rows(rows: int, rng: np.random.Generator) -> pd.DataFrame:
     images = [f"{i:05d}.png" for i in range(int(rows * 0.9))]
     ids = images + list(rng.choice(images, size=rows - len(images), replace=False))

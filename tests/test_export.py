@@ -20,6 +20,9 @@ from helpers import make_run
 
 from thoracic.cli import main
 from thoracic.constants import CLASS_NAMES
+from thoracic.errors import ThoracicError
+from thoracic.geometry import FeatureGrid, Registration, heatmap_grid
+from thoracic.workflows.predict import exported_predictor
 from thoracic.workflows.export import export_run
 from thoracic.training.checkpoints import load_run
 
@@ -90,10 +93,14 @@ def test_metadata_inside_the_files_and_beside_them(exported: dict, name: str) ->
         assert info["model"]["name"] == name
         assert info["preprocessing"]["mean"] == [0.485, 0.456, 0.406] and info["preprocessing"]["scale"] == "x / 255"
         geometry = info["heatmap_geometry"]
-        h, w = geometry["map_size"]
+        h, w = geometry["shape"]
         assert info["outputs"]["class_maps"] == ["batch", 14, h, w]
         assert geometry["stride"] == [SIZE / h, SIZE / w]
-        assert geometry["cell_centre_offset"] == [0.0, 0.0]  # padded stride-2 ResNets: receptive-field centres
+        assert geometry["offset"] == [0.0, 0.0]  # padded stride-2 ResNets: receptive-field centres
+        # the grid's one JSON form, the same keys as a registration's description in localization files
+        grid = FeatureGrid.from_dict(geometry)
+        assert {k: v for k, v in geometry.items() if k != "convention"} == grid.to_dict()
+        assert Registration("geometric", grid).describe() == {"registration": "geometric", **grid.to_dict()}
         assert max(info["verification"]["max_abs_diff"].values()) <= 1e-4
     # stride 32 for the final-stage maps, 8 for the attention-gated network's layer2 maps
     assert inside["heatmap_geometry"]["stride"][0] == (8.0 if name == "attention_gated" else 32.0)
@@ -102,6 +109,24 @@ def test_metadata_inside_the_files_and_beside_them(exported: dict, name: str) ->
     else:
         assert inside["operating_points"] is None and "0.5" in inside["operating_points_note"]
     assert inside["calibration"] is None
+
+
+def test_the_exported_grid_is_read_back_also_under_earlier_key_names(exported: dict, tmp_path: Path) -> None:
+    path = exported["attention_gated"]["onnx"]
+    metadata = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["thoracic"])
+    grid = heatmap_grid(load_run(exported["attention_gated"]["run"]).model, SIZE)
+    assert exported_predictor(path)[0].registration.grid == grid
+    stored = metadata["heatmap_geometry"]
+    earlier = {"map_size": stored["shape"], "input_size": stored["input_size"], "stride": stored["stride"],
+               "cell_centre_offset": stored["offset"], "convention": stored["convention"]}
+    broken = {key: value for key, value in stored.items() if key != "stride"}
+    for name, geometry in (("earlier", earlier), ("broken", broken)):
+        proto = onnx.load(str(path))
+        onnx.helper.set_model_props(proto, {"thoracic": json.dumps({**metadata, "heatmap_geometry": geometry})})
+        onnx.save(proto, str(tmp_path / f"{name}.onnx"))
+    assert exported_predictor(tmp_path / "earlier.onnx")[0].registration.grid == grid
+    with pytest.raises(ThoracicError, match="heatmap_geometry.*expected the keys shape, stride, offset, input_size"):
+        exported_predictor(tmp_path / "broken.onnx")
 
 
 def test_predict_with_an_exported_model_runs_without_lightning(exported: dict, tmp_path: Path) -> None:

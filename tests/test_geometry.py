@@ -165,6 +165,24 @@ def test_registrations_place_cells_in_original_pixels() -> None:
     assert geometric.other().name == "legacy" and legacy.other().name == "geometric"
 
 
+def test_a_grid_has_one_json_form_read_back_under_both_key_names() -> None:
+    grid = FeatureGrid((6, 5), (32.0, 30.0), (14.0, 15.5), (192, 150))
+    stored = grid.to_dict()
+    assert stored == {"shape": [6, 5], "stride": [32.0, 30.0], "offset": [14.0, 15.5], "input_size": [192, 150]}
+    assert FeatureGrid.from_dict(stored) == grid
+    assert Registration("geometric", grid).describe() == {"registration": "geometric", **stored}
+    assert Registration.from_description(Registration("legacy", grid).describe()) == Registration("legacy", grid)
+    earlier = {"map_size": [6, 5], "stride": [32.0, 30.0], "cell_centre_offset": [14.0, 15.5],
+               "input_size": [192, 150], "convention": "words"}  # export metadata of earlier versions
+    assert FeatureGrid.from_dict(earlier) == grid
+    for broken in ({**stored, "stride": [32.0]}, {k: v for k, v in stored.items() if k != "offset"},
+                   {**stored, "shape": "6x5"}):
+        with pytest.raises(GeometryError, match="expected the keys shape, stride, offset, input_size"):
+            FeatureGrid.from_dict(broken)
+    with pytest.raises(GeometryError, match="no 'registration' key"):
+        Registration.from_description(stored)
+
+
 def test_resample_to_grid_interpolates_at_registered_positions() -> None:
     maps = torch.arange(16.0).view(1, 1, 4, 4)
     source = FeatureGrid((4, 4), (32.0, 32.0), (0.0, 0.0), (128, 128))

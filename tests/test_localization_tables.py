@@ -27,7 +27,7 @@ from thoracic.evaluation.protocol import (
     write_localization,
 )
 from thoracic.reporting.runs import RunGroup, load_run_summary
-from thoracic.reporting.tables import (
+from thoracic.reporting.localization_tables import (
     false_positive_table,
     localization_headline_table,
     localization_tables,

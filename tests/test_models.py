@@ -12,20 +12,23 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from thoracic.config import ModelConfig
+from thoracic.config import ConfigError, ModelConfig, load_config, load_config_by_name
 from thoracic.errors import ThoracicError, WeightsUnavailableError
 from thoracic.models import (
     AttentionGated,
     BaselineCAM,
     ModelOutput,
     build_model,
+    check_model_config,
     create_backbone,
     create_model,
     list_backbones,
     list_models,
+    model_options,
 )
 from thoracic.models import backbones as backbones_module
 from thoracic.models.ops import lse_pool, minmax_normalize, resize_maps
+from thoracic.workflows.demo_settings import DEMO_MODEL_OVERRIDES, DEMO_OVERRIDES
 
 MODELS = ("baseline", "space_attention", "attention_gated")
 
@@ -83,6 +86,47 @@ def test_build_model_passes_the_relevant_config_fields() -> None:
     )
     assert gated.attention_pooling == "sum"  # auto: sum for softmax attention
     assert all(not p.requires_grad for p in gated.backbone.parameters())
+
+
+@pytest.mark.parametrize(("name", "override", "value"), [
+    ("attention_gated", "pooling", "avg"), ("space_attention", "gating", "grid"),
+    ("baseline", "aggregation", "mean"), ("space_attention", "transition_channels", 32),
+])
+def test_an_option_the_model_does_not_take_is_an_error_naming_it(name, override, value) -> None:
+    cfg = ModelConfig(name=name, backbone="resnet10", pretrained=False, **{override: value})
+    with pytest.raises(ConfigError) as info:
+        build_model(cfg)
+    message = str(info.value)
+    assert f"model.{override}={value!r}" in message and f"model {name!r} does not take this option" in message
+    taken = message.split("it takes ", 1)[1].split(", ")
+    assert taken == [f"model.{option}" for option in model_options(name)] and f"model.{override}" not in taken
+    # a checkpoint's stored config (written before options were checked) still builds, without the option
+    assert type(build_model(cfg, strict=False)) is type(build_model(ModelConfig(name=name, backbone="resnet10",
+                                                                             pretrained=False)))
+
+
+def test_model_options_follow_each_constructor() -> None:
+    assert "pooling" in model_options("baseline") and "pooling" not in model_options("attention_gated")
+    assert {"gating", "aggregation", "attention_pooling"} <= set(model_options("attention_gated"))
+    assert set(model_options("space_attention")) == {"backbone", "pretrained", "weights", "freeze_backbone",
+                                                     "num_classes", "output_stride"}
+    cfg = ModelConfig(name="attention_gated", pooling="avg", gating="global", lse_r=3.0)
+    with pytest.raises(ConfigError, match=r"model.pooling='avg', model.lse_r=3.0: .* these options"):
+        check_model_config(cfg)
+
+
+def test_packaged_configs_and_demo_overrides_pass_the_option_check() -> None:
+    repository = Path(__file__).resolve().parents[1] / "configs"
+    for name in MODELS:
+        for cfg in (load_config_by_name(name), load_config(repository / f"{name}.yaml")):
+            check_model_config(cfg.model)  # other models' options only at their defaults
+        overrides = {**DEMO_OVERRIDES, **DEMO_MODEL_OVERRIDES.get(name, {})}
+        demo = load_config_by_name(name, overrides)
+        check_model_config(demo.model)
+        assert build_model(demo.model).num_classes == 14
+    # the demo's per-model override applied to another model would now be refused
+    with pytest.raises(ConfigError, match="model.aggregation='mean'"):
+        check_model_config(load_config_by_name("baseline", DEMO_MODEL_OVERRIDES["attention_gated"]).model)
 
 
 # --------------------------------------------------------------------------------------------------

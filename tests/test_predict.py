@@ -407,7 +407,7 @@ def test_prediction_figure_title_colour_bar_box_styles_and_legend() -> None:
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend == ["box: heatmap > 180", "box: heatmap > 60", "box covering >= 90% of the image"]
     panel = [ax for ax in figure.axes if ax.get_title().startswith("Effusion")][0]
-    assert "p=0.90 (threshold 0.40)" in panel.get_title()
+    assert "p=0.9000 ≥ 0.4000" in panel.get_title()
     assert [t.get_text() for t in panel.texts] == ["whole image"]
     # by default only the boxes of the highest heatmap threshold
     default = build_prediction_figure(result, image, method="gradcam", title=title)

@@ -397,7 +397,7 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert stale.stale and any(w.startswith("STALE: auc_test.json") for w in stale.warnings)
     markdown, _ = build_report([run], tmp_path / "report")
     text = markdown.read_text()
-    assert "baseline (resnet10, 64 px) [bl] (STALE)" in text
+    assert "bl: baseline (resnet10, 64 px) (STALE)" in text
     assert "STALE: auc_test.json evaluated a checkpoint (epoch 0" in text
     # an attention-gated checkpoint copied into a baseline run is reported as attention-gated
     gated = make_run(tmp_path / "gated", phantom_dir, "attention_gated", 0)
@@ -407,12 +407,12 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     assert summary.model == "attention_gated" and not summary.stale
     assert any("config.yaml names model baseline" in w for w in summary.warnings)
     text = build_report([run], tmp_path / "report2")[0].read_text()
-    assert "attention_gated (resnet10, 64 px) [bl]" in text and "config.yaml names model baseline" in text
-    from thoracic.reporting.tables import classification_table
+    assert "bl: attention_gated (resnet10, 64 px)" in text and "config.yaml names model baseline" in text
+    from thoracic.reporting.classification_tables import report_table1
     from thoracic.reporting.runs import group_runs
 
-    columns = list(classification_table(group_runs([summary])).columns)
-    assert columns[columns.index("attention_gated (resnet10, 64 px) [bl]") + 1] == "Paper AG"  # not beside BL
+    columns = list(report_table1(group_runs([summary])).columns)
+    assert columns[columns.index("bl: attention_gated (resnet10, 64 px)") + 1] == "Paper AG"  # not beside BL
 
 
 def test_config_checks_apply_to_config_files_too(tmp_path):

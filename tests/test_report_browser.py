@@ -141,5 +141,10 @@ def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tm
     assert fields["best epoch"] == "0" and re.fullmatch(r"\d+ / \d+ / \d+", fields["images train / val / test"])
     assert fields["data folder"].startswith("phantom (synthetic)")
     assert re.fullmatch(r"best\.ckpt, sha256 [0-9a-f]{12}", fields["checkpoint"])
+    n_test = int(fields["images train / val / test"].split(" / ")[2])
+    rows, images = re.fullmatch(r"(\d+) in \d of 8 classes on (\d+) images", fields["box rows (test)"]).groups()
+    assert fields["of the full dataset"] == (
+        f"test images {n_test} of 25,596 ({n_test / 25_596:.1%}); box rows {rows} of 984 ({int(rows) / 984:.1%}) "
+        f"on {images} of 880 images (phantom images, not a part of ChestX-ray14)")
     assert "Mean over" in text and "of 8 classes" in text
     assert report_html.stat().st_size < 3_000_000

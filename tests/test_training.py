@@ -29,6 +29,9 @@ from thoracic.workflows.sweep import PAPER_LR_GRID, choose_learning_rate, lr_swe
 from thoracic.training.factory import AtomicCheckpointIO
 from thoracic.training.trainer import config_for_resume, train
 from thoracic.training.run_folder import read_epoch_metrics
+from thoracic.evaluation.predictions import predict
+from thoracic.losses import WeightedBCEWithLogits
+from thoracic.workflows.common import open_run
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("baseline", "space_attention", "attention_gated")
@@ -102,6 +105,11 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert main(["train", "--config", "baseline", "--no-model.pretrained", f"data.root={tmp_path / 'nowhere'}"]) == 2
     err = capsys.readouterr().err
     assert "data.root" in err and "nowhere" in err and "does not exist" in err
+    # a model option the chosen model does not take: refused before anything is read or written
+    assert main(["train", "--config", "attention_gated", "model.pooling=avg", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pooling='avg': model 'attention_gated' does not take this option" in err and "model.gating" in err
+    assert not any(tmp_path.iterdir())
     assert main(["train", "--config", "no_such_model"]) == 2
     assert "packaged: attention_gated, baseline, space_attention" in capsys.readouterr().err
     assert main(["train"]) == 2
@@ -147,6 +155,24 @@ def test_deduplicated_auroc_matches_sklearn_and_gives_nan_for_single_valued_clas
     for c in range(2):
         assert auc[c].item() == pytest.approx(roc_auc_score(labels[:, c], scores[:, c]), abs=1e-6)
     assert math.isnan(auc[2].item())
+
+
+def test_training_auc_equals_the_torchmetrics_values_it_logged_before():
+    """The validation AUC is the one pure function now; on the same data it logs what torchmetrics' exact
+    ``multilabel_auroc`` logged before (ties, float32 probabilities, an undefined class)."""
+    from torchmetrics.functional.classification import multilabel_auroc
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((500, 5)) < [0.05, 0.2, 0.5, 0.3, 0.0]).astype(np.float32)
+    scores = (rng.random((500, 5)) + 0.3 * labels).astype(np.float32)
+    scores[:, 1] = np.round(scores[:, 1], 2)  # ties
+    metric = DeduplicatedAUROC(5)
+    metric.update(torch.from_numpy(scores), torch.from_numpy(labels), torch.arange(500))
+    auc = metric.compute()
+    before = multilabel_auroc(torch.from_numpy(scores[:, :4]), torch.from_numpy(labels[:, :4]).long(), num_labels=4,
+                              average=None, thresholds=None)
+    np.testing.assert_allclose(auc[:4].numpy(), before.numpy(), rtol=0, atol=1e-6)
+    assert math.isnan(auc[4].item())
 
 
 def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch(monkeypatch):
@@ -249,6 +275,30 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
     assert output.logits.shape == (2, len(CLASS_NAMES))
     assert_same_state({f"model.{k}": v for k, v in loaded.model.state_dict().items()},
                       model_state(run / "checkpoints" / "best.ckpt"))
+
+
+def test_one_epoch_with_per_class_weights_logs_their_validation_loss(phantom_dir, phantom_cache, tmp_path):
+    """``loss.name=wcel_per_class`` trains with the fractions of positives of the run's own train split, and
+    the validation loss it logs is Eq. 1 with those per-class weights, recomputed here from the checkpoint's
+    logits on the validation images."""
+    cfg = small_config(phantom_dir, tmp_path, "baseline", "loss.name=wcel_per_class", "train.batch_size=10")
+    run = train(cfg)
+    opened = open_run(run, device="cpu")
+    data = opened.data
+    frequencies = np.asarray(torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+                             ["hyper_parameters"]["class_frequencies"])
+    np.testing.assert_allclose(frequencies, data.dataset.labels[data.splits.train].mean(axis=0), rtol=1e-12)
+    assert ((frequencies > 0) & (frequencies < 1)).all()  # every class weighted on both sides
+    validation = predict(opened.loaded.model, data.dataloader("val"), progress=False)
+    y, z = validation.labels, validation.logits
+    assert len(y) % 10 == 0  # whole batches: the logged mean over batches is the mean over images
+    per_image = (y / frequencies * np.logaddexp(0, -z) + (1 - y) / (1 - frequencies) * np.logaddexp(0, z)).sum(1)
+    logged = read_epoch_metrics(run).loc[0, "val_loss"]
+    assert logged == pytest.approx(per_image.mean(), rel=1e-5)
+    # the batch-wise weights of Eq. 1 (wcel) would have logged another value
+    batch_wise = compute_loss(WeightedBCEWithLogits(), ModelOutput(logits=torch.from_numpy(z).float()),
+                              torch.from_numpy(y).float())[0].item()
+    assert abs(batch_wise - logged) > 1e-3 * logged  # a hundred times the tolerance above
 
 
 @pytest.mark.slow

@@ -90,7 +90,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model of the registry, on which backbone; unused fields are ignored by other models."""
+    """Which model of the registry, on which backbone, and its options. An option of another model must stay at
+    its default (``thoracic.models.check_model_config`` refuses it otherwise: it would do nothing)."""
 
     name: str = "baseline"
     backbone: str = "resnet34"

@@ -92,6 +92,41 @@ class FeatureGrid:
         return tuple(o + s * np.arange(n, dtype=np.float64)  # type: ignore[return-value]
                      for n, s, o in zip(self.shape, self.stride, self.offset))
 
+    def to_dict(self) -> dict[str, list[int] | list[float]]:
+        """The one JSON form of a grid, in every file that stores one (localization results, export metadata):
+        ``{"shape": [h, w], "stride": [sr, sc], "offset": [or, oc], "input_size": [H, W]}``.
+
+        >>> FeatureGrid((8, 8), (32.0, 32.0), (0.0, 0.0), (256, 256)).to_dict()
+        {'shape': [8, 8], 'stride': [32.0, 32.0], 'offset': [0.0, 0.0], 'input_size': [256, 256]}
+        """
+        return {"shape": [int(v) for v in self.shape], "stride": [float(v) for v in self.stride],
+                "offset": [float(v) for v in self.offset], "input_size": [int(v) for v in self.input_size]}
+
+    @classmethod
+    def from_dict(cls, info: Mapping[str, Any]) -> FeatureGrid:
+        """Inverse of :meth:`to_dict`. Also reads the names that export metadata written by earlier versions
+        used (``map_size`` for ``shape``, ``cell_centre_offset`` for ``offset``).
+
+        Raises:
+            GeometryError: a key is missing or a value is not a pair of numbers.
+        """
+        try:
+            shape = info["shape"] if "shape" in info else info["map_size"]
+            offset = info["offset"] if "offset" in info else info["cell_centre_offset"]
+            grid = cls(_numbers(shape, int), _numbers(info["stride"], float), _numbers(offset, float),
+                       _numbers(info["input_size"], int))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeometryError(f"not a heatmap grid: {dict(info) if isinstance(info, Mapping) else info!r}; "
+                                f"expected the keys shape, stride, offset, input_size (pairs of numbers), "
+                                f"problem: {exc!r}") from None
+        return grid
+
+
+def _numbers(values: Any, kind: type) -> tuple[Any, Any]:
+    """A pair of ``kind`` from a JSON list of two numbers (a pair of rows, columns)."""
+    first, second = values  # exactly two: raises ValueError / TypeError otherwise
+    return kind(first), kind(second)
+
 
 def _conv_axis(n: int, stride: float, offset: float, k: int, s: int, p: int, d: int, ceil_mode: bool = False
                ) -> tuple[int, float, float]:
@@ -341,26 +376,19 @@ class Registration:
             for centres, size, inp in zip(grid.centres(), original, grid.input_size))
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description (name, and the grid's shape, stride, offset and input size)."""
+        """JSON-ready description: the name, and the grid's :meth:`FeatureGrid.to_dict` keys."""
         info: dict[str, Any] = {"registration": self.name}
         if self.grid is not None:
-            info.update({"shape": list(self.grid.shape), "stride": list(self.grid.stride),
-                         "offset": list(self.grid.offset), "input_size": list(self.grid.input_size)})
+            info.update(self.grid.to_dict())
         return info
 
     @classmethod
     def from_description(cls, info: Mapping[str, Any]) -> Registration:
         """Inverse of :meth:`describe` (e.g. read back from ``localization_<method>.json``)."""
-        try:
-            name = str(info["registration"])
-            grid = None
-            if "stride" in info:
-                grid = FeatureGrid(tuple(int(v) for v in info["shape"]), tuple(float(v) for v in info["stride"]),
-                                   tuple(float(v) for v in info["offset"]),
-                                   tuple(int(v) for v in info["input_size"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeometryError(f"not a registration description: {dict(info)} ({exc})") from exc
-        return cls(name, grid)
+        if not isinstance(info, Mapping) or "registration" not in info:
+            raise GeometryError(f"not a registration description: {info!r} (no 'registration' key)")
+        grid = FeatureGrid.from_dict(info) if "stride" in info else None
+        return cls(str(info["registration"]), grid)
 
     def other(self) -> Registration:
         """The same heatmap grid under the other registration (for sensitivity tables)."""

@@ -17,6 +17,11 @@ come from (60 or 180) and a score (the peak of the normalised heatmap inside the
 covers nearly the whole image is flagged (``whole_image``): a threshold that keeps almost every pixel
 draws a frame, not a finding.
 
+Figures write each probability beside its threshold with the digits that show its side
+(``p=0.4996 < 0.5000``) and name the classes above threshold they leave out; the probability table marks
+values at or above their threshold with ``*``. :func:`prediction_warnings` says when the thresholds or the
+temperature applied rest on few validation positives, or the temperature sits at its bound.
+
 A file that cannot be processed (missing, not an image, truncated, unsupported DICOM, or any
 :class:`~thoracic.errors.ThoracicError` / ``ValueError`` later on) fails with its own message; the
 others are still processed.
@@ -36,7 +41,10 @@ from thoracic.constants import CLASS_NAMES, METHOD_LABELS
 from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
+from thoracic.evaluation.formatting import DECISION_DIGITS, format_decision
 from thoracic.evaluation.figures import covers_whole_image
+from thoracic.evaluation.predictions import load_predictions
+from thoracic.evaluation.sample_size import fitted_on_few_warnings, temperature_warnings
 from thoracic.evaluation.operating_points import (
     DEFAULT_THRESHOLD,
     OPERATING_POINTS_FILE,
@@ -47,6 +55,7 @@ from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
 from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_handles, overlay_figure
 from thoracic.evaluation.figures import save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, boxes_from_heatmaps
+from thoracic.metrics import label_counts
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -145,6 +154,39 @@ def calibrated_thresholds(thresholds: Thresholds, temperature: np.ndarray) -> Th
         values[name] = float(1.0 / (1.0 + np.exp(-np.log(t / (1.0 - t)) / float(temperature[k]))))
     return Thresholds(values, thresholds.source,
                       thresholds.description + "; mapped onto calibrated probabilities (same decisions)")
+
+
+def validation_positives(run_dir: Path | None) -> dict[str, int] | None:
+    """Positive images per class of the validation split the run's operating points were chosen on
+    (``evaluation/predictions_val.csv``, written by ``thoracic evaluate``); None when there is none."""
+    path = run_dir / "evaluation" / "predictions_val.csv" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        labels = load_predictions(path).labels
+    except (ThoracicError, ValueError, KeyError):  # a damaged side file only loses the warning
+        return None
+    return {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(labels)[0])}  # NaN: not labelled
+
+
+def prediction_warnings(thresholds: Thresholds, calibration: dict | None,
+                        positives: dict[str, int] | None = None) -> list[str]:
+    """What the user of ``thoracic predict`` must know about small samples behind its decisions
+    (:mod:`thoracic.evaluation.sample_size`): operating points chosen on few validation positives
+    (``positives``: :func:`validation_positives`, else the calibration's ``n_positive_fitted``), and a
+    calibration (``calibration.json`` content, or the export's) whose temperature sits at its bound or was
+    fitted on few positives."""
+    per_class = (calibration or {}).get("per_class") or {}
+    fitted = {name: entry["n_positive_fitted"] for name, entry in per_class.items()
+              if isinstance(entry, dict) and entry.get("n_positive_fitted") is not None}
+    warnings = []
+    if thresholds.source == "operating_points" and (positives or fitted):
+        warnings += fitted_on_few_warnings(CLASS_NAMES, positives or fitted, "operating-point thresholds")
+    if calibration is not None:
+        warnings += temperature_warnings(CLASS_NAMES, calibration.get("temperature"),
+                                         calibration.get("n_images_fitted"))
+        warnings += fitted_on_few_warnings(CLASS_NAMES, fitted, "temperatures")
+    return warnings
 
 
 @dataclass
@@ -328,23 +370,30 @@ def prediction_figure(result: ImagePrediction, image: np.ndarray, path: Path, ma
 def build_prediction_figure(result: ImagePrediction, image: np.ndarray, max_panels: int = 6,
                             method: str = "native", title: str = "", all_boxes: bool = False,
                             registration: Registration | None = None) -> Any:
-    """The image, then one overlay per class above its threshold (the 6 most probable): heatmap with a
-    colour bar, boxes of the highest heatmap threshold solid (and, with ``all_boxes``, lower ones dashed),
-    boxes covering the whole image in orange, a legend; titled with ``title`` (method, checkpoint,
-    warnings); ``registration`` places each heatmap's cells in the image. Returns a matplotlib ``Figure``."""
+    """The image, then one overlay per class above its threshold (the ``max_panels`` most probable; the
+    image's caption names those left out): heatmap with a colour bar, boxes of the highest heatmap
+    threshold solid (and, with ``all_boxes``, lower ones dashed), boxes covering the whole image in orange,
+    a legend; titled with ``title`` (method, checkpoint, warnings); ``registration`` places each heatmap's
+    cells in the image. Every probability is written beside its threshold with the digits that show its side
+    (:func:`~thoracic.evaluation.formatting.format_decision`). Returns a matplotlib ``Figure``."""
     top_threshold = max((b.threshold for boxes in result.boxes.values() for b in boxes), default=None)
-    names = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])[:max_panels]
+    above = sorted(result.heatmaps, key=lambda n: -result.probabilities[n])
+    names = above[:max_panels]
     panels = []
     for n in names:
         boxes = [b for b in result.boxes.get(n, []) if all_boxes or b.threshold == top_threshold]
         panels.append(OverlayPanel(
-            f"{n}\np={result.probabilities[n]:.2f} (threshold {result.thresholds.get(n, float('nan')):.2f})",
+            f"{n}\n{format_decision(result.probabilities[n], result.thresholds.get(n, float('nan')))}",
             result.heatmaps[n], np.array([[b.x, b.y, b.w, b.h] for b in boxes]).reshape(-1, 4),
             np.array([b.threshold for b in boxes]), registration=registration))
     top = max(result.probabilities, key=result.probabilities.get)
     label = (f"{result.path.name}" if panels
              else f"{result.path.name}\nno class at or above its threshold\n(top: {top} "
-                  f"p={result.probabilities[top]:.2f}, threshold {result.thresholds.get(top, float('nan')):.2f})")
+                  f"{format_decision(result.probabilities[top], result.thresholds.get(top, float('nan')))})")
+    if len(above) > len(names):
+        left_out = above[len(names):]
+        label += (f"\n{len(above)} classes at or above their threshold, {len(names)} shown; "
+                  f"{len(left_out)} left out: {', '.join(left_out)}")
     row = OverlayRow(image=image, label=label, ground_truth_boxes=np.zeros((0, 4)), panels=panels)
     heatmap_thresholds = sorted({b.threshold for boxes in result.boxes.values() for b in boxes})
     low = [t for t in heatmap_thresholds if t != top_threshold]
@@ -370,16 +419,28 @@ CLASS_ABBREVIATIONS: dict[str, str] = {
 
 def probability_table(results: Sequence[ImagePrediction]) -> str:
     """Plain-text table: one row per image, one column per class (abbreviated names, see
-    :data:`CLASS_ABBREVIATIONS`; ``--json`` has the full ones), a failed file's error on its row."""
+    :data:`CLASS_ABBREVIATIONS`; ``--json`` has the full ones), a failed file's error on its row.
+
+    Probabilities have :data:`~thoracic.evaluation.formatting.DECISION_DIGITS` digits; one at or above
+    its class's threshold is followed by ``*`` (so the side of the threshold shows even where the digits
+    round to it), explained under the table."""
     column = max(len(a) for a in CLASS_ABBREVIATIONS.values())
     width = max([len(r.path.name) for r in results] + [5])
     lines = [f"{'image':<{width}} " + " ".join(f"{CLASS_ABBREVIATIONS[n]:>{column}}" for n in CLASS_NAMES)]
+    marked = False
     for r in results:
         if r.error:
             lines.append(f"{r.path.name:<{width}} FAILED: {r.error}")
-        else:
-            lines.append(f"{r.path.name:<{width}} "
-                         + " ".join(f"{r.probabilities[n]:{column}.3f}" for n in CLASS_NAMES))
+            continue
+        cells = []
+        for n in CLASS_NAMES:
+            p, threshold = r.probabilities[n], r.thresholds.get(n)
+            mark = "*" if threshold is not None and p >= threshold else " "
+            marked |= threshold is not None
+            cells.append(f"{p:{column - 1}.{DECISION_DIGITS}f}{mark}")
+        lines.append(f"{r.path.name:<{width}} " + " ".join(cells))
+    if marked:
+        lines.append("* at or above the class's threshold (predictions.json has every threshold)")
     return "\n".join(lines)
 
 

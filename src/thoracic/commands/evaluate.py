@@ -11,11 +11,16 @@ age band, view and follow-up group, with bootstrap CIs and the gaps between grou
 --calibrate, before and after temperature scaling fitted on the validation split, stored as calibration.json
 and applied by `thoracic predict`).
 The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
+The printed table gives the positive images beside every AUC; warnings on stderr name the numbers that
+rest on small samples: a class with fewer than 10 positive images (on the split, or on the validation
+split its threshold was chosen on), a subgroup with fewer than 30 images, a fitted temperature at the
+bound of its search interval.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -68,16 +73,23 @@ def run(args: argparse.Namespace) -> int:
     print(format_evaluation(result, args.split, args.operating_point))
     _print_extras(result.files)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
 def format_evaluation(result: Any, split: str, method: str) -> str:
-    """The per-class table evaluate prints: AUC and 95% CI, then threshold, sensitivity, specificity."""
+    """The per-class table evaluate prints: AUC and 95% CI, positive images (marked below
+    :data:`~thoracic.evaluation.sample_size.MIN_POSITIVES`), then threshold, sensitivity, specificity."""
+    from thoracic.evaluation.formatting import DECISION_DIGITS
+    from thoracic.evaluation.sample_size import MIN_POSITIVES
+
     frame = result.auc.to_frame()
     points = result.operating_points.set_index("class_name")
     criterion = "Youden's J" if method == "youden" else "F1"
-    lines = [f"{split} split; thresholds chosen on the val split by {criterion}",
-             f"{'class':<20} {'AUC':>6} {'95% CI':<16} {'thresh':>6} {'sens':>5} {'spec':>5}"]
+    n_images = int(frame["n_positive"].iloc[0] + frame["n_negative"].iloc[0]) if len(frame) else 0
+    lines = [f"{split} split ({n_images} images); thresholds chosen on the val split by {criterion}",
+             f"{'class':<20} {'AUC':>6} {'95% CI':<16} {'pos':>5} {'thresh':>6} {'sens':>5} {'spec':>5}"]
 
     def rate(value: float) -> str:
         return f"{value:5.2f}" if value == value else "  n/a"
@@ -85,13 +97,17 @@ def format_evaluation(result: Any, split: str, method: str) -> str:
     for row in frame.itertuples(index=False):
         ci = f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" if row.ci_low == row.ci_low else ""
         auc = f"{row.auc:6.4f}" if row.auc == row.auc else "   n/a"
+        notes = [row.note] if row.note else []
         if row.class_name in points.index:
             p = points.loc[row.class_name]
-            point = f"{p.threshold:6.3f} {rate(p.sensitivity)} {rate(p.specificity)}"
-            note = "; ".join(n for n in (row.note, p.note) if n)
+            point = f"{p.threshold:6.{DECISION_DIGITS}f} {rate(p.sensitivity)} {rate(p.specificity)}"
+            notes += [p.note] if p.note else []
+            if row.n_positive < MIN_POSITIVES:
+                notes.append(f"fewer than {MIN_POSITIVES} positives")
         else:
-            point, note = "", row.note
-        lines.append(f"{row.class_name:<20} {auc} {ci:<16} {point}" + (f"  ({note})" if note else ""))
+            point = ""
+        lines.append(f"{row.class_name:<20} {auc} {ci:<16} {row.n_positive:>5} {point}"
+                     + (f"  ({'; '.join(notes)})" if notes else ""))
     return "\n".join(lines)
 
 
@@ -99,13 +115,16 @@ def _print_extras(files: dict) -> None:
     """Mean AUC per subgroup and the mean ECE (before / after temperature scaling), when written."""
     import pandas as pd
 
+    from thoracic.evaluation.sample_size import MIN_SUBGROUP_IMAGES
+
     if "subgroups_csv" in files:
         table = pd.read_csv(files["subgroups_csv"])
         means = table[table["class_name"] == "Mean"]
         print("subgroups (mean AUC over classes with a defined AUC [95% CI], n images):")
         for row in means.itertuples(index=False):
             value = f"{row.auc:.4f} [{row.auc_ci_low:.3f}, {row.auc_ci_high:.3f}]" if row.auc == row.auc else "undefined"
-            print(f"  {row.attribute:<10} {row.group:<8} {value}  n={row.n_images}")
+            few = f" (fewer than {MIN_SUBGROUP_IMAGES} images)" if 0 < row.n_images < MIN_SUBGROUP_IMAGES else ""
+            print(f"  {row.attribute:<10} {row.group:<8} {value}  n={row.n_images}{few}")
     if "calibration_csv" in files:
         table = pd.read_csv(files["calibration_csv"]).set_index("class_name")
         after = table.loc["Mean", "ece_calibrated"]

@@ -4,7 +4,10 @@ Prints a table of per-class probabilities (or JSON with --json) on stdout and wr
 with the heatmaps and boxes of the classes at or above their threshold, plus predictions.json, into --out.
 Thresholds: the run's per-class operating points (evaluation/operating_points.json, written by
 `thoracic evaluate`) by default, --threshold P for one value for every class; which one is used is said
-on stderr and stored in predictions.json. A checkpoint trained on phantom images gets a warning.
+on stderr and stored in predictions.json. A checkpoint trained on phantom images gets a warning, and so
+do thresholds or temperatures fitted on fewer than 10 positive validation images and a temperature at the
+bound of its search interval. The table writes 4 digits and marks each probability at or above its
+class's threshold with *; figures write p=0.4996 < 0.5000 and name the classes they leave out.
 A file that is missing, not an image, truncated or an unsupported DICOM gets its own message and the rest
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
 nothing to process (no input exists, empty folders), the checkpoint cannot be loaded, or --threshold /

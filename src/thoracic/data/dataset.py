@@ -39,6 +39,7 @@ from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxr
 from thoracic.data.splits import Splits, make_splits
 from thoracic.data.transforms import NORMALIZATIONS, flip_and_shift, normalize_images  # noqa: F401 - re-exported
 from thoracic.errors import DataError
+from thoracic.metrics import positive_fractions
 from thoracic.runtime import resolve_num_workers
 
 logger = logging.getLogger(__name__)
@@ -314,8 +315,9 @@ class ChestXrayDataModule(LightningDataModule):
 
     @property
     def class_frequencies(self) -> np.ndarray:
-        """Fraction of positives per class on the train split (14 floats, CLASS_NAMES order)."""
-        return self.dataset.labels[self.splits.train].astype(np.float64).mean(axis=0)
+        """Fraction of positives per class on the train split, over the images labelled for the class
+        (:func:`thoracic.metrics.positive_fractions`; one float per label column)."""
+        return positive_fractions(self.dataset.labels[self.splits.train])
 
     @property
     def box_image_ids(self) -> tuple[str, ...]:

@@ -6,7 +6,9 @@ Pure metrics (no model, no data folder): :mod:`~thoracic.evaluation.classificati
 :mod:`thoracic.heatmaps.boxes` extracts from heatmaps. Running models over loaders:
 :mod:`~thoracic.evaluation.predictions`; the localization protocol after the network (boxes, scores, tables,
 headline): :mod:`~thoracic.evaluation.protocol`; overlay figures: :mod:`~thoracic.evaluation.overlays`;
-operating points, subgroups, calibration. What the commands do to a run folder is in
+operating points, subgroups, calibration; Table 1 and its file (:mod:`~thoracic.evaluation.table1`), how
+numbers are written (:mod:`~thoracic.evaluation.formatting`) and the small-sample warnings
+(:mod:`~thoracic.evaluation.sample_size`). What the commands do to a run folder is in
 :mod:`thoracic.workflows`, reports in :mod:`thoracic.reporting`. Heavier modules (figures, protocol,
 overlays) are not imported here so that the metrics stay cheap to import.
 """

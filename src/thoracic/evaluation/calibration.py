@@ -14,11 +14,15 @@ predicted probability of a finding against the fraction of images that have it.
   not change; thresholds chosen on uncalibrated probabilities map to sigmoid(logit(t) / T).
   A class whose validation labels take one value keeps T = 1 (nothing to fit), and says so.
 
+A NaN label (an image not labelled for a class) is skipped: each class's ECE, reliability bins and
+temperature count the images labelled for it only (``n_images`` per class in the table).
+
 The fitted temperature is stored in the run as ``evaluation/calibration.json``::
 
     {"method": "temperature", "mode": "per_class" | "single", "temperature": float or [14 floats],
      "fitted_on": "val", "class_names": [...], "ece_split": "test", "ece_before": mean ECE,
-     "ece_after": mean ECE, "per_class": {class: {"temperature", "ece_before", "ece_after", "note"}},
+     "ece_after": mean ECE, "n_images_fitted": N,
+     "per_class": {class: {"temperature", "ece_before", "ece_after", "note", "n_positive_fitted"}},
      "n_bins": 15, "checkpoint": path, "checkpoint_sha256": ...}
 
 ``thoracic predict`` applies it when it belongs to the checkpoint it loads (same SHA-256), and says so.
@@ -41,6 +45,7 @@ from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.data.metadata import file_fingerprint
 from thoracic.evaluation.figures import new_figure
 from thoracic.evaluation.figures import save_figure
+from thoracic.metrics import check_labels, resolve_class_names
 
 #: Equal-width probability bins of the ECE and the reliability diagram (torchmetrics' default).
 DEFAULT_BINS = 15
@@ -51,50 +56,54 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = DEFAULT_BINS) -> np.ndarray:
-    """``(C,)`` ECE per class of ``(N, C)`` 0/1 labels and probabilities (torchmetrics, l1 norm, equal-width bins)."""
+    """``(C,)`` ECE per class of ``(N, C)`` 0/1 labels and probabilities (torchmetrics, l1 norm, equal-width
+    bins), over the rows labelled for each class (NaN labels skipped); NaN for a class without any."""
     import torch
     from torchmetrics.functional.classification import binary_calibration_error
 
     labels, probabilities = _check(labels, probabilities)
-    if len(labels) == 0:
-        return np.full(labels.shape[1], np.nan)
-    p = torch.from_numpy(probabilities)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return np.array([float(binary_calibration_error(p[:, j].contiguous(), y[:, j].contiguous(), n_bins=n_bins,
-                                                    norm="l1"))
-                     for j in range(labels.shape[1])])
+    ece = np.full(labels.shape[1], np.nan)
+    for j in range(labels.shape[1]):
+        labelled = ~np.isnan(labels[:, j])
+        if labelled.any():
+            p = torch.from_numpy(np.ascontiguousarray(probabilities[labelled, j]))
+            y = torch.from_numpy(labels[labelled, j].astype(np.int64))
+            ece[j] = float(binary_calibration_error(p, y, n_bins=n_bins, norm="l1"))
+    return ece
 
 
 def _check(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
+    """``(labels, probabilities)`` as float64 ``(N, C)``: labels 0 / 1 / NaN (not labelled)."""
+    labels = check_labels(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    if labels.ndim == 1:
-        labels, probabilities = labels[:, None], probabilities.reshape(-1, 1)
+    if probabilities.ndim == 1:
+        probabilities = probabilities.reshape(-1, 1)
     if labels.shape != probabilities.shape:
         raise DataError(f"labels {labels.shape} and probabilities {probabilities.shape} must have the same shape")
-    if not np.all(np.isin(labels, (0, 1))):
-        raise DataError("labels must be 0/1")
     if not (np.all(np.isfinite(probabilities)) and probabilities.min(initial=0) >= 0 and probabilities.max(initial=1) <= 1):
         raise DataError("probabilities must be finite and in [0, 1]")
-    return labels.astype(np.int8), probabilities
+    return labels, probabilities
 
 
-def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str] | None = None,
                      n_bins: int = DEFAULT_BINS) -> pd.DataFrame:
     """Per class and bin: ``class_name, bin, bin_low, bin_high, count, mean_probability, fraction_positive``.
 
     Bins are ``[k / n_bins, (k + 1) / n_bins)``, the last one closed, as torchmetrics bins them (it gives
     a probability of exactly 1 a bin of its own, which here joins the last bin). Empty bins have NaN
-    means.
+    means. Each class counts the images labelled for it (NaN labels skipped).
     """
     labels, probabilities = _check(labels, probabilities)
+    class_names = resolve_class_names(class_names, labels.shape[1])
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     records = []
     for j, name in enumerate(class_names):
-        index = np.clip(np.searchsorted(edges, probabilities[:, j], side="right") - 1, 0, n_bins - 1)
+        labelled = ~np.isnan(labels[:, j])
+        scores, truth = probabilities[labelled, j], labels[labelled, j]
+        index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
         count = np.bincount(index, minlength=n_bins)
-        total_p = np.bincount(index, weights=probabilities[:, j], minlength=n_bins)
-        total_y = np.bincount(index, weights=labels[:, j].astype(float), minlength=n_bins)
+        total_p = np.bincount(index, weights=scores, minlength=n_bins)
+        total_y = np.bincount(index, weights=truth, minlength=n_bins)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_p = np.where(count > 0, total_p / np.maximum(count, 1), np.nan)
             frac_y = np.where(count > 0, total_y / np.maximum(count, 1), np.nan)
@@ -131,13 +140,13 @@ def _fit_one(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, mode: str = "per_class",
-                    class_names: Sequence[str] = CLASS_NAMES) -> tuple[np.ndarray, dict[str, str]]:
+                    class_names: Sequence[str] | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """Temperatures minimising the binary cross-entropy of ``sigmoid(logits / T)`` (Guo et al. 2017).
 
     Args:
         logits: ``(N, C)`` raw model outputs on the fitting split (validation).
-        labels: ``(N, C)`` 0/1.
-        mode: ``per_class`` (one T per column) or ``single`` (one T for all, fitted on every entry).
+        labels: ``(N, C)`` 0/1; NaN entries (not labelled) are left out of the fit.
+        mode: ``per_class`` (one T per column) or ``single`` (one T for all, fitted on every labelled entry).
     Returns:
         ``(T (C,), notes)``: ``notes`` names the classes left at T = 1 (one label value only) or fitted at
         a bound of :data:`TEMPERATURE_BOUNDS`, and why.
@@ -148,23 +157,38 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, mode: str = "per_cla
     labels = np.asarray(labels, dtype=np.float64)
     if logits.shape != labels.shape or logits.ndim != 2 or len(logits) == 0:
         raise DataError(f"temperature fit: logits {logits.shape} and labels {labels.shape} must be the same (N, C), N > 0")
+    labels = check_labels(labels)
     c = logits.shape[1]
+    class_names = resolve_class_names(class_names, c)
+    labelled = ~np.isnan(labels)
     notes: dict[str, str] = {}
     if mode == "single":
-        temperature = np.full(c, _fit_one(logits.ravel(), labels.ravel()))
+        temperature = np.full(c, _fit_one(logits[labelled], labels[labelled]))
     else:
         temperature = np.ones(c)
         for j, name in enumerate(class_names):
-            positives = int(labels[:, j].sum())
-            if positives in (0, len(labels)):
-                notes[name] = f"T = 1: all {len(labels)} fitting images are {'negative' if positives == 0 else 'positive'}"
-                continue
-            temperature[j] = _fit_one(logits[:, j], labels[:, j])
-    low, high = TEMPERATURE_BOUNDS
+            truth = labels[labelled[:, j], j]
+            positives = int(truth.sum())
+            if not len(truth):
+                notes[name] = f"T = 1: none of the {len(labels)} fitting images is labelled"
+            elif positives in (0, len(truth)):
+                images = "fitting images" if len(truth) == len(labels) else "labelled fitting images"
+                notes[name] = f"T = 1: all {len(truth)} {images} are {'negative' if positives == 0 else 'positive'}"
+            else:
+                temperature[j] = _fit_one(logits[labelled[:, j], j], truth)
     for j, name in enumerate(class_names):
-        if name not in notes and (np.isclose(temperature[j], low, rtol=1e-3) or np.isclose(temperature[j], high, rtol=1e-3)):
+        if name not in notes and temperature_at_bound(temperature[j]):
             notes[name] = f"T = {temperature[j]:.3g} at the bound of the search interval {TEMPERATURE_BOUNDS}"
     return temperature, notes
+
+
+def temperature_at_bound(temperature: np.ndarray | float) -> np.ndarray:
+    """Whether each temperature sits at a bound of :data:`TEMPERATURE_BOUNDS` (within 0.1%): the fit
+    ran into the edge of its search interval, so the data did not determine it (at the upper bound the
+    calibrated probabilities are ~0.5 on every image)."""
+    temperature = np.asarray(temperature, dtype=np.float64)
+    low, high = TEMPERATURE_BOUNDS
+    return np.isclose(temperature, low, rtol=1e-3) | np.isclose(temperature, high, rtol=1e-3)
 
 
 @dataclass(frozen=True)
@@ -191,20 +215,20 @@ class CalibrationResult:
         return {**self.settings, "per_class": json.loads(self.table.to_json(orient="records"))}
 
 
-def evaluate_calibration(labels: np.ndarray, logits: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+def evaluate_calibration(labels: np.ndarray, logits: np.ndarray, class_names: Sequence[str] | None = None,
                          temperature: np.ndarray | None = None, n_bins: int = DEFAULT_BINS,
                          notes: Mapping[str, str] | None = None, settings: Mapping | None = None) -> CalibrationResult:
     """ECE and reliability bins of ``sigmoid(logits)``, and of ``sigmoid(logits / temperature)`` when given.
 
     Args:
-        labels, logits: ``(N, C)`` on the split measured (test).
+        labels, logits: ``(N, C)`` on the split measured (test); NaN labels (not labelled) are skipped.
         temperature: ``(C,)`` fitted temperatures, or None.
         notes: class -> remark (e.g. why its T is 1).
         settings: extra entries for ``CalibrationResult.settings``.
     """
-    labels = np.asarray(labels)
+    labels = check_labels(labels)
     logits = np.asarray(logits, dtype=np.float64)
-    class_names = tuple(class_names)
+    class_names = resolve_class_names(class_names, logits.shape[-1])
     raw = sigmoid(logits)
     ece = expected_calibration_error(labels, raw, n_bins)
     bins = [reliability_bins(labels, raw, class_names, n_bins).assign(probabilities="raw")]
@@ -218,10 +242,11 @@ def evaluate_calibration(labels: np.ndarray, logits: np.ndarray, class_names: Se
         temperature = np.full(len(class_names), np.nan)
     notes = dict(notes or {})
     table = pd.DataFrame({
-        "class_name": class_names, "n_images": len(labels), "n_positive": np.asarray(labels).sum(0).astype(int),
+        "class_name": class_names, "n_images": (~np.isnan(labels)).sum(0).astype(int),
+        "n_positive": (labels == 1).sum(0).astype(int),
         "ece": ece, "ece_calibrated": ece_after, "temperature": temperature,
         "note": [notes.get(name, "") for name in class_names]})
-    mean = {"class_name": "Mean", "n_images": len(labels), "n_positive": int(np.asarray(labels).sum()),
+    mean = {"class_name": "Mean", "n_images": len(labels), "n_positive": int((labels == 1).sum()),
             "ece": float(np.nanmean(ece)) if np.isfinite(ece).any() else np.nan,
             "ece_calibrated": float(np.nanmean(ece_after)) if np.isfinite(ece_after).any() else np.nan,
             "temperature": np.nan, "note": f"mean over the {len(class_names)} classes"}
@@ -343,12 +368,18 @@ def checkpoint_fingerprint(path: str | Path) -> str:
 
 def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, checkpoint: str | Path,
                       result: CalibrationResult | None = None, split: str = "test", n_fit: int = 0,
-                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] = CLASS_NAMES) -> Path:
-    """Store a fitted temperature as ``calibration.json`` (format in the module docstring)."""
+                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] = CLASS_NAMES,
+                      n_positive: Sequence[int] | None = None) -> Path:
+    """Store a fitted temperature as ``calibration.json`` (format in the module docstring); ``n_positive``:
+    the positive images of each class among the ``n_fit`` fitting images (kept per class as
+    ``n_positive_fitted``, so that whoever applies the temperature can tell how much it rests on)."""
     path = Path(path)
     temperature = np.asarray(temperature, dtype=np.float64)
     per_class = {name: {"temperature": float(temperature[j]), "note": (notes or {}).get(name)}
                  for j, name in enumerate(class_names)}
+    if n_positive is not None:
+        for name, n in zip(class_names, n_positive):
+            per_class[name]["n_positive_fitted"] = int(n)
     ece_before = ece_after = None
     if result is not None:
         table = result.table.set_index("class_name")
@@ -398,5 +429,5 @@ __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_MODES", "DEFAULT_BINS", "Calibration", "CalibrationResult",
     "apply_temperature", "calibration_for_checkpoint", "calibration_for_run", "calibration_from_dict", "evaluate_calibration",
     "expected_calibration_error", "fit_temperature", "read_calibration", "reliability_bins", "reliability_figure",
-    "save_calibration", "write_calibration",
+    "save_calibration", "temperature_at_bound", "write_calibration",
 ]

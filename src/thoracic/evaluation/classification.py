@@ -1,15 +1,16 @@
 """Classification metrics: per-class ROC AUC, their mean, seeded bootstrap confidence intervals, ROC curves.
 
 The paper (Section 5.1, Table 1, Figs. 3-5) reports one ROC AUC per class on the official test split.
-Here each AUC is the Mann-Whitney statistic (the probability that a random positive outranks a random
-negative, ties counting one half), identical to scikit-learn's ``roc_auc_score``. A class whose labels take
-a single value in the split has no AUC: it is NaN with a reason, and the mean is over the defined classes.
+Each AUC is :func:`thoracic.metrics.per_class_auc`, the one AUC of thoracic (training logs the same
+function): the Mann-Whitney statistic, identical to scikit-learn's ``roc_auc_score``, over the rows
+labelled for the class (a NaN label means "not labelled" and is skipped). A class whose labelled rows hold
+a single value has no AUC: it is NaN with a reason, and the mean is over the defined classes.
 
 Confidence intervals are percentile intervals of a seeded, non-parametric bootstrap over images (the same
-resample for every class, so the mean's interval is consistent with the per-class ones). The bootstrap is
-vectorised: an AUC under resampling with replacement is a *weighted* Mann-Whitney statistic whose weights
-are the multiplicities of each image, so each class is sorted once and each resample costs a few passes
-over an array of counts.
+resample for every class, so the mean's interval is consistent with the per-class ones; each class counts
+the resampled images labelled for it). The bootstrap is vectorised: an AUC under resampling with
+replacement is a *weighted* Mann-Whitney statistic whose weights are the multiplicities of each image, so
+each class is sorted once and each resample costs a few passes over an array of counts.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
-from thoracic.errors import DataError
+from thoracic.metrics import check_labels_and_scores, per_class_auc, resolve_class_names, roc_auc
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class AUCResult:
         auc: ``(C,)`` AUC per class; NaN where undefined.
         reasons: ``class -> why its AUC is NaN`` (only for NaN classes).
         mean_auc: mean over the classes whose AUC is defined (NaN if none is).
-        n_positive, n_negative: ``(C,)`` label counts per class.
+        n_positive, n_negative: ``(C,)`` labelled positives / negatives per class (a NaN label counts as
+            neither: the image is not labelled for that class).
         ci_low, ci_high: ``(C,)`` bootstrap percentile bounds, or None without a bootstrap.
         mean_ci: ``(low, high)`` of the mean AUC, or None.
         n_bootstrap, confidence, seed: how the intervals were drawn (0 / None without a bootstrap).
@@ -108,79 +109,10 @@ class AUCResult:
         }
 
 
-def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=np.float64)
-    if labels.ndim == 1:
-        labels = labels[:, None]
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    if labels.shape != scores.shape:
-        raise DataError(f"labels {labels.shape} and scores {scores.shape} must have the same shape (N, C)")
-    if not np.all(np.isin(labels, (0, 1))):
-        raise DataError("labels must be 0/1")
-    if not np.all(np.isfinite(scores)):
-        raise DataError("scores contain NaN or infinite values")
-    return labels.astype(np.int8), scores
-
-
-@dataclass(frozen=True)
-class _RankIndex:
-    """One class's sorted negatives and, per positive, how many negatives score below / not above it."""
-
-    positives: np.ndarray  # row indices of the positive images
-    negatives: np.ndarray  # row indices of the negative images, by ascending score
-    below: np.ndarray  # per positive: number of negatives with a strictly lower score
-    below_or_tied: np.ndarray  # per positive: number of negatives with a lower or equal score
-
-    @classmethod
-    def build(cls, labels: np.ndarray, scores: np.ndarray) -> _RankIndex:
-        positives = np.flatnonzero(labels == 1)
-        negatives = np.flatnonzero(labels == 0)
-        negatives = negatives[np.argsort(scores[negatives], kind="mergesort")]
-        negative_scores = scores[negatives]
-        return cls(positives, negatives,
-                   np.searchsorted(negative_scores, scores[positives], side="left"),
-                   np.searchsorted(negative_scores, scores[positives], side="right"))
-
-    def auc(self, weights: np.ndarray) -> np.ndarray:
-        """Weighted Mann-Whitney AUC for each row of ``weights`` (``(..., N)`` image multiplicities).
-
-        AUC = sum_i w_i (W_neg_below_i + W_neg_tied_i / 2) / (W_pos W_neg) over positives i; with unit
-        weights this is ``roc_auc_score``; NaN where a row has no positive or no negative weight.
-        """
-        if len(self.positives) == 0 or len(self.negatives) == 0:
-            return np.full(weights.shape[:-1], np.nan)
-        negative_weights = weights[..., self.negatives]
-        cumulative = np.zeros(weights.shape[:-1] + (len(self.negatives) + 1,), dtype=np.float64)
-        np.cumsum(negative_weights, axis=-1, out=cumulative[..., 1:])
-        low = cumulative[..., self.below]
-        high = cumulative[..., self.below_or_tied]
-        positive_weights = weights[..., self.positives]
-        numerator = np.einsum("...p,...p->...", positive_weights, low + 0.5 * (high - low))
-        denominator = positive_weights.sum(-1) * cumulative[..., -1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of one class (equals ``sklearn.metrics.roc_auc_score``); NaN if labels take one value.
-
-    ``labels``: ``(N,)`` 0/1; ``scores``: ``(N,)`` probabilities or logits. Ties count one half:
-
-    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.75
-    >>> roc_auc([0, 1, 0, 1], [0.2, 0.2, 0.1, 0.9])
-    0.875
-    """
-    labels, scores = _check_inputs(labels, scores)
-    return float(_RankIndex.build(labels[:, 0], scores[:, 0]).auc(np.ones(len(labels))))
-
-
 def compute_auc(
     labels: np.ndarray,
     scores: np.ndarray,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
     n_bootstrap: int = 0,
     seed: int = 0,
     confidence: float = 0.95,
@@ -191,9 +123,10 @@ def compute_auc(
     """Per-class ROC AUC, the mean over defined classes, and optional bootstrap CIs (paper Table 1).
 
     Args:
-        labels: ``(N, C)`` 0/1 ground truth.
+        labels: ``(N, C)`` ground truth: 1, 0, or NaN (not labelled: left out of that class's AUC).
         scores: ``(N, C)`` probabilities or logits (AUC is rank based, so either gives the same AUC).
-        class_names: the ``C`` class names, in column order.
+        class_names: the ``C`` class names, in column order (default
+            :func:`~thoracic.metrics.resolve_class_names`: ChestX-ray14's for 14 columns).
         n_bootstrap: number of bootstrap resamples of the images (0: no intervals).
         seed: seed of the bootstrap's generator (``numpy.random.default_rng``).
         confidence: two-sided level of the percentile interval.
@@ -202,7 +135,8 @@ def compute_auc(
         keep_replicates: keep the ``(n_bootstrap, C)`` resample AUCs in ``AUCResult.replicates``.
 
     Returns:
-        :class:`AUCResult`: ``auc`` ``(C,)`` (NaN with a reason where a class has one label value),
+        :class:`AUCResult`: ``auc`` ``(C,)`` (NaN with a reason where the labelled rows of a class hold
+        one value),
         ``mean_auc`` over the defined classes, and with ``n_bootstrap > 0`` the percentile bounds
         ``ci_low`` / ``ci_high`` ``(C,)`` and ``mean_ci``. AUCs are unitless, in [0, 1].
 
@@ -214,6 +148,9 @@ def compute_auc(
     ([1.0, 1.0], 1.0)
     >>> compute_auc(labels[:, :1] * 0, scores[:, :1], class_names=("Mass",)).reasons
     {'Mass': 'AUC undefined: all 4 images are negative for Mass'}
+    >>> unlabelled = np.where([[1, 0], [0, 0], [1, 0], [1, 0]], np.nan, labels)  # NaN: not labelled
+    >>> compute_auc(unlabelled, scores, class_names=("Mass", "Nodule")).n_positive.tolist()
+    [1, 3]
     >>> rng = np.random.default_rng(0)
     >>> labels = rng.integers(0, 2, size=(200, 3))
     >>> result = compute_auc(labels, labels + rng.normal(0, 0.8, (200, 3)), class_names="ABC",
@@ -221,21 +158,11 @@ def compute_auc(
     >>> bool(np.all((result.ci_low <= result.auc) & (result.auc <= result.ci_high)))
     True
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_labels_and_scores(labels, scores)
     n, c = labels.shape
-    class_names = tuple(class_names)
-    if len(class_names) != c:
-        raise DataError(f"{len(class_names)} class names for {c} score columns")
-    n_pos = labels.sum(0).astype(int)
-    n_neg = n - n_pos
-    ranks = [_RankIndex.build(labels[:, j], scores[:, j]) for j in range(c)]
-    auc = np.array([rank.auc(np.ones(n)) for rank in ranks], dtype=float)
-    reasons = {}
-    for j, name in enumerate(class_names):
-        if n_pos[j] == 0 or n_neg[j] == 0:
-            value = "positive" if n_neg[j] == 0 else "negative"
-            reasons[name] = f"AUC undefined: all {n} images are {value} for {name}"
-    mean_auc = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    point = per_class_auc(labels, scores, class_names)
+    class_names, auc, reasons, ranks = point.class_names, point.auc, point.reasons, point.ranks
+    n_pos, n_neg, mean_auc = point.n_positive, point.n_negative, point.mean_auc
     if n_bootstrap <= 0:
         return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg)
 
@@ -291,11 +218,12 @@ class _quiet_nan_warnings:
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False-positive rate, true-positive rate and thresholds (descending) of one class.
 
-    Same points as ``sklearn.metrics.roc_curve(drop_intermediate=False)``, starting at (0, 0). Empty
-    arrays when the labels take one value.
+    Same points as ``sklearn.metrics.roc_curve(drop_intermediate=False)`` on the labelled rows (NaN
+    labels are skipped), starting at (0, 0). Empty arrays when the labelled rows hold one value.
     """
-    labels, scores = _check_inputs(labels, scores)
-    y, s = labels[:, 0], scores[:, 0]
+    labels, scores = check_labels_and_scores(labels, scores)
+    labelled = ~np.isnan(labels[:, 0])
+    y, s = labels[labelled, 0], scores[labelled, 0]
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -313,12 +241,17 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def roc_curves(labels: np.ndarray, scores: np.ndarray,
-               class_names: Sequence[str] = CLASS_NAMES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``class -> (fpr, tpr)`` for every class with both label values (paper Figs. 3-5)."""
-    labels, scores = _check_inputs(labels, scores)
+               class_names: Sequence[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``class -> (fpr, tpr)`` for every class with both label values among its labelled rows (paper
+    Figs. 3-5)."""
+    labels, scores = check_labels_and_scores(labels, scores)
+    class_names = resolve_class_names(class_names, labels.shape[1])
     curves = {}
     for j, name in enumerate(class_names):
         fpr, tpr, _ = roc_curve(labels[:, j], scores[:, j])
         if len(fpr):
             curves[name] = (fpr, tpr)
     return curves
+
+
+__all__ = ["AUCResult", "compute_auc", "roc_auc", "roc_curve", "roc_curves"]

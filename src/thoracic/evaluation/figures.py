@@ -35,18 +35,30 @@ def new_figure(**kwargs: object) -> Figure:
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mapping[str, float] | None = None,
-               title: str = "ROC curves") -> Figure:
-    """One ROC curve per class with its AUC in the legend (paper Figs. 3-5)."""
+               title: str = "ROC curves", positives: Mapping[str, int] | None = None,
+               left_out: Mapping[str, str] | None = None) -> Figure:
+    """One ROC curve per class with its AUC (and, given ``positives``, its positive images) in the legend
+    (paper Figs. 3-5); ``left_out`` (class -> why it has no curve) is written under the legend, so a figure
+    with fewer curves than classes says which are missing."""
     fig = new_figure(figsize=(6.4, 6.0), dpi=100)
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(curves), 1)))
     for color, (name, (fpr, tpr)) in zip(colors, curves.items()):
         value = (aucs or {}).get(name)
-        label = f"{name} ({value:.3f})" if value is not None and np.isfinite(value) else name
+        details = [f"{value:.3f}"] if value is not None and np.isfinite(value) else []
+        if positives is not None and name in positives:
+            details.append(f"{positives[name]} pos.")
+        label = f"{name} ({', '.join(details)})" if details else name
         ax.plot(fpr, tpr, color=color, linewidth=1.2, label=label)
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate", title=title)
-    ax.legend(loc="lower right", fontsize=7, title="class (AUC)", title_fontsize=7)
+    ax.legend(loc="lower right", fontsize=7, title="class (AUC, positive images)" if positives else "class (AUC)",
+              title_fontsize=7)
+    if left_out:
+        total = len(curves) + len(left_out)
+        ax.text(0.02, 0.98, f"{len(left_out)} of {total} classes left out (no curve):\n"
+                + "\n".join(f"{name}: {why}" for name, why in left_out.items()),
+                transform=ax.transAxes, va="top", ha="left", fontsize=6, color="0.3")
     fig.tight_layout()
     return fig
 

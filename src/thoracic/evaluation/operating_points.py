@@ -12,8 +12,10 @@ and stores them in ``<run>/evaluation/operating_points.json``::
     {"method": "youden", "split": "val", "thresholds": {"Atelectasis": 0.4132, ...}}
 
 (exactly these keys: other tools read the file). An image is called positive for a class when its
-probability is ``>= threshold``. A class whose validation labels take one value has no ROC curve; it
-gets :data:`DEFAULT_THRESHOLD` and the per-class table says so. ``thoracic predict`` uses these
+probability is ``>= threshold``. A NaN label (image not labelled for the class) is skipped: thresholds,
+sensitivity and specificity count the labelled images of each class only. A class whose labelled
+validation images hold one value has no ROC curve; it gets :data:`DEFAULT_THRESHOLD` and the per-class
+table says so. ``thoracic predict`` uses these
 thresholds by default.
 
 Both criteria are evaluated at every distinct score of the ROC curve
@@ -35,6 +37,7 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.classification import roc_curve
 from thoracic.io import write_text_atomic
+from thoracic.metrics import check_labels, resolve_class_names
 
 #: Criteria of :func:`choose_threshold`.
 OPERATING_POINT_METHODS: tuple[str, ...] = ("youden", "f1")
@@ -48,17 +51,21 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "youd
     """The probability threshold of one class that maximises ``method`` (``youden`` or ``f1``).
 
     Args:
-        labels: ``(N,)`` 0/1 labels.
+        labels: ``(N,)`` 0/1 labels; NaN (not labelled) rows are skipped.
         scores: ``(N,)`` probabilities.
     Returns:
-        The threshold (predict positive when ``score >= threshold``), or None when ``labels`` take one value.
+        The threshold (predict positive when ``score >= threshold``), or None when the labelled rows hold
+        one value.
     """
     if method not in OPERATING_POINT_METHODS:
         raise DataError(f"operating point method must be one of {OPERATING_POINT_METHODS}, got {method!r}")
-    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    labels = check_labels(np.asarray(labels, dtype=np.float64).reshape(-1))[:, 0]
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labelled = ~np.isnan(labels)
+    labels, scores = labels[labelled], scores[labelled]
     if labels.size == 0:
         return None
-    fpr, tpr, thresholds = roc_curve(labels, np.asarray(scores, dtype=np.float64).reshape(-1))
+    fpr, tpr, thresholds = roc_curve(labels, scores)
     if not len(fpr):
         return None
     # drop the (0, 0) point: its threshold is +inf (nothing positive)
@@ -72,23 +79,26 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, method: str = "youd
     return float(thresholds[int(np.argmax(objective))])  # argmax: first maximum = highest threshold
 
 
-def choose_thresholds(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+def choose_thresholds(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str] | None = None,
                       method: str = "youden") -> dict[str, float | None]:
-    """:func:`choose_threshold` for every column of ``(N, C)`` labels and scores: ``class -> threshold``."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    if labels.shape != scores.shape or labels.ndim != 2 or labels.shape[1] != len(class_names):
-        raise DataError(f"labels {labels.shape} and scores {scores.shape} must both be (N, {len(class_names)})")
+    """:func:`choose_threshold` for every column of ``(N, C)`` labels (0 / 1 / NaN) and scores:
+    ``class -> threshold``."""
+    labels, scores = np.asarray(labels, dtype=np.float64), np.asarray(scores)
+    if labels.shape != scores.shape or labels.ndim != 2:
+        raise DataError(f"labels {labels.shape} and scores {scores.shape} must both be (N, C)")
+    class_names = resolve_class_names(class_names, labels.shape[1])
     return {name: choose_threshold(labels[:, j], scores[:, j], method) for j, name in enumerate(class_names)}
 
 
 def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
-    """Sensitivity (true-positive rate) and specificity (true-negative rate) of ``score >= threshold``;
-    NaN for a rate whose denominator is 0."""
-    labels = np.asarray(labels).reshape(-1) > 0.5
+    """Sensitivity (true-positive rate) and specificity (true-negative rate) of ``score >= threshold`` over
+    the labelled rows (a NaN label is neither positive nor negative); NaN for a rate whose denominator is 0."""
+    labels = check_labels(np.asarray(labels, dtype=np.float64).reshape(-1))[:, 0]
     called = np.asarray(scores).reshape(-1) >= threshold
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    sensitivity = float((called & labels).sum() / positives) if positives else math.nan
-    specificity = float((~called & ~labels).sum() / negatives) if negatives else math.nan
+    positive, negative = labels == 1, labels == 0
+    positives, negatives = int(positive.sum()), int(negative.sum())
+    sensitivity = float((called & positive).sum() / positives) if positives else math.nan
+    specificity = float((~called & negative).sum() / negatives) if negatives else math.nan
     return sensitivity, specificity
 
 
@@ -158,11 +168,13 @@ def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_N
 
 
 def operating_point_table(labels: np.ndarray, scores: np.ndarray, thresholds: Mapping[str, float | None],
-                          auc: Sequence[float] | None = None, class_names: Sequence[str] = CLASS_NAMES,
+                          auc: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
                           method: str = "youden", threshold_split: str = "val") -> pd.DataFrame:
     """Per class: AUC (when given), the threshold, and the sensitivity / specificity it gives on
-    ``labels`` / ``scores`` (the evaluated split), with counts and a note for default thresholds."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
+    ``labels`` / ``scores`` (the evaluated split; NaN labels skipped), with the labelled counts and a note
+    for default thresholds."""
+    labels, scores = check_labels(labels), np.asarray(scores)
+    class_names = resolve_class_names(class_names, labels.shape[1])
     rows = []
     for j, name in enumerate(class_names):
         chosen = thresholds.get(name)
@@ -174,8 +186,8 @@ def operating_point_table(labels: np.ndarray, scores: np.ndarray, thresholds: Ma
             "threshold": threshold,
             "sensitivity": sensitivity,
             "specificity": specificity,
-            "n_positive": int((labels[:, j] > 0.5).sum()),
-            "n_negative": int((labels[:, j] <= 0.5).sum()),
+            "n_positive": int((labels[:, j] == 1).sum()),
+            "n_negative": int((labels[:, j] == 0).sum()),
             "note": "" if chosen is not None else
             f"default {DEFAULT_THRESHOLD}: no positives or no negatives on the {threshold_split} split",
         })

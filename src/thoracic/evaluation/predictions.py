@@ -2,7 +2,8 @@
 
 The predictions file (``predictions_<split>.csv``) lets anyone recompute every classification number:
 one row per image with ``image_id``, the 14 probabilities ``prob_<class>`` and the 14 labels
-``label_<class>``, columns in :data:`~thoracic.constants.CLASS_NAMES` order (checked when read back).
+``label_<class>`` (0, 1, or empty where the image is not labelled for the class: NaN in memory),
+columns in :data:`~thoracic.constants.CLASS_NAMES` order (checked when read back).
 
 Heatmaps are computed at the model's native resolution (8 x 8 or 32 x 32 at 256 px input) for the
 ground-truth class of every box row; :mod:`thoracic.heatmaps.boxes` upsamples them to the original
@@ -33,6 +34,8 @@ HEATMAP_METHODS: tuple[str, ...] = HEATMAP_METHOD_NAMES
 class Predictions:
     """Model outputs on one split: ``probabilities`` and ``labels`` are ``(N, C)`` aligned with ``image_ids``.
 
+    ``labels`` are floats: 0, 1, or NaN where an image is not labelled for a class (the metrics skip it).
+
     ``logits`` (``(N, C)``, float64) are kept when the predictions come from a model (calibration fits
     temperatures on them); a predictions file stores probabilities only, so they are None when read back.
     """
@@ -52,7 +55,10 @@ class Predictions:
     def to_frame(self) -> pd.DataFrame:
         data = {"image_id": self.image_ids}
         data.update({f"prob_{name}": self.probabilities[:, j] for j, name in enumerate(self.class_names)})
-        data.update({f"label_{name}": self.labels[:, j].astype(int) for j, name in enumerate(self.class_names)})
+        # nullable integers: 0 / 1 as before, an empty cell for a NaN (not labelled) entry
+        data.update({f"label_{name}": pd.array(np.where(np.isnan(self.labels[:, j]), None, self.labels[:, j]),
+                                               dtype="Int64")
+                     for j, name in enumerate(self.class_names)})
         return pd.DataFrame(data)
 
 
@@ -76,7 +82,7 @@ def load_predictions(path: str | Path, class_names: tuple[str, ...] = CLASS_NAME
     return Predictions(
         table["image_id"].astype(str).to_numpy(),
         table[[f"prob_{c}" for c in class_names]].to_numpy(dtype=np.float64),
-        table[[f"label_{c}" for c in class_names]].to_numpy(dtype=np.int64),
+        table[[f"label_{c}" for c in class_names]].to_numpy(dtype=np.float64),
         tuple(class_names),
     )
 
@@ -115,7 +121,7 @@ def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | tor
         logits = output.logits if hasattr(output, "logits") else output
         probabilities.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
         logit_batches.append(logits.float().cpu().numpy().astype(np.float64))
-        labels.append(batch["labels"].cpu().numpy().round().astype(np.int64))
+        labels.append(batch["labels"].cpu().numpy().astype(np.float64))  # NaN: not labelled
         ids.extend(str(i) for i in batch["image_id"])
     if not ids:
         raise DataError("the loader yielded no images: nothing to evaluate")

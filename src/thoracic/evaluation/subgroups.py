@@ -15,7 +15,8 @@ Per group and class: the ROC AUC with its percentile bootstrap CI (:func:`~thora
 resampling the group's images), and the true-positive rate (sensitivity) at the class's operating point
 (``operating_points.json`` of the run, else 0.5) with a bootstrap CI. Every group is listed, however
 small: an AUC is undefined (NaN, with the reason) when the group has fewer than ``min_count`` positive or
-negative images of the class, a TPR when it has no positive image, and an empty group says so.
+negative images of the class, a TPR when it has no positive image, and an empty group says so. A NaN label
+(an image not labelled for a class) is skipped: each class counts the group's images labelled for it.
 
 Gaps: per attribute, each group minus the reference group (the largest group of the attribute), per class
 and for the mean, with a percentile CI of the difference from independent resamples of the two groups
@@ -37,8 +38,10 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
-from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.evaluation.figures import new_figure, save_figure
+from thoracic.evaluation.sample_size import MIN_SUBGROUP_IMAGES
+from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.metrics import check_labels, resolve_class_names
 
 #: Lower edges of the default age bands: 0-19, 20-39, 40-59, 60-79, 80+.
 DEFAULT_AGE_BANDS: tuple[int, ...] = (0, 20, 40, 60, 80)
@@ -104,6 +107,8 @@ def subgroup_thresholds(evaluation_dir: str | Path,
     reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
     strictly: a class missing from it gets 0.5 and the source says so (``thoracic predict`` reads it
     strictly; a subgroup table is still worth showing for a file written for fewer classes).
+    ``thoracic evaluate`` passes the thresholds it has just chosen in memory
+    (:func:`thresholds_with_source`) instead of reading them back.
 
     Raises:
         DataError: the file is not JSON, lacks ``thresholds``, names an unknown class, or a threshold is
@@ -113,12 +118,21 @@ def subgroup_thresholds(evaluation_dir: str | Path,
     if not path.is_file():
         return {name: DEFAULT_THRESHOLD for name in class_names}, f"{DEFAULT_THRESHOLD:g} (no operating_points.json)"
     points = load_operating_points(path, class_names, strict=False)
-    given = points["thresholds"]
-    thresholds = {name: given.get(name, DEFAULT_THRESHOLD) for name in class_names}
-    source = f"operating points of {path.name} ({points.get('method', '?')} on {points.get('split', '?')})"
-    absent = [n for n in class_names if n not in given]
+    return thresholds_with_source(points["thresholds"], points.get("method", "?"), points.get("split", "?"),
+                                  class_names, path.name, "not in the file")
+
+
+def thresholds_with_source(chosen: Mapping[str, float | None], method: str, split: str,
+                           class_names: Sequence[str] = CLASS_NAMES, where: str = OPERATING_POINTS_FILE,
+                           why_default: str = "no threshold chosen: one label value") -> tuple[dict[str, float], str]:
+    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``); a class
+    without one (absent or None) gets :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    thresholds = {name: DEFAULT_THRESHOLD if chosen.get(name) is None else float(chosen[name])
+                  for name in class_names}
+    source = f"operating points of {where} ({method} on {split})"
+    absent = [n for n in class_names if chosen.get(n) is None]
     if absent:
-        source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} (not in the file)"
+        source += f"; {DEFAULT_THRESHOLD:g} for {', '.join(absent)} ({why_default})"
     return thresholds, source
 
 
@@ -155,13 +169,14 @@ class _Group:
 
 def _tpr_bootstrap(labels: np.ndarray, hits: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
                    chunk_size: int = 100) -> np.ndarray:
-    """``(B, C)`` TPR of image resamples: TP weight / positive weight, with image multiplicities as weights."""
+    """``(B, C)`` TPR of image resamples: TP weight / positive weight, with image multiplicities as weights
+    (an image not labelled for a class, NaN, is not one of its positives)."""
     n, c = labels.shape
     out = np.full((n_bootstrap, c), np.nan)
     if n == 0 or n_bootstrap == 0:
         return out
-    positive = labels.astype(np.float64)
-    true_positive = (labels * hits).astype(np.float64)
+    positive = (labels == 1).astype(np.float64)
+    true_positive = positive * hits
     for first in range(0, n_bootstrap, chunk_size):
         b = min(chunk_size, n_bootstrap - first)
         # multiplicity of every image in every resample (as compute_auc draws them)
@@ -177,8 +192,8 @@ def _tpr_bootstrap(labels: np.ndarray, hits: np.ndarray, n_bootstrap: int, rng: 
 def _evaluate_group(name: str, labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
                     class_names: Sequence[str], n_bootstrap: int, seed: int, min_count: int) -> _Group:
     n, c = labels.shape
-    n_pos = labels.sum(0).astype(int)
-    n_neg = n - n_pos
+    n_pos = (labels == 1).sum(0).astype(int)
+    n_neg = (labels == 0).sum(0).astype(int)
     notes: dict[int, str] = {}
     if n == 0:
         empty = np.full(c, np.nan)
@@ -199,7 +214,7 @@ def _evaluate_group(name: str, labels: np.ndarray, scores: np.ndarray, threshold
             replicates[:, j] = np.nan
     hits = (scores >= thresholds[None, :]).astype(np.int8)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.where(n_pos > 0, (labels * hits).sum(0) / np.maximum(n_pos, 1), np.nan)
+        tpr = np.where(n_pos > 0, ((labels == 1) & (hits == 1)).sum(0) / np.maximum(n_pos, 1), np.nan)
     tpr_replicates = _tpr_bootstrap(labels, hits, n_bootstrap, np.random.default_rng(int(tpr_seed)))
     tpr_replicates[:, n_pos == 0] = np.nan
     return _Group(name, n, n_pos, n_neg, auc, notes, replicates, tpr, tpr_replicates)
@@ -240,7 +255,7 @@ def evaluate_subgroups(
     metadata: pd.DataFrame,
     thresholds: Mapping[str, float] | None = None,
     threshold_source: str = "",
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
     age_bands: Sequence[int] = DEFAULT_AGE_BANDS,
     attributes: Sequence[str] = ATTRIBUTES,
     n_bootstrap: int = 1000,
@@ -252,7 +267,7 @@ def evaluate_subgroups(
     """Per-class AUC (bootstrap CI) and TPR at the operating points per subgroup, and the gaps between groups.
 
     Args:
-        labels: ``(N, C)`` 0/1 ground truth of the split's images.
+        labels: ``(N, C)`` 0/1 ground truth of the split's images; NaN (not labelled) entries are skipped.
         probabilities: ``(N, C)`` predicted probabilities (the TPR thresholds apply to them).
         image_ids: the ``N`` image ids, looked up in ``metadata``.
         metadata: data-entry table with ``image_id, sex, age, view, follow_up`` (every image of the split).
@@ -266,9 +281,9 @@ def evaluate_subgroups(
         min_count: fewest positive and negative images of a class for a group's AUC to be reported.
         progress: a progress bar over the groups.
     """
-    labels = np.asarray(labels)
+    labels = check_labels(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    class_names = tuple(class_names)
+    class_names = resolve_class_names(class_names, probabilities.shape[-1])
     image_ids = np.asarray([str(i) for i in image_ids])
     n, c = probabilities.shape
     if labels.shape != (n, c) or len(image_ids) != n or len(class_names) != c:
@@ -409,7 +424,8 @@ def save_subgroups(result: SubgroupResult, out_dir: str | Path, split: str = "te
 
 def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> object:
     """One panel per attribute: per-class AUC (and the mean) of each group with its CI as an error bar;
-    undefined values are left out of the plot (and listed in the table)."""
+    undefined values are left out of the plot (and listed in the table); the legend gives each group's
+    images, marking groups under :data:`~thoracic.evaluation.sample_size.MIN_SUBGROUP_IMAGES`."""
     table = result.groups
     attributes = list(dict.fromkeys(table["attribute"])) if len(table) else []
     figure = new_figure(figsize=(13, 2.6 * max(1, len(attributes))), layout="constrained")
@@ -427,8 +443,9 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
             high = np.clip(rows["auc_ci_high"].to_numpy(float) - auc, 0, None)
             errors = np.where(np.isfinite(low) & np.isfinite(high), np.vstack([low, high]), 0.0)
             n = int(rows["n_images"].iloc[0]) if len(rows) else 0
+            few = f", fewer than {MIN_SUBGROUP_IMAGES}" if 0 < n < MIN_SUBGROUP_IMAGES else ""
             ax.errorbar(x - 0.4 + width * (k + 0.5), auc, yerr=errors, fmt="o", ms=3, capsize=1.5, lw=0.8,
-                        label=f"{group} (n={n})")
+                        label=f"{group} (n={n}{few})")
         ax.axhline(0.5, color="grey", lw=0.5, ls=":")
         ax.set_ylabel("AUC")
         ax.set_title(attribute.replace("_", " "), fontsize=10, loc="left")
@@ -442,5 +459,5 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
     "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
-    "subgroup_thresholds",
+    "subgroup_thresholds", "thresholds_with_source",
 ]

@@ -1,7 +1,8 @@
 """Models: a registry of the paper's three networks on torchvision backbones.
 
 ``create_model(name, **kwargs)`` builds a registered model (``list_models()``: ``attention_gated``,
-``baseline``, ``space_attention``); ``build_model(ModelConfig)`` does the same from a config. Every
+``baseline``, ``space_attention``); ``build_model(ModelConfig)`` does the same from a config, refusing an
+option the chosen model does not take (``model_options(name)`` lists those it takes). Every
 model's ``forward(x, return_maps=False)`` returns a :class:`ModelOutput` with raw logits.
 
 Shapes, for ``x`` of ``(B, 3, H, W)`` ImageNet-normalised images (256 x 256 in the paper):
@@ -38,7 +39,7 @@ import inspect
 
 from torch import nn
 
-from thoracic.config import ModelConfig
+from thoracic.config import ConfigError, ModelConfig
 from thoracic.models import attention_gated as _attention_gated  # noqa: F401 - registers the model
 from thoracic.models import baseline as _baseline  # noqa: F401 - registers the model
 from thoracic.models import space_attention as _space_attention  # noqa: F401 - registers the model
@@ -51,26 +52,59 @@ from thoracic.models.registry import UnknownModelError, create_model, get_model_
 from thoracic.models.space_attention import SpaceAttention
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def model_options(name: str) -> tuple[str, ...]:
+    """The :class:`~thoracic.config.ModelConfig` fields (besides ``name``) that model ``name`` takes, in
+    config order: the fields its constructor has a parameter for.
+
+    >>> from thoracic.models import model_options
+    >>> model_options("space_attention")
+    ('backbone', 'pretrained', 'weights', 'freeze_backbone', 'num_classes', 'output_stride')
+    """
+    accepted = inspect.signature(get_model_class(name)).parameters
+    return tuple(field.name for field in dataclasses.fields(ModelConfig)
+                 if field.name != "name" and field.name in accepted)
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Refuse an option that ``cfg.name`` does not take, set to another value than its default.
+
+    An option of another model left at its default (as in every packaged config) is fine; set to anything
+    else, it would silently do nothing (e.g. ``model.pooling=avg`` for ``attention_gated``).
+
+    Raises:
+        ConfigError: naming each such option and the model, and listing the options the model takes.
+    """
+    taken = set(model_options(cfg.name))
+    misplaced = [f"model.{field.name}={getattr(cfg, field.name)!r}" for field in dataclasses.fields(cfg)
+                 if field.name != "name" and field.name not in taken and getattr(cfg, field.name) != field.default]
+    if misplaced:
+        options = ", ".join(f"model.{option}" for option in model_options(cfg.name))
+        raise ConfigError(f"{', '.join(misplaced)}: model {cfg.name!r} does not take "
+                          f"{'this option' if len(misplaced) == 1 else 'these options'}; it takes {options}")
+
+
+def build_model(cfg: ModelConfig, *, strict: bool = True) -> nn.Module:
     """Build ``cfg.name`` passing the :class:`~thoracic.config.ModelConfig` fields its constructor takes.
 
-    Fields a model does not use (e.g. ``pooling`` for the attention-gated network) are not passed. This
-    is how ``thoracic train`` builds the model of a YAML config (``model:`` section).
+    ``strict`` (default): an option the model does not take, set to a non-default value, is a
+    :class:`~thoracic.config.ConfigError` (:func:`check_model_config`). ``strict=False`` builds it anyway,
+    without the option: for the config stored in a checkpoint written before options were checked, whose
+    model was built that way. This is how ``thoracic train`` builds the model of a YAML config
+    (``model:`` section).
 
-    >>> from thoracic.config import ModelConfig
+    >>> from thoracic.config import ConfigError, ModelConfig
     >>> from thoracic.models import build_model
     >>> model = build_model(ModelConfig(name="attention_gated", backbone="resnet10", pretrained=False))
     >>> type(model).__name__, model.num_classes, model.aggregation
     ('AttentionGated', 14, 'concat')
+    >>> build_model(ModelConfig(name="attention_gated", pooling="avg"))
+    Traceback (most recent call last):
+    thoracic.config.ConfigError: model.pooling='avg': model 'attention_gated' does not take this option; it takes model.backbone, model.pretrained, model.weights, model.freeze_backbone, model.num_classes, model.output_stride, model.gating, model.attention_normalization, model.aggregation, model.attention_pooling
     """
-    factory = get_model_class(cfg.name)
-    accepted = inspect.signature(factory).parameters
-    kwargs = {
-        field.name: getattr(cfg, field.name)
-        for field in dataclasses.fields(cfg)
-        if field.name != "name" and field.name in accepted
-    }
-    return factory(**kwargs)
+    if strict:
+        check_model_config(cfg)
+    kwargs = {option: getattr(cfg, option) for option in model_options(cfg.name)}
+    return get_model_class(cfg.name)(**kwargs)
 
 
 __all__ = [
@@ -84,10 +118,12 @@ __all__ = [
     "UnknownBackboneError",
     "UnknownModelError",
     "build_model",
+    "check_model_config",
     "create_backbone",
     "create_model",
     "get_model_class",
     "list_backbones",
     "list_models",
+    "model_options",
     "register_model",
 ]

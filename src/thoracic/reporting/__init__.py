@@ -10,10 +10,16 @@ tables, notes), each built by one function of :data:`SECTION_BUILDERS` from a :c
 adding a section is adding one function. Both outputs are rendered from the same sections by the
 Jinja2 templates in ``thoracic/reporting/templates/`` (no Markdown is converted to HTML):
 
+Columns are named by run folder with the model beside it (``seed0: baseline (resnet10, 64 px)``; an
+experiment's seeds by the experiment folder). Numbers that rest on small samples are marked and warned
+about at the top of their section (:mod:`thoracic.evaluation.sample_size`).
+
 - Setup: one column per run: model, backbone, input size, weights, frozen backbone, epochs run and best
-  epoch, seed, image counts per split, box rows, data folder (phantom or real), checkpoint hash.
-- Classification: ROC curves, Table 1 (classes as rows; Wang et al. 2017 ResNet-50, then each group
-  beside the seed paper's column for the same model), and (folded) the per-class operating points.
+  epoch, seed, image counts per split, box rows, what the run saw of the full dataset (test images, box
+  rows), data folder (phantom or real), checkpoint hash.
+- Classification: ROC curves, Table 1 (classes as rows; positives per class, Wang et al. 2017 ResNet-50,
+  then each group beside the seed paper's column for the same model), and (folded) the per-class
+  operating points.
 - Localization: overlays; a headline table (per run and heatmap method: accuracy at T(IoU) = 0.3 and
   T(IoBB) = 0.25 at heatmap threshold 180, the paper's, with false positives per image, threshold 60 and
   pooled beside it, the random-box (mean ± sd over its seeded draws) and centre-box baselines, the
@@ -25,8 +31,9 @@ Jinja2 templates in ``thoracic/reporting/templates/`` (no Markdown is converted 
 The HTML embeds every figure (re-encoded as WebP, or JPEG where Pillow lacks WebP, to keep the file
 small), so the one file can be mailed or archived.
 
-Modules: :mod:`~thoracic.reporting.runs` (finding and reading run folders), :mod:`~thoracic.reporting.tables`
-(the tables, as DataFrames), :mod:`~thoracic.reporting.document` (sections as data),
+Modules: :mod:`~thoracic.reporting.runs` (finding and reading run folders), the tables as DataFrames by
+family (:mod:`~thoracic.reporting.setup_tables`, :mod:`~thoracic.reporting.classification_tables`,
+:mod:`~thoracic.reporting.localization_tables`), :mod:`~thoracic.reporting.document` (sections as data),
 :mod:`~thoracic.reporting.sections` (one builder per section), :mod:`~thoracic.reporting.render` (Markdown and
 HTML through the Jinja2 templates), :mod:`~thoracic.reporting.comparison` (the side-by-side overlay figure);
 ``thoracic report`` is :func:`thoracic.workflows.report.build_report`.

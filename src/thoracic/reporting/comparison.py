@@ -25,8 +25,7 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
     shown are those of the highest heatmap threshold. Returns None (and writes nothing) with fewer than
     two runs x methods.
     """
-    labels = {id(r): (g.label if len(g.runs) == 1 else f"{g.label}: {r.path.name}")
-              for g in (groups or group_runs(summaries)) for r in g.runs}
+    labels = {id(r): g.run_label(r) for g in (groups or group_runs(summaries)) for r in g.runs}
     sources = []
     for summary in summaries:
         for method in sorted(summary.localization):

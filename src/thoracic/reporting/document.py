@@ -34,7 +34,7 @@ class ReportTable:
 
 @dataclass
 class Section:
-    """One section of the report: figures first, then the headline tables, then secondary tables
+    """One section of the report: warnings first, then figures, the headline tables, secondary tables
     (folded in the HTML), then notes. ``intro`` is plain text (paragraphs separated by blank lines)."""
 
     title: str
@@ -44,6 +44,9 @@ class Section:
     folded_tables: list[ReportTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     intro: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """What a reader must know before trusting the section's numbers (small samples, stale evaluations),
+    shown above its figures and tables."""
 
 
 @dataclass
@@ -61,9 +64,8 @@ class ReportContext:
         return [r for g in self.groups for r in g.runs]
 
     def run_label(self, run: RunSummary) -> str:
-        """The group label, plus the run folder's name inside a group of seeds."""
-        group = next(g for g in self.groups if any(r is run for r in g.runs))
-        return group.label if len(group.runs) == 1 else f"{group.label}: {run.path.name}"
+        """The run's folder with the model beside it (:meth:`RunGroup.run_label`)."""
+        return next(g for g in self.groups if any(r is run for r in g.runs)).run_label(run)
 
 
 __all__ = ["ReportContext", "ReportFigure", "ReportTable", "Section"]

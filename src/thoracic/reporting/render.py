@@ -12,29 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from thoracic.evaluation.formatting import markdown_table, table_cells
 from thoracic.reporting.document import Section
-
-
-def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a table as strings: a named index becomes the first column, an unnamed
-    (0, 1, 2 ...) index is dropped."""
-    frame = table.reset_index() if table.index.name else table
-    header = [str(c) for c in frame.columns]
-    rows = [["" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in row]
-            for row in frame.itertuples(index=False)]
-    return header, rows
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (see :func:`table_cells`)."""
-    header, rows = table_cells(table)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    return "\n".join(lines)
 
 
 def _environment(autoescape: bool) -> Any:

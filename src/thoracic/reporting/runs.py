@@ -46,6 +46,8 @@ class RunSummary:
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: bool = False
     warnings: list[str] = field(default_factory=list)
+    box_images: int | None = None
+    """Test images with box rows (``run_info.json``'s ``box_images``, else a ``localization_*.json``)."""
 
     @property
     def model(self) -> str:
@@ -97,14 +99,24 @@ class RunSummary:
 
 @dataclass
 class RunGroup:
-    """Runs of one config (seeds of one experiment) under a label."""
+    """Runs of one config (seeds of one experiment) under a label: the run folder (an experiment's folder
+    for its seeds) with the model beside it, e.g. ``seed0: baseline (resnet10, 64 px)``."""
 
     label: str
     runs: list[RunSummary]
+    description: str = ""
+    """What was trained, without the folder: ``baseline (resnet10, 64 px)``."""
 
     @property
     def model(self) -> str:
         return self.runs[0].model
+
+    def run_label(self, run: RunSummary) -> str:
+        """The group's label for a group of one run; inside a group of seeds, the run's own folder
+        (``experiment/seed0``) with the model beside it."""
+        if len(self.runs) == 1:
+            return self.label
+        return f"{run.path.parent.name}/{run.path.name}: {self.description or run.model}"
 
 
 def _is_run(path: Path) -> bool:
@@ -176,6 +188,10 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
         method = json.loads((evaluation / "operating_points.json").read_text()).get("method")
     summary = RunSummary(run, _read_config(run), auc, localization, figures, points,
                          _read_json(run / "run_info.json"), _read_json(run / "summary.json"), method)
+    summary.box_images = summary.run_info.get("box_images")
+    for path in sorted(evaluation.glob("localization_*.json")):
+        if summary.box_images is None:
+            summary.box_images = _read_json(path).get("n_images")
     check_provenance(summary, split)
     return summary
 
@@ -240,28 +256,50 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _folder_label(runs: Sequence[RunSummary], depth: int = 1) -> str:
+    """The folder a group's column is named by: the run folder, or the experiment folder holding its seeds
+    (their run folders when they have no common parent); ``depth`` path parts (more to tell apart two
+    folders of one name)."""
+    def tail(path: Path) -> str:
+        return "/".join(path.parts[-depth:])
+
+    if len(runs) == 1:
+        return tail(runs[0].path)
+    parents = {r.path.parent for r in runs}
+    if len(parents) == 1:
+        return tail(next(iter(parents)))
+    return ", ".join(tail(r.path) for r in runs)
+
+
 def group_runs(summaries: Sequence[RunSummary]) -> list[RunGroup]:
-    """Runs with the same config apart from the seed form one group (in first-seen order)."""
-    groups: dict[str, list[RunSummary]] = {}
+    """Runs with the same config apart from the seed form one group (in first-seen order), labelled by
+    their folder with the model beside it: ``seed0: baseline (resnet10, 64 px)``, ``experiment: baseline
+    (resnet10, 64 px) x3 seeds``; two folders of one name get their parent folders too."""
+    grouped: dict[str, list[RunSummary]] = {}
     for summary in summaries:
-        groups.setdefault(summary.group_key(), []).append(summary)
-    labels: dict[str, int] = {}
+        grouped.setdefault(summary.group_key(), []).append(summary)
+    runs_of = list(grouped.values())
+    folders = [_folder_label(runs) for runs in runs_of]
+    for depth in (2, 3):
+        repeated = {f for f in folders if folders.count(f) > 1}
+        folders = [_folder_label(runs, depth) if f in repeated else f for f, runs in zip(folders, runs_of)]
     result = []
-    for runs in groups.values():
+    seen: dict[str, int] = {}
+    for folder, runs in zip(folders, runs_of):
         size = runs[0].image_size
         # what was trained, at a glance: "baseline (resnet10, 160 px)" beside "Paper BL ResNet-34"; from
         # the evaluated checkpoint when it is recorded (a checkpoint copied between runs keeps its model)
         details = ", ".join(str(v) for v in (runs[0].backbone, f"{size} px" if size else None) if v)
-        base = f"{runs[0].model} ({details})" if details else runs[0].model
-        labels[base] = labels.get(base, 0) + 1
-        label = base if labels[base] == 1 else f"{base} #{labels[base]}"
+        description = f"{runs[0].model} ({details})" if details else runs[0].model
+        label = f"{folder}: {description}"
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:  # the same folder given twice
+            label += f" ({seen[label]})"
         if len(runs) > 1:
             label += f" x{len(runs)} seeds"
-        elif runs[0].path.name != runs[0].model:
-            label += f" [{runs[0].path.name}]"
         if any(r.stale for r in runs):
             label += " (STALE)"
-        result.append(RunGroup(label, runs))
+        result.append(RunGroup(label, runs, description))
     return result
 
 

@@ -11,29 +11,46 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
+from thoracic.evaluation.formatting import ci_cell, count_cell, fmt
+from thoracic.evaluation.calibration import temperature_at_bound
 from thoracic.evaluation.localization import HEADLINE_THRESHOLD
+from thoracic.evaluation.sample_size import (
+    MIN_SUBGROUP_IMAGES,
+    fitted_on_few_warnings,
+    positives_warnings,
+    small_subgroups,
+    subgroup_warnings,
+    temperature_warnings,
+)
+from thoracic.evaluation.table1 import TABLE1_LEGEND
+from thoracic.geometry import FeatureGrid, GeometryError
+from thoracic.reporting.classification_tables import operating_point_table_of, report_table1
 from thoracic.reporting.document import ReportContext, ReportFigure, ReportTable, Section
-from thoracic.reporting.tables import (
+from thoracic.reporting.localization_tables import (
     HEADLINE_NOTE,
     LOCALIZATION_LEGEND,
-    TABLE1_LEGEND,
     box_rows_per_class,
-    box_rows_table,
-    ci_cell,
-    classification_table,
-    data_kind,
     false_positive_table,
-    fmt,
     localization_headline_table,
     localization_tables,
-    operating_point_table_of,
     per_threshold_table,
     pointing_table,
     run_methods,
-    setup_table,
 )
-from thoracic.reporting.runs import RunGroup
+from thoracic.reporting.runs import RunGroup, RunSummary
+from thoracic.reporting.setup_tables import box_rows_table, coverage_warnings, data_kind, setup_table
 from thoracic.reporting.trust import trust_section
+
+
+def _warned(context: ReportContext, warnings: dict[str, list[str]]) -> list[str]:
+    """``run label: warning`` for each run's warnings; a warning every run of the report shares (one run,
+    or runs on the same data) once, without labels."""
+    lines: dict[str, list[str]] = {}
+    for label, messages in warnings.items():
+        for message in messages:
+            lines.setdefault(message, []).append(label)
+    return [message if len(labels) == len(context.runs) else f"{', '.join(labels)}: {message}"
+            for message, labels in lines.items()]
 
 
 def setup_section(context: ReportContext) -> Section:
@@ -48,9 +65,11 @@ def setup_section(context: ReportContext) -> Section:
     if any(data_kind(r) == "phantom" for r in context.runs):
         section.notes.append("Phantom (synthetic) data: these numbers show that the code learns and localizes; "
                              "they say nothing clinical.")
-    # provenance: stale evaluations, checkpoints of another model than the run folder names
-    section.notes.extend(f"Warning ({context.run_label(run)}): {warning}"
-                         for run in context.runs for warning in run.warnings)
+    # provenance (stale evaluations, checkpoints of another model than the run folder names) and how much
+    # of the full dataset each run saw
+    section.warnings.extend(_warned(context, {context.run_label(run): [*run.warnings,
+                                                                        *coverage_warnings(run, context.split)]
+                                              for run in context.runs}))
     return section
 
 
@@ -62,12 +81,18 @@ def classification_section(context: ReportContext) -> Section | None:
     caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
     section = Section("Classification (Table 1)", "classification", intro=(
         f"Per-class ROC AUC on the {split} split (Table 1 style). {TABLE1_LEGEND}{caveat}"))
+    section.warnings.extend(_warned(context, {context.run_label(r): _classification_warnings(r, split)
+                                              for r in runs if r.auc}))
     for run in runs:
         if run.roc_figure is not None and run.auc:
+            curves = sum(1 for e in run.auc["per_class"].values() if e.get("auc") is not None)
+            left_out = len(run.auc["per_class"]) - curves
             section.figures.append(ReportFigure(
                 f"ROC curves of {context.run_label(run)} on the {split} split ({run.auc.get('n_images', '?')} "
-                f"images); the legend gives each class's AUC.", run.roc_figure))
-    section.tables.append(ReportTable(f"Per-class ROC AUC on the {split} split", classification_table(context.groups)))
+                "images); the legend gives each class's AUC and positive images"
+                + (f"; {left_out} of {len(run.auc['per_class'])} classes left out (no AUC: one label value)"
+                   if left_out else "") + ".", run.roc_figure))
+    section.tables.append(ReportTable(f"Per-class ROC AUC on the {split} split", report_table1(context.groups)))
     for group in context.groups:
         table = operating_point_table_of(group)
         if table is not None:
@@ -81,6 +106,16 @@ def classification_section(context: ReportContext) -> Section | None:
     section.notes.extend(f"{context.run_label(r)}: {e['note']}" for r in runs if r.auc
                          for e in r.auc["per_class"].values() if e.get("note"))
     return section
+
+
+def _classification_warnings(run: RunSummary, split: str) -> list[str]:
+    """Classes with few positives on the reported split, and thresholds chosen on few validation positives."""
+    per_class = run.auc["per_class"]
+    warnings = positives_warnings(list(per_class), {k: v.get("n_positive") for k, v in per_class.items()},
+                                  split, run.auc.get("n_images"))
+    if split != "val" and isinstance(run.auc.get("n_val_positive"), dict):
+        warnings += fitted_on_few_warnings(list(per_class), run.auc["n_val_positive"], "operating-point thresholds")
+    return warnings
 
 
 #: Localization tables shown unfolded (the others are folded).
@@ -153,11 +188,15 @@ def subgroup_section(context: ReportContext) -> Section | None:
     means = pd.DataFrame()
     gaps = pd.DataFrame()
     undefined: dict[str, list[str]] = {}  # message -> runs (the same split gives the same messages)
+    warnings: dict[str, list[str]] = {}
     for run, info in loaded:
         label = context.run_label(run)
         groups = pd.DataFrame(info["groups"])
+        warnings[label] = subgroup_warnings(groups)
+        small = {(a, g): int(n) for a, g, n in small_subgroups(groups).itertuples(index=False)}
         rows = groups[groups["class_name"] == "Mean"].set_index(["attribute", "group"])
-        means[f"{label}: n"] = rows["n_images"].astype(int).astype(str)
+        means[f"{label}: n"] = rows["n_images"].astype(int).map(
+            lambda n: count_cell(n, MIN_SUBGROUP_IMAGES, "images") if n else "0")
         means[f"{label}: mean AUC"] = [ci_cell(*v) for v in rows[["auc", "auc_ci_low", "auc_ci_high"]].itertuples(index=False)]
         means[f"{label}: mean TPR"] = [ci_cell(*v) for v in rows[["tpr", "tpr_ci_low", "tpr_ci_high"]].itertuples(index=False)]
         per_class = groups[groups["class_name"] != "Mean"]
@@ -170,7 +209,12 @@ def subgroup_section(context: ReportContext) -> Section | None:
         gap = pd.DataFrame(info["gaps"])
         if len(gap):
             gap = gap[gap["class_name"] == "Mean"]
-            gap = gap.assign(comparison=gap["group"] + " - " + gap["reference"]).set_index(["attribute", "comparison", "metric"])
+            # a gap to or from a small group is marked with that group's size
+            marks = [", ".join(f"{g}: {small[(a, g)]} images" for g in (group, reference) if (a, g) in small)
+                     for a, group, reference in gap[["attribute", "group", "reference"]].itertuples(index=False)]
+            comparison = gap["group"] + " - " + gap["reference"]
+            comparison = [f"{c} ({m})" if m else c for c, m in zip(comparison, marks)]
+            gap = gap.assign(comparison=comparison).set_index(["attribute", "comparison", "metric"])
             gaps[label] = [ci_cell(*v) for v in gap[["gap", "ci_low", "ci_high"]].itertuples(index=False)]
             gaps.index = gap.index
     means.index.names = ["attribute", "group"]
@@ -187,7 +231,7 @@ def subgroup_section(context: ReportContext) -> Section | None:
             "of the attribute), mean over the classes defined in both, with the CI of the difference from "
             "independent resamples of the two groups. Per-class values: subgroups_<split>.csv, "
             "subgroup_gaps_<split>.csv.")
-    section = Section("Subgroups", "subgroups", intro=text)
+    section = Section("Subgroups", "subgroups", intro=text, warnings=_warned(context, warnings))
     section.tables.append(ReportTable("Mean AUC and TPR by group [95% CI]", means, numeric=False))
     if len(gaps):
         gaps = gaps.reset_index()
@@ -214,13 +258,18 @@ def calibration_section(context: ReportContext) -> Section | None:
         return None
     table = pd.DataFrame()
     sources = []
+    warnings: dict[str, list[str]] = {}
     for run, info in loaded:
         label = context.run_label(run)
         rows = pd.DataFrame(info["per_class"]).set_index("class_name")
         table[f"{label}: ECE"] = [fmt(v, 4) for v in rows["ece"].astype(float)]
         if np.isfinite(rows["ece_calibrated"].astype(float)).any():
             table[f"{label}: ECE after T"] = [fmt(v, 4) for v in rows["ece_calibrated"].astype(float)]
-            table[f"{label}: T"] = [fmt(v, 3) for v in rows["temperature"].astype(float)]
+            temperature = rows["temperature"].astype(float)
+            bound = temperature_at_bound(temperature.to_numpy())
+            table[f"{label}: T"] = [fmt(v, 3) + (" (at bound)" if hit else "") for v, hit in zip(temperature, bound)]
+            classes = [c for c in temperature.index if c != "Mean"]
+            warnings[label] = temperature_warnings(classes, temperature.loc[classes].to_numpy())
         table.index = rows.index
         sources.append(f"{label}: {info.get('temperature_source', '')}")
     table.index.name = "class"
@@ -229,7 +278,7 @@ def calibration_section(context: ReportContext) -> Section | None:
         f"Expected calibration error of each class's probability on the {split} split ({n_bins} equal-width "
         "bins; 0 is perfect). Temperature scaling (probability = sigmoid(logit / T)) is fitted on the "
         "validation split by thoracic evaluate --calibrate and applied by thoracic predict; it changes "
-        "no AUC."))
+        "no AUC."), warnings=_warned(context, warnings))
     section.figures.extend(
         ReportFigure(f"{context.run_label(run)}: reliability diagrams on the {split} split",
                      run.path / "evaluation" / f"reliability_{split}.png")
@@ -252,14 +301,15 @@ def export_section(context: ReportContext) -> Section | None:
                 continue
             check = info.get("verification") or {}
             diffs = check.get("max_abs_diff") or {}
-            geometry = info.get("heatmap_geometry") or {}
+            try:
+                grid = FeatureGrid.from_dict(info.get("heatmap_geometry") or {})
+            except GeometryError:
+                grid = None
             records.append({
                 "run": context.run_label(run), "file": path.name[:-len(".json")], "format": info.get("format"),
                 "input": " x ".join(str(v) for v in (info.get("input") or {}).get("shape", [])),
-                "class maps": " x ".join(str(v) for v in geometry.get("map_size", [])),
-                "stride / cell-centre offset (px)": f"{geometry.get('stride', ['?'])[0]:g} / "
-                                                    f"{geometry.get('cell_centre_offset', ['?'])[0]:g}"
-                                                    if geometry else "",
+                "class maps": " x ".join(str(v) for v in grid.shape) if grid else "",
+                "stride / cell-centre offset (px)": f"{grid.stride[0]:g} / {grid.offset[0]:g}" if grid else "",
                 "checked with": check.get("runtime", ""),
                 "max abs diff logits": f"{diffs['logits']:.1e}" if "logits" in diffs else "",
                 "max abs diff maps": f"{diffs['class_maps']:.1e}" if "class_maps" in diffs else "",

@@ -87,7 +87,8 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
     device = resolve_device(map_location) if isinstance(map_location, str) else map_location
     path = find_checkpoint(run, which)
     config, ckpt = load_checkpoint_config(path)
-    model = build_model(replace(config.model, pretrained=False, weights=None))
+    # strict=False: a checkpoint written before misplaced model options were refused still opens
+    model = build_model(replace(config.model, pretrained=False, weights=None), strict=False)
     state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

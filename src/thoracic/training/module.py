@@ -2,7 +2,8 @@
 
 What it logs each epoch: ``train_loss_step`` and ``train_loss_epoch``, ``lr``, ``val_loss``,
 ``val_auc/<class>`` for the 14 classes of :data:`~thoracic.constants.CLASS_NAMES` and ``val_auc_mean``
-(mean over the classes whose AUC is defined); every epoch-level value is logged by the end of
+(mean over the classes whose AUC is defined: the AUC of :func:`thoracic.metrics.per_class_auc`, the same
+function and rules as ``thoracic evaluate``); every epoch-level value is logged by the end of
 validation, before the epoch's checkpoints are written. Validation runs in eval mode without gradients (Lightning's evaluation loop),
 unlike the seed paper's code, which validated in train mode and so updated BatchNorm statistics on
 validation images (seed NOTES, "Training as it really was").
@@ -23,7 +24,6 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric, Metric
-from torchmetrics.functional.classification import binary_auroc, multilabel_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from thoracic.config import Config, config_from_dict, to_dict
@@ -31,6 +31,7 @@ from thoracic.constants import CLASS_NAMES
 from thoracic.data.dataset import normalize_images
 from thoracic.errors import RunError
 from thoracic.losses import build_loss
+from thoracic.metrics import per_class_auc
 from thoracic.models import build_model
 from thoracic.models.output import ModelOutput
 
@@ -42,9 +43,12 @@ class NonFiniteLossError(RunError):
 class DeduplicatedAUROC(Metric):
     """Per-class ROC AUC over every process, counting each dataset index once.
 
-    States are concatenated across processes on ``compute`` (torchmetrics syncs them under DDP), then
-    rows with a repeated ``index`` (DistributedSampler padding) are dropped. A class whose labels take a
-    single value has no AUC: NaN, never 0.
+    A cumulative wrapper around the one pure AUC function, :func:`thoracic.metrics.per_class_auc` (the
+    pattern of MONAI's ``ROCAUCMetric`` around ``compute_roc_auc``): states are concatenated across
+    processes on ``compute`` (torchmetrics syncs them under DDP), rows with a repeated ``index``
+    (DistributedSampler padding) are dropped, and the function does the rest, with the same rules as
+    ``thoracic evaluate``: NaN labels (not labelled) are skipped per class, and a class whose labelled rows
+    hold a single value has no AUC (NaN, never 0).
     """
 
     full_state_update = False
@@ -58,7 +62,7 @@ class DeduplicatedAUROC(Metric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, indices: torch.Tensor) -> None:
         self.preds.append(preds.detach().float())
-        self.target.append(target.detach().round().long())
+        self.target.append(target.detach().float())  # NaN (not labelled) kept: the AUC skips it
         self.indices.append(indices.detach().long().reshape(-1))
 
     def compute(self) -> torch.Tensor:
@@ -69,18 +73,8 @@ class DeduplicatedAUROC(Metric):
         target = dim_zero_cat(self.target)
         indices = dim_zero_cat(self.indices)
         preds, target = _deduplicate(preds, target, indices)
-        positives = target.sum(dim=0)
-        defined = (positives > 0) & (positives < target.shape[0])
-        auc = torch.full((self.num_labels,), float("nan"), device=preds.device)
-        if bool(defined.any()):
-            columns = defined.nonzero().flatten()
-            if len(columns) == 1:  # multilabel_auroc needs at least two labels (tiny validation sets)
-                auc[columns] = binary_auroc(preds[:, columns[0]], target[:, columns[0]], thresholds=None).float()
-            else:
-                auc[columns] = multilabel_auroc(
-                    preds[:, columns], target[:, columns], num_labels=len(columns), average=None,
-                    thresholds=None).float()
-        return auc
+        result = per_class_auc(target.cpu().double().numpy(), preds.cpu().double().numpy())
+        return torch.from_numpy(result.auc).to(device=preds.device, dtype=torch.float32)
 
 
 def _deduplicate(
@@ -148,13 +142,14 @@ class ThoracicModule(LightningModule):
         # Set directly (not save_hyperparameters, which inspects the __init__ arguments): these are exactly
         # the keys the checkpoint contract names, and load_from_checkpoint passes them back as arguments.
         self.hparams.update(
-            {"config": to_dict(config), "class_names": list(CLASS_NAMES), "class_frequencies": frequencies}
+            {"config": to_dict(config), "class_names": list(class_names), "class_frequencies": frequencies}
         )
         self.config = config
+        self.class_names = tuple(class_names)
         self.model = build_model(config.model) if model is None else model
         self.loss_fn = build_loss(config.loss, None if frequencies is None else np.asarray(frequencies))
-        self.val_auc = DeduplicatedAUROC(len(CLASS_NAMES))
-        self.test_auc = DeduplicatedAUROC(len(CLASS_NAMES))
+        self.val_auc = DeduplicatedAUROC(len(self.class_names))
+        self.test_auc = DeduplicatedAUROC(len(self.class_names))
         # Image-weighted mean over every process (Lightning's sync_dist would average per-rank means).
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
@@ -251,7 +246,7 @@ class ThoracicModule(LightningModule):
         if stage == "val":
             # Same value on every rank after the metric's sync, so every rank takes the same decision.
             self._check_finite(loss, "validation", reduce=False)
-        values = {f"{stage}_auc/{name}": float(v) for name, v in zip(CLASS_NAMES, auc.tolist())}
+        values = {f"{stage}_auc/{name}": float(v) for name, v in zip(self.class_names, auc.tolist())}
         defined = [v for v in auc.tolist() if not math.isnan(v)]
         self.log_dict(values, on_step=False, on_epoch=True)
         self.log(f"{stage}_auc_mean", float(np.mean(defined)) if defined else float("nan"),

@@ -166,16 +166,19 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
 
 
 def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
-    """Add the split sizes (``images``: train / val / test) and the test box rows per class
-    (``box_rows``) to ``run_info.json``; reports show them in the run's setup table."""
+    """Add the split sizes (``images``: train / val / test), the test box rows per class (``box_rows``) and
+    the test images they are on (``box_images``) to ``run_info.json``; reports show them in the run's setup
+    table."""
     path = run_dir / "run_info.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
     splits = datamodule.splits
     boxes = datamodule.dataset.boxes
     test_ids = set(datamodule.dataset.table["image_id"].to_numpy()[splits.test])
-    box_rows = boxes[boxes["image_id"].isin(test_ids)]["class_name"].value_counts()
+    test_boxes = boxes[boxes["image_id"].isin(test_ids)]
+    box_rows = test_boxes["class_name"].value_counts()
     info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
     info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
+    info["box_images"] = int(test_boxes["image_id"].nunique())
     write_text_atomic(path, json.dumps(info, indent=2))
     return info
 

@@ -41,7 +41,7 @@ from thoracic.config import (
 )
 from thoracic.config import replace as replace_config
 from thoracic.errors import Interrupted, RunError, ThoracicError
-from thoracic.models import build_model
+from thoracic.models import build_model, check_model_config
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -195,7 +195,8 @@ def train(
         command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
 
     Raises:
-        ConfigError: missing data folder, bad devices; RunError: nothing to resume, non-finite loss;
+        ConfigError: missing data folder, bad devices, a model option the model does not take
+            (:func:`thoracic.models.check_model_config`); RunError: nothing to resume, non-finite loss;
         DiskFullError: no room for a checkpoint (the previous ``last.ckpt`` is kept);
         Interrupted: Ctrl-C (the message names the run folder and the resume command).
     """
@@ -206,6 +207,8 @@ def train(
             cfg, _ = load_checkpoint_config(checkpoint_path)
     elif cfg is None:
         raise ConfigError("train: give a config or a run to resume")
+    else:
+        check_model_config(cfg.model)  # a misplaced model option is refused before any data is read
     check_data_config(cfg)
     if resume is None:
         ensure_output_dir(cfg.output_dir, "output_dir", create=False)
@@ -334,8 +337,9 @@ def _checkpoint_epoch(path: Path) -> int | str:
 
 
 def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
-    """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download)."""
-    return build_model(replace_config(cfg.model, pretrained=False, weights=None))
+    """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download; options the model does
+    not take are left out, as they were when the checkpoint's run built it)."""
+    return build_model(replace_config(cfg.model, pretrained=False, weights=None), strict=False)
 
 
 def _next_epoch(checkpoint_path: Path) -> int:

@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,21 @@ from thoracic.evaluation.operating_points import (
     save_operating_points,
 )
 from thoracic.evaluation.predictions import predict, save_predictions
-from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, subgroup_thresholds
+from thoracic.evaluation.sample_size import (
+    fitted_on_few_warnings,
+    positives_warnings,
+    subgroup_warnings,
+    temperature_warnings,
+)
+from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, thresholds_with_source
+from thoracic.evaluation.table1 import write_table1
 from thoracic.io import write_json_atomic, write_text_atomic
+from thoracic.metrics import label_counts
 from thoracic.safety import read_json
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
 from thoracic.training.trainer import model_without_pretrained_weights
-from thoracic.reporting.tables import write_run_table1
 from thoracic.workflows.common import open_run
 
 
@@ -70,6 +77,9 @@ class EvaluationResult:
     files: dict[str, Path]
     operating_points: pd.DataFrame
     """:func:`~thoracic.evaluation.operating_points.operating_point_table` of the evaluated split."""
+    warnings: list[str] = field(default_factory=list)
+    """Small samples (:mod:`thoracic.evaluation.sample_size`): classes with few positives, thresholds or
+    temperatures fitted on few validation positives, small subgroups, temperatures at their bound."""
 
 
 def evaluate_run(
@@ -99,10 +109,11 @@ def evaluate_run(
     ``split``. ``device``: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
 
     Also, per sex / age band / view / follow-up group (``subgroups``; ``age_bands`` lower edges, default
-    0 20 40 60 80), AUC and TPR at those operating points with their gaps; and calibration (ECE,
-    reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature scaling on the
-    validation split and stores it as ``calibration.json``; without it, a stored calibration of the same
-    checkpoint is still measured.
+    0 20 40 60 80), AUC and TPR at those operating points (passed in memory) with their gaps; and
+    calibration (ECE, reliability diagrams). ``calibrate`` (``per_class`` or ``single``) fits temperature
+    scaling on the validation split and stores it as ``calibration.json``; without it, a stored calibration
+    of the same checkpoint is still measured. ``EvaluationResult.warnings`` lists the numbers that rest on
+    small samples (:mod:`thoracic.evaluation.sample_size`).
     """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
@@ -126,41 +137,60 @@ def evaluate_run(
                                    CLASS_NAMES, operating_point)
     files["operating_points_csv"] = out / f"operating_points_{split}.csv"
     points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
+    val_positives = {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(validation.labels)[0])}
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
                  "seed": loaded.config.seed, "checkpoint": loaded.info,
-                 "n_val_images": int(len(validation.image_ids))})
+                 "n_val_images": int(len(validation.image_ids)), "n_val_positive": val_positives})
+    warnings = positives_warnings(CLASS_NAMES, auc.n_positive, split, len(predictions.image_ids))
+    if split != "val":
+        warnings += fitted_on_few_warnings(CLASS_NAMES, val_positives, "operating-point thresholds")
+    info["warnings"] = list(warnings)
     write_text_atomic(out / f"auc_{split}.json", json.dumps(info, indent=2))
     files["auc_csv"] = out / f"auc_{split}.csv"
     files["auc_json"] = out / f"auc_{split}.json"
     # Table 1: this run beside Wang et al. 2017 and the seed paper's three columns
-    files["table1_md"], files["table1_csv"] = write_run_table1(info, to_dict(loaded.config), out, split)
+    files["table1_md"], files["table1_csv"] = write_table1(info, loaded.config.model.name, out, split)
     curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
-    files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title), out / f"roc_{split}.png")
+    left_out = {name: auc.reasons.get(name, "no AUC") for name in CLASS_NAMES if name not in curves}
+    files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title,
+                                          positives=dict(zip(CLASS_NAMES, auc.n_positive.tolist())),
+                                          left_out=left_out), out / f"roc_{split}.png")
     if subgroups:
-        files.update(_subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands, subgroup_min_count,
-                                progress))
-    files.update(_calibration(loaded, validation, predictions, out, split, calibrate, calibration_bins, device,
-                              progress))
-    return EvaluationResult(auc, files, points)
+        subgroup_files, subgroup_groups = _subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands,
+                                                     subgroup_min_count, thresholds, operating_point, progress)
+        files.update(subgroup_files)
+        warnings += subgroup_warnings(subgroup_groups)
+    calibration_files, calibration_table = _calibration(loaded, validation, predictions, out, split, calibrate,
+                                                        calibration_bins, device, progress)
+    files.update(calibration_files)
+    if calibrate is not None:
+        warnings += fitted_on_few_warnings(CLASS_NAMES, val_positives, "temperatures")
+    fitted = calibration_table[calibration_table["class_name"] != "Mean"]
+    if fitted["temperature"].notna().any():
+        warnings += temperature_warnings(list(fitted["class_name"]), fitted["temperature"].to_numpy(float),
+                                         len(validation.image_ids) if calibrate is not None else None)
+    return EvaluationResult(auc, files, points, warnings)
 
 
 def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
-               age_bands: Sequence[int] | None, min_count: int, progress: bool) -> dict[str, Path]:
-    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`)."""
-    thresholds, source = subgroup_thresholds(out)
+               age_bands: Sequence[int] | None, min_count: int, chosen: Mapping[str, float | None], method: str,
+               progress: bool) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`) at the operating
+    points ``chosen`` on the validation split (by ``method``); also returns the subgroup table."""
+    thresholds, source = thresholds_with_source(chosen, method, "val", CLASS_NAMES)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
                                 age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
                                 seed=seed, min_count=min_count, progress=progress)
-    return save_subgroups(result, out, split)
+    return save_subgroups(result, out, split), result.groups
 
 
 def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
-                 n_bins: int | None, device: str, progress: bool) -> dict[str, Path]:
-    """ECE / reliability files of one split; with ``calibrate``, first fit temperatures on the validation
-    split's predictions ``validation``."""
+                 n_bins: int | None, device: str, progress: bool) -> tuple[dict[str, Path], pd.DataFrame]:
+    """ECE / reliability files of one split and the per-class table; with ``calibrate``, first fit
+    temperatures on the validation split's predictions ``validation``."""
     n_bins = n_bins or DEFAULT_BINS
     files: dict[str, Path] = {}
     if calibrate is not None:
@@ -170,7 +200,8 @@ def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, spli
         result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
                                       notes, settings)
         files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
-                                                 loaded.checkpoint_path, result, split, len(fitting.labels), notes)
+                                                 loaded.checkpoint_path, result, split, len(fitting.labels), notes,
+                                                 n_positive=label_counts(fitting.labels)[0])
     else:
         stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
         settings = {"split": split, "temperature_source": message}
@@ -179,7 +210,7 @@ def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, spli
         result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES,
                                       stored.temperature if stored else None, n_bins, notes, settings)
     files.update(save_calibration(result, out, split))
-    return files
+    return files, result.table
 
 
 

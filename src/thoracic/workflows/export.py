@@ -9,8 +9,8 @@ combined map) before any min-max normalisation, exactly ``ModelOutput.logits`` /
 Everything needed to use the file travels with it, as JSON (:func:`export_metadata`): the class order,
 the preprocessing (decoding, resize, normalisation constants), the post-processing (sigmoid, optional
 temperature, heatmap min-max and upsampling), the run's operating points (``operating_points.json``)
-and calibration (``calibration.json``) when present, and the heatmap geometry (stride and the input
-pixel of cell (0, 0)'s centre). It is stored inside the file (ONNX ``metadata_props`` key
+and calibration (``calibration.json``) when present, and the heatmap geometry (the grid's shape, stride,
+the input pixel of cell (0, 0)'s centre and the input size: :meth:`thoracic.geometry.FeatureGrid.to_dict`). It is stored inside the file (ONNX ``metadata_props`` key
 :data:`METADATA_KEY`; TorchScript extra file ``thoracic.json``) and beside it as ``<file>.json``.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter; the TorchScript
@@ -71,13 +71,15 @@ def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, An
     """Where the cells of a model's native class map lie on its input (:func:`thoracic.geometry.heatmap_grid`:
     stride and receptive-field centre of cell (0, 0), derived from the network's layers).
 
-    Cell ``(i, j)`` is centred at input pixel ``(offset[0] + i * stride[0], offset[1] + j * stride[1])``
-    (pixel centres at integer coordinates); prediction from the exported file registers maps by it.
+    The grid's one JSON form, :meth:`thoracic.geometry.FeatureGrid.to_dict` (``shape``, ``stride``,
+    ``offset``, ``input_size``), plus the convention in words: cell ``(i, j)`` is centred at input pixel
+    ``(offset[0] + i * stride[0], offset[1] + j * stride[1])`` (pixel centres at integer coordinates);
+    prediction from the exported file registers maps by it (:meth:`FeatureGrid.from_dict`, which also reads
+    the ``map_size`` / ``cell_centre_offset`` names of files exported by earlier versions).
     """
     grid = heatmap_grid(model, int(image_size))
     return {
-        "map_size": [int(v) for v in grid.shape], "input_size": [int(v) for v in grid.input_size],
-        "stride": [float(s) for s in grid.stride], "cell_centre_offset": [float(o) for o in grid.offset],
+        **grid.to_dict(),
         "convention": "cell (i, j) centre at input pixel (offset + i * stride, offset + j * stride), pixel centres "
                       "at integer coordinates (receptive-field centres traced from the network's layers); maps are "
                       "upsampled linearly between the cell centres (thoracic.geometry)",
@@ -131,7 +133,7 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
         "class_names": list(CLASS_NAMES),
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32"},
         "outputs": {OUTPUT_NAMES[0]: ["batch", len(CLASS_NAMES)],
-                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["map_size"]]},
+                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["shape"]]},
         "image_size": size,
         "preprocessing": preprocessing_metadata(size, config.data.normalize),
         "postprocessing": {

@@ -19,7 +19,7 @@ from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.calibration import calibration_for_run, calibration_from_dict
 from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD
-from thoracic.geometry import FeatureGrid
+from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.prediction import (
     ImagePrediction,
     Predictor,
@@ -27,7 +27,9 @@ from thoracic.prediction import (
     collect_image_paths,
     exported_thresholds,
     figure_names,
+    prediction_warnings,
     resolve_thresholds,
+    validation_positives,
 )
 from thoracic.provenance import SHORT_HASH
 from thoracic.runtime import ExportedModule, load_exported, resolve_device
@@ -60,14 +62,11 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
         message = "calibration stored in the export not applied (--no-calibration): uncalibrated probabilities"
     else:
         message = f"no calibration in {path}: uncalibrated probabilities"
-    geometry = exported.metadata.get("heatmap_geometry") or {}
     try:
-        grid = FeatureGrid(tuple(int(v) for v in geometry["map_size"]), tuple(float(v) for v in geometry["stride"]),
-                           tuple(float(v) for v in geometry["cell_centre_offset"]),
-                           tuple(int(v) for v in geometry["input_size"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ThoracicError(f"{path}: metadata 'heatmap_geometry' lacks map_size, stride, cell_centre_offset or "
-                            f"input_size ({error!r}); export the run again with thoracic export") from None
+        grid = FeatureGrid.from_dict(exported.metadata.get("heatmap_geometry") or {})
+    except GeometryError as error:
+        raise ThoracicError(f"{path}: metadata 'heatmap_geometry': {error}; export the run again with "
+                            "thoracic export") from None
     predictor = Predictor(ExportedModule(exported), exported.image_size, exported.normalize, method=method,
                           threshold=threshold, device=device, temperature=temperature, registration=registration,
                           grid=grid)
@@ -154,6 +153,9 @@ def predict_images(
     predictor.thresholds = dict(thresholds.values)
     say(message)
     say(f"thresholds: {thresholds.description}")
+    run_dir = loaded.run_dir if model is None else None
+    for note in prediction_warnings(thresholds, calibration, validation_positives(run_dir)):
+        say(f"warning: {note}")
     if provenance is not None and provenance.get("data_kind") == "phantom":
         warning = (f"{source.get('checkpoint') or model} was trained on phantom (synthetic) images "
                    f"({provenance['data_root']}): its probabilities and heatmaps say nothing about real X-rays")
