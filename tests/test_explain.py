@@ -376,3 +376,27 @@ def test_a_seeded_draw_of_box_images_picks_whole_images() -> None:
     assert pairs.equals(select_pairs(truth, 2, seed=0))
     assert len(select_pairs(truth, 0, seed=0)) == 4
     assert list(itertools.chain(select_pairs(truth, 10, seed=5)["image_id"])) == ["a", "b", "c", "d"]
+
+
+def test_command_line_masks_only_with_a_checkpoint_file(phantom_dir: Path, phantom_cache: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``thoracic explain RUN --checkpoint FILE --checks masks``: one check, written beside the run's files; an
+    unknown method and a missing checkpoint file are named errors (exit 2)."""
+    from thoracic.cli import main
+
+    run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    code = main(["explain", str(run), "--checkpoint", str(checkpoint), "--checks", "masks", "--num-images", "2",
+                 "--bootstrap", "0", "--method", "native,gradcam", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count(" masks ") == 2 and "randomization" not in out
+    document = json.loads((run / "evaluation" / "explain.json").read_text())
+    assert document["methods"] == ["native", "gradcam"] and document["checks"] == ["masks"]
+    assert document["n_images"] == 2 and not (run / "evaluation" / "randomization.csv").exists()
+    metrics = pd.read_csv(run / "evaluation" / "mask_metrics.csv")
+    assert metrics["ci_low"].isna().all()  # --bootstrap 0: no intervals
+    assert main(["explain", str(run), "--method", "nosuch", "--device", "cpu", "--no-progress"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert main(["explain", str(run), "--checkpoint", str(tmp_path / "none.ckpt"), "--no-progress"]) == 2
+    assert "none.ckpt" in capsys.readouterr().err

@@ -412,6 +412,13 @@ def explain(run: str | Path, settings: ExplainSettings = ExplainSettings(), chec
     start = time.perf_counter()
     path = Path(run)
     runs = expand_runs([path])
+    if checkpoint not in ("best", "last"):  # a checkpoint file: explained in the run folder that holds it
+        if len(runs) > 1:
+            raise DataError(f"--checkpoint {checkpoint}: one checkpoint file cannot stand for the {len(runs)} runs of "
+                            f"{path}; give best or last")
+        if not Path(checkpoint).is_file():
+            raise DataError(f"--checkpoint {checkpoint}: expected best, last or a checkpoint file, and no such file exists")
+        runs, checkpoint, path = [Path(checkpoint)], "best", Path(checkpoint)
     explanations = [explain_run(r, settings, checkpoint, device, batch_size, data, cache, num_workers, progress)
                     for r in runs]
     files: dict[str, Path] = {}
