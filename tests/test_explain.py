@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +397,31 @@ def test_command_line_masks_only_with_a_checkpoint_file(phantom_dir: Path, phant
     assert document["n_images"] == 2 and not (run / "evaluation" / "randomization.csv").exists()
     metrics = pd.read_csv(run / "evaluation" / "mask_metrics.csv")
     assert metrics["ci_low"].isna().all()  # --bootstrap 0: no intervals
+    # a changed setting recomputes the parts that depend on it, and only those
+    assert main(["explain", str(run), "--checks", "masks", "--num-images", "2", "--bootstrap", "0", "--method",
+                 "native", "--heatmap-thresholds", "100", "--device", "cpu", "--no-progress"]) == 0
+    parts = json.loads((run / "evaluation" / "explain.json").read_text())["parts"]
+    assert parts == {"computed": ["masks_native.csv"], "reused": ["maps_native.npz"]}
+    assert "iou_100" in pd.read_csv(run / "evaluation" / "masks.csv").columns
+    capsys.readouterr()
     assert main(["explain", str(run), "--method", "nosuch", "--device", "cpu", "--no-progress"]) == 2
     assert "nosuch" in capsys.readouterr().err
     assert main(["explain", str(run), "--checkpoint", str(tmp_path / "none.ckpt"), "--no-progress"]) == 2
     assert "none.ckpt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["localize", "predict", "explain"])
+def test_every_method_is_selectable_on_the_command_line(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from thoracic.cli import build_parser
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([command, "--help"])
+    assert stopped.value.code == 0
+    usage = capsys.readouterr().out
+    for method in HEATMAP_METHOD_NAMES:
+        assert re.search(rf"(?<![\w-]){re.escape(method)}(?![\w-])", usage), (command, method)
+    if command != "predict":
+        for method in HEATMAP_METHOD_NAMES:
+            parsed = build_parser().parse_args([command, "somewhere", "--method", method])
+            assert method in (parsed.method if isinstance(parsed.method, list) else [parsed.method])
