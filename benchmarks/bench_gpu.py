@@ -147,9 +147,9 @@ def _phantom_loader(work: Path, settings: dict[str, Any], pin_memory: bool) -> A
     from thoracic.data.synth import generate_phantom_dataset
 
     size = settings["image_size"]
-    root = generate_phantom_dataset(work / "phantoms", settings["loader_images"], size, seed=0, workers=None,
+    root = generate_phantom_dataset(work / "phantoms", settings["loader_images"], size, seed=0, num_workers=None,
                                     overwrite=True, progress=False)
-    cache = prepare_cache(root, size, cache_dir=work / f"cache_{size}", workers=None, progress=False)
+    cache = prepare_cache(root, size, cache_dir=work / f"cache_{size}", num_workers=None, progress=False)
     datamodule = ChestXrayDataModule(root, image_size=size, cache_dir=cache, batch_size=settings["batch_size"],
                                      num_workers=settings["loader_workers"], pin_memory=pin_memory, val_fraction=0.1)
     datamodule.setup("fit")

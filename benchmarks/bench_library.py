@@ -66,7 +66,7 @@ def bootstrap_comparison(settings: dict[str, Any]) -> tuple[dict[str, Any], str]
     resamples, loop_resamples = settings["resamples"], settings["loop_resamples"]
 
     def vectorised() -> None:
-        compute_auc(labels, scores, class_names=names, n_bootstrap=resamples, seed=0)
+        compute_auc(labels, scores, class_names=names, bootstrap=resamples, seed=0)
 
     def sklearn_loop() -> None:
         draws = np.random.default_rng(0).integers(0, n, size=(loop_resamples, n))
@@ -79,7 +79,7 @@ def bootstrap_comparison(settings: dict[str, Any]) -> tuple[dict[str, Any], str]
         f"bootstrap CIs: compute_auc vs a scikit-learn loop ({n:,} images x {c} classes)",
         common.measurement(resamples, times["vectorised"], "resamples/s"),
         common.measurement(loop_resamples, times["loop"], "resamples/s"), BOOTSTRAP_TARGET,
-        f"compute_auc(n_bootstrap={resamples}) vs roc_auc_score per class on each of {loop_resamples} "
+        f"compute_auc(bootstrap={resamples}) vs roc_auc_score per class on each of {loop_resamples} "
         "resamples of the images; rate = resamples per second",
     )
     note = (f"bootstrap: {resamples} resamples of {n:,} images x {c} classes in "
@@ -180,7 +180,7 @@ def phantom_comparison(settings: dict[str, Any], workdir: Path) -> tuple[dict[st
     pixels = [render_phantom(size, 0, k, k).pixels for k in range(count)]
 
     def generate() -> None:
-        generate_phantom_dataset(workdir / "phantoms", count, size, seed=0, workers=1, overwrite=True,
+        generate_phantom_dataset(workdir / "phantoms", count, size, seed=0, num_workers=1, overwrite=True,
                                  progress=False)
 
     def write_only() -> None:

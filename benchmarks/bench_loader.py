@@ -60,7 +60,7 @@ def run(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         root, source = common.image_folder(work, quick)
-        cache_dir = prepare_cache(root, image_size, cache_dir=work / f"cache_{image_size}", workers=1,
+        cache_dir = prepare_cache(root, image_size, cache_dir=work / f"cache_{image_size}", num_workers=1,
                                   progress=False, overwrite=True)
         metadata = load_chestxray14(root)
         dataset = ChestXrayDataset(metadata, ImageCache.open(cache_dir, expected_root=root, expected_size=image_size))

@@ -3,7 +3,7 @@
 Baseline: a plain loop ``Image.open(png).convert("L").resize((S, S), BILINEAR)`` over the 1024 x 1024
 PNGs, in one process, results kept in memory: the least any cache builder must do.
 
-Candidates: ``prepare_cache(root, S, workers=1)`` and ``prepare_cache(root, S, workers=N)`` (N = the
+Candidates: ``prepare_cache(root, S, num_workers=1)`` and ``prepare_cache(root, S, num_workers=N)`` (N = the
 usable cores), each writing a fresh cache (metadata read, memory map, index, manifest included).
 Targets: one worker at least 0.9x the loop (the cache adds little), N workers at least 0.9 x N of it.
 
@@ -100,7 +100,7 @@ def run(quick: bool = False, workdir: Path | None = None, workers: int | None = 
                 cache = work / f"cache_w{n}"
                 if cache.exists():
                     shutil.rmtree(cache)
-                prepare_cache(root, image_size, cache_dir=cache, workers=n, progress=False)
+                prepare_cache(root, image_size, cache_dir=cache, num_workers=n, progress=False)
             return call
 
         jobs = [(str(path), image_size) for path in paths]

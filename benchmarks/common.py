@@ -314,7 +314,7 @@ def image_folder(workdir: Path, quick: bool, num_phantoms: int = 40) -> tuple[Pa
 
     workdir = Path(workdir)
     if quick:
-        root = generate_phantom_dataset(workdir / "phantom_quick", 8, 64, seed=0, workers=1,
+        root = generate_phantom_dataset(workdir / "phantom_quick", 8, 64, seed=0, num_workers=1,
                                         overwrite=True, progress=False)
         return root, "8 phantom PNGs of 64 x 64 px (--quick)"
     sample_images = SHARED_NIH / "sample" / "images"
@@ -330,7 +330,7 @@ def image_folder(workdir: Path, quick: bool, num_phantoms: int = 40) -> tuple[Pa
         count = len(list((root / "images").glob("*.png")))
         return root, f"{count} real ChestX-ray14 PNGs of 1024 x 1024 px (the real NIH sample folder)"
     root = generate_phantom_dataset(workdir / "phantom_1024", num_phantoms, FULL_IMAGE_SIZE, seed=0,
-                                    workers=None, overwrite=True, progress=False)
+                                    num_workers=None, overwrite=True, progress=False)
     return root, f"{num_phantoms} phantom PNGs of 1024 x 1024 px (real sample not found)"
 
 

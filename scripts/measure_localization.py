@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from thoracic.commands._options import add_option
+
 START = "<!-- localization-measurements:start -->"
 END = "<!-- localization-measurements:end -->"
 CRITERIA = (("IoU", 0.3), ("IoBB", 0.25))
@@ -53,18 +55,19 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {key: getattr(args, key) for key in ("families", "seeds", "strides", "models", "images", "disk_size",
-                                                    "size", "epochs", "lr", "batch_size", "extra_methods",
-                                                    "threads")}
+    names = {"images": "num_images", "size": "image_size"}  # measure.json keeps its keys (older folders read alike)
+    settings = {key: getattr(args, names.get(key, key)) for key in ("families", "seeds", "strides", "models", "images",
+                                                                    "disk_size", "size", "epochs", "lr", "batch_size",
+                                                                    "extra_methods", "threads")}
     (out / "measure.json").write_text(json.dumps(settings, indent=2))
     for seed in args.seeds:  # seed-major: every family gets its first seed before any gets a second
         for family in args.families:
             root = out / f"family{family}_seed{seed}" / "phantom"
             info = root / "phantom.json"
-            if not (info.is_file() and json.loads(info.read_text()).get("num_images") == args.images):
-                generate_phantom_dataset(root, args.images, args.disk_size, seed, family=family, overwrite=True,
-                                         progress=False, workers=args.threads)
-            prepare_cache(root, args.size, workers=args.threads, progress=False)
+            if not (info.is_file() and json.loads(info.read_text()).get("num_images") == args.num_images):
+                generate_phantom_dataset(root, args.num_images, args.disk_size, seed, family=family, overwrite=True,
+                                         progress=False, num_workers=args.threads)
+            prepare_cache(root, args.image_size, num_workers=args.threads, progress=False)
             for model in args.models:
                 for stride in args.strides:
                     name = _run_name(model, stride)
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                     run_dir = runs / name
                     started = time.perf_counter()
                     cfg = load_config_by_name(model, {
-                        "data.root": str(root), "data.image_size": args.size, "data.num_workers": 0,
+                        "data.root": str(root), "data.image_size": args.image_size, "data.num_workers": 0,
                         "model.backbone": "resnet10", "model.pretrained": False, "model.output_stride": stride,
                         "optim.lr": args.lr, "optim.lr_step_epochs": 0, "train.batch_size": args.batch_size,
                         "train.max_epochs": args.epochs, "train.patience": 3, "train.precision": "32-true",
@@ -90,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
                                 shutil.rmtree(run_dir)  # an unfinished run of this script
                             train(cfg)
-                    evaluate_run(run_dir, "test", n_bootstrap=50, progress=False)
+                    evaluate_run(run_dir, "test", bootstrap=50, progress=False)
                     methods = ["native"] + (list(args.extra_methods) if stride == 32 else [])
                     for method in methods:
-                        localize_run(run_dir, method=method, progress=False, n_examples=4)
+                        localize_run(run_dir, method=method, progress=False, num_examples=4)
                     print(f"family {family} seed {seed} {name}: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
@@ -244,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--strides", nargs="+", type=int, default=[32, 16, 8])
     go.add_argument("--models", nargs="+", default=["baseline"])
     go.add_argument("--extra-methods", nargs="*", default=["ig"], help="methods also localized at stride 32")
-    go.add_argument("--images", type=int, default=1000)
-    go.add_argument("--disk-size", type=int, default=192)
-    go.add_argument("--size", type=int, default=128)
+    add_option(go, "--num-images", "--images", type=int, default=1000, help="phantom images per family and seed")
+    go.add_argument("--disk-size", type=int, default=192, help="side of the phantom images on disk")
+    add_option(go, "--image-size", "--size", type=int, default=128, help="the models' input side (data.image_size)")
     go.add_argument("--epochs", type=int, default=6)
     go.add_argument("--lr", type=float, default=5e-4)
     go.add_argument("--batch-size", type=int, default=16)

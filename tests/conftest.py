@@ -50,4 +50,4 @@ def phantom_cache(phantom_dir: Path) -> Path:
     """The 64 px cache of ``phantom_dir`` (its default location ``phantom_dir/cache_64``)."""
     from thoracic.data.cache_writer import prepare_cache
 
-    return prepare_cache(phantom_dir, PHANTOM_SIZE, workers=1, progress=False)
+    return prepare_cache(phantom_dir, PHANTOM_SIZE, num_workers=1, progress=False)

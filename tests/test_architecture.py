@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "thoracic"
 #: own layer and the ones below, never a higher one.
 LAYERS: dict[str, int] = {
     "__init__": 0, "constants": 0, "errors": 0, "io": 0, "safety": 0, "config": 0, "maps": 0, "geometry": 0,
-    "provenance": 0, "runtime": 0, "metrics": 0,
+    "provenance": 0, "runtime": 0, "metrics": 0, "deprecation": 0,
     "data": 1,
     "models": 2,
     "losses": 3,
@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
 #: ``thoracic --help`` stays fast), each with its reason. Nothing else may import inside a function.
 LOCAL_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     ("thoracic.workflows.predict", "thoracic.training.checkpoints"):
-        "an exported model runs without the model code and Lightning (thoracic predict --model)",
+        "an exported model runs without the model code and Lightning (thoracic predict FILE IMAGE...)",
 }
 
 
@@ -164,11 +164,13 @@ def test_function_local_imports_only_in_the_command_line_layer_or_with_a_reason(
 
 def test_commands_only_parse_arguments_and_call_a_library_or_workflow() -> None:
     """A command module defines ``add_arguments`` and ``run`` (and small argument helpers), nothing that
-    computes: no class, and no function longer than what parsing and printing take."""
+    computes: no class but argparse actions, and no function longer than what parsing and printing take."""
     too_long = []
     for path in sorted((PACKAGE / "commands").glob("*.py")):
         tree = ast.parse(path.read_text())
-        assert not [n for n in tree.body if isinstance(n, ast.ClassDef)], f"{path.name} defines a class"
+        classes = [n for n in tree.body if isinstance(n, ast.ClassDef)
+                   and not any(ast.unparse(base) == "argparse.Action" for base in n.bases)]
+        assert not classes, f"{path.name} defines a class"
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno > 60:
                 too_long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno} lines)")

@@ -56,7 +56,7 @@ def test_every_subcommand_takes_verbose_and_network_commands_default_to_device_a
     for command in ("evaluate", "localize"):
         args = parser.parse_args([command, "RUN"])
         assert args.device == "auto" and args.verbose is False
-    args = parser.parse_args(["predict", "x.png", "--checkpoint", "RUN", "--verbose"])
+    args = parser.parse_args(["predict", "RUN", "x.png", "--verbose"])
     assert args.device == "auto" and args.verbose is True and args.threshold is None
     assert parser.parse_args(["train", "--config", "baseline", "--verbose"]).verbose is True
 

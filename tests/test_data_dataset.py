@@ -206,7 +206,7 @@ def test_augmentation_moves_the_boxes_with_the_image(phantom_dir, phantom_cache,
 
 def test_missing_cache_says_how_to_prepare(phantom_dir, tmp_path):
     config = DataConfig(root=str(phantom_dir), image_size=48, num_workers=0)
-    with pytest.raises(DataError, match=f"thoracic prepare --data {phantom_dir} --size 48"):
+    with pytest.raises(DataError, match=f"thoracic prepare --data {phantom_dir} --image-size 48"):
         ChestXrayDataModule.from_config(config, batch_size=4).setup()
 
 

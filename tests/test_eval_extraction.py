@@ -75,7 +75,8 @@ def random_map(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> n
 
 
 def registrations(rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]) -> dict:
-    """None (align_corners=False), cell k at stride * k, and random increasing centres (some outside)."""
+    """align_corners=False, None (the default: the geometric registration of a ResNet at 256 px), cell k at
+    stride * k, and random increasing centres (some outside)."""
     strided = tuple(np.arange(n) * (s / n) for n, s in zip(shape, size))
     scattered = []
     for n, s in zip(shape, size):
@@ -83,7 +84,8 @@ def registrations(rng: np.random.Generator, shape: tuple[int, int], size: tuple[
         while np.any(np.diff(centres) <= 0):
             centres = np.sort(rng.uniform(-0.3 * s, 1.3 * s, n))
         scattered.append(centres)
-    return {"legacy": None, "strided": strided, "random": tuple(scattered)}
+    legacy = tuple(legacy_cell_centres(n, s) for n, s in zip(shape, size))
+    return {"legacy": legacy, "default": None, "strided": strided, "random": tuple(scattered)}
 
 
 def thresholds_for(rng: np.random.Generator, n_uniform: int) -> list[float]:
@@ -146,8 +148,9 @@ def test_regions_thinner_and_closer_than_a_grid_step_stay_apart() -> None:
     """Stripes 4 px wide, 4 px apart (a grid of every 8th pixel saw them merged or not at all)."""
     heatmap = np.zeros((32, 32))
     heatmap[:, ::2] = 1.0
-    found = boxes_from_heatmap(heatmap, 127.5, 256)
-    expected = plain_regions(heatmap, [127.5], (256, 256))[127.5]
+    legacy = (legacy_cell_centres(32, 256), legacy_cell_centres(32, 256))
+    found = boxes_from_heatmap(heatmap, 127.5, 256, cell_centres=legacy)
+    expected = plain_regions(heatmap, [127.5], (256, 256), legacy)[127.5]
     assert len(found) == len(expected[0]) == 16
     assert_same(found, expected, "stripes")
     assert set(found.boxes[:, 2].tolist()) <= {4.0, 5.0, 8.0}  # each stripe its own box
@@ -157,7 +160,8 @@ def test_sliver_on_the_image_border_is_exact() -> None:
     """The map's peak row is its first one: near 255 only a few full-resolution rows at the top remain
     (with align_corners=False the rows above the first cell centre are all at the peak)."""
     heatmap = np.tile(np.linspace(1.0, 0.0, 32)[:, None], (1, 5))
-    for centres in (None, (np.arange(32) * 32.0, np.arange(5) * 1024 / 5)):
+    legacy = (legacy_cell_centres(32, 1024), legacy_cell_centres(5, 1024))
+    for centres in (legacy, (np.arange(32) * 32.0, np.arange(5) * 1024 / 5)):
         thresholds = [252.0, 254.0, 254.9]
         plain = plain_regions(heatmap, thresholds, (1024, 1024), centres)
         found = boxes_from_heatmaps(heatmap, thresholds, 1024, cell_centres=centres)
@@ -172,7 +176,10 @@ def test_upsampling_is_torch_bilinear_and_the_interpolation_matrix() -> None:
     for size in [(1024, 1024), (1000, 700), (5, 3)]:
         expected = torch.nn.functional.interpolate(torch.from_numpy(heatmap)[None, None], size=size,
                                                    mode="bilinear", align_corners=False)[0, 0].numpy()
-        np.testing.assert_allclose(upsample_heatmap(heatmap, size), expected, atol=1e-12)
+        legacy = (legacy_cell_centres(8, size[0]), legacy_cell_centres(6, size[1]))
+        np.testing.assert_allclose(upsample_heatmap(heatmap, size, legacy), expected, atol=1e-12)
+        np.testing.assert_allclose(interpolation_matrix(8, size[0]) @ heatmap @ interpolation_matrix(6, size[1]).T,
+                                   expected, atol=1e-12)
         centres = (legacy_cell_centres(8, size[0]) + 3.0, np.arange(6) * size[1] / 6)
         through_matrix = interpolation_matrix(8, size[0], centres[0]) @ heatmap \
             @ interpolation_matrix(6, size[1], centres[1]).T

@@ -16,7 +16,13 @@ from thoracic.evaluation.localization import (
     random_boxes,
     score_localization,
 )
-from thoracic.heatmaps.boxes import boxes_from_heatmap, boxes_from_heatmaps, extract_boxes, interpolation_matrix
+from thoracic.heatmaps.boxes import (
+    boxes_from_heatmap,
+    boxes_from_heatmaps,
+    extract_boxes,
+    interpolation_matrix,
+    legacy_cell_centres,
+)
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -85,9 +91,14 @@ def _two_blobs() -> np.ndarray:
     return heatmap
 
 
+def _legacy(shape: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The align_corners=False cell centres (what the torch reference above interpolates between)."""
+    return legacy_cell_centres(shape[0], size[0]), legacy_cell_centres(shape[1], size[1])
+
+
 def test_box_extraction_finds_known_blobs_at_both_thresholds() -> None:
     heatmap = _two_blobs()
-    found = boxes_from_heatmaps(heatmap, [60, 180], 1024)
+    found = boxes_from_heatmaps(heatmap, [60, 180], 1024, cell_centres=_legacy((32, 32), (1024, 1024)))
     # at 60/255 both blobs; at 180/255 only the strong one (the weak one peaks at 0.5 * 255 = 127.5)
     assert len(found[60]) == 2 and len(found[180]) == 1
     # hand-derived edges: low-res pixel k covers output pixels [32k, 32k + 32); a plateau over rows 4..7
@@ -114,9 +125,10 @@ def test_box_extraction_finds_known_blobs_at_both_thresholds() -> None:
 def test_box_extraction_in_non_square_original_pixels_and_options() -> None:
     heatmap = _two_blobs()
     size = (1000, 700)
-    boxes = boxes_from_heatmap(heatmap, 60, size).boxes
+    legacy = _legacy(heatmap.shape, size)
+    boxes = boxes_from_heatmap(heatmap, 60, size, cell_centres=legacy).boxes
     assert _as_set(boxes) == _full_resolution_reference(heatmap, 60, size)
-    largest = boxes_from_heatmap(heatmap, 60, size, largest_only=True)
+    largest = boxes_from_heatmap(heatmap, 60, size, largest_only=True, cell_centres=legacy)
     assert len(largest) == 1 and largest.boxes[0][2] * largest.boxes[0][3] == max(b[2] * b[3] for b in boxes)
     assert len(boxes_from_heatmap(np.full((8, 8), 0.3), 60, 1024)) == 0  # constant map: no region
     assert len(boxes_from_heatmap(heatmap, 255, 1024)) == 0  # nothing strictly above the maximum

@@ -360,7 +360,7 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     phantom_run = make_run(tmp_path / "phantom_run", phantom_dir, "baseline", 0)
     out = tmp_path / "o"
-    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(phantom_run), "--out", str(out),
+    assert main(["predict", str(phantom_run), str(images / "photo.jpg"), "--out", str(out),
                  "--threshold", "1", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "warning:" in captured.err and "phantom (synthetic) images" in captured.err
@@ -374,7 +374,7 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
     real_root = tmp_path / "real_data"  # a folder without phantom.json
     real_root.mkdir()
     real_run = make_run(tmp_path / "real_run", real_root, "baseline", 0)
-    assert main(["predict", str(images / "photo.jpg"), "--checkpoint", str(real_run), "--out", str(out),
+    assert main(["predict", str(real_run), str(images / "photo.jpg"), "--out", str(out),
                  "--threshold", "1", "--no-progress"]) == 0
     assert "warning" not in capsys.readouterr().err
     report = json.loads((out / "predictions.json").read_text())

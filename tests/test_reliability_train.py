@@ -140,7 +140,7 @@ def reference(phantom_dir, phantom_cache, tmp_path_factory) -> Path:
 
 def test_sigkill_at_random_points_then_continue_ends_like_the_uninterrupted_run(phantom_dir, reference, tmp_path):
     """Two kills at random events (steps, checkpoint writes, the summary...), each followed by what a user
-    does: `train --resume RUN` when the run has a last.ckpt, else the same command again."""
+    does: `train RUN` when the run has a last.ckpt, else the same command again."""
     rng = random.Random(SEED)
     points = sorted(rng.sample(range(1, 23), 2))
     cfg_args = ["train", "--config", "baseline", *overrides(phantom_dir, tmp_path), "--run-name", "killed"]
@@ -166,7 +166,7 @@ def test_ctrl_c_names_the_run_and_the_resume_command(phantom_dir, reference, tmp
     code, err = _finish(process)
     assert code == 130, err[-2000:]
     assert f"run folder {run}: checkpoints/last.ckpt holds epoch 0" in err
-    assert f"resume with `thoracic train --resume {run}`" in err
+    assert f"resume with `thoracic train {run}`" in err
     assert "Traceback" not in err and "graceful shutdown" not in err, err[-2000:]
     train(None, resume=run)
     _assert_same_run(run, reference, "after Ctrl-C")
@@ -229,7 +229,7 @@ def test_full_disk_while_saving_keeps_last_ckpt_and_the_run_resumes(phantom_dir,
     assert "cannot write a checkpoint or log of the run" in err and "the file-size limit of this process" in err
     assert "needs" in err and "free on the file system" in err and "Traceback" not in err
     assert f"The previous checkpoints are intact; run folder {first}: checkpoints/last.ckpt holds epoch 0" in err
-    assert f"resume with `thoracic train --resume {first}`" in err
+    assert f"resume with `thoracic train {first}`" in err
     assert last.read_bytes() == before
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp file
     train(config_for_resume(first, ["train.max_epochs=2"]), resume=first)

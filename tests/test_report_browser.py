@@ -11,6 +11,7 @@ as a test artefact in ``test-artifacts/report.png`` (and in the test's tmp folde
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ def trained_run(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "thoracic", "train", "--config", "baseline", f"data.root={phantom_dir}",
                "data.image_size=64", "model.backbone=resnet10", "--no-model.pretrained", "train.max_epochs=1",
-               "train.batch_size=32", "train.accelerator=cpu", "--output-dir", str(out), "--run-name", "tiny"]
+               "train.batch_size=32", "--device", "cpu", "--out", str(out / "tiny")]
     process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     return out / "tiny", process
@@ -56,7 +57,18 @@ def trained_run(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest
 
 def test_training_prints_results_on_stdout_progress_on_stderr_and_no_library_noise(trained_run) -> None:
     run, process = trained_run
-    assert process.stdout == f"run folder: {run}\n"  # the result, alone on stdout
+    summary = json.loads((run / "summary.json").read_text())
+    info = json.loads((run / "run_info.json").read_text())
+    auc = summary["metrics"]["val_auc_mean"]
+    # the results, alone on stdout: best epoch, its validation loss and mean AUC, the run folder
+    assert process.stdout == (f"best epoch 0 (counting from 0; 1 run): validation loss {summary['best_val_loss']:.4f}, "
+                              f"mean validation AUC {auc:.4f}\nrun folder: {run}\n")
+    # at the start, on stderr: the data folder and kind, images per split, positives per class
+    images = info["images"]
+    assert (f"data: {info['data']['root']} (phantom); images: train {images['train']}, val {images['val']}, "
+            f"test {images['test']}") in process.stderr
+    assert "positives per class (train/val): Atelectasis " in process.stderr
+    assert process.stderr.index("positives per class") < process.stderr.index("Epoch 0")
     assert "Epoch 0" in process.stderr  # Lightning's progress bar, on stderr
     for noise in ("v_num", "Tip", "litlogger", "GPU available", "worker", "LeafSpec", "Trainable params",
                   "`Trainer.fit` stopped", "limit_train_batches"):

@@ -1,9 +1,10 @@
 """The ``thoracic`` command line: a thin dispatcher.
 
 Each subcommand lives in ``thoracic.commands.<module>`` and exposes ``add_arguments(parser)`` and
-``run(args) -> int``; it parses its arguments, loads a config and calls one library function.
-Modules are imported lazily so ``thoracic --help`` stays fast and a broken optional part never
-breaks the others.
+``run(args) -> int``; it parses its arguments, loads a config and calls one library function. A command
+module imports what it runs only inside ``run``, so ``thoracic --help`` imports no torch and a broken
+optional part never breaks the others. Options shared by several commands, their old spellings and the
+config overrides accepted anywhere on the line are in :mod:`thoracic.commands._options` (docs/cli.md).
 
 Conventions of every subcommand: results (tables, the files written) on stdout, progress bars and
 messages on stderr; Lightning's and PyTorch's own messages are hidden unless ``--verbose``
@@ -37,9 +38,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``thoracic`` parser with one subparser per command. Prefix matching is off everywhere
+    (``--threshold`` must never run as another option that starts the same); building it imports no
+    torch (the commands import what they run when they run)."""
     parser = argparse.ArgumentParser(
-        prog="thoracic",
+        prog="thoracic", allow_abbrev=False,
         description="Thoracic disease classification and weakly supervised localization on ChestX-ray14.",
+        epilog="Options share one vocabulary across commands (docs/cli.md); `thoracic COMMAND --help` for each.",
     )
     from thoracic import __version__
 
@@ -52,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"thoracic.commands.{module_name}":
                 raise
             continue
-        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                            allow_abbrev=False)
         module.add_arguments(sp)
         sp.add_argument("--verbose", action="store_true",
                         help="also show Lightning's and PyTorch's own messages and warnings (hidden by default)")
@@ -60,16 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; for a command that takes config overrides (an ``overrides`` argument), the overrides
+    are taken out first, wherever they stand (:func:`thoracic.commands._options.split_overrides`)."""
+    from thoracic.commands._options import split_overrides
+
+    argv = list(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    position = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    overrides: list[str] = []
+    if position is not None and argv[position] in commands:
+        command = commands[argv[position]]
+        if any(action.dest == "overrides" for action in command._actions):
+            rest, overrides = split_overrides(command, argv[position + 1:])
+            argv = argv[:position + 1] + rest
+    args = parser.parse_args(argv)
+    if overrides:
+        args.overrides = overrides + list(getattr(args, "overrides", None) or [])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Config overrides may look like options (`--no-model.pretrained`, `--train.progress_bar`): commands
-    # that take overrides (an `overrides` argument) receive the tokens argparse does not know.
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        if not hasattr(args, "overrides"):
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.overrides = list(args.overrides or []) + unknown
-    args.command_line = ["thoracic", *(sys.argv[1:] if argv is None else argv)]  # recorded in run_info.json
+    args = parse_command_line(parser, argv)
+    args.command_line = ["thoracic", *argv]  # recorded in run_info.json
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -48,3 +48,12 @@ MODEL_LABELS: dict[str, str] = {"baseline": "baseline (CAM)", "space_attention":
                                 "attention_gated": "attention-gated"}
 METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
                                  "smoothgrad": "SmoothGrad", "occlusion": "occlusion"}
+
+#: Heatmap thresholds on the 0-255 scale (Wang et al. 2017); ``thoracic.heatmaps.boxes`` re-exports them.
+HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
+
+#: Where heatmap cells sit in the image (``--registration``; ``thoracic.geometry``), the default first.
+REGISTRATIONS: tuple[str, ...] = ("geometric", "legacy")
+
+#: ``--checkpoint`` values that name a checkpoint of a run folder; any other value is a ``.ckpt`` path.
+CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")

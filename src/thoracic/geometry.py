@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from thoracic.constants import REGISTRATIONS
 from thoracic.errors import ThoracicError
 
 __all__ = [
@@ -56,8 +57,6 @@ __all__ = [
     "resample_to_grid",
 ]
 
-#: Names accepted wherever a registration is chosen (``--registration``), the default first.
-REGISTRATIONS: tuple[str, ...] = ("geometric", "legacy")
 
 
 class GeometryError(ThoracicError, ValueError):

@@ -10,7 +10,7 @@
 
 Running an exported model (``thoracic export``): ONNX in onnxruntime, TorchScript in ``torch.jit``.
 This module and what it imports stay clear of Lightning and of thoracic's model and training code:
-``thoracic predict --model FILE`` needs only the file, its metadata (class order, input size,
+``thoracic predict FILE IMAGE...`` (an exported FILE) needs only the file, its metadata (class order, input size,
 normalisation, calibration) and the preprocessing of :mod:`thoracic.prediction`.
 
 :class:`ExportedModule` lets an exported file stand where :class:`~thoracic.prediction.Predictor` expects

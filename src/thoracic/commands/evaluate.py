@@ -23,19 +23,28 @@ import argparse
 import sys
 from typing import Any
 
+from thoracic.commands._options import (
+    add_checkpoint,
+    add_data,
+    add_device,
+    add_num_workers,
+    add_progress,
+    add_run,
+)
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by evaluate and localize."""
-    parser.add_argument("run", help="run folder (or a .ckpt file)")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    add_run(parser)
+    add_checkpoint(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's train.batch_size")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--data", default=None, help="ChestX-ray14 folder instead of the run's data.root")
-    parser.add_argument("--cache", default=None, help="image cache folder (default: the run's, or DATA/cache_SIZE)")
-    parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: the run's)")
+    add_device(parser)
+    add_data(parser, "ChestX-ray14 folder instead of the run's data.root")
+    parser.add_argument("--cache", default=None, metavar="FOLDER",
+                        help="image cache folder (default: the run's data.cache, or DATA/cache_SIZE)")
+    add_num_workers(parser, "data loader worker processes (default: the run's data.num_workers)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap / random baseline (default 0)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_progress(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from thoracic.workflows.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, split=args.split, n_bootstrap=args.bootstrap, batch_size=args.batch_size,
-                          device=args.device, data_root=args.data, cache=args.cache, num_workers=args.workers,
-                          which=args.checkpoint, seed=args.seed, progress=args.progress,
+    result = evaluate_run(args.run, split=args.split, bootstrap=args.bootstrap, batch_size=args.batch_size,
+                          device=args.device, data=args.data, cache=args.cache, num_workers=args.num_workers,
+                          checkpoint=args.checkpoint, seed=args.seed, progress=args.progress,
                           operating_point=args.operating_point, subgroups=args.subgroups,
                           age_bands=args.age_bands, subgroup_min_count=args.subgroup_min_count,
                           calibrate=args.calibration_mode if args.calibrate else None,

@@ -4,7 +4,7 @@ With testing, each seed's best checkpoint also goes through `thoracic evaluate` 
 `thoracic localize`), so `thoracic report FOLDER` reports the seeds as mean +- std.
 
   thoracic experiment --config baseline --seeds 0 1 2
-  thoracic experiment --config space_attention --seeds 0 1 2 --devices 4 --folder runs/sa-seeds --localize
+  thoracic experiment --config space_attention --seeds 0 1 2 --num-devices 4 --out runs/sa-seeds --localize
   thoracic report runs/sa-seeds
 """
 
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import add_deprecated
 from thoracic.commands.train import add_common_arguments, collect_overrides
 from thoracic.config import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, resume=False)
+    add_common_arguments(parser, out_help="the experiment folder (default <output_dir>/experiment-<model>-<time>); "
+                         "rerunning with the same folder skips finished seeds and resumes interrupted ones",
+                         out_old=("--folder",))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--folder", help="experiment folder (default <output_dir>/experiment-<model>-<time>); "
-                        "rerunning with the same folder skips finished seeds and resumes interrupted ones")
     parser.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate each run's best checkpoint on the test split (default: yes)")
     parser.add_argument("--bootstrap", type=int, default=200,
@@ -28,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--localize", action="store_true",
                         help="also score weakly supervised localization (native heatmaps) of each seed "
                         "on the test images with boxes")
-    parser.add_argument("--eval-device", default=None,
-                        help="torch device of the per-seed evaluation (default: cuda when training on a GPU)")
+    add_deprecated(parser, "--eval-device", "--device (the device of training and of the per-seed evaluation)",
+                   dest="eval_device")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,11 +44,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap: expected 0 or a positive integer, got {args.bootstrap}")
     if args.localize and not args.test:
         raise ConfigError("--localize evaluates the test split: it cannot go with --no-test")
-    result = run_experiment(cfg, args.seeds, folder=args.folder, test=args.test, n_bootstrap=args.bootstrap,
-                            localize=args.localize, eval_device=args.eval_device,
+    result = run_experiment(cfg, args.seeds, out=args.out, test=args.test, bootstrap=args.bootstrap,
+                            localize=args.localize,
+                            device=evaluation_device(args.device, getattr(args, "eval_device", None)),
                             command_line=getattr(args, "command_line", None))
     print(format_mean_std(result.summary))
     print(f"experiment folder: {result.folder}")
     if args.test:
         print(f"report: thoracic report {result.folder}")
     return 0
+
+
+def evaluation_device(device: str | None, eval_device: str | None = None) -> str | None:
+    """The torch device of the per-seed evaluation: the old ``--eval-device`` when given, else the first
+    device ``--device`` names (``cuda:0,1`` -> ``cuda:0``); None (auto) follows the training's accelerator."""
+    if eval_device is not None:
+        return eval_device
+    if device is None or device == "auto":
+        return None
+    return device.split(",")[0]

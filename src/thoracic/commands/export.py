@@ -6,27 +6,30 @@ logits (B, 14) and the raw native class maps (B, 14, h, w). The metadata (inside
 JSON) holds the class order, preprocessing, the run's operating points and calibration when present,
 and the heatmap geometry (stride and the input pixel of cell (0, 0)'s centre). The export is checked
 at once: onnxruntime / torch.jit run it on another batch size and the largest difference from the
-PyTorch model is printed and stored. `thoracic predict --model FILE` uses it without Lightning.
+PyTorch model is printed and stored. `thoracic predict FILE IMAGE...` uses it without Lightning.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import add_checkpoint, add_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder (or a .ckpt file)")
-    parser.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
+    add_run(parser)
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
                         help="onnx (onnxruntime, any language) or torchscript (libtorch) (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="file to write (default: RUN/export/<model>.onnx or .pt)")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="file to write (default: RUN/export/<model>.onnx or .pt)")
+    add_checkpoint(parser)
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
 
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.workflows.export import export_run
 
-    result = export_run(args.run, args.fmt, out=args.out, which=args.checkpoint, opset=args.opset)
+    result = export_run(args.run, args.format, out=args.out, checkpoint=args.checkpoint, opset=args.opset)
     check = result.metadata["verification"]
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in result.max_abs_diff.items())
     print(f"wrote {result.path} and {result.metadata_path}")

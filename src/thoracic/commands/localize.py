@@ -1,7 +1,8 @@
 """Weakly supervised localization accuracy of a run on the box rows of the test images (Tables 2-7, Figs. 6-8).
 
 Protocol of Wang et al. 2017: the heatmap of each box row's class is upsampled to the original image,
-min-max normalised to [0, 255], thresholded (60 and 180), and every connected region gives a box.
+min-max normalised to [0, 255], thresholded (--heatmap-thresholds, default 60 and 180), and every connected
+region gives a box.
 IoU = intersection / union, IoBB = intersection / area of the predicted box; accuracy at every
 T(IoU) and T(IoBB) with false positives per image (per heatmap threshold and pooled; threshold 180, the
 paper's, is the headline), the pointing game, and random-box (mean ± sd over --draws seeded draws) and
@@ -16,25 +17,27 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import add_option
 from thoracic.commands.evaluate import add_common_arguments
+from thoracic.constants import HEATMAP_THRESHOLDS, REGISTRATIONS
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    from thoracic.geometry import REGISTRATIONS
-    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, HEATMAP_THRESHOLDS, describe_heatmap_methods
-
     parser.add_argument("--method", default="native", choices=HEATMAP_METHOD_NAMES,
                         help=f"heatmap method (default native): {describe_heatmap_methods()}")
     parser.add_argument("--registration", default=REGISTRATIONS[0], choices=REGISTRATIONS,
                         help="where heatmap cells sit in the image: geometric (receptive-field centres derived "
                              "from the network; default) or legacy (align_corners=False tiles)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[float(t) for t in HEATMAP_THRESHOLDS],
-                        help="heatmap thresholds on the 0-255 scale (default "
-                             f"{' '.join(str(t) for t in HEATMAP_THRESHOLDS)})")
+    add_option(parser, "--heatmap-thresholds", "--thresholds", type=float, nargs="+", metavar="LEVEL",
+               default=[float(t) for t in HEATMAP_THRESHOLDS],
+               help="heatmap thresholds on the 0-255 scale (default "
+                    f"{' '.join(str(t) for t in HEATMAP_THRESHOLDS)})")
     parser.add_argument("--largest-only", action="store_true",
                         help="one box per heatmap: the largest region only (what the seed code did)")
-    parser.add_argument("--examples", type=int, default=8, help="images in the overlay figure (default 8)")
+    add_option(parser, "--num-examples", "--examples", type=int, default=8, metavar="N",
+               help="images in the overlay figure (default 8)")
     parser.add_argument("--draws", type=_positive, default=100,
                         help="seeded draws of the random-box baseline, reported as mean ± sd (default 100)")
 
@@ -50,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from thoracic.evaluation.protocol import headline, headline_text
     from thoracic.workflows.localize import localize_run
 
-    result = localize_run(args.run, method=args.method, thresholds=args.thresholds,
+    result = localize_run(args.run, method=args.method, heatmap_thresholds=args.heatmap_thresholds,
                           largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,
-                          data_root=args.data, cache=args.cache, num_workers=args.workers,
-                          which=args.checkpoint, seed=args.seed, n_examples=args.examples,
+                          data=args.data, cache=args.cache, num_workers=args.num_workers,
+                          checkpoint=args.checkpoint, seed=args.seed, num_examples=args.num_examples,
                           progress=args.progress, draws=args.draws, registration=args.registration)
     print(headline_text(headline(result.accuracy, args.method), args.method))
     sensitivity = result.registrations

@@ -2,7 +2,7 @@
 validation loss; writes sweep.csv, sweep.md, sweep.json and sweep.png in the sweep folder.
 
   thoracic lr-sweep --config baseline --epochs 2
-  thoracic lr-sweep --config baseline --lrs 1e-3 1e-4 1e-5 train.limit_train_batches=0.1
+  thoracic lr-sweep --config baseline --lrs 1e-3 1e-4 1e-5 train.limit_train_batches=0.1 --out runs/sweep
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from thoracic.config import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, resume=False)
+    add_common_arguments(parser, out_help="the sweep folder (default <output_dir>/lr_sweep-<model>-<time>); "
+                         "rerunning with the same folder skips finished learning rates and resumes or restarts "
+                         "interrupted ones", out_old=("--folder",))
     parser.add_argument("--lrs", type=float, nargs="+", metavar="LR",
                         help="learning rates to try (default: 10 log-spaced values 1e-3..1e-6)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per learning rate (default 2)")
-    parser.add_argument("--folder", help="sweep folder (default <output_dir>/lr_sweep-<model>-<time>); "
-                        "rerunning with the same folder skips finished learning rates and resumes or restarts "
-                        "interrupted ones")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ConfigError(f"--epochs: expected a positive integer, got {args.epochs}")
     cfg = load_config_by_name(args.config, collect_overrides(args))
-    result = lr_sweep(cfg, args.lrs or PAPER_LR_GRID, epochs=args.epochs, folder=args.folder,
+    result = lr_sweep(cfg, args.lrs or PAPER_LR_GRID, epochs=args.epochs, out=args.out,
                       command_line=getattr(args, "command_line", None))
     print((result.folder / "sweep.md").read_text())
     chosen = "none (every run diverged)" if result.best_lr is None else f"{result.best_lr:.2e}"

@@ -1,5 +1,12 @@
 """Probabilities, heatmaps and boxes for new chest X-rays (PNG, JPEG or DICOM; files or folders).
 
+  thoracic predict runs/baseline scans/ extra/chest.dcm --out predictions/
+  thoracic predict runs/baseline chest.png --checkpoint last --method gradcam --threshold 0.3 --json
+  thoracic predict runs/baseline/export/baseline.onnx scans/     # an exported model, no Lightning needed
+
+RUN comes first: a run folder (its --checkpoint: best by default, last, or a .ckpt path), a .ckpt file, or
+a model written by `thoracic export` (ONNX or TorchScript .pt; runs without Lightning or thoracic's model
+code, native heatmaps only); then the images.
 Prints a table of per-class probabilities (or JSON with --json) on stdout and writes, per image, a figure
 with the heatmaps and boxes of the classes at or above their threshold, plus predictions.json, into --out.
 Thresholds: the run's per-class operating points (evaluation/operating_points.json, written by
@@ -12,11 +19,9 @@ A file that is missing, not an image, truncated or an unsupported DICOM gets its
 are still processed. Exit code: 0 when every file was processed, 1 when any file failed, 2 when there was
 nothing to process (no input exists, empty folders), the checkpoint cannot be loaded, or --threshold /
 --device / --out is unusable.
-With --model FILE, a model written by `thoracic export` (ONNX or TorchScript) runs instead of the
-checkpoint, without Lightning or thoracic's model code (native heatmaps only). Probabilities are
-temperature-scaled when the run (or the export) holds a calibration fitted by `thoracic evaluate
---calibrate`; stderr says whether they are (the operating points are then mapped onto the
-calibrated probabilities, so the decisions they make do not change).
+Probabilities are temperature-scaled when the run (or the export) holds a calibration fitted by
+`thoracic evaluate --calibrate`; stderr says whether they are (the operating points are then mapped onto
+the calibrated probabilities, so the decisions they make do not change).
 """
 
 from __future__ import annotations
@@ -24,18 +29,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from thoracic.commands._options import (
+    DEVICE_HELP,
+    add_checkpoint,
+    add_deprecated,
+    add_device,
+    add_progress,
+    add_run,
+    warn_deprecated,
+)
+from thoracic.constants import CHECKPOINT_NAMES, REGISTRATIONS
+from thoracic.errors import ThoracicError
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+",
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_run(parser, help="a run folder, a .ckpt file, or a model written by `thoracic export` (.onnx, .pt)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files (PNG, JPEG, DICOM) and/or folders (searched recursively)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a run folder (its best checkpoint) or a .ckpt file")
-    source.add_argument("--model", help="an exported model (.onnx or TorchScript .pt from `thoracic export`)")
-    parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
-    from thoracic.geometry import REGISTRATIONS
-    from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
-
+    add_checkpoint(parser)
+    parser.add_argument("--out", default="predictions", metavar="FOLDER", help="output folder (default: %(default)s)")
     parser.add_argument("--method", choices=HEATMAP_METHOD_NAMES, default="native",
                         help=f"heatmap method (default: %(default)s): {describe_heatmap_methods()}")
     parser.add_argument("--registration", choices=REGISTRATIONS, default=REGISTRATIONS[0],
@@ -47,22 +63,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-boxes", action="store_true",
                         help="figures also show the boxes of heatmap threshold 60 (dashed); by default only "
                         "those of threshold 180 (predictions.json always has both)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
+    add_device(parser, DEVICE_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
                         help="ignore the run's (or the export's) temperature scaling")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_progress(parser, "no progress bar")
+    add_deprecated(parser, "--model", "thoracic predict FILE IMAGE... (the exported model first)", dest="model",
+                   metavar="FILE")
+
+
+def is_model_source(path: str) -> bool:
+    """Whether ``path`` can be predict's RUN: a run folder, a ``.ckpt`` file or an exported model."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        return (candidate / "checkpoints").is_dir() or (candidate / "config.yaml").is_file()
+    return candidate.suffix.lower() in (".ckpt", ".onnx", ".pt")
+
+
+def model_and_images(args: argparse.Namespace) -> tuple[str, list[str], str]:
+    """``(RUN, images, checkpoint)`` of the command line; the old form ``predict IMAGE... --checkpoint RUN``
+    (or ``--model FILE``) is understood, with a warning, for one release."""
+    images = list(args.images)
+    model = getattr(args, "model", None)
+    if model is not None:  # predict IMAGE... --model FILE (the option printed its warning)
+        if args.checkpoint not in CHECKPOINT_NAMES:
+            raise ThoracicError(f"give one model: --model {model} or --checkpoint {args.checkpoint}, not both")
+        return model, [args.run, *images], "best"
+    if args.checkpoint not in CHECKPOINT_NAMES and not is_model_source(args.run):
+        warn_deprecated("predict IMAGE... --checkpoint RUN", "thoracic predict RUN IMAGE... (the run first; "
+                        "--checkpoint now picks best, last or a .ckpt of RUN)")
+        return args.checkpoint, [args.run, *images], "best"
+    if not images:
+        raise ThoracicError(f"no IMAGE given after RUN {args.run}: thoracic predict RUN IMAGE... (files or folders)")
+    return args.run, images, args.checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.workflows.predict import predict_images
     from thoracic.prediction import probability_table
 
-    results = predict_images(args.images, args.checkpoint, out_dir=args.out, method=args.method,
+    source, images, checkpoint = model_and_images(args)
+    results = predict_images(source, images, checkpoint=checkpoint, out=args.out, method=args.method,
                              threshold=args.threshold, device=args.device, progress=args.progress,
-                             all_boxes=args.all_boxes, model=args.model, calibrate=args.calibrate,
-                             registration=args.registration,
+                             all_boxes=args.all_boxes, calibrate=args.calibrate, registration=args.registration,
                              log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))

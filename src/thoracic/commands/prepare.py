@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import add_data, add_image_size, add_num_workers, add_progress
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="ChestX-ray14 folder (NIH layout)")
-    parser.add_argument("--size", type=int, default=256, help="side of the cached images (default 256)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
-    parser.add_argument("--cache", default=None, help="cache folder (default: DATA/cache_SIZE)")
+    add_data(parser, "ChestX-ray14 folder (NIH layout)", required=True)
+    add_image_size(parser, 256, "side of the cached images: the data.image_size of the runs that use the cache")
+    add_num_workers(parser, "decoding processes (default: all cores)")
+    parser.add_argument("--cache", default=None, metavar="FOLDER", help="cache folder (default: DATA/cache_SIZE)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="finish without the missing or unreadable images instead of failing")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a cache at --cache that was built from other data or another size "
                         "(only the cache's own files are deleted; any other file stops it)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_progress(parser, "no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,15 +32,15 @@ def run(args: argparse.Namespace) -> int:
 
     cache_dir = prepare_cache(
         args.data,
-        args.size,
+        args.image_size,
         cache_dir=args.cache,
-        workers=args.workers,
+        num_workers=args.num_workers,
         skip_bad=args.skip_bad,
         progress=args.progress,
         overwrite=args.overwrite,
     )
     cache = ImageCache.open(cache_dir)
     bad = cache.manifest.get("bad_images", [])
-    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.size} px"
+    print(f"cache {cache_dir}: {int(cache.available.sum())} of {len(cache)} images at {args.image_size} px"
           + (f"; {len(bad)} skipped (listed in {cache_dir / 'manifest.json'})" if bad else ""))
     return 0

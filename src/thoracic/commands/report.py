@@ -12,7 +12,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run or experiment folders")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", default=None, metavar="FOLDER",
                         help="output folder (default: the run or experiment folder given, ./report for several)")
     parser.add_argument("--split", default="test", choices=("test", "val"), help="AUC split to report (default test)")
     parser.add_argument("--title", default="thoracic evaluation report")

@@ -29,11 +29,11 @@ From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folde
 >>> from thoracic.data.metadata import load_chestxray14
 >>> from thoracic.data.synth import generate_phantom_dataset
 >>> folder = tempfile.TemporaryDirectory()
->>> root = generate_phantom_dataset(Path(folder.name) / "phantom", 24, 64, seed=0, progress=False, workers=1)
+>>> root = generate_phantom_dataset(Path(folder.name) / "phantom", 24, 64, seed=0, progress=False, num_workers=1)
 >>> dataset = load_chestxray14(root)
 >>> len(dataset), dataset.labels.shape, list(dataset.boxes.columns[:7])
 (24, (24, 14), ['image_id', 'class_name', 'class_index', 'x', 'y', 'w', 'h'])
->>> cache = ImageCache.open(prepare_cache(root, 32, workers=1, progress=False))
+>>> cache = ImageCache.open(prepare_cache(root, 32, num_workers=1, progress=False))
 >>> cache.images.shape, cache.images.dtype.name
 ((24, 32, 32), 'uint8')
 >>> sample = ChestXrayDataset(dataset, cache)[0]

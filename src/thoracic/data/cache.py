@@ -1,6 +1,6 @@
 """The image cache, read side: its files, its manifest, and :class:`ImageCache`.
 
-``thoracic prepare --data ROOT --size S`` (:func:`thoracic.data.cache_writer.prepare_cache`) writes
+``thoracic prepare --data ROOT --image-size S`` (:func:`thoracic.data.cache_writer.prepare_cache`) writes
 ``ROOT/cache_S/`` (or ``--cache DIR``)::
 
     images.npy           N x S x S uint8 (a .npy memory map; row i = row i of the data-entry CSV)
@@ -154,13 +154,13 @@ class ImageCache:
             )
             raise DataError(
                 f"no image cache at {cache_dir} ({MANIFEST_FILE} missing); run "
-                f"`thoracic prepare --data {hint_root} --size {hint_size}"
+                f"`thoracic prepare --data {hint_root} --image-size {hint_size}"
                 f"{'' if default else f' --cache {cache_dir}'}` first"
             )
         manifest, problem = read_manifest(manifest_path)
         if manifest is None:
             raise CacheMismatchError(f"{problem}; rebuild the cache: `thoracic prepare --data {hint_root} "
-                                     f"--size {hint_size} --cache {cache_dir} --overwrite`")
+                                     f"--image-size {hint_size} --cache {cache_dir} --overwrite`")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise CacheMismatchError(
                 f"{cache_dir}: cache format {manifest.get('format_version')}, this version reads "
@@ -172,23 +172,23 @@ class ImageCache:
         if expected_size is not None and int(manifest.get("image_size", -1)) != int(expected_size):
             raise CacheMismatchError(
                 f"{cache_dir}: cache holds {manifest.get('image_size')} px images, {expected_size} px requested; "
-                f"run `thoracic prepare --data {hint_root} --size {expected_size}`"
+                f"run `thoracic prepare --data {hint_root} --image-size {expected_size}`"
             )
         if expected_root is not None:
             files = find_metadata_files(expected_root)
             if file_fingerprint(files.data_entry) != manifest.get("metadata_sha256"):
                 raise CacheMismatchError(
                     f"{cache_dir} was built from other metadata ({manifest.get('source')}) than {files.data_entry}; "
-                    f"rerun `thoracic prepare --data {expected_root} --size {manifest.get('image_size')}` "
+                    f"rerun `thoracic prepare --data {expected_root} --image-size {manifest.get('image_size')}` "
                     "with a new --cache folder"
                 )
         if manifest.get("status") != "complete":
             raise CacheMismatchError(
                 f"{cache_dir}: cache is {manifest.get('status')} ({manifest.get('num_available', 'some')} of "
                 f"{manifest.get('num_images')} images); rerun `thoracic prepare --data {manifest.get('source')} "
-                f"--size {manifest.get('image_size')}` to finish it (add --skip-bad to accept unreadable images)"
+                f"--image-size {manifest.get('image_size')}` to finish it (add --skip-bad to accept unreadable images)"
             )
-        repair = (f"rerun `thoracic prepare --data {manifest.get('source')} --size {manifest.get('image_size')}"
+        repair = (f"rerun `thoracic prepare --data {manifest.get('source')} --image-size {manifest.get('image_size')}"
                   f" --cache {cache_dir}`: it checks every row and rebuilds the damaged ones")
         _check_images_file(cache_dir, manifest, repair)
         try:

@@ -1,6 +1,6 @@
 """The image cache, write side: :func:`prepare_cache`, every image decoded once into the memory map.
 
-``thoracic prepare --data ROOT --size S`` writes ``ROOT/cache_S/`` (or ``--cache DIR``); its files and
+``thoracic prepare --data ROOT --image-size S`` writes ``ROOT/cache_S/`` (or ``--cache DIR``); its files and
 their reader, :class:`thoracic.data.cache.ImageCache`, are in :mod:`thoracic.data.cache`.
 
 Decoding is :func:`thoracic.data.images.load_resized` (8-bit grayscale, Pillow BILINEAR antialiased
@@ -47,6 +47,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from thoracic.constants import CLASS_NAMES
+from thoracic.deprecation import renamed_keywords
 from thoracic.data.cache import (
     CACHE_FILES,
     CHECKSUMS_FILE,
@@ -256,11 +257,12 @@ def _start_fresh(cache: Path, overwrite: bool, reason: str) -> None:
                  hint="Choose another --cache folder (an empty or new one).")
 
 
+@renamed_keywords(workers="num_workers")
 def prepare_cache(
     root: str | Path,
     image_size: int,
     cache_dir: str | Path | None = None,
-    workers: int | None = None,
+    num_workers: int | None = None,
     skip_bad: bool = False,
     progress: bool = True,
     *,
@@ -275,7 +277,7 @@ def prepare_cache(
         cache_dir: where to write (default ``<root>/cache_<S>``): a new or empty folder, or a thoracic
             cache (resumed when it matches, else refused unless ``overwrite``); never ``root`` itself or
             a folder that holds it.
-        workers: decoding processes (None: all cores; 1: in this process).
+        num_workers: decoding processes (None: all cores; 1: in this process).
         skip_bad: finish with the missing / undecodable images marked unavailable instead of raising.
         progress: show a tqdm bar.
         overwrite: replace a cache built from other metadata or another size (or a damaged one) at
@@ -384,7 +386,7 @@ def prepare_cache(
             raise disk_full_error(exc, "the image cache", cache, None, kept) from None
         raise
     images = np.load(images_path, mmap_mode="r+")
-    return _fill(root, cache, manifest, images, done, sizes, checksums, image_ids, paths, workers, skip_bad,
+    return _fill(root, cache, manifest, images, done, sizes, checksums, image_ids, paths, num_workers, skip_bad,
                  progress, checkpoint_every, kept)
 
 
@@ -533,7 +535,7 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
             raise DataError(
                 f"a prepare worker process died (killed, or out of memory) while writing {cache}; the "
                 f"{int(done.sum())} images finished so far are kept: rerun the same command to continue "
-                "(fewer --workers if memory is short)") from None
+                "(fewer --num-workers if memory is short)") from None
         finally:
             bar.close()
             try:

@@ -196,7 +196,7 @@ class ChestXrayDataModule(LightningDataModule):
 
     Validation and test loaders never shuffle; the train loader shuffles with a ``torch.Generator``
     seeded by ``seed`` (same order on every run) and keeps the last partial batch.
-    The cache must exist (``thoracic prepare --data ROOT --size S``); it is not built implicitly
+    The cache must exist (``thoracic prepare --data ROOT --image-size S``); it is not built implicitly
     because that is a long, explicit step (STYLE.md 6).
     """
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
+from thoracic.errors import DataError
 
 NORMALIZATIONS = ("imagenet", "none")
 
@@ -21,10 +22,19 @@ def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch
 
     Runs wherever ``images`` lives (CPU worker or GPU). ``"imagenet"``: (x / 255 - mean) / std per
     channel with torchvision's ImageNet statistics; ``"none"``: x / 255.
+
+    Raises:
+        DataError: images of another shape (e.g. already 3-channel, or normalised once: every image here
+            is one grayscale channel, repeated into the network's 3 input channels).
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     x = images
+    if not 2 <= x.dim() <= 4 or (x.dim() == 4 and x.shape[1] != 1):
+        raise DataError(f"normalize_images: expected grayscale images of shape (B, 1, S, S), (B, S, S), (1, S, S) "
+                        f"or (S, S), got {tuple(x.shape)}"
+                        + (f" ({x.shape[1]} channels: give the uint8 grayscale images; normalize_images repeats "
+                           "their one channel into the network's 3)" if x.dim() == 4 else ""))
     if x.dim() == 2:
         x = x.unsqueeze(0)
     if x.dim() == 3 and x.shape[0] != 1:  # (B, S, S)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from thoracic.deprecation import renamed_keywords
 from thoracic.metrics import check_labels_and_scores, per_class_auc, resolve_class_names, roc_auc
 
 
@@ -109,11 +110,12 @@ class AUCResult:
         }
 
 
+@renamed_keywords(n_bootstrap="bootstrap")
 def compute_auc(
     labels: np.ndarray,
     scores: np.ndarray,
     class_names: Sequence[str] | None = None,
-    n_bootstrap: int = 0,
+    bootstrap: int = 0,
     seed: int = 0,
     confidence: float = 0.95,
     chunk_size: int = 100,
@@ -127,17 +129,17 @@ def compute_auc(
         scores: ``(N, C)`` probabilities or logits (AUC is rank based, so either gives the same AUC).
         class_names: the ``C`` class names, in column order (default
             :func:`~thoracic.metrics.resolve_class_names`: ChestX-ray14's for 14 columns).
-        n_bootstrap: number of bootstrap resamples of the images (0: no intervals).
+        bootstrap: number of bootstrap resamples of the images (0: no intervals).
         seed: seed of the bootstrap's generator (``numpy.random.default_rng``).
         confidence: two-sided level of the percentile interval.
         chunk_size: resamples computed together (memory ~ chunk_size x N x 8 bytes x a few).
         progress: show a progress bar over chunks.
-        keep_replicates: keep the ``(n_bootstrap, C)`` resample AUCs in ``AUCResult.replicates``.
+        keep_replicates: keep the ``(bootstrap, C)`` resample AUCs in ``AUCResult.replicates``.
 
     Returns:
         :class:`AUCResult`: ``auc`` ``(C,)`` (NaN with a reason where the labelled rows of a class hold
         one value),
-        ``mean_auc`` over the defined classes, and with ``n_bootstrap > 0`` the percentile bounds
+        ``mean_auc`` over the defined classes, and with ``bootstrap > 0`` the percentile bounds
         ``ci_low`` / ``ci_high`` ``(C,)`` and ``mean_ci``. AUCs are unitless, in [0, 1].
 
     >>> import numpy as np
@@ -154,7 +156,7 @@ def compute_auc(
     >>> rng = np.random.default_rng(0)
     >>> labels = rng.integers(0, 2, size=(200, 3))
     >>> result = compute_auc(labels, labels + rng.normal(0, 0.8, (200, 3)), class_names="ABC",
-    ...                      n_bootstrap=100, seed=0)
+    ...                      bootstrap=100, seed=0)
     >>> bool(np.all((result.ci_low <= result.auc) & (result.auc <= result.ci_high)))
     True
     """
@@ -163,19 +165,19 @@ def compute_auc(
     point = per_class_auc(labels, scores, class_names)
     class_names, auc, reasons, ranks = point.class_names, point.auc, point.reasons, point.ranks
     n_pos, n_neg, mean_auc = point.n_positive, point.n_negative, point.mean_auc
-    if n_bootstrap <= 0:
+    if bootstrap <= 0:
         return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg)
 
     undefined = {class_names.index(k) for k in reasons}
     rng = np.random.default_rng(seed)
-    boot = np.empty((n_bootstrap, c))
-    chunks = range(0, n_bootstrap, chunk_size)
+    boot = np.empty((bootstrap, c))
+    chunks = range(0, bootstrap, chunk_size)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="bootstrap", unit="chunk", leave=False)
     for first in chunks:
-        b = min(chunk_size, n_bootstrap - first)
+        b = min(chunk_size, bootstrap - first)
         index = rng.integers(0, n, size=(b, n))
         # multiplicity of every image in every resample: one bincount over offset indices
         counts = np.bincount((index + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n)
@@ -193,12 +195,12 @@ def compute_auc(
         # the mean of each resample is over the classes defined on the full split (a resample that
         # loses all positives of a rare class then averages over the others, as the point estimate would)
         defined = np.isfinite(auc)
-        boot_mean = np.nanmean(boot[:, defined], axis=1) if defined.any() else np.full(n_bootstrap, np.nan)
+        boot_mean = np.nanmean(boot[:, defined], axis=1) if defined.any() else np.full(bootstrap, np.nan)
         mean_ci = (float(np.nanquantile(boot_mean, alpha)), float(np.nanquantile(boot_mean, 1 - alpha)))
     ci_low[~np.isfinite(auc)] = np.nan
     ci_high[~np.isfinite(auc)] = np.nan
     return AUCResult(class_names, auc, reasons, mean_auc, n_pos, n_neg, ci_low, ci_high, mean_ci,
-                     n_bootstrap, confidence, seed, replicates=boot if keep_replicates else None)
+                     bootstrap, confidence, seed, replicates=boot if keep_replicates else None)
 
 
 class _quiet_nan_warnings:

@@ -87,7 +87,7 @@ class OverlayPanel:
     ``box_thresholds`` (``(K,)``, optional) is the heatmap threshold each box came from: boxes of the
     highest threshold are drawn solid, the others dashed.
     ``registration(heatmap_shape, image_size) -> (row_centres, col_centres)`` places the heatmap's cells
-    (:class:`thoracic.geometry.Registration`); ``None``: the ``align_corners=False`` convention.
+    (:class:`thoracic.geometry.Registration`); ``None``: :func:`~thoracic.heatmaps.boxes.default_cell_centres`.
     """
 
     title: str

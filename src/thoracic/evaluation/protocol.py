@@ -116,7 +116,8 @@ def localize_boxes(
     deviation over ``draws`` seeded draws) and the pointing game (the method's heatmap maximum in original
     pixels, through ``registration`` as the boxes; the baselines' box centres). Everything in it can be
     recomputed from the three tables returned beside it. ``registration`` places the heatmap cells in the
-    image (:class:`thoracic.geometry.Registration`; ``None``: the ``align_corners=False`` convention).
+    image (:class:`thoracic.geometry.Registration`; ``None``: :func:`~thoracic.heatmaps.boxes.default_cell_centres`,
+    the geometric registration of a ResNet at 256 px).
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
@@ -264,15 +265,15 @@ def registration_table(
     return result[["registration", "threshold", "metric", "t", "accuracy", "false_positives_per_image"]]
 
 
-def load_registration(evaluation: Path, method: str) -> Registration | None:
-    """The registration ``localize`` used for ``method`` in an evaluation folder (``None`` when its
-    ``localization_<method>.json`` predates registrations or is missing: the legacy convention)."""
+def load_registration(evaluation: Path, method: str) -> Registration:
+    """The registration ``localize`` used for ``method`` in an evaluation folder (``legacy`` when its
+    ``localization_<method>.json`` predates registrations or is missing: what was used then)."""
     path = Path(evaluation) / f"localization_{method}.json"
     try:
         info = json.loads(path.read_text()).get("registration")
-        return Registration.from_description(info) if info else None
+        return Registration.from_description(info) if info else Registration("legacy")
     except (OSError, ValueError):
-        return None
+        return Registration("legacy")
 
 
 __all__ = [

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import CLASS_NAMES
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD, OPERATING_POINTS_FILE, load_operating_points
@@ -201,7 +202,7 @@ def _evaluate_group(name: str, labels: np.ndarray, scores: np.ndarray, threshold
                       np.full((n_bootstrap, c), np.nan), empty.copy(), np.full((n_bootstrap, c), np.nan))
     # one seed per group (derived from the run's seed and the group), so groups resample independently
     auc_seed, tpr_seed = np.random.SeedSequence([seed, *name.encode()]).generate_state(2)
-    result = compute_auc(labels, scores, class_names, n_bootstrap=n_bootstrap, seed=int(auc_seed),
+    result = compute_auc(labels, scores, class_names, bootstrap=n_bootstrap, seed=int(auc_seed),
                          keep_replicates=True)
     auc = result.auc.copy()
     replicates = result.replicates if result.replicates is not None else np.full((0, c), np.nan)
@@ -248,6 +249,7 @@ class SubgroupResult:
         return {**self.settings, "groups": records(self.groups), "gaps": records(self.gaps)}
 
 
+@renamed_keywords(n_bootstrap="bootstrap")
 def evaluate_subgroups(
     labels: np.ndarray,
     probabilities: np.ndarray,
@@ -258,7 +260,7 @@ def evaluate_subgroups(
     class_names: Sequence[str] | None = None,
     age_bands: Sequence[int] = DEFAULT_AGE_BANDS,
     attributes: Sequence[str] = ATTRIBUTES,
-    n_bootstrap: int = 1000,
+    bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
     min_count: int = 1,
@@ -275,7 +277,7 @@ def evaluate_subgroups(
         threshold_source: words on where the thresholds came from (kept in ``settings``).
         age_bands: lower edges of the age bands.
         attributes: which of :data:`ATTRIBUTES` to evaluate.
-        n_bootstrap: resamples per group (0: no intervals).
+        bootstrap: resamples per group (0: no intervals).
         seed: seed of the resamples (each group derives its own from it).
         confidence: two-sided level of the percentile intervals.
         min_count: fewest positive and negative images of a class for a group's AUC to be reported.
@@ -313,7 +315,7 @@ def evaluate_subgroups(
     for attribute, group in work:
         rows = np.flatnonzero(table[attribute].to_numpy() == group)
         evaluated[attribute].append(_evaluate_group(f"{attribute}={group}", labels[rows], probabilities[rows],
-                                                    threshold_vector, class_names, n_bootstrap, seed, min_count))
+                                                    threshold_vector, class_names, bootstrap, seed, min_count))
 
     group_rows, gap_rows = [], []
     for attribute, groups in evaluated.items():
@@ -328,7 +330,7 @@ def evaluate_subgroups(
         "age_band_labels": age_band_labels(age_bands), "max_plausible_age": MAX_PLAUSIBLE_AGE,
         "thresholds": {name: float(t) for name, t in zip(class_names, threshold_vector)},
         "threshold_source": threshold_source or "given thresholds",
-        "bootstrap": {"n_resamples": int(n_bootstrap), "confidence": confidence, "seed": seed},
+        "bootstrap": {"n_resamples": int(bootstrap), "confidence": confidence, "seed": seed},
         "min_count": int(min_count), "n_images": int(n), "class_names": list(class_names),
         "reference": "per attribute, the group with the most images; gap = group minus reference",
     }

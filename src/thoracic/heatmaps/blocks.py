@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thoracic.heatmaps.upsampling import CellCentres, expand_runs, interpolation_taps, lerp
+from thoracic.heatmaps.upsampling import CellCentres, default_cell_centres, expand_runs, interpolation_taps, lerp
 
 _UNIT_ROUNDOFF = 2.0 ** -53
 #: |computed - exact bilinear| <= ~10 u max|H| for two nested lerp; 32 u leaves room for the bound's own rounding
@@ -56,7 +56,9 @@ class MapBatch:
         self.maps = maps
         self.n_maps = len(maps)
         self.height, self.width = size
-        row_centres, col_centres = cell_centres if cell_centres is not None else (None, None)
+        if cell_centres is None:
+            cell_centres = default_cell_centres(maps.shape, size)
+        row_centres, col_centres = cell_centres
         rt = self.rt = interpolation_taps(maps.shape[1], self.height, row_centres)
         ct = self.ct = interpolation_taps(maps.shape[2], self.width, col_centres)
         # rows interpolated exactly as upsample_heatmap does: (B, height, w); the difference of each

@@ -7,8 +7,9 @@ of one map or of many, as tables) and :mod:`thoracic.heatmaps.blocks` (the exact
 materialising the full-resolution map).
 
 1. Upsample a class's heatmap linearly to the image's original size (1024 x 1024 for NIH), with every
-   heatmap cell centred where the registration puts it (:data:`CellCentres`; by default the
-   ``align_corners=False`` convention, :func:`legacy_cell_centres`).
+   heatmap cell centred where the registration puts it (:data:`CellCentres`; by default the geometric
+   registration the commands use, for a ResNet at the default input size: :func:`geometric_cell_centres`;
+   the ``align_corners=False`` convention is :func:`legacy_cell_centres`).
 2. Min-max normalise it to [0, 255], threshold it at each T_heatmap (:data:`HEATMAP_THRESHOLDS`) and draw
    one box around every 8-connected region (or only around the largest, as the seed code did).
 
@@ -32,19 +33,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from thoracic.constants import HEATMAP_THRESHOLDS
 from thoracic.errors import DataError
 from thoracic.heatmaps.blocks import MapBatch, extract_batch
 from thoracic.heatmaps.upsampling import (
+    DEFAULT_INPUT_SIZE,
     CellCentres,
+    default_cell_centres,
     expand_runs,
+    geometric_cell_centres,
     interpolation_matrix,
     legacy_cell_centres,
     normalize_heatmap,
     upsample_heatmap,
 )
-
-#: Heatmap thresholds on the 0-255 scale (Wang et al. 2017).
-HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,10 @@ def boxes_from_heatmap(
         threshold_0_255: threshold on the 0-255 scale (60 and 180 in Wang et al.).
         original_size: ``(height, width)`` of the original image, or one int for a square image.
         largest_only: keep only the largest region's box.
-        cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`);
-            ``None``: the ``align_corners=False`` convention (:func:`legacy_cell_centres`).
+        cell_centres: where the heatmap's cells sit in the original image (:data:`CellCentres`, e.g.
+            ``thoracic.geometry.make_registration(name, grid)(heatmap.shape, original_size)``); ``None``:
+            :func:`default_cell_centres`, the geometric registration the commands use, for a ResNet at
+            the default input size (256 px).
 
     Returns:
         :class:`ExtractedBoxes`: ``boxes`` ``(K, 4)`` as ``(x, y, w, h)`` in original-image pixels (largest
@@ -137,11 +141,11 @@ def boxes_from_heatmap(
     >>> import numpy as np
     >>> heatmap = np.zeros((8, 8))
     >>> heatmap[1:3, 5:7] = 1.0  # an 8 x 8 CAM that fires in the upper right
-    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 cover pixels 640-895 x 128-383
+    >>> found = boxes_from_heatmap(heatmap, 180, 1024)  # cells 5-6 x 1-2 centred at x 641.5-769.5, y 129.5-257.5
     >>> len(found), found.boxes[0].tolist(), found.scores.tolist()
-    (1, [666.0, 154.0, 204.0, 204.0], [1.0])
+    (1, [604.0, 92.0, 204.0, 204.0], [1.0])
     >>> boxes_from_heatmap(heatmap, 60, 1024).boxes[0].tolist()  # a lower threshold: a larger box
-    [606.0, 94.0, 324.0, 324.0]
+    [544.0, 32.0, 324.0, 324.0]
     """
     return boxes_from_heatmaps(heatmap, [threshold_0_255], original_size, largest_only=largest_only,
                                cell_centres=cell_centres)[float(threshold_0_255)]
@@ -250,7 +254,7 @@ def extract_boxes(
     (the region's pixel count), in input order, per map the thresholds in the given order and
     the largest region first: the boxes of :func:`boxes_from_heatmaps`, map by map.
     ``registration(heatmap_shape, original_size) -> CellCentres`` places each heatmap's cells in its
-    image (``None``: the ``align_corners=False`` convention); it is called once per distinct
+    image (``None``: :func:`default_cell_centres`); it is called once per distinct
     (shape, size). Maps of one shape and size are extracted ``batch_size`` at a time.
     """
     return extract_boxes_and_peaks(heatmaps, original_sizes, thresholds, largest_only, progress, registration,
@@ -300,6 +304,7 @@ def heatmap_peaks(
 
 __all__ = [
     "HEATMAP_THRESHOLDS", "CellCentres", "ExtractedBoxes", "boxes_from_heatmap", "boxes_from_heatmaps",
-    "expand_runs", "extract_boxes", "extract_boxes_and_peaks", "heatmap_peak", "heatmap_peaks",
-    "interpolation_matrix", "legacy_cell_centres", "normalize_heatmap", "upsample_heatmap",
+    "DEFAULT_INPUT_SIZE", "default_cell_centres", "expand_runs", "extract_boxes", "extract_boxes_and_peaks",
+    "geometric_cell_centres", "heatmap_peak", "heatmap_peaks", "interpolation_matrix", "legacy_cell_centres",
+    "normalize_heatmap", "upsample_heatmap",
 ]

@@ -1,7 +1,8 @@
 """Heatmap upsampling and normalisation: the first step of the box extraction of Wang et al. (2017).
 
 A class's heatmap is resized linearly to the image's original size with every heatmap cell centred where
-the registration puts it (:data:`CellCentres`; by default the ``align_corners=False`` convention,
+the registration puts it (:data:`CellCentres`; by default the geometric registration of a ResNet at the
+default input size, :func:`geometric_cell_centres`; the ``align_corners=False`` convention is
 :func:`legacy_cell_centres`), then min-max normalised to [0, 255] (:func:`normalize_heatmap`).
 :func:`upsample_heatmap` materialises the resized map (the reference of the plain algorithm, figures);
 the box extraction (:mod:`thoracic.heatmaps.blocks`) uses the same one-dimensional taps
@@ -29,6 +30,31 @@ def expand_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np
 #: ``(row_centres, col_centres)``: the coordinate, in original-image pixels (pixel ``i``'s centre is ``i``),
 #: of the centre of every heatmap cell along the rows and along the columns (increasing 1-D arrays).
 CellCentres = tuple[np.ndarray, np.ndarray]
+
+
+#: Model input side the default cell positions assume: the configs' ``data.image_size`` (the paper's 256 px).
+DEFAULT_INPUT_SIZE = 256
+
+
+def geometric_cell_centres(size_in: int, size_out: int, input_size: int = DEFAULT_INPUT_SIZE) -> np.ndarray:
+    """Cell centres of the geometric registration (``thoracic.geometry``, what every command uses) of a
+    ResNet heatmap: the default of every function here that places cells.
+
+    Every ResNet backbone, at every output stride, centres cell ``k`` of ``size_in`` on model-input pixel
+    ``k * stride`` (its padded stride-2 layers add no offset; ``stride = input_size / size_in``), and the
+    model input is the original image resized to ``input_size`` (pixel centres aligned), so the cell lies
+    at ``(k * stride + 0.5) * size_out / input_size - 0.5`` of ``size_out`` original pixels. For another
+    backbone or input size, pass the model's own registration:
+    ``make_registration("geometric", method.grid(input_size))(heatmap.shape, original_size)``.
+    """
+    stride = input_size / size_in
+    return (np.arange(size_in) * stride + 0.5) * (size_out / input_size) - 0.5
+
+
+def default_cell_centres(shape: tuple[int, ...], original_size: tuple[int, int]) -> CellCentres:
+    """:func:`geometric_cell_centres` along the rows and the columns of an ``(h, w)`` heatmap."""
+    return (geometric_cell_centres(int(shape[-2]), int(original_size[0])),
+            geometric_cell_centres(int(shape[-1]), int(original_size[1])))
 
 
 def legacy_cell_centres(size_in: int, size_out: int) -> np.ndarray:
@@ -141,13 +167,13 @@ def upsample_heatmap(heatmap: np.ndarray, original_size: tuple[int, int],
     two nearest cell centres. This is the upsampling of the plain localization algorithm, which
     :func:`boxes_from_heatmaps` reproduces exactly without materialising the map.
     ``cell_centres``: where each cell's centre lies in the original image (see :data:`CellCentres`);
-    ``None`` is the ``align_corners=False`` convention.
+    ``None``: :func:`default_cell_centres` (the geometric registration of a ResNet at 256 px).
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.ndim != 2:
         raise DataError(f"heatmap must be a 2-D array, got shape {heatmap.shape}")
     height, width = (int(v) for v in original_size)
-    rows, cols = cell_centres if cell_centres is not None else (None, None)
+    rows, cols = cell_centres if cell_centres is not None else default_cell_centres(heatmap.shape, (height, width))
     row_taps = interpolation_taps(heatmap.shape[0], height, rows)
     col_taps = interpolation_taps(heatmap.shape[1], width, cols)
     along_rows = lerp(heatmap[row_taps.lower], heatmap[row_taps.upper], row_taps.weight[:, None])
@@ -163,5 +189,5 @@ def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
     return (heatmap - low) * (255.0 / (high - low))
 
 
-__all__ = ["CellCentres", "Taps", "expand_runs", "interpolation_matrix", "interpolation_taps", "legacy_cell_centres",
+__all__ = ["DEFAULT_INPUT_SIZE", "CellCentres", "Taps", "default_cell_centres", "expand_runs", "geometric_cell_centres", "interpolation_matrix", "interpolation_taps", "legacy_cell_centres",
            "lerp", "normalize_heatmap", "upsample_heatmap"]

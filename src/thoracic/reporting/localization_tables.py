@@ -62,7 +62,7 @@ def mean_label(counts: dict[str, int]) -> str:
 
 def _heatmap_thresholds(group: RunGroup, method: str) -> list[str]:
     """The method's heatmap thresholds in the run's table: the headline one (180, the paper's) first, then
-    the others, pooled last. Without 180 (other ``--thresholds``) the highest one leads."""
+    the others, pooled last. Without 180 (other ``--heatmap-thresholds``) the highest one leads."""
     table = group.runs[0].localization[method]
     found = [t for t in dict.fromkeys(table.loc[table["source"] == method, "threshold"]) if t not in ("", POOLED)]
 

@@ -5,7 +5,7 @@ A run folder (written by ``thoracic train``) holds::
     <run>/config.yaml            the resolved Config
     <run>/run_info.json          library versions, git commit, seed, class order, command line
     <run>/checkpoints/best.ckpt  best validation loss (Lightning checkpoint)
-    <run>/checkpoints/last.ckpt  end of the last finished epoch (used by --resume)
+    <run>/checkpoints/last.ckpt  end of the last finished epoch (what `thoracic train RUN` continues from)
     <run>/logs/                  CSV and TensorBoard logs
     <run>/evaluation/            written by evaluate / localize
 
@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from thoracic.config import Config, config_from_dict, replace
-from thoracic.constants import CLASS_NAMES
+from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import RunError, ThoracicError
 from thoracic.provenance import file_sha256
 from thoracic.data.synth import folder_kind
@@ -44,16 +45,28 @@ class LoadedRun:
     """:func:`checkpoint_info` of the checkpoint (what every evaluation artefact records)."""
 
 
-def find_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """The checkpoint file of a run folder (``best`` or ``last``), or ``run`` itself if it is a file."""
+@renamed_keywords(which="checkpoint")
+def find_checkpoint(run: str | Path, checkpoint: str | Path = "best") -> Path:
+    """The checkpoint file of a run: ``checkpoint`` ``best`` or ``last`` of a run folder, or a ``.ckpt`` path
+    (absolute, from the working folder or from the run folder); ``run`` itself if it is a file."""
     run = Path(run)
+    name = str(checkpoint)
     if run.is_file():
+        if name != "best":
+            raise RunError(f"--checkpoint {name}: {run} is a checkpoint file already; a checkpoint of a run is "
+                           "chosen in a run folder (give the run folder)")
         return run
     if not run.is_dir():
         raise RunError(f"run {run} does not exist (expected a run folder or a .ckpt file)")
-    path = run / "checkpoints" / f"{which}.ckpt"
+    if name not in CHECKPOINT_NAMES:
+        for path in (Path(name), run / name):
+            if path.is_file():
+                return path
+        raise RunError(f"--checkpoint {name}: no such file (expected best, last or the path of a .ckpt file, "
+                       f"from the working folder or from {run})")
+    path = run / "checkpoints" / f"{name}.ckpt"
     if not path.is_file():
-        raise RunError(f"run {run} has no {which} checkpoint: {path} is missing (did training finish an epoch?)")
+        raise RunError(f"run {run} has no {name} checkpoint: {path} is missing (did training finish an epoch?)")
     return path
 
 
@@ -77,15 +90,19 @@ def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
         raise RunError(f"checkpoint {path}: its stored config is invalid: {exc}") from None
 
 
-def load_run(run: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
+@renamed_keywords(which="checkpoint")
+def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint).
+
+    ``run`` is a run folder or a ``.ckpt`` file; ``checkpoint`` picks one of a run folder: ``best``,
+    ``last`` or the path of a ``.ckpt`` file (its results still go to the run folder given).
 
     Raises:
         RunError: no such run or checkpoint, an unreadable one, weights that do not fit the model the
             checkpoint's config names, or a device this machine does not have.
     """
     device = resolve_device(map_location) if isinstance(map_location, str) else map_location
-    path = find_checkpoint(run, which)
+    path = find_checkpoint(run, checkpoint)
     config, ckpt = load_checkpoint_config(path)
     # strict=False: a checkpoint written before misplaced model options were refused still opens
     model = build_model(replace(config.model, pretrained=False, weights=None), strict=False)
@@ -102,7 +119,7 @@ def load_run(run: str | Path, which: str = "best", map_location: str | torch.dev
                        f"({config.model.name}, backbone {config.model.backbone}): missing {missing[:5]}, "
                        f"unexpected {unexpected[:5]}; expected a checkpoint written by thoracic train for that model")
     model.to(device).eval()
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    run_dir = Path(run) if Path(run).is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
                      info=checkpoint_info(path, ckpt))
 

@@ -7,7 +7,7 @@ and its ``summary.json``.
       config.yaml            the resolved Config
       run_info.json          library versions, git commit, seed, class order, command line(s), devices
       checkpoints/best.ckpt  lowest validation loss
-      checkpoints/last.ckpt  end of the last finished epoch (what --resume continues from)
+      checkpoints/last.ckpt  end of the last finished epoch (what `thoracic train RUN` continues from)
       logs/metrics.csv       CSV log (one row per logging step / epoch)
       logs/tensorboard/      TensorBoard events
       summary.json           best epoch, its metrics, epochs run, whether early stopping fired
@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -183,6 +183,21 @@ def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
     return info
 
 
+def describe_training_data(datamodule: Any, provenance: Mapping[str, Any] | None) -> str:
+    """What a run trains on, in two lines for the user: the data folder and its kind (``phantom`` /
+    ``real``), the images per split, and the positive images per class in the train and val splits."""
+    splits = datamodule.splits
+    dataset = datamodule.dataset
+    folder = (provenance or {}).get("root") or datamodule.root
+    kind = (provenance or {}).get("kind") or "unknown"
+    labels = np.asarray(dataset.labels, dtype=np.float64)
+    train, val = (np.nansum(labels[splits[name]], axis=0).astype(int) for name in ("train", "val"))
+    names = getattr(dataset, "class_names", CLASS_NAMES)
+    sizes = splits.sizes()
+    return (f"data: {folder} ({kind}); images: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}\n"
+            "positives per class (train/val): " + ", ".join(f"{n} {t}/{v}" for n, t, v in zip(names, train, val)))
+
+
 def data_provenance(cfg: Config) -> dict[str, Any]:
     """What a run is trained on: the data folder, ``kind`` (``phantom`` for a folder ``thoracic synth``
     wrote, else ``real``) and the data-entry CSV's SHA-256. Stored in ``run_info.json`` and, as
@@ -309,5 +324,5 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 __all__ = ["DIVERGED_LOSS_FACTOR", "RUN_FILES", "RUN_STUB_FILES", "chance_loss", "data_provenance",
-           "default_run_name", "divergence_reasons", "is_stub_run", "library_versions", "read_epoch_metrics",
+           "default_run_name", "describe_training_data", "divergence_reasons", "is_stub_run", "library_versions", "read_epoch_metrics",
            "record_data_counts", "resolve_run_dir", "stub_files", "write_run_info", "write_summary"]

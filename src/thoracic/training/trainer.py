@@ -21,7 +21,7 @@ raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ from thoracic.training.run_folder import (
     _keep_previous_csv_log,
     _orphan_first_best,
     data_provenance,
+    describe_training_data,
     record_data_counts,
     resolve_run_dir,
     stub_files,
@@ -148,9 +149,9 @@ def train_or_resume(
 
 
 def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
-    """(run folder, last checkpoint) for ``--resume RUN`` (a run folder or a .ckpt inside one)."""
+    """(run folder, last checkpoint) of a run to continue (a run folder or a .ckpt inside one)."""
     resume = Path(resume)
-    checkpoint = find_checkpoint(resume, "last")
+    checkpoint = resume if resume.is_file() else find_checkpoint(resume, "last")
     run_dir = resume if resume.is_dir() else checkpoint.parent.parent
     if not (run_dir / "checkpoints").is_dir():
         raise RunError(f"cannot resume {resume}: not inside a run folder (expected <run>/checkpoints/last.ckpt)")
@@ -185,6 +186,7 @@ def train(
     *,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train ``cfg`` (or continue the run ``resume``) and return the run folder.
 
@@ -193,6 +195,8 @@ def train(
         resume: a run folder (or its ``last.ckpt``) to continue exactly where its last finished epoch ended.
         callbacks: extra Lightning callbacks (tests use them to interrupt a run).
         command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
+        log: receives the messages for the user (the data trained on, :func:`describe_training_data`);
+            the CLI prints them on stderr.
 
     Raises:
         ConfigError: missing data folder, bad devices, a model option the model does not take
@@ -244,6 +248,9 @@ def train(
                 _remove_stale_temporary_files(run_dir)
             write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
             record_data_counts(run_dir, datamodule)
+            if log is not None:
+                log(f"{'continuing' if checkpoint_path is not None else 'training'} {run_dir}\n"
+                    + describe_training_data(datamodule, module.data_provenance))
             if checkpoint_path is not None:
                 _keep_previous_csv_log(run_dir)
 
@@ -303,7 +310,7 @@ def _failed(exc: BaseException, run_dir: Path, new_run: bool, interrupted: bool,
     if last.is_file():
         epoch = _checkpoint_epoch(last)
         state = (f"run folder {run_dir}: checkpoints/last.ckpt holds epoch {epoch} (the last one finished); "
-                 f"resume with `thoracic train --resume {run_dir}`")
+                 f"resume with `thoracic train {run_dir}`")
     elif removed:
         state = (f"no epoch had finished, so there is nothing to resume: the run folder {run_dir} was "
                  + ("removed" if remove_folder else "emptied of its files"))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thoracic.data.dataset import ChestXrayDataModule
+from thoracic.deprecation import renamed_keywords
 from thoracic.runtime import resolve_device
 from thoracic.training.checkpoints import LoadedRun, load_run
 from thoracic.training.factory import build_datamodule
@@ -29,16 +30,18 @@ class OpenedRun:
     device: str
 
 
-def open_run(run: str | Path, which: str = "best", device: str = "auto", batch_size: int | None = None,
-             data_root: str | Path | None = None, cache: str | Path | None = None,
+@renamed_keywords(which="checkpoint", data_root="data")
+def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", batch_size: int | None = None,
+             data: str | Path | None = None, cache: str | Path | None = None,
              num_workers: int | None = None) -> OpenedRun:
-    """Load ``which`` checkpoint of ``run`` (``device``: ``auto``, ``cpu``, ``cuda:N``) and the data it was
-    trained on (or ``data_root`` / ``cache`` instead), ready for ``thoracic evaluate`` / ``localize``."""
+    """Load the ``checkpoint`` (``best``, ``last`` or a ``.ckpt`` path) of ``run`` on ``device`` (``auto``,
+    ``cpu``, ``cuda:N``) and the data it was trained on (or ``data`` / ``cache`` instead), ready for
+    ``thoracic evaluate`` / ``localize``."""
     device = resolve_device(device)
-    loaded = load_run(run, which=which, map_location=device)
-    data = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data_root, cache=cache,
-                            num_workers=num_workers)
-    return OpenedRun(loaded, data, evaluation_dir(loaded.run_dir, loaded.checkpoint_path), device)
+    loaded = load_run(run, checkpoint=checkpoint, map_location=device)
+    module = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data, cache=cache,
+                              num_workers=num_workers)
+    return OpenedRun(loaded, module, evaluation_dir(loaded.run_dir, loaded.checkpoint_path), device)
 
 
 __all__ = ["OpenedRun", "evaluation_dir", "open_run"]

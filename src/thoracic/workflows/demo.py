@@ -82,7 +82,7 @@ def ensure_phantom_data(settings: DemoSettings) -> Path:
     if _phantom_matches(root, settings):
         return root
     return generate_phantom_dataset(root, settings.num_images, settings.image_size, settings.seed,
-                                    overwrite=True, progress=settings.progress, workers=settings.workers)
+                                    overwrite=True, progress=settings.progress, num_workers=settings.workers)
 
 
 #: Columns of :func:`headline_numbers`: for each headline metric ``m`` (``IoU>0.3``, ``IoBB>0.25``) the
@@ -144,7 +144,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     image_sizes = sorted({cfg.data.image_size for cfg in configs.values()})
     log(f"[2/4] image cache at {', '.join(map(str, image_sizes))} px")
     for image_size in image_sizes:
-        prepare_cache(root, image_size, workers=settings.workers, progress=settings.progress)
+        prepare_cache(root, image_size, num_workers=settings.workers, progress=settings.progress)
 
     runs: dict[str, Path] = {}
     for k, (name, cfg) in enumerate(configs.items(), 1):
@@ -166,7 +166,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     log("[4/4] evaluation, localization, export and report")
     methods: dict[str, tuple[str, ...]] = {}
     for name, run_dir in runs.items():
-        evaluate_run(run_dir, "test", n_bootstrap=settings.n_bootstrap, progress=settings.progress,
+        evaluate_run(run_dir, "test", bootstrap=settings.n_bootstrap, progress=settings.progress,
                      calibrate="per_class")
         methods[name] = ("native", *settings.extra_methods.get(name, ()))
         for method in methods[name]:

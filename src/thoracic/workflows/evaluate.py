@@ -33,6 +33,7 @@ import pandas as pd
 
 from thoracic.config import ConfigError, config_from_dict, merge_overrides, to_dict
 from thoracic.constants import CLASS_NAMES
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.calibration import (
     CALIBRATION_FILE,
@@ -82,16 +83,17 @@ class EvaluationResult:
     temperatures fitted on few validation positives, small subgroups, temperatures at their bound."""
 
 
+@renamed_keywords(n_bootstrap="bootstrap", data_root="data", which="checkpoint")
 def evaluate_run(
     run: str | Path,
     split: str = "test",
-    n_bootstrap: int = 1000,
+    bootstrap: int = 1000,
     batch_size: int | None = None,
     device: str = "auto",
-    data_root: str | Path | None = None,
+    data: str | Path | None = None,
     cache: str | Path | None = None,
     num_workers: int | None = None,
-    which: str = "best",
+    checkpoint: str = "best",
     seed: int = 0,
     progress: bool = True,
     operating_point: str = "youden",
@@ -102,7 +104,11 @@ def evaluate_run(
     calibration_bins: int | None = None,
 ) -> EvaluationResult:
     """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
-    on ``split`` (test or val).
+    on ``split`` (test or val): ``thoracic evaluate``, with its option names as keywords.
+
+    ``run`` is a run folder (or a ``.ckpt`` file), ``checkpoint`` ``best``, ``last`` or a ``.ckpt`` path;
+    ``data`` / ``cache`` / ``num_workers`` replace the run's ``data.root`` / ``data.cache`` /
+    ``data.num_workers``; ``bootstrap`` resamples give the 95% CIs (0: none).
 
     The operating points (``operating_point``: ``youden`` or ``f1``) are always chosen on the validation
     split (:mod:`thoracic.evaluation.operating_points`) and their sensitivity / specificity reported on
@@ -119,7 +125,7 @@ def evaluate_run(
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
     if operating_point not in OPERATING_POINT_METHODS:
         raise DataError(f"operating point must be one of {OPERATING_POINT_METHODS}, got {operating_point!r}")
-    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers)
+    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
     files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
@@ -128,7 +134,7 @@ def evaluate_run(
     else:
         validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress)
         files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
-    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, n_bootstrap=n_bootstrap,
+    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, bootstrap=bootstrap,
                       seed=seed, progress=progress)
     auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
     thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
@@ -158,7 +164,7 @@ def evaluate_run(
                                           positives=dict(zip(CLASS_NAMES, auc.n_positive.tolist())),
                                           left_out=left_out), out / f"roc_{split}.png")
     if subgroups:
-        subgroup_files, subgroup_groups = _subgroups(predictions, module, out, split, n_bootstrap, seed, age_bands,
+        subgroup_files, subgroup_groups = _subgroups(predictions, module, out, split, bootstrap, seed, age_bands,
                                                      subgroup_min_count, thresholds, operating_point, progress)
         files.update(subgroup_files)
         warnings += subgroup_warnings(subgroup_groups)
@@ -182,7 +188,7 @@ def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap
     thresholds, source = thresholds_with_source(chosen, method, "val", CLASS_NAMES)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
-                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), n_bootstrap=n_bootstrap,
+                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), bootstrap=n_bootstrap,
                                 seed=seed, min_count=min_count, progress=progress)
     return save_subgroups(result, out, split), result.groups
 
@@ -219,17 +225,19 @@ def _finite_or_none(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "test",
-             overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
-    """Loss and per-class AUC of a run's checkpoint on ``split`` (``test`` or ``val``), with Lightning.
+@renamed_keywords(which="checkpoint")
+def evaluate_checkpoint(run_dir: str | Path, checkpoint: str = "best", split: str = "test",
+                        overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+    """Loss and per-class AUC of a run's checkpoint (``best``, ``last`` or a ``.ckpt`` path) on ``split``
+    (``test`` or ``val``), with Lightning.
 
     Runs on the run's own accelerator/devices settings (``overrides`` may change them, e.g.
     ``{"train.devices": "1"}``); the AUC is gathered over all processes. Also stored in
     ``summary.json`` under ``<split>_metrics``.
     """
     run_dir = Path(run_dir)
-    checkpoint = find_checkpoint(run_dir, which)
-    cfg, ckpt = load_checkpoint_config(checkpoint)
+    checkpoint_path = find_checkpoint(run_dir, checkpoint)
+    cfg, ckpt = load_checkpoint_config(checkpoint_path)
     if overrides:
         cfg = config_from_dict(merge_overrides(to_dict(cfg), overrides))
     if split not in ("test", "val"):
@@ -249,7 +257,7 @@ def evaluate_checkpoint(run_dir: str | Path, which: str = "best", split: str = "
         path = run_dir / "summary.json"
         summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
         summary[f"{split}_metrics"] = metrics
-        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint, run_dir)
+        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint_path, run_dir)
         write_json_atomic(path, summary)
     return metrics
 

@@ -35,6 +35,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, ConfigError, load_config, replace, save_config
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
 from thoracic.safety import ensure_output_dir, folder_entries
 from thoracic.training.trainer import train_or_resume
@@ -106,15 +107,16 @@ def seed_metrics(run_dir: Path) -> dict[str, float | None]:
     return metrics
 
 
+@renamed_keywords(folder="out", n_bootstrap="bootstrap", eval_device="device")
 def run_experiment(
     cfg: Config,
     seeds: Sequence[int],
     *,
-    folder: str | Path | None = None,
+    out: str | Path | None = None,
     test: bool = True,
-    n_bootstrap: int = 200,
+    bootstrap: int = 200,
     localize: bool = False,
-    eval_device: str | None = None,
+    device: str | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
 ) -> ExperimentResult:
@@ -123,29 +125,29 @@ def run_experiment(
     Args:
         cfg: the config; only ``seed``, ``output_dir`` and ``run_name`` change between runs.
         seeds: distinct seeds.
-        folder: experiment folder; default ``<output_dir>/<run_name or experiment-<model>-<time>>``.
+        out: the experiment folder; default ``<output_dir>/<run_name or experiment-<model>-<time>>``.
         test: evaluate each run's best checkpoint on the official test split: the test loss and AUC in
             ``summary.json`` (Lightning, all devices) and ``thoracic evaluate``'s files in
-            ``seed<k>/evaluation/`` (predictions, AUC with ``n_bootstrap`` bootstrap resamples, ROC
+            ``seed<k>/evaluation/`` (predictions, AUC with ``bootstrap`` bootstrap resamples, ROC
             curves, Table 1), which ``thoracic report <folder>`` aggregates as mean +- std.
-        n_bootstrap: bootstrap resamples of the per-seed confidence intervals (0: none).
+        bootstrap: bootstrap resamples of the per-seed confidence intervals (0: none).
         localize: also run ``thoracic localize`` (native heatmaps) on each seed's best checkpoint; the
             test images must carry boxes.
-        eval_device: torch device of that evaluation; default ``cuda`` when the run trains on a GPU and
-            one is visible, else ``cpu``.
+        device: torch device of that evaluation; default ``cuda`` when the run trains on a GPU and
+            one is visible, else ``cpu`` (the command's ``--device`` also sets the training's accelerator).
     """
     if not seeds:
         raise ThoracicError("experiment: no seeds given")
     if len(set(seeds)) != len(seeds):
         raise ThoracicError(f"experiment: seeds must be distinct, got {list(seeds)}")
-    if n_bootstrap < 0:
-        raise ThoracicError(f"experiment: n_bootstrap must be >= 0, got {n_bootstrap}")
-    if folder is None:
+    if bootstrap < 0:
+        raise ThoracicError(f"experiment: bootstrap must be >= 0, got {bootstrap}")
+    if out is None:
         name = cfg.run_name or f"experiment-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder = Path(cfg.output_dir) / name
-    folder = Path(folder)
+        out = Path(cfg.output_dir) / name
+    folder = Path(out)
     check_experiment_folder(folder)
-    ensure_output_dir(folder, "--folder")
+    ensure_output_dir(folder, "--out")
     save_config(cfg, folder / "config.yaml")
     per_seed: dict[int, dict[str, float | None]] = {}
     for seed in seeds:
@@ -158,9 +160,9 @@ def run_experiment(
                               "one continues") from None
         if test:
             if "test_metrics" not in json.loads((run_dir / "summary.json").read_text()):
-                evaluate_checkpoint(run_dir, which="best", split="test")
+                evaluate_checkpoint(run_dir, checkpoint="best", split="test")
             if rank_zero_only.rank == 0:  # single-process evaluation: one rank writes the files
-                _evaluate_seed(run_dir, run_cfg, n_bootstrap, localize, eval_device)
+                _evaluate_seed(run_dir, run_cfg, bootstrap, localize, device)
         per_seed[int(seed)] = seed_metrics(run_dir)
     table = pd.DataFrame.from_dict(per_seed, orient="index")
     table.index.name = "seed"
@@ -192,11 +194,11 @@ def check_experiment_folder(folder: Path) -> None:
     restart, delete them).
     """
     if folder.exists() and not folder.is_dir():
-        raise ThoracicError(f"--folder {folder} is an existing file; expected an experiment folder (new or empty)")
+        raise ThoracicError(f"--out {folder} is an existing file; expected an experiment folder (new or empty)")
     if not folder.is_dir() or not any(folder.iterdir()):
         return
     if (folder / "run_info.json").exists() or (folder / "checkpoints").is_dir():
-        raise ThoracicError(f"--folder {folder} is a run folder (it holds run_info.json / checkpoints/), not an "
+        raise ThoracicError(f"--out {folder} is a run folder (it holds run_info.json / checkpoints/), not an "
                             "experiment folder; choose a new folder for the experiment")
     config = folder / "config.yaml"
     if config.is_file():
@@ -204,16 +206,16 @@ def check_experiment_folder(folder: Path) -> None:
             load_config(config)
             return
         except ConfigError as exc:
-            raise ThoracicError(f"--folder {folder}: its config.yaml is not a thoracic config ({exc}); it is not an "
+            raise ThoracicError(f"--out {folder}: its config.yaml is not a thoracic config ({exc}); it is not an "
                                 "experiment folder: choose a new folder") from None
     entries = folder_entries(folder)
     raise UnsafeDeleteError(
-        f"--folder {folder} is not empty and is not an experiment folder (no config.yaml); it holds "
+        f"--out {folder} is not empty and is not an experiment folder (no config.yaml); it holds "
         f"{len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. thoracic writes "
-        "an experiment only into a new or empty folder (or one it made): choose another --folder")
+        "an experiment only into a new or empty folder (or one it made): choose another --out")
 
 
-def _evaluate_seed(run_dir: Path, cfg: Config, n_bootstrap: int, localize: bool, device: str | None) -> None:
+def _evaluate_seed(run_dir: Path, cfg: Config, bootstrap: int, localize: bool, device: str | None) -> None:
     """``thoracic evaluate`` (and ``localize``) on a seed's best checkpoint, unless already done."""
     if device is None:
         on_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -221,10 +223,10 @@ def _evaluate_seed(run_dir: Path, cfg: Config, n_bootstrap: int, localize: bool,
     evaluation = run_dir / "evaluation"
     progress = cfg.train.progress_bar
     if not (evaluation / "auc_test.json").is_file():
-        evaluate_run(run_dir, split="test", n_bootstrap=n_bootstrap, device=device, which="best",
+        evaluate_run(run_dir, split="test", bootstrap=bootstrap, device=device, checkpoint="best",
                      progress=progress)
     if localize and not (evaluation / "localization_native.json").is_file():
-        localize_run(run_dir, method="native", device=device, which="best", progress=progress)
+        localize_run(run_dir, method="native", device=device, checkpoint="best", progress=progress)
 
 
 def _jsonable(value: Any) -> float | int | None:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from thoracic.constants import CHECKPOINT_NAMES
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.predictions import compute_heatmaps
 from thoracic.evaluation.protocol import ground_truth_boxes
@@ -412,7 +413,7 @@ def explain(run: str | Path, settings: ExplainSettings = ExplainSettings(), chec
     start = time.perf_counter()
     path = Path(run)
     runs = expand_runs([path])
-    if checkpoint not in ("best", "last"):  # a checkpoint file: explained in the run folder that holds it
+    if checkpoint not in CHECKPOINT_NAMES:  # a checkpoint file: explained in the run folder that holds it
         if len(runs) > 1:
             raise DataError(f"--checkpoint {checkpoint}: one checkpoint file cannot stand for the {len(runs)} runs of "
                             f"{path}; give best or last")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import RunError
 from thoracic import __version__
 from thoracic.config import to_dict
@@ -206,24 +207,26 @@ def _save_torchscript(traced: Any, path: Path, metadata: dict) -> None:
         torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
 
 
-def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, which: str = "best",
-               opset: int | None = None, verify_batch: int = 3) -> ExportResult:
+@renamed_keywords(fmt="format", which="checkpoint")
+def export_run(run: str | Path, format: str = "onnx", out: str | Path | None = None,  # noqa: A002 - the CLI's name
+               checkpoint: str = "best", opset: int | None = None, verify_batch: int = 3) -> ExportResult:
     """Export the model of a run (or a ``.ckpt`` file) and check the file against PyTorch.
 
     Args:
         run: run folder or checkpoint file.
-        fmt: ``onnx`` or ``torchscript``.
+        format: ``onnx`` or ``torchscript``.
         out: the file to write (default :func:`default_export_path`); its metadata goes to ``<out>.json``.
-        which: ``best`` or ``last`` checkpoint of a run folder.
+        checkpoint: ``best``, ``last`` or the path of a ``.ckpt`` file of a run folder.
         opset: ONNX opset (default: the exporter's).
         verify_batch: batch size of the check (differs from the traced batch of 2, so a batch dimension
             frozen by mistake fails the check).
     Raises:
         RunError: unknown format, or the exported file's outputs differ from PyTorch's.
     """
+    fmt = format
     if fmt not in EXPORT_FORMATS:
         raise RunError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    loaded = load_run(run, which=which, map_location="cpu")
+    loaded = load_run(run, checkpoint=checkpoint, map_location="cpu")
     model = loaded.model.cpu().eval()
     size = int(loaded.config.data.image_size)
     path = Path(out) if out is not None else default_export_path(loaded, fmt)

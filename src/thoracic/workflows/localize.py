@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from thoracic.constants import METHOD_LABELS, MODEL_LABELS
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS
@@ -42,24 +43,27 @@ class LocalizationRunResult:
     """:func:`registration_table` of the run's heatmaps (the registration used first)."""
 
 
+@renamed_keywords(thresholds="heatmap_thresholds", data_root="data", which="checkpoint", n_examples="num_examples")
 def localize_run(
     run: str | Path,
     method: str = "native",
-    thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
+    heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
     batch_size: int | None = None,
     device: str = "auto",
-    data_root: str | Path | None = None,
+    data: str | Path | None = None,
     cache: str | Path | None = None,
     num_workers: int | None = None,
-    which: str = "best",
+    checkpoint: str = "best",
     seed: int = 0,
-    n_examples: int = 8,
+    num_examples: int = 8,
     progress: bool = True,
     draws: int = RANDOM_DRAWS,
     registration: str = "geometric",
 ) -> LocalizationRunResult:
-    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol).
+    """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol):
+    ``thoracic localize``, with its option names as keywords (``heatmap_thresholds`` on the 0-255 scale,
+    ``checkpoint`` ``best`` / ``last`` / a ``.ckpt`` path, ``num_examples`` images in the overlay figure).
 
     ``registration``: where heatmap cells sit in the image, ``geometric`` (their receptive-field centres,
     derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
@@ -69,7 +73,7 @@ def localize_run(
         raise DataError(f"method must be one of {list_heatmap_methods()}, got {method!r}")
     if registration not in REGISTRATIONS:
         raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
-    opened = open_run(run, which, device, batch_size, data_root, cache, num_workers)
+    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     ground_truth = ground_truth_boxes(module.box_table)
     if ground_truth.empty:
@@ -80,14 +84,14 @@ def localize_run(
     grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
     registered = make_registration(registration, grid)
     files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
-    tables = localize_boxes(ground_truth, heatmaps, method, thresholds, largest_only, seed, progress=progress,
-                            draws=draws, registration=registered)
-    sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()], thresholds,
-                                     largest_only)
+    tables = localize_boxes(ground_truth, heatmaps, method, heatmap_thresholds, largest_only, seed,
+                            progress=progress, draws=draws, registration=registered)
+    sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()],
+                                     heatmap_thresholds, largest_only)
     sensitivity.to_csv(out / f"registration_{method}.csv", index=False, float_format="%.6f")
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
-        "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in thresholds],
+        "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in heatmap_thresholds],
         "largest_only": bool(largest_only), "baseline_seed": seed, "random_box_draws": int(draws),
         "n_box_rows": int(len(ground_truth)), "n_images": int(ground_truth["image_id"].nunique()),
         "registration": registered.describe(),
@@ -98,10 +102,10 @@ def localize_run(
     boxes, scores, accuracy = tables.boxes, tables.scores, tables.accuracy
     name = loaded.config.model.name
     label = f"{MODEL_LABELS.get(name, name)}, {METHOD_LABELS.get(method, method)}"
-    rows = overlay_rows(ground_truth, {label: (heatmaps, boxes)}, n_examples, data_module_images(module),
+    rows = overlay_rows(ground_truth, {label: (heatmaps, boxes)}, num_examples, data_module_images(module),
                         registrations={label: registered})
     if rows:
-        top = int(max(thresholds))
+        top = int(max(heatmap_thresholds))
         figure = overlay_figure(rows, legend=box_legend_handles(solid_label=f"predicted box (heatmap > {top})"),
                                 title=f"{label}: test images with boxes")
         files["overlays"] = save_figure(figure, out / f"overlays_{method}.png")

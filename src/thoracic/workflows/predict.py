@@ -8,13 +8,16 @@ without Lightning or the model code (this module imports :mod:`thoracic.training
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from thoracic.constants import CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
+from thoracic.deprecation import deprecation_message, renamed_keywords
 from thoracic.errors import DataError, ThoracicError
 from thoracic.evaluation.calibration import calibration_for_run, calibration_from_dict
 from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION
@@ -46,11 +49,11 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
 
     Raises:
         ThoracicError: ``method`` other than ``native`` (Grad-CAM needs the PyTorch model: use
-            ``--checkpoint``), or an unreadable file.
+            the run), or an unreadable file.
     """
     if method != "native":
         raise ThoracicError(f"--method {method}: an exported model carries its native class maps only; "
-                            "Grad-CAM needs the PyTorch model (use --checkpoint RUN)")
+                            "Grad-CAM needs the PyTorch model (give the run folder or its .ckpt as RUN)")
     exported = load_exported(path, device)
     info = exported.metadata.get("calibration")
     temperature = None
@@ -73,10 +76,22 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
     return predictor, message, info if temperature is not None else None
 
 
+#: Suffixes of the files ``thoracic export`` writes (ONNX, TorchScript): a model that runs without Lightning.
+EXPORTED_SUFFIXES: tuple[str, ...] = (".onnx", ".pt")
+
+
+def is_exported_model(path: str | Path) -> bool:
+    """Whether ``path`` is a model written by ``thoracic export`` (by its suffix) rather than a run or a
+    checkpoint."""
+    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+@renamed_keywords(inputs="images", out_dir="out")
 def predict_images(
-    inputs: Sequence[str | Path],
-    checkpoint: str | Path | None,
-    out_dir: str | Path | None = None,
+    run: str | Path | None = None,
+    images: Sequence[str | Path] | None = None,
+    checkpoint: str | Path = "best",
+    out: str | Path | None = None,
     method: str = "native",
     threshold: float | None = None,
     device: str = "auto",
@@ -87,23 +102,28 @@ def predict_images(
     log: Callable[[str], None] | None = None,
     registration: str = "geometric",
 ) -> list[ImagePrediction]:
-    """Load a run's model and predict every image; writes a figure per image and ``predictions.json``.
+    """``thoracic predict RUN IMAGE...``: load a run's model and predict every image; writes a figure per
+    image and ``predictions.json``.
 
     Args:
-        inputs: files and/or folders (see :func:`collect_image_paths`).
-        checkpoint: a run folder (its best checkpoint) or a ``.ckpt`` file.
-        model: instead of ``checkpoint`` (None), a file written by ``thoracic export`` (ONNX or TorchScript;
-            runs without Lightning or the model code; native heatmaps only).
+        run: a run folder, a ``.ckpt`` file, or a model written by ``thoracic export`` (``.onnx`` or
+            TorchScript ``.pt``; runs without Lightning or the model code; native heatmaps only).
+        images: files and/or folders (see :func:`collect_image_paths`).
+        checkpoint: which checkpoint of a run folder: ``best`` (default), ``last`` or a ``.ckpt`` path.
+        out: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
+            go (default ``predictions/`` in the working folder).
         calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
             the export's metadata) when there is one.
-        out_dir: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
-            go (default ``predictions/`` in the working folder).
         threshold: one probability threshold for every class; None (default) uses the run's operating
             points (:func:`resolve_thresholds`).
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
         all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
+        model: deprecated (an exported model is given as ``run``).
         log: receives the messages for the user (calibration, which thresholds, phantom-data warning); the CLI
             prints them on stderr.
+
+    The old call ``predict_images(inputs, checkpoint_or_run, out_dir=..., model=...)`` still works for one
+    release, with a :class:`FutureWarning`.
 
     Returns:
         One result per file, in input order; a file that failed has ``error`` set (the others are still
@@ -112,15 +132,19 @@ def predict_images(
     Raises:
         DataError: when no input image exists at all.
     """
-    if (checkpoint is None) == (model is None):
-        raise DataError("give either a checkpoint (run folder or .ckpt) or an exported model (--model FILE), not both")
+    run, images, checkpoint = _predict_call(run, images, checkpoint, model)
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
         raise DataError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
+    exported = is_exported_model(run)
+    if exported and str(checkpoint) != "best":
+        raise DataError(f"--checkpoint {checkpoint}: {run} is an exported model; a checkpoint is chosen in a run "
+                        "folder")
     say = log or (lambda message: None)
-    paths = collect_image_paths(inputs)
+    paths = collect_image_paths(images)
     device = resolve_device(device)
     warning = None
-    if model is not None:
+    if exported:
+        model = run
         predictor, message, calibration = exported_predictor(model, method, DEFAULT_THRESHOLD, device, calibrate,
                                                              registration)
         metadata = predictor.model.exported.metadata
@@ -132,10 +156,10 @@ def predict_images(
             title += f" (checkpoint sha256 {provenance['sha256'][:SHORT_HASH]})"
     else:
         # Imported here, not at the top: an exported model runs without the model code and Lightning
-        # (``thoracic predict --model`` on a machine that has only onnxruntime / TorchScript).
+        # (``thoracic predict FILE IMAGE...`` on a machine that has only onnxruntime / TorchScript).
         from thoracic.training.checkpoints import load_run
 
-        loaded = load_run(checkpoint, which="best", map_location=device)
+        loaded = load_run(run, checkpoint=checkpoint, map_location=device)
         provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
         thresholds = resolve_thresholds(threshold, loaded.run_dir)
         stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
@@ -163,7 +187,7 @@ def predict_images(
         title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
     predictor.figure_title = title
     predictor.all_boxes = all_boxes
-    out = ensure_output_dir(Path(out_dir) if out_dir is not None else Path("predictions"), "--out")
+    out = ensure_output_dir(Path(out) if out is not None else Path("predictions"), "--out")
     results = []
     for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
         results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
@@ -183,4 +207,23 @@ def predict_images(
     return results
 
 
-__all__ = ["exported_predictor", "predict_images"]
+def _predict_call(run: Any, images: Any, checkpoint: Any, model: Any) -> tuple[Path, list, Any]:
+    """``(run, images, checkpoint)`` of a call; the old calls (``predict_images(inputs, run_or_ckpt)``,
+    ``checkpoint=RUN``, ``model=FILE``) are turned into the new one with a :class:`FutureWarning`."""
+    old_order = run is not None and not isinstance(run, (str, os.PathLike))  # predict_images(inputs, run)
+    if old_order or model is not None or run is None:
+        warnings.warn(deprecation_message("predict_images(inputs, checkpoint=RUN, model=FILE)",
+                                          "predict_images(run, images, checkpoint=best|last|PATH)"),
+                      FutureWarning, stacklevel=4)
+        if old_order:
+            images, source = run, images
+        else:
+            source = run if run is not None else None if str(checkpoint) in CHECKPOINT_NAMES else checkpoint
+        if (source is None) == (model is None):
+            raise DataError("give either a run (a run folder or a .ckpt file) or an exported model, not both")
+        run, checkpoint = (model if model is not None else source), "best"
+    images = [] if images is None else [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    return Path(run), images, checkpoint
+
+
+__all__ = ["EXPORTED_SUFFIXES", "exported_predictor", "is_exported_model", "predict_images"]

@@ -22,6 +22,7 @@ import pandas as pd
 from lightning.pytorch import Callback
 
 from thoracic.config import Config, replace
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
 from thoracic.safety import ensure_output_dir, folder_entries
 from thoracic.training.module import NonFiniteLossError
@@ -47,12 +48,13 @@ def choose_learning_rate(table: pd.DataFrame) -> float | None:
     return float(finite.loc[finite["best_val_loss"].astype(float).idxmin(), "lr"])
 
 
+@renamed_keywords(folder="out")
 def lr_sweep(
     cfg: Config,
     lrs: Sequence[float] = PAPER_LR_GRID,
     epochs: int = 2,
     *,
-    folder: str | Path | None = None,
+    out: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
 ) -> SweepResult:
@@ -62,16 +64,16 @@ def lr_sweep(
         cfg: base config (its ``optim.lr`` and ``train.max_epochs`` are replaced per run).
         lrs: the grid (default: the paper's 10 values).
         epochs: length of each short run (early stopping still applies).
-        folder: sweep folder; default ``<output_dir>/<run_name or lr_sweep-<model>-<time>>``.
+        out: the sweep folder; default ``<output_dir>/<run_name or lr_sweep-<model>-<time>>``.
     """
     if not lrs:
         raise ThoracicError("lr sweep: no learning rates given")
     if any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise ThoracicError(f"lr sweep: learning rates must be positive numbers, got {list(lrs)}")
-    if folder is None:
+    if out is None:
         name = cfg.run_name or f"lr_sweep-{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder = Path(cfg.output_dir) / name
-    folder = Path(folder)
+        out = Path(cfg.output_dir) / name
+    folder = Path(out)
     check_sweep_folder(folder)
     ensure_output_dir(folder, "sweep folder")
     rows = []

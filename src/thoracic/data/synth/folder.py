@@ -27,6 +27,7 @@ from thoracic.constants import CLASS_INDEX, CLASS_NAMES, NO_FINDING
 from thoracic.data.cache import is_cache_file, owned_cache_folder
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage, render_phantom, save_png
+from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError, UnsafeDeleteError
 from thoracic.io import write_json_atomic
 from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned
@@ -165,6 +166,7 @@ def _render_job(job: tuple) -> tuple[int, PhantomImage]:
     return plan.index, PhantomImage(np.empty((0, 0), np.uint8), phantom.findings, phantom.storage, phantom.bbox_rows)
 
 
+@renamed_keywords(workers="num_workers")
 def generate_phantom_dataset(
     out_dir: str | Path,
     num_images: int,
@@ -178,7 +180,7 @@ def generate_phantom_dataset(
     special_fraction: float = 0.04,
     box_fraction: float = 0.8,
     all_boxes_fraction: float = 0.25,
-    workers: int | None = 1,
+    num_workers: int | None = 1,
     overwrite: bool = False,
     progress: bool = True,
     family: str = "A",
@@ -193,16 +195,16 @@ def generate_phantom_dataset(
         special_fraction: fraction of images stored as RGBA, and again as 16-bit, like some real files.
         box_fraction: fraction of test images with a box-class finding that get BBox_List rows;
             ``all_boxes_fraction`` of those with several get one row per finding, the others one row.
-        workers: processes (None: all cores); the result does not depend on it.
+        num_workers: processes (None: all cores); the result does not depend on it.
         overwrite: replace an existing non-empty ``out_dir`` (otherwise a DataError).
         family: the finding design, ``A`` (default) or ``B`` (:data:`~thoracic.data.synth.render.FAMILIES`,
             :mod:`thoracic.data.synth`).
     """
     out = Path(out_dir)
     if num_images < 1:
-        raise DataError(f"--images: expected at least 1 image, got {num_images}")
+        raise DataError(f"--num-images: expected at least 1 image, got {num_images}")
     if image_size < 16:
-        raise DataError(f"--size: expected at least 16 pixels, got {image_size}")
+        raise DataError(f"--image-size: expected at least 16 pixels, got {image_size}")
     if not (0.0 < test_fraction < 1.0):  # also rejects nan
         raise DataError(f"--test-fraction: expected a fraction of patients strictly between 0 and 1, got "
                         f"{test_fraction} (0 or 1 would leave the test or the train_val list empty)")
@@ -255,7 +257,7 @@ def generate_phantom_dataset(
         folder.mkdir(parents=True, exist_ok=True)
 
     results: list[PhantomImage | None] = [None] * len(plans)
-    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    workers = (os.cpu_count() or 1) if num_workers is None else max(1, num_workers)
     bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
     if workers == 1 or len(jobs) < 2 * workers:
         for job in jobs:

@@ -81,8 +81,8 @@ def collect_images(loader: Iterable[Mapping[str, Any]], image_ids: Iterable[str]
 def maps_at_input(heatmaps: Mapping[Pair, np.ndarray], registration: Registration | None,
                   input_size: int) -> dict[Pair, np.ndarray]:
     """Every map upsampled to the model input (``input_size`` x ``input_size``, float64), its cells placed by
-    ``registration`` as localization places them (``None``: the ``align_corners=False`` convention); maps in
-    [0, 1] stay in [0, 1]."""
+    ``registration`` as localization places them (``None``: ``heatmaps.upsampling.default_cell_centres``);
+    maps in [0, 1] stay in [0, 1]."""
     size = (int(input_size), int(input_size))
     result = {}
     for key, heatmap in heatmaps.items():
