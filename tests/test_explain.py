@@ -146,7 +146,7 @@ def explained(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest.T
         make_run(experiment / f"seed{seed}", phantom_dir, "baseline", seed)
     register_heatmap_method("edges", EdgeDetector, "Sobel edges of the input (ignores the model)")
     try:
-        settings = ExplainSettings(methods=METHODS, num_images=5, bootstrap=50, steps=4, road_fractions=(0.5,))
+        settings = ExplainSettings(method=METHODS, num_images=5, bootstrap=50, steps=4, road_fractions=(0.5,))
         result = explain(experiment, settings, device="cpu", progress=False)
         again = explain(experiment / "seed0", settings, device="cpu", progress=False)
     finally:

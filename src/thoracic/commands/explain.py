@@ -17,6 +17,15 @@ from __future__ import annotations
 
 import argparse
 
+from thoracic.commands._options import (
+    add_checkpoint,
+    add_data,
+    add_device,
+    add_num_workers,
+    add_progress,
+    add_run,
+)
+
 
 def _count(text: str) -> int:
     value = int(text)
@@ -26,35 +35,35 @@ def _count(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from thoracic.heatmaps import HEATMAP_THRESHOLDS, describe_heatmap_methods
+    from thoracic.constants import HEATMAP_THRESHOLDS
     from thoracic.evaluation.trust import CHECKS, DEFAULT_NUM_IMAGES
+    from thoracic.heatmaps import describe_heatmap_methods
 
-    parser.add_argument("run", help="run folder, or experiment folder (one run folder per seed)")
+    add_run(parser, "run folder, or experiment folder (one run folder per seed)")
     parser.add_argument("--method", action="extend", nargs="+", default=None, metavar="METHOD",
                         help="heatmap method(s), repeatable or a list (default: those `thoracic localize` ran, else "
                              f"native): {describe_heatmap_methods()}")
     parser.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS),
                         help="which checks (default all; repeatability needs an experiment folder)")
-    parser.add_argument("--checkpoint", default="best", help="which checkpoint: best, last or a .ckpt path (default best)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--num-images", type=_count, default=DEFAULT_NUM_IMAGES,
+    add_checkpoint(parser)
+    add_device(parser)
+    parser.add_argument("--num-images", type=_count, default=DEFAULT_NUM_IMAGES, metavar="N",
                         help=f"box images used, a seeded draw of the test box images (0: all; default {DEFAULT_NUM_IMAGES})")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the image draw, randomization, random orders, halves and bootstrap (default 0)")
     parser.add_argument("--bootstrap", type=_count, default=1000,
                         help="bootstrap resamples of the 95%% CIs (0: none; default 1000)")
     parser.add_argument("--heatmap-thresholds", type=float, nargs="+",
-                        default=[float(t) for t in HEATMAP_THRESHOLDS],
+                        default=[float(t) for t in HEATMAP_THRESHOLDS], metavar="LEVEL",
                         help="heatmap levels 0-255 of the fixed mask thresholds (default "
                              f"{' '.join(str(t) for t in HEATMAP_THRESHOLDS)})")
     parser.add_argument("--steps", type=int, default=5,
                         help="steps of the deletion / insertion curves (default 5: fractions 0, 0.2, ..., 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
-    parser.add_argument("--data", default=None, help="data folder instead of the run's data.root")
-    parser.add_argument("--cache", default=None, help="image cache folder (default: the run's)")
-    parser.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the run's)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_data(parser, "data folder instead of the run's data.root")
+    parser.add_argument("--cache", default=None, metavar="FOLDER", help="image cache folder (default: the run's)")
+    add_num_workers(parser, "data loader worker processes (default: the run's data.num_workers)")
+    add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise DataError(f"--steps must be at least 1, got {args.steps}")
     methods = tuple(m for value in args.method for m in value.split(",") if m) if args.method else None
-    settings = ExplainSettings(methods=methods, checks=tuple(args.checks), num_images=args.num_images,
+    settings = ExplainSettings(method=methods, checks=tuple(args.checks), num_images=args.num_images,
                                seed=args.seed, bootstrap=args.bootstrap, heatmap_thresholds=thresholds,
                                steps=args.steps)
     result = explain(args.run, settings, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,

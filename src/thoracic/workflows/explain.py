@@ -103,7 +103,8 @@ PARTS_FOLDER = "explain"
 class ExplainSettings:
     """What the checks depend on besides the run (each part's key holds the fields it uses)."""
 
-    methods: tuple[str, ...] | None = None
+    method: tuple[str, ...] | None = None
+    """Heatmap methods (``--method``; ``None``: those ``thoracic localize`` ran on the run, else ``native``)."""
     checks: tuple[str, ...] = CHECKS
     num_images: int = DEFAULT_NUM_IMAGES
     seed: int = 0
@@ -237,7 +238,7 @@ def explain_run(run: str | Path, settings: ExplainSettings = ExplainSettings(), 
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     model = loaded.model.eval()
     size = int(loaded.config.data.image_size)
-    methods = _run_methods(out, settings.methods)
+    methods = _run_methods(out, settings.method)
     checks = [c for c in settings.checks if c != "repeatability"]
     boxes = module.box_table
     ground_truth = ground_truth_boxes(boxes)
