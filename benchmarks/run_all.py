@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride", "explorer", "datasets")
+                               "output_stride", "explorer", "datasets", "heatmaps")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -47,6 +47,7 @@ TITLES = {
     "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
     "explorer": "9. Explorer page: 984 box rows x 6 heatmap methods (build, size, load in Chromium)",
     "datasets": "10. Reading datasets: JPEG at a reduced size, metadata vs pandas",
+    "heatmaps": "11. Heatmap methods: cost per map vs the native maps",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -350,6 +351,14 @@ opening costs the parse plus one screen whatever the number of rows; a filter or
 entry and redraws the first batch. The ratio row says why the page draws boxes itself over small
 images instead of shipping figures: the same panels drawn as the report's matplotlib overlay figure cost
 about 20 times more per panel.
+""",
+    "heatmaps": """
+What one map costs, per method, on the demo's model (the notes give milliseconds per map). The native maps
+come with the forward pass that gives the probabilities (every class at once); Grad-CAM and Grad-CAM++ add
+one backward pass per class; Integrated Gradients and SmoothGrad take 8 forward and backward passes each
+(path points, noisy copies); occlusion takes 225 forward passes (a window of 1/8 of the side moved by 1/16),
+so it is by far the dearest. `thoracic explain` recomputes each method's maps once per randomized stage
+(six stages) on top of the trained model's, so its cost grows with these figures.
 """,
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at

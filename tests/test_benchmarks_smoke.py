@@ -102,6 +102,15 @@ def test_inference_quick():
     check_document(importlib.import_module("bench_inference").run(quick=True), "inference", 3)
 
 
+def test_heatmaps_quick():
+    document = importlib.import_module("bench_heatmaps").run(quick=True)
+    check_document(document, "heatmaps", 0)
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES
+
+    assert set(document["ms_per_map"]) == set(HEATMAP_METHOD_NAMES)
+    assert len(document["comparisons"]) == len(HEATMAP_METHOD_NAMES) - 1
+
+
 def test_output_stride_quick():
     document = importlib.import_module("bench_output_stride").run(quick=True)
     check_document(document, "output_stride", 0)

@@ -55,7 +55,8 @@ NIH_IMAGE_SIZE: int = 1024
 #: Readable names of the models and heatmap methods in figures and reports.
 MODEL_LABELS: dict[str, str] = {"baseline": "baseline (CAM)", "space_attention": "space attention",
                                 "attention_gated": "attention-gated"}
-METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM"}
+METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                                 "smoothgrad": "SmoothGrad", "occlusion": "occlusion"}
 
 #: Heatmap thresholds on the 0-255 scale (Wang et al. 2017); ``thoracic.heatmaps.boxes`` re-exports them.
 HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)

@@ -39,6 +39,7 @@ from thoracic.reporting.localization_tables import (
 )
 from thoracic.reporting.runs import RunGroup, RunSummary
 from thoracic.reporting.setup_tables import box_rows_table, coverage_warnings, data_kind, setup_table
+from thoracic.reporting.trust import trust_section
 
 
 def _warned(context: ReportContext, warnings: dict[str, list[str]]) -> list[str]:
@@ -333,7 +334,7 @@ def export_section(context: ReportContext) -> Section | None:
 #: The report's sections, in order; each builder returns a Section or None (nothing to show).
 SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
     setup_section, classification_section, subgroup_section, calibration_section, localization_section,
-    export_section,
+    trust_section, export_section,
 ]
 
 

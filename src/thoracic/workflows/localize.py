@@ -20,7 +20,7 @@ from thoracic.errors import DataError
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS
 from thoracic.evaluation.overlays import data_module_images, overlay_rows
-from thoracic.evaluation.predictions import HEATMAP_METHODS, compute_heatmaps, save_heatmaps
+from thoracic.evaluation.predictions import compute_heatmaps, save_heatmaps
 from thoracic.evaluation.protocol import (
     RANDOM_DRAWS,
     ground_truth_boxes,
@@ -29,7 +29,7 @@ from thoracic.evaluation.protocol import (
     write_localization,
 )
 from thoracic.geometry import REGISTRATIONS, make_registration
-from thoracic.heatmaps import create_heatmap_method
+from thoracic.heatmaps import create_heatmap_method, list_heatmap_methods
 from thoracic.workflows.common import open_run
 
 
@@ -69,8 +69,8 @@ def localize_run(
     derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
     the same heatmaps (``registration_<method>.csv``).
     """
-    if method not in HEATMAP_METHODS:
-        raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if method not in list_heatmap_methods():
+        raise DataError(f"method must be one of {list_heatmap_methods()}, got {method!r}")
     if registration not in REGISTRATIONS:
         raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
     opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
