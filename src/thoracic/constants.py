@@ -66,3 +66,8 @@ REGISTRATIONS: tuple[str, ...] = ("geometric", "legacy")
 
 #: ``--checkpoint`` values that name a checkpoint of a run folder; any other value is a ``.ckpt`` path.
 CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
+
+#: The checks of ``thoracic explain``, in the order they run (repeatability only for an experiment folder).
+EXPLAIN_CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
+#: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
+EXPLAIN_NUM_IMAGES: int = 16

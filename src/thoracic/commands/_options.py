@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from thoracic.config import Config
+from thoracic.constants import DATASET_KINDS
 from thoracic.deprecation import deprecation_message
 
 #: Help of ``--device`` wherever one network runs (evaluate, localize, predict).
@@ -135,8 +136,6 @@ def add_data(parser: argparse.ArgumentParser, help: str, *old: str, required: bo
     add_option(parser, "--data", *old, required=required, default=None, metavar="FOLDER", help=help)
 
 
-#: The dataset layouts (``thoracic.constants.DATASET_KINDS``, repeated: this module imports no data code).
-DATASET_KINDS = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
 
 
 def add_dataset(parser: argparse.ArgumentParser, default: str, help: str, *old: str) -> None:

@@ -35,8 +35,9 @@ def _count(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from thoracic.constants import EXPLAIN_CHECKS as CHECKS
+    from thoracic.constants import EXPLAIN_NUM_IMAGES as DEFAULT_NUM_IMAGES
     from thoracic.constants import HEATMAP_THRESHOLDS
-    from thoracic.evaluation.trust import CHECKS, DEFAULT_NUM_IMAGES
     from thoracic.heatmaps import describe_heatmap_methods
 
     add_run(parser, "run folder, or experiment folder (one run folder per seed)")

@@ -18,9 +18,7 @@ Each check is a pure function of maps, images and a model that returns tables; t
 imported by ``thoracic.evaluation`` itself (torch and scikit-image load on use).
 """
 
-#: The checks of ``thoracic explain``, in the order they run (repeatability only for an experiment folder).
-CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
-#: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
-DEFAULT_NUM_IMAGES = 16
+from thoracic.constants import EXPLAIN_CHECKS as CHECKS
+from thoracic.constants import EXPLAIN_NUM_IMAGES as DEFAULT_NUM_IMAGES
 
 __all__ = ["CHECKS", "DEFAULT_NUM_IMAGES"]
