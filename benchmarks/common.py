@@ -146,6 +146,22 @@ def comparison(
     }
 
 
+def budget(name: str, value: float, limit: float, unit: str, description: str) -> dict[str, Any]:
+    """An absolute budget (a size, a time that has no fair baseline): ``value`` must stay below ``limit``.
+
+    ``ratio`` is the margin ``limit / value`` (target 1: pass while it is at least 1); ``value``,
+    ``limit`` and ``unit`` are kept for the report (run_all shows "value unit (margin)" and "< limit unit").
+    """
+    ratio = float(limit) / float(value) if value > 0 else float("inf")
+    return {
+        "name": name, "description": description, "ratio": ratio, "target": 1.0, "target_op": ">=",
+        "passed": bool(value < limit), "paired_ratio_median": None, "ratio_of_medians": ratio, "scale": 1.0,
+        "value": float(value), "limit": float(limit), "unit": unit,
+        "candidate": {"value": float(value), "unit": unit}, "baseline": {"value": float(limit), "unit": unit,
+                                                                         "what": "the budget"},
+    }
+
+
 def _paired_ratio(candidate: Mapping[str, Any], baseline: Mapping[str, Any], scale: float) -> float | None:
     """Median over repeats of the per-repeat ratio (candidate and baseline of the same round of
     :func:`interleaved` ran seconds apart, so slow drifts of the machine's load cancel in each pair).
@@ -234,6 +250,15 @@ def result_document(name: str, quick: bool, settings: Mapping[str, Any], compari
         "notes": list(notes),
         **extra,
     }
+
+
+def add_load_note(document: dict[str, Any]) -> dict[str, Any]:
+    """Append to a result document's notes that its absolute times depend on the machine's load (given)."""
+    load = document["machine"].get("load_average_1_5_15")
+    document["notes"].append(
+        f"absolute times depend on the machine's load (load average {load} on {document['machine']['logical_cores']} "
+        "cores when the benchmark started); the ratios do not, their two sides ran in alternation")
+    return document
 
 
 def write_json(document: Mapping[str, Any], path: str | Path) -> Path:

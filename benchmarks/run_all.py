@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride")
+                               "output_stride", "explorer", "datasets", "heatmaps")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -43,8 +43,11 @@ TITLES = {
     "inference": "4. Inference with native heatmaps vs the bare backbone",
     "localization": "5. Localization of the 984 box rows at two thresholds",
     "gpu": "6. GPU: bf16 + channels_last, loader vs resident batch",
-    "library": "7. Library tasks: bootstrap CIs, metadata loading, phantom generation",
+    "library": "7. Library tasks: bootstrap CIs, phantom generation",
     "output_stride": "8. Finer heatmaps: output stride 16 and 8 vs 32",
+    "explorer": "9. Explorer page: 984 box rows x 6 heatmap methods (build, size, load in Chromium)",
+    "datasets": "10. Reading datasets: JPEG at a reduced size, metadata vs pandas",
+    "heatmaps": "11. Heatmap methods: cost per map vs the native maps",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -157,20 +160,28 @@ def _target(item: Mapping[str, Any]) -> str:
         return "-"
     if "target_s" in item:
         return f"< {item['target_s']:g} s"
+    if "limit" in item:
+        return f"< {item['limit']:g} {item['unit']}"
     return f"{item['target_op']} {item['target']:g}x"
 
 
 def _ratio(item: Mapping[str, Any]) -> str:
     if "elapsed_s" in item:
         return f"{item['elapsed_s']:.2f} s ({item['ratio']:.1f}x margin)"
+    if "limit" in item:
+        return f"{_number(item['value'])} {item['unit']} ({item['ratio']:.1f}x margin)"
     return f"{item['ratio']:.2f}x"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _rate(side: Mapping[str, Any]) -> str:
     if "rate" not in side:
-        return "-"
+        return f"{_number(side['value'])} {side['unit']}" if "value" in side else "-"
     value = side["rate"]
-    text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    text = _number(value)
     spread = side.get("spread")
     return f"{text} {side.get('unit', '')}" + (f" (±{100 * spread / 2:.0f}%)" if spread is not None else "")
 
@@ -252,8 +263,9 @@ METHOD = """
   2-core machine shared with other jobs, torch's OpenMP threads wait for each other at every parallel
   region and one descheduled thread stalls them all (measured: a ResNet-10 step took 0.1-4.7 s with two
   threads against 0.035-0.05 s with one). Pass `--threads 0` for torch's default on a dedicated machine.
-- The localization target is absolute (seconds, one core); everything else
-  is relative.
+- The localization target is absolute (seconds, one core), and so are the explorer page's budgets
+  (build seconds, megabytes, milliseconds in Chromium: shown as "value (margin = budget / value)"),
+  which have no fair baseline; everything else is relative.
 - `python benchmarks/run_all.py --quick` runs everything on tiny sizes in well under a minute;
   `tests/test_benchmarks_smoke.py` runs each benchmark's `--quick` mode so the scripts cannot rot.
 """
@@ -325,6 +337,29 @@ of the whole network that is depends on where its FLOPs sit: in ResNet-34 layer3
 them, in ResNet-10 (one block per stage) the stem and layer1 weigh more. The demo's choice of stride
 (README) follows from the ResNet-10 rows and its 10-minute budget; the paper's configs stay at 32.
 """,
+    "explorer": """
+What a reader of `thoracic report` at NIH scale gets: one page over 984 rows x 6 methods (about 5,900
+cards). Where the build's time goes (profiled at this size): the heatmap images, one per (method, image,
+class): reading each map from its compressed `.npz` (one at a time: a method at input resolution holds
+hundreds of MB), upsampling it with its registration, colouring and encoding it as a 128 px WebP (the
+encoder is most of it; its method 2 is within 5% of the smallest file at half the default's time); the
+880 thumbnails (JPEG, from the 256 px image cache) and `data.js` take a few seconds. A rerun rebuilds every
+file. The folder is about 10 KB per thumbnail and 1.4 KB per heatmap image plus `data.js`; on a file system
+with 4 KiB blocks the small files occupy somewhat more than their bytes. In the browser `data.js` is parsed
+once, the first 120 cards are drawn and only the images near the window are fetched (`loading="lazy"`), so
+opening costs the parse plus one screen whatever the number of rows; a filter or a sort runs over every
+entry and redraws the first batch. The ratio row says why the page draws boxes itself over small
+images instead of shipping figures: the same panels drawn as the report's matplotlib overlay figure cost
+about 20 times more per panel.
+""",
+    "heatmaps": """
+What one map costs, per method, on the demo's model (the notes give milliseconds per map). The native maps
+come with the forward pass that gives the probabilities (every class at once); Grad-CAM and Grad-CAM++ add
+one backward pass per class; Integrated Gradients and SmoothGrad take 8 forward and backward passes each
+(path points, noisy copies); occlusion takes 225 forward passes (a window of 1/8 of the side moved by 1/16),
+so it is by far the dearest. `thoracic explain` recomputes each method's maps once per randomized stage
+(six stages) on top of the trained model's, so its cost grows with these figures.
+""",
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at
 256 px, batch 128, bf16 autocast + channels_last vs float32, and the same bf16 step fed by the cache
@@ -335,10 +370,26 @@ the GPU busy). The code path is exercised on the CPU by the smoke test (`run(qui
 CPU tasks without a network whose speed the docs state, each beside the obvious way of doing the same
 work. The bootstrap is vectorised (each class sorted once; a resample is a weighted Mann-Whitney
 statistic over image multiplicities), so `thoracic evaluate --bootstrap 1000` on the 25,596 test images
-takes seconds where a scikit-learn loop takes minutes. Metadata loading parses and checks every row
-(labels, ages, split lists, box rows) on top of the CSV reads, once per command. The phantom generator's
-time per image is in the notes (docs/data.md points here); the ratio to plain PNG writing says how much of
-it is drawing.
+takes seconds where a scikit-learn loop takes minutes. The phantom generator's time per image is in the
+notes (docs/data.md points here); the ratio to plain PNG writing says how much of it is drawing.
+""",
+    "datasets": """
+JPEG: libjpeg can inverse-transform each 8 x 8 block at 1/2, 1/4 or 1/8 of its size (Pillow's
+`Image.draft`), so a 2,500 x 2,048 CheXpert-sized file for a 256 px cache is decoded at 1/4 (625 x 512)
+instead of in full, then resized by the cache's usual antialiased resize. The reduction keeps both sides
+at least twice the target: at 1/8 libjpeg keeps only each block's mean (a box filter) and the result
+would differ from a full decode + resize by up to 16 grey levels at edges; with the margin it stays
+within a grey level or two (tests/test_data_images.py). Metadata: every command reads the dataset's
+metadata, so it should cost about what reading its CSVs costs. `load_chestxray14` took 3.05 s for the
+112,120 NIH rows (0.08x pandas) when profiled: 60% went to `Series.str.get_dummies` on the finding
+labels, the rest to pandas' per-row string methods (`str.strip`, `str.upper`, `to_numeric` on text),
+building four hash tables of the image ids, a set of the 112,120 ids for the box check and a Python
+loop over the split lists. Now the parser reads the integer columns itself (a file it cannot read so
+is read as text and checked field by field, as before), each distinct label string is parsed once
+(836 of them), text columns are stripped only when a scan of their joined values finds something to
+strip, one index of the ids serves every look-up, and the table is assembled once; result and errors
+unchanged (tested against the earlier output). MIMIC-CXR-JPG's reader joins three CSVs with integer
+keys read by the parser.
 """,
 }
 
@@ -360,9 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the report here (default: BENCHMARKS.md for full runs, none for --quick)")
     parser.add_argument("--shared-note", default=None,
                         help="a sentence for the report, e.g. that the machine was shared during the run")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: write the report from the latest results of every benchmark")
     args = parser.parse_args(argv)
     results = args.results or (common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR)
     markdown = args.markdown or (None if args.quick else REPO / "BENCHMARKS.md")
+    if args.render_only:
+        documents = [d for d in (_load(results / f"{n}.json") for n in BENCHMARKS) if d is not None]
+        (markdown or REPO / "BENCHMARKS.md").write_text(render_markdown(documents, None, args.shared_note))
+        print(f"[run_all] wrote {markdown or REPO / 'BENCHMARKS.md'} from {len(documents)} result files")
+        return 0
     names = args.only or BENCHMARKS
     timeout = TIMEOUTS["quick" if args.quick else "full"]
     start = time.perf_counter()

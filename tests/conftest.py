@@ -54,6 +54,19 @@ def phantom_cache(phantom_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chromium() -> str:
+    """A Chromium binary for the browser tests (Playwright drives it through ``executable_path``), or skip
+    (before anything is built) saying what is missing."""
+    from helpers import chromium_binary
+
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
+    return binary
+
+
+@pytest.fixture(scope="session")
 def trained_run(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lightning run folder (resnet10 at 64 px, one short epoch: best.ckpt, last.ckpt, logs,
     summary.json); read-only for tests: copy it before changing it."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,18 @@ import torch
 
 from thoracic.config import Config, DataConfig, ModelConfig, TrainConfig, save_config, to_dict
 from thoracic.constants import CLASS_NAMES
+
+
+def chromium_binary() -> str | None:
+    """``$THORACIC_CHROMIUM``, else Debian's ``chromium`` (or the other usual names) on the PATH."""
+    named = os.environ.get("THORACIC_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 def make_run(folder: Path, data_root: Path, model: str, seed: int, image_size: int = 64) -> Path:

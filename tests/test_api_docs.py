@@ -23,11 +23,15 @@ PUBLIC_PACKAGES = ("thoracic.models", "thoracic.heatmaps", "thoracic.evaluation"
 DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data.boxes", "thoracic.data.images",
                 "thoracic.data.cache", "thoracic.data.cache_writer", "thoracic.data.dataset",
                 "thoracic.data.transforms", "thoracic.data.synth.folder", "thoracic.data.synth.render",
-                "thoracic.data.synth.shapes", "thoracic.data.synth.family_a", "thoracic.data.synth.family_b")
+                "thoracic.data.synth.shapes", "thoracic.data.synth.family_a", "thoracic.data.synth.family_b",
+                "thoracic.data.synth.layouts", "thoracic.data.collection", "thoracic.data.harmonisation",
+                "thoracic.data.tables", "thoracic.data.datasets", "thoracic.data.datasets.base",
+                "thoracic.data.datasets.chestxray14", "thoracic.data.datasets.chexpert", "thoracic.data.datasets.mimic",
+                "thoracic.data.datasets.padchest", "thoracic.data.datasets.vindr", "thoracic.data.datasets.rsna")
 #: Modules whose docstrings hold examples (each must hold at least one).
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
                    "thoracic.evaluation.classification", "thoracic.evaluation.localization",
-                   "thoracic.heatmaps.boxes", "thoracic.data",
+                   "thoracic.heatmaps.boxes", "thoracic.data", "thoracic.data.datasets", "thoracic.data.harmonisation",
                    "thoracic.data.boxes", "thoracic.data.images", "thoracic.io", "thoracic.metrics", "thoracic.geometry")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -78,7 +82,9 @@ def test_every_public_name_is_on_the_api_page() -> None:
             assert re.search(rf"\b{re.escape(name)}\b", text), f"{package}.{name} is missing from docs/api.md"
     for name in ("load_chestxray14", "ChestXray14", "make_splits", "read_image", "scale_boxes", "prepare_cache",
                  "ImageCache", "ChestXrayDataset", "ChestXrayDataModule", "collate_samples", "normalize_images",
-                 "generate_phantom_dataset", "load_config", "load_config_by_name"):
+                 "generate_phantom_dataset", "load_config", "load_config_by_name", "load_dataset",
+                 "detect_dataset_kind", "ChestXrayCollection", "DATASET_KINDS", "shared_labels", "HARMONISED_LABELS",
+                 "generate_layout"):
         assert re.search(rf"\b{name}\b", text), f"{name} is missing from docs/api.md"
 
 

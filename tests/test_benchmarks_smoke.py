@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,12 +102,37 @@ def test_inference_quick():
     check_document(importlib.import_module("bench_inference").run(quick=True), "inference", 3)
 
 
+def test_heatmaps_quick():
+    document = importlib.import_module("bench_heatmaps").run(quick=True)
+    check_document(document, "heatmaps", 0)
+    from thoracic.heatmaps import HEATMAP_METHOD_NAMES
+
+    assert set(document["ms_per_map"]) == set(HEATMAP_METHOD_NAMES)
+    assert len(document["comparisons"]) == len(HEATMAP_METHOD_NAMES) - 1
+
+
 def test_output_stride_quick():
     document = importlib.import_module("bench_output_stride").run(quick=True)
     check_document(document, "output_stride", 0)
     names = [item["name"] for item in document["comparisons"]]
     assert names == [f"{kind} output stride {s} vs 32 (resnet10, 64 px)"
                      for kind in ("train step", "inference") for s in (16, 8)]
+
+
+@pytest.mark.slow
+def test_explorer_quick(tmp_path):
+    document = importlib.import_module("bench_explorer").run(quick=True, workdir=tmp_path)
+    assert document["benchmark"] == "explorer" and document["status"] == "measured"
+    budgets = [item for item in document["comparisons"] if "limit" in item]
+    assert [item["unit"] for item in budgets[:3]] == ["s", "MB", "MB"]
+    for item in budgets:
+        assert item["ratio"] == pytest.approx(item["limit"] / item["value"])
+        assert item["passed"] == (item["value"] < item["limit"])
+    encoding = document["comparisons"][-1]
+    assert encoding["target"] is None and encoding["candidate"]["unit"] == "panels/s"
+    # the report shows a budget as its value, margin and limit
+    text = run_all.render_markdown([document])
+    assert f"| {budgets[0]['name']} | {budgets[0]['value']:.3g} s ({budgets[0]['ratio']:.1f}x margin) | < 60 s |" in text
 
 
 def test_gpu_without_gpu_is_recorded_as_not_measured():
@@ -129,14 +155,32 @@ def test_library_quick(tmp_path):
     bench_library = importlib.import_module("bench_library")
     document = bench_library.run(quick=True, workdir=tmp_path)
     check_document(document, "library", 1)
-    assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["resamples/s", "rows/s", "images/s"]
-    assert len(document["notes"]) == 4 and "2,000 rows" in document["notes"][1] and "load" in document["notes"][3]
+    assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["resamples/s", "images/s"]
+    assert len(document["notes"]) == 3 and "load" in document["notes"][2]
+
+
+@pytest.mark.slow
+def test_datasets_quick(tmp_path):
+    document = importlib.import_module("bench_datasets").run(quick=True, workdir=tmp_path)
+    check_document(document, "datasets", 3)
+    assert [item["candidate"]["unit"] for item in document["comparisons"]] == ["images/s", "rows/s", "rows/s"]
+    assert "2,000 rows" in document["notes"][1] and "3,000 images" in document["notes"][2]
+
+
+def test_synthetic_mimic_metadata_loads_like_the_physionet_files(tmp_path):
+    from thoracic.data.datasets import load_dataset
+
+    dataset = load_dataset(importlib.import_module("bench_datasets").synthetic_mimic_metadata(tmp_path / "m", 2000),
+                           views=())
+    assert dataset.kind == "mimic" and len(dataset) == 2000 and dataset.labels.shape == (2000, 14)
+    assert set(dataset.table["split"]) == {"train", "val", "test"} and dataset.table["path"].isna().all()
+    assert 0.5 < np.isnan(dataset.labels).mean() < 0.9 and np.nanmax(dataset.labels) == 1
 
 
 def test_synthetic_metadata_loads_like_the_nih_files(tmp_path):
     from thoracic.data.metadata import load_chestxray14
 
-    dataset = load_chestxray14(importlib.import_module("bench_library").synthetic_metadata(tmp_path / "m", 3000))
+    dataset = load_chestxray14(importlib.import_module("bench_datasets").synthetic_nih_metadata(tmp_path / "m", 3000))
     assert len(dataset) == 3000 and dataset.labels.shape == (3000, 14) and 0 < dataset.labels.mean() < 0.2
     assert len(dataset.test_ids) + len(dataset.train_val_ids) == 3000 and len(dataset.boxes) > 0
     test_patients = set(dataset.table.loc[dataset.table["split"] == "test", "patient_id"])

@@ -173,3 +173,28 @@ def test_load_resized_fast_path_equals_read_then_resize(tmp_path) -> None:
             assert original == (257, 300)
             assert pixels.dtype == np.uint8
             np.testing.assert_array_equal(pixels, expected)
+
+
+def test_jpeg_is_decoded_at_a_reduced_size_then_resized(tmp_path) -> None:
+    """A large JPEG for a small cache: decoded in the DCT domain at the largest reduction keeping twice the
+    target (1/4 of 1,600 x 1,280 for 160 px), then the same antialiased resize: within a couple of grey
+    levels of a full decode + resize, and the file's own size as the box frame."""
+    from thoracic.data.images import JPEG_MARGIN, _decode_pil, load_resized
+    from thoracic.data.synth import render_phantom
+
+    pixels = render_phantom(320, 0, 5, 5).pixels
+    path = tmp_path / "large.jpg"
+    Image.fromarray(pixels).resize((1600, 1280), Image.Resampling.BICUBIC).save(path, quality=95)
+    decoded, original = _decode_pil(path, keep_gray=True, draft_size=JPEG_MARGIN * 160)
+    assert original == (1600, 1280) and decoded.size == (400, 320)  # 1/4: both sides >= 320
+    fast, size = load_resized(path, 160)
+    full, full_size = load_resized(path, 160, draft=False)
+    assert size == full_size == (1600, 1280) and fast.shape == (160, 160)
+    difference = np.abs(fast.astype(int) - full.astype(int))
+    assert difference.max() <= 3 and difference.mean() < 0.5
+    np.testing.assert_array_equal(full, resize_image(read_image(path), 160))  # draft=False is the plain path
+    small, _ = load_resized(path, 1024)  # no reduction possible: the plain decode
+    np.testing.assert_array_equal(small, resize_image(read_image(path), 1024))
+    png = tmp_path / "large.png"
+    Image.fromarray(pixels).save(png)
+    np.testing.assert_array_equal(load_resized(png, 40)[0], load_resized(png, 40, draft=False)[0])  # PNG: no draft

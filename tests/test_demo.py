@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from thoracic.cli import main
+from thoracic.reporting.explorer import read_data_script
 from thoracic.workflows.demo import (
     DEMO_MODELS,
     DEMO_OVERRIDES,
@@ -79,6 +80,10 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     assert export_info["calibration"]["fitted_on"] == "val"
     assert max(export_info["verification"]["max_abs_diff"].values()) <= 1e-4
     assert any("[3/4] training baseline" in line and "64 px" in line for line in logged)
+    # the report's explorer page: every scored box row of every heatmap method the demo localized
+    explorer = read_data_script(result.report_html.parent / "explorer" / "data.js")
+    assert sorted(s["method"] for s in explorer["sources"]) == ["gradcam", "ig", "native"]
+    assert "(explorer/index.html)" in markdown
 
     # second call: the phantom folder and the finished run are reused, nothing is generated or trained
     phantom_info = settings.out_dir / "phantom" / "phantom.json"

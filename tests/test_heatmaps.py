@@ -32,7 +32,8 @@ def test_every_method_gives_maps_on_its_own_grid(name: str) -> None:
         native_shape = model(images, return_maps=True).class_maps.shape  # (2, 14, h, w)
     hooks = _hook_count(model)
     expected_grids = {"native": native_shape[-2:], "gradcam": (2, 2), "gradcam-layer3": (4, 4),
-                      "gradcam-layer2": (8, 8), "ig": (64, 64)}
+                      "gradcam-layer2": (8, 8), "ig": (64, 64), "gradcampp": (2, 2), "smoothgrad": (64, 64),
+                      "occlusion": (64, 64)}
     assert set(expected_grids) == set(HEATMAP_METHOD_NAMES)
     for method_name in HEATMAP_METHOD_NAMES:
         with create_heatmap_method(method_name, model) as method:
@@ -43,6 +44,7 @@ def test_every_method_gives_maps_on_its_own_grid(name: str) -> None:
             every = method.all_classes(images) if method_name in ("native", "gradcam") else None
         assert tuple(grid.shape) == tuple(expected_grids[method_name]), method_name
         assert single.shape == same_class.shape == (2, *grid.shape)
+        torch.testing.assert_close(method(images[1:], 4), single[1:], rtol=1e-5, atol=1e-5)  # per image
         for maps in (single, same_class, *(() if every is None else (every,))):
             assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
         if every is not None:
@@ -114,7 +116,8 @@ def _evidence_image() -> torch.Tensor:
     return image
 
 
-@pytest.mark.parametrize("method_name", ["native", "gradcam", "gradcam-layer3", "ig"])
+@pytest.mark.parametrize("method_name", ["native", "gradcam", "gradcam-layer3", "ig", "gradcampp", "smoothgrad",
+                                         "occlusion"])
 @pytest.mark.parametrize("name", MODELS)
 def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_name: str) -> None:
     model = create_model(name, backbone=_pooling_backbone()).eval()
@@ -124,6 +127,11 @@ def test_heatmap_peaks_where_the_class_evidence_is(name: str, method_name: str) 
         row_centres, col_centres = method.grid(SIZE).centres()
         for k, (_, rows, cols) in BLOCKS.items():
             heatmap = method(image, k)[0]
+            if method_name == "smoothgrad" and name != "baseline":
+                # these two heads are linear in the pooled evidence here: the gradient is the same at every
+                # pixel, so the gradient map is constant (all zeros after normalisation) and points nowhere
+                assert torch.equal(heatmap, torch.zeros_like(heatmap))
+                continue
             assert heatmap.max() == 1.0
             row, col = divmod(int(heatmap.argmax()), heatmap.shape[1])
             # The peak's cell centre, in image pixels (where the method's grid puts it), lies inside
@@ -222,3 +230,31 @@ def test_map_operations_normalise_each_map_on_its_own_and_resize_bilinearly() ->
     # non-square target: rows and columns are interpolated independently (1-D case by hand)
     row = maps.resize_maps(torch.tensor([[[[0.0, 4.0]]]]), (1, 4))
     torch.testing.assert_close(row, torch.tensor([[[[0.0, 1.0, 3.0, 4.0]]]]))
+
+
+def test_a_new_method_overrides_one_function() -> None:
+    """The template ``__call__`` of the base class: a method defining only ``attribute`` (and its grid) gets
+    the index check, the normalisation, ``all_classes`` and ``selected``."""
+    from thoracic.geometry import FeatureGrid
+    from thoracic.heatmaps import HeatmapMethod
+
+    class Brightness(HeatmapMethod):  # the input's first channel, scaled by the class index plus one
+        uses_gradients = False
+
+        def grid(self, input_size: int) -> FeatureGrid:
+            return FeatureGrid((input_size, input_size), (1.0, 1.0), (0.0, 0.0), (input_size, input_size))
+
+        def attribute(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            assert not torch.is_grad_enabled()
+            return images[:, 0] * (index[:, None, None] + 1.0)
+
+    model = create_model("baseline", backbone="resnet10").eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    method = Brightness(model)
+    expected = (images[:, 0] - images[:, 0].amin(dim=(1, 2), keepdim=True)) / (
+        images[:, 0].amax(dim=(1, 2), keepdim=True) - images[:, 0].amin(dim=(1, 2), keepdim=True))
+    torch.testing.assert_close(method(images, [3, 7]), expected)
+    assert method.all_classes(images).shape == (2, 14, 8, 8)
+    assert set(method.selected(images, [(0, 2), (1, 5)])) == {(0, 2), (1, 5)}
+    with pytest.raises(ValueError, match="lie in"):
+        method(images, 14)

@@ -29,18 +29,6 @@ ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.slow
 
 
-def chromium_binary() -> str | None:
-    """``$THORACIC_CHROMIUM``, else Debian's ``chromium`` (or the other usual names) on the PATH."""
-    named = os.environ.get("THORACIC_CHROMIUM")
-    if named:
-        return named if Path(named).is_file() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 @pytest.fixture(scope="module")
 def trained_run(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     """A baseline ResNet-10 trained 1 epoch at 64 px on the session's phantoms, through the real CLI."""
@@ -88,16 +76,6 @@ def report_html(trained_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: Text that would mean Markdown leaked into the HTML unrendered.
 RAW_MARKDOWN = [r"\*\*", r"\]\(", r"^#{1,6} ", r"^\|.*\|$", r"^\s*- \*\*", r"`", r"^---$"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The browser binary, or skip (before anything is trained) saying what is missing."""
-    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
-    return binary
 
 
 def test_report_renders_cleanly_in_chromium(chromium: str, report_html: Path, tmp_path: Path) -> None:

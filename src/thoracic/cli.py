@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("experiment", "one run per seed, then mean +- std of every metric"),
     "evaluate": ("evaluate", "per-class ROC AUC with bootstrap CIs and ROC curves"),
     "localize": ("localize", "weakly supervised localization accuracy (IoU / IoBB) on the boxes"),
+    "explain": ("explain", "can the heatmaps be trusted? randomization, faithfulness, masks, repeatability"),
     "report": ("report", "Markdown + HTML report of one or more runs beside the published numbers"),
     "predict": ("predict", "probabilities and heatmaps for new PNG/JPEG/DICOM images"),
     "export": ("export", "export a run's model to ONNX or TorchScript (logits + class maps, with metadata)"),

@@ -22,7 +22,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-
+from thoracic.constants import DATASET_KINDS
 from thoracic.errors import ThoracicError
 from thoracic.io import write_text_atomic
 
@@ -59,18 +59,27 @@ MAX_LR = 1.0
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the ChestX-ray14 folder and its image cache are, and how samples are drawn."""
+    """Where the dataset folder and its image cache are, which labels and views, how samples are drawn."""
 
     root: str = "data/phantom"
-    """ChestX-ray14 folder as NIH distributes it (images/ or images_0XX/images/, the CSVs, split lists)."""
+    """The dataset folder as distributed (ChestX-ray14: images/ or images_0XX/images/, the CSVs, split lists)."""
+    dataset: str = "auto"
+    """The layout of ``root``: ``chestxray14``, ``chexpert``, ``mimic``, ``padchest``, ``vindr``, ``rsna``, or
+    ``auto`` (detected from its files; docs/data.md)."""
+    uncertain: Literal["ignore", "zeros", "ones"] = "ignore"
+    """What an uncertain label (CheXpert, MIMIC-CXR) becomes: missing (NaN), 0 or 1 (U-Ignore / U-Zeros /
+    U-Ones of Irvin et al. 2019)."""
+    classes: tuple[str, ...] = ()
+    """The label names to train on, in this order; empty: every label of the dataset."""
     cache: str | None = None
     """Image cache folder written by ``thoracic prepare``; default ``<root>/cache_<image_size>``."""
     image_size: int = 256
     val_fraction: float = 0.1
     """Fraction of the train_val *patients* held out for validation (seeded, patient-disjoint)."""
     split_seed: int = 0
-    views: tuple[str, ...] = ()
-    """Restrict to these view positions (e.g. ``[PA]``); empty keeps all."""
+    views: tuple[str, ...] = ("frontal",)
+    """Keep these view positions (e.g. ``[PA]``); ``frontal`` (the default) is every frontal position (PA,
+    AP, ...); empty keeps every view, laterals included."""
     allow_missing_images: bool = False
     """Use only the images present in the cache (a count of the missing ones is printed)."""
     num_workers: int | Literal["auto"] = "auto"
@@ -86,7 +95,10 @@ class DataConfig:
                "a fraction of the train_val patients strictly between 0 and 1", self.val_fraction)
         _check(self.num_workers == "auto" or self.num_workers >= 0, "data.num_workers",
                "auto, 0 (load in the main process) or more", self.num_workers)
-        _check(str(self.root).strip() != "", "data.root", "a ChestX-ray14 folder", self.root)
+        _check(str(self.root).strip() != "", "data.root", "a dataset folder", self.root)
+        _check(self.dataset in ("auto", *DATASET_KINDS), "data.dataset",
+               f"one of auto, {', '.join(DATASET_KINDS)}", self.dataset)
+        _check(len(set(self.classes)) == len(self.classes), "data.classes", "distinct label names", self.classes)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,15 @@ LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
 #: The label NIH uses for an image with none of the 14 findings.
 NO_FINDING: str = "No Finding"
 
+#: The dataset layouts thoracic reads (``--dataset`` / ``data.dataset``; ``auto`` detects the layout):
+#: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest, VinDr-CXR, RSNA Pneumonia
+#: (:mod:`thoracic.data.datasets`, docs/data.md).
+DATASET_KINDS: tuple[str, ...] = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
+
+#: What an uncertain label (CheXpert's and MIMIC-CXR's -1) becomes (``data.uncertain``): missing (NaN,
+#: skipped by the loss and the metrics), 0 or 1: Irvin et al. 2019's U-Ignore, U-Zeros and U-Ones.
+UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
+
 #: ImageNet channel statistics (torchvision), used because the backbones are ImageNet-pretrained.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -46,7 +55,8 @@ NIH_IMAGE_SIZE: int = 1024
 #: Readable names of the models and heatmap methods in figures and reports.
 MODEL_LABELS: dict[str, str] = {"baseline": "baseline (CAM)", "space_attention": "space attention",
                                 "attention_gated": "attention-gated"}
-METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM"}
+METHOD_LABELS: dict[str, str] = {"native": "native heatmap", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                                 "smoothgrad": "SmoothGrad", "occlusion": "occlusion"}
 
 #: Heatmap thresholds on the 0-255 scale (Wang et al. 2017); ``thoracic.heatmaps.boxes`` re-exports them.
 HEATMAP_THRESHOLDS: tuple[int, ...] = (60, 180)
@@ -56,3 +66,8 @@ REGISTRATIONS: tuple[str, ...] = ("geometric", "legacy")
 
 #: ``--checkpoint`` values that name a checkpoint of a run folder; any other value is a ``.ckpt`` path.
 CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
+
+#: The checks of ``thoracic explain``, in the order they run (repeatability only for an experiment folder).
+EXPLAIN_CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
+#: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
+EXPLAIN_NUM_IMAGES: int = 16

@@ -37,6 +37,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -465,6 +466,10 @@ class OutputSource:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: The output folders of the ``with`` blocks in progress (resolved): a write goes to the innermost one's list.
+_ACTIVE_OUTPUTS: ContextVar[tuple[Path, ...]] = ContextVar("thoracic_output_folders", default=())
+
+
 class OutputFolder:
     """An output folder and its manifest (:data:`OUTPUT_MANIFEST`); see :func:`output_folder`."""
 
@@ -563,14 +568,17 @@ class OutputFolder:
         self._write()
 
     def watch(self, path: Path) -> None:
-        """The :func:`thoracic.io.watch_writes` callback: claim ``path`` when it lies in this folder."""
-        try:
-            name = Path(os.path.abspath(path)).relative_to(self._root).as_posix()
-        except ValueError:
-            try:
-                name = path.resolve().relative_to(self._root).as_posix()
-            except ValueError:
+        """The :func:`thoracic.io.watch_writes` callback: claim ``path`` when it lies in this folder (and in
+        no output folder nested in it, which keeps its own list)."""
+        target = Path(os.path.abspath(path))
+        if self._root not in target.parents:
+            target = path.resolve()
+            if self._root not in target.parents:
                 return
+        if any(root != self._root and self._root in root.parents and root in target.parents
+               for root in _ACTIVE_OUTPUTS.get()):
+            return
+        name = target.relative_to(self._root).as_posix()
         if name != OUTPUT_MANIFEST:
             self.claim(name)
 
@@ -623,8 +631,12 @@ def output_folder(folder: str | Path, command: str, source: OutputSource | None 
     if exclusive:
         outputs.check_exclusive()
     outputs.remove_stale_temporary_files()
-    with watch_writes(outputs.watch):
-        yield outputs
+    token = _ACTIVE_OUTPUTS.set((*_ACTIVE_OUTPUTS.get(), outputs._root))
+    try:
+        with watch_writes(outputs.watch):
+            yield outputs
+    finally:
+        _ACTIVE_OUTPUTS.reset(token)
 
 
 def listed_outputs(folder: str | Path) -> set[str]:

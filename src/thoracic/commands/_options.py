@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from thoracic.config import Config
+from thoracic.constants import DATASET_KINDS
 from thoracic.deprecation import deprecation_message
 
 #: Help of ``--device`` wherever one network runs (evaluate, localize, predict).
@@ -133,6 +134,16 @@ def add_num_images(parser: argparse.ArgumentParser, default: int, help: str) -> 
 def add_data(parser: argparse.ArgumentParser, help: str, *old: str, required: bool = False) -> None:
     """``--data``: the dataset folder (``data.root`` in a config)."""
     add_option(parser, "--data", *old, required=required, default=None, metavar="FOLDER", help=help)
+
+
+
+
+def add_dataset(parser: argparse.ArgumentParser, default: str, help: str, *old: str) -> None:
+    """``--dataset``: the layout of a dataset folder (``data.dataset`` in a config); ``auto`` where the
+    command may detect it."""
+    choices = ("auto", *DATASET_KINDS) if default == "auto" else DATASET_KINDS
+    add_option(parser, "--dataset", *old, default=default, choices=choices, metavar="|".join(choices),
+               help=f"{help} (default: %(default)s)")
 
 
 def add_progress(parser: argparse.ArgumentParser, help: str = "no progress bars") -> None:

@@ -1,14 +1,20 @@
-"""The data layer: ChestX-ray14 metadata, splits, boxes, image decoding, phantoms, cache, datasets.
+"""The data layer: dataset readers, splits, boxes, image decoding, phantoms, cache, datasets.
 
-Submodules are imported on use (``from thoracic.data.metadata import load_chestxray14``) so that reading
+Submodules are imported on use (``from thoracic.data.datasets import load_dataset``) so that reading
 metadata does not import torch.
 
 =================================================  =========================================================
 entry point                                        what it gives
 =================================================  =========================================================
+:func:`datasets.load_dataset` (root, kind)         any of six layouts as distributed (ChestX-ray14,
+                                                   CheXpert, MIMIC-CXR-JPG, PadChest, VinDr-CXR, RSNA
+                                                   Pneumonia): a :class:`collection.ChestXrayCollection`
+                                                   (table, ``labels`` N x C with NaN where not labelled,
+                                                   ``boxes`` with reader ids, split)
 :func:`metadata.load_chestxray14` (root)           :class:`metadata.ChestXray14`: ``table`` (one row per
                                                    image), ``labels`` N x 14 uint8, ``boxes`` (one row per
                                                    box, x, y, w, h in original pixels), official split
+:data:`harmonisation.HARMONISED_LABELS`            label names that mean the same finding across datasets
 :func:`splits.make_splits`                         train / val / test row indices (patient-disjoint)
 :func:`images.read_image` (path)                   2-D uint8 grayscale array of a PNG / JPEG / DICOM file
 :func:`boxes.scale_boxes`                          boxes mapped between image sizes
@@ -17,6 +23,7 @@ entry point                                        what it gives
 :class:`dataset.ChestXrayDataset`                  samples: ``image`` 3 x S x S float, ``labels`` 14, boxes
 :class:`dataset.ChestXrayDataModule`               the Lightning loaders built from a ``DataConfig``
 :func:`synth.generate_phantom_dataset`             a phantom folder in the NIH layout, with known boxes
+:func:`synth.generate_layout` (out, kind)          the same phantoms in any other layout
 =================================================  =========================================================
 
 From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folder works the same):
@@ -44,4 +51,5 @@ From a folder to a batch (a small phantom folder here; a real ChestX-ray14 folde
 
 from __future__ import annotations
 
-__all__ = ["boxes", "cache", "cache_writer", "dataset", "images", "metadata", "splits", "synth"]
+__all__ = ["boxes", "cache", "cache_writer", "collection", "dataset", "datasets", "harmonisation", "images",
+           "metadata", "splits", "synth", "tables"]

@@ -8,16 +8,19 @@
     checksums.npy        N uint32: CRC-32 of every written row (what a rerun verifies)
     original_sizes.npy   N x 2 int32: (width, height) of each decoded file (boxes are in these pixels)
     index.csv            image_id, original_width, original_height, available
-    manifest.json        format version, size, image count, class order, source folder, metadata
-                         fingerprint (SHA-256 of the data-entry CSV), resize method, the exact byte
-                         size of images.npy, status, bad images
+    manifest.json        format version, size, image count, dataset kind, its label names, the
+                         uncertain-label policy (datasets that have uncertain labels), source folder,
+                         metadata fingerprint (SHA-256 of the metadata files, ChestX-ray14: of its
+                         data-entry CSV), resize method, the exact byte size of images.npy, status,
+                         bad images
 
-This module holds what reader and writer share (the file names, :func:`row_checksum`, the manifest and
+A cache holds every image of the folder, of every view: runs with other views filters or label subsets
+share it. This module holds what reader and writer share (the file names, :func:`row_checksum`, the manifest and
 ``.npy`` header readers, which files are a cache's own) and never imports the writer.
 
-:class:`ImageCache` refuses a cache that is unfinished, of another format or class order, of another
-size than requested, built from other metadata than the folder it is used with, or damaged (an
-``images.npy`` without the size its manifest records).
+:class:`ImageCache` refuses a cache that is unfinished, of another format, of another dataset kind,
+label names or uncertain-label policy, of another size than requested, built from other metadata than
+the folder it is used with, or damaged (an ``images.npy`` without the size its manifest records).
 """
 
 from __future__ import annotations
@@ -33,9 +36,8 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import CLASS_NAMES
-from thoracic.data.metadata import find_metadata_files
+from thoracic.data.datasets import metadata_fingerprint
 from thoracic.errors import CacheMismatchError, DataError
-from thoracic.provenance import file_sha256
 from thoracic.safety import folder_entries
 
 FORMAT_VERSION = 1
@@ -48,6 +50,8 @@ INDEX_FILE = "index.csv"
 #: Every file a cache folder holds (the only files ``overwrite`` may delete, with their temporary files).
 CACHE_FILES = (IMAGES_FILE, DONE_FILE, SIZES_FILE, CHECKSUMS_FILE, INDEX_FILE, MANIFEST_FILE)
 GENERATOR = "thoracic prepare"
+#: What a manifest written before a key existed means by its absence (caches were ChestX-ray14 caches).
+MANIFEST_DEFAULTS: dict[str, Any] = {"dataset": "chestxray14", "uncertain": None}
 
 _OWNED = re.compile(r"\.?(" + "|".join(re.escape(n) for n in CACHE_FILES) + r")(\.tmp(\.npy|-\d+)?)?")
 
@@ -136,12 +140,21 @@ class ImageCache:
         *,
         expected_root: str | Path | None = None,
         expected_size: int | None = None,
+        expected_dataset: str | None = None,
+        expected_class_names: Sequence[str] | None = None,
+        expected_uncertain: str | None = None,
     ) -> ImageCache:
         """Open a cache, refusing one that is unfinished or does not match ``expected_*``.
 
+        ``expected_dataset`` is the dataset kind (with ``expected_root``, the metadata of that kind are
+        fingerprinted), ``expected_class_names`` its label names, ``expected_uncertain`` the
+        uncertain-label policy (for a dataset that has uncertain labels; None: not checked). A cache of
+        ChestX-ray14 also checks the class order when nothing is expected.
+
         Raises:
             DataError: no cache at ``cache_dir`` (the message says how to prepare one).
-            CacheMismatchError: other format / class order / size / metadata, or unfinished.
+            CacheMismatchError: other format / dataset / label names / policy / size / metadata, or
+                unfinished.
         """
         cache_dir = Path(cache_dir)
         manifest_path = cache_dir / MANIFEST_FILE
@@ -167,21 +180,34 @@ class ImageCache:
                 f"{cache_dir}: cache format {manifest.get('format_version')}, this version reads "
                 f"{FORMAT_VERSION}; rerun thoracic prepare into a new folder"
             )
-        if manifest.get("class_names") != list(CLASS_NAMES):
+        kind = manifest.get("dataset", MANIFEST_DEFAULTS["dataset"])
+        if expected_dataset is not None and kind != expected_dataset:
+            raise CacheMismatchError(
+                f"{cache_dir}: cache of a {kind} dataset, {expected_dataset} requested; run `thoracic prepare --data "
+                f"{hint_root} --dataset {expected_dataset} --image-size {hint_size}` with a new --cache folder")
+        class_names = list(expected_class_names) if expected_class_names is not None else (
+            list(CLASS_NAMES) if kind == "chestxray14" else None)
+        if class_names is not None and manifest.get("class_names") != class_names:
             raise CacheMismatchError(f"{cache_dir}: cache class order {manifest.get('class_names')} differs from "
-                                     f"{list(CLASS_NAMES)}")
+                                     f"{class_names}")
+        policy = manifest.get("uncertain", MANIFEST_DEFAULTS["uncertain"])
+        if expected_uncertain is not None and policy != expected_uncertain:
+            raise CacheMismatchError(
+                f"{cache_dir}: cache prepared with the uncertain-label policy {policy}, {expected_uncertain} requested "
+                f"(data.uncertain); run `thoracic prepare --data {hint_root} --dataset {kind} --uncertain "
+                f"{expected_uncertain} --image-size {hint_size}` with a new --cache folder")
         if expected_size is not None and int(manifest.get("image_size", -1)) != int(expected_size):
             raise CacheMismatchError(
                 f"{cache_dir}: cache holds {manifest.get('image_size')} px images, {expected_size} px requested; "
                 f"run `thoracic prepare --data {hint_root} --image-size {expected_size}`"
             )
         if expected_root is not None:
-            files = find_metadata_files(expected_root)
-            if file_sha256(files.data_entry) != manifest.get("metadata_sha256"):
+            names, digest = metadata_fingerprint(expected_root, kind)
+            if digest != manifest.get("metadata_sha256"):
                 raise CacheMismatchError(
-                    f"{cache_dir} was built from other metadata ({manifest.get('source')}) than {files.data_entry}; "
-                    f"rerun `thoracic prepare --data {expected_root} --image-size {manifest.get('image_size')}` "
-                    "with a new --cache folder"
+                    f"{cache_dir} was built from other metadata ({manifest.get('source')}) than "
+                    f"{', '.join(str(Path(expected_root) / n) for n in names)}; rerun `thoracic prepare --data "
+                    f"{expected_root} --image-size {manifest.get('image_size')}` with a new --cache folder"
                 )
         if manifest.get("status") != "complete":
             raise CacheMismatchError(

@@ -1,10 +1,13 @@
 """The image cache, write side: :func:`prepare_cache`, every image decoded once into the memory map.
 
 ``thoracic prepare --data ROOT --image-size S`` writes ``ROOT/cache_S/`` (or ``--cache DIR``); its files and
-their reader, :class:`thoracic.data.cache.ImageCache`, are in :mod:`thoracic.data.cache`.
+their reader, :class:`thoracic.data.cache.ImageCache`, are in :mod:`thoracic.data.cache`. The folder may be
+any layout of :mod:`thoracic.data.datasets` (``--dataset``, detected when omitted); the cache holds every
+image of it, every view, in the order of the reader's table.
 
 Decoding is :func:`thoracic.data.images.load_resized` (8-bit grayscale, Pillow BILINEAR antialiased
-resize), run on all cores; each worker writes its rows straight into the (shared) memory map and sends
+resize; a JPEG is decoded at a reduced scale in the DCT domain first when the size allows), run on all
+cores; each worker writes its rows straight into the (shared) memory map and sends
 back only their row numbers, sizes and checksums, and the parent marks them done. The done mask is
 saved atomically every ``checkpoint_every`` images and when interrupted, each time after the memory map
 is flushed to disk, so a rerun after Ctrl-C or a kill continues with the rows not marked done; since
@@ -46,9 +49,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.deprecation import renamed_keywords
 from thoracic.data.cache import (
+    MANIFEST_DEFAULTS,
     CACHE_FILES,
     CHECKSUMS_FILE,
     DONE_FILE,
@@ -64,11 +67,10 @@ from thoracic.data.cache import (
     read_npy_header,
     row_checksum,
 )
-from thoracic.data.images import RESIZE_METHOD, load_resized
-from thoracic.data.metadata import find_metadata_files, load_chestxray14
+from thoracic.data.images import JPEG_DECODING, RESIZE_METHOD, load_resized
+from thoracic.data.datasets import AUTO, READERS, load_dataset, metadata_fingerprint, resolve_dataset_kind
 from thoracic.errors import CacheMismatchError, DataError, Interrupted, UnsafeDeleteError
 from thoracic.io import save_npy_atomic, write_csv_atomic, write_json_atomic
-from thoracic.provenance import file_sha256
 from thoracic.safety import (
     DISK_FULL_ERRNOS,
     check_free_space,
@@ -269,11 +271,13 @@ def prepare_cache(
     *,
     overwrite: bool = False,
     checkpoint_every: int = 512,
+    dataset: str = AUTO,
+    uncertain: str = "ignore",
 ) -> Path:
     """Decode every image of the folder ``root`` once into an S x S uint8 cache (see the module docs).
 
     Args:
-        root: ChestX-ray14 folder (NIH layout).
+        root: a dataset folder as distributed (ChestX-ray14: the NIH layout).
         image_size: side S of the cached images.
         cache_dir: where to write (default ``<root>/cache_<S>``): a new or empty folder, or a thoracic
             cache (resumed when it matches, else refused unless ``overwrite``); never ``root`` itself or
@@ -284,6 +288,10 @@ def prepare_cache(
         overwrite: replace a cache built from other metadata or another size (or a damaged one) at
             ``cache_dir``; deletes only the cache's own files.
         checkpoint_every: save the resume mask after this many images.
+        dataset: the layout (:data:`~thoracic.constants.DATASET_KINDS`), ``auto`` to detect it; recorded in
+            the manifest with the dataset's label names.
+        uncertain: the uncertain-label policy runs on this cache use, recorded for datasets that have
+            uncertain labels (CheXpert, MIMIC-CXR): a run with another policy is refused.
 
     Returns:
         The cache folder.
@@ -301,24 +309,28 @@ def prepare_cache(
         raise DataError(f"image size must be at least 8 pixels, got {image_size}")
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"--data {root}: no such folder (expected a ChestX-ray14 folder)")
+        raise DataError(f"--data {root}: no such folder (expected a dataset folder as distributed)")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(root, image_size)
     _check_location(root, cache)
-    dataset = load_chestxray14(root, check_box_images=False)
-    files = find_metadata_files(root)
-    image_ids = [str(i) for i in dataset.table["image_id"]]
-    paths = list(dataset.table["path"])
+    kind = resolve_dataset_kind(root, dataset)
+    images_of = load_dataset(root, kind, uncertain=uncertain, views=(), check_box_images=False)
+    names, digest = metadata_fingerprint(root, kind)
+    image_ids = [str(i) for i in images_of.table["image_id"]]
+    paths = list(images_of.table["path"])
     count = len(image_ids)
     identity = {
         "format_version": FORMAT_VERSION,
         "image_size": int(image_size),
         "num_images": count,
-        "class_names": list(CLASS_NAMES),
-        "metadata_file": files.data_entry.name,
-        "metadata_sha256": file_sha256(files.data_entry),
+        "dataset": kind,
+        "class_names": list(images_of.class_names),
+        "uncertain": uncertain if READERS[kind].has_uncertain else None,
+        "metadata_file": ", ".join(names),
+        "metadata_sha256": digest,
         "image_ids_sha256": _ids_digest(image_ids),
         "resize": RESIZE_METHOD,
     }
+    location = READERS[kind].image_location(root)
     manifest_path = cache / MANIFEST_FILE
     images_path, done_path, sizes_path = cache / IMAGES_FILE, cache / DONE_FILE, cache / SIZES_FILE
     checksums_path = cache / CHECKSUMS_FILE
@@ -339,7 +351,7 @@ def prepare_cache(
         if old is None:
             _start_fresh(cache, overwrite, f"{problem}: the cache at {cache} is damaged")
         else:
-            differing = [key for key, value in identity.items() if old.get(key) != value]
+            differing = [key for key, value in identity.items() if old.get(key, MANIFEST_DEFAULTS.get(key)) != value]
             if differing:
                 _start_fresh(cache, overwrite, f"{cache} holds a cache that differs in {', '.join(differing)} "
                                                f"from {root} at size {image_size}")
@@ -362,6 +374,7 @@ def prepare_cache(
         **identity,
         "generator": GENERATOR,
         "source": str(root.resolve()),
+        "jpeg_decoding": JPEG_DECODING,
         "status": "in_progress",
         "created": created,
         "images_bytes": images_bytes,
@@ -387,7 +400,7 @@ def prepare_cache(
             raise disk_full_error(exc, "the image cache", cache, None, kept) from None
         raise
     images = np.load(images_path, mmap_mode="r+")
-    return _fill(root, cache, manifest, images, done, sizes, checksums, image_ids, paths, num_workers, skip_bad,
+    return _fill(location, cache, manifest, images, done, sizes, checksums, image_ids, paths, num_workers, skip_bad,
                  progress, checkpoint_every, kept)
 
 
@@ -453,7 +466,7 @@ def _recover(cache: Path, count: int, image_size: int, kept: str,
     return done, sizes, checksums, True
 
 
-def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray, done: np.ndarray,
+def _fill(location: str, cache: Path, manifest: dict[str, Any], images: np.ndarray, done: np.ndarray,
           sizes: np.ndarray, checksums: np.ndarray, image_ids: list[str], paths: list, workers: int | None,
           skip_bad: bool, progress: bool, checkpoint_every: int, kept: str) -> Path:
     """Decode the rows not done into ``images`` and finish the index and manifest."""
@@ -465,7 +478,7 @@ def _fill(root: Path, cache: Path, manifest: dict[str, Any], images: np.ndarray,
     for index in np.flatnonzero(~done):
         path = paths[index]
         if path is None:
-            bad[int(index)] = f"{image_ids[index]}: not on disk under {root}/images or {root}/images_0XX/images"
+            bad[int(index)] = f"{image_ids[index]}: not on disk under {location}"
         else:
             todo.append((int(index), str(path)))
 

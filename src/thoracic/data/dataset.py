@@ -6,12 +6,16 @@ A sample is a dict with fixed keys (every consumer reads the same):
   ImageNet models) and ImageNet-normalised (``normalize="imagenet"``) or scaled to [0, 1] (``"none"``).
   With ``as_uint8=True`` it is the raw 1 x S x S uint8 instead, to normalise on the device with
   :func:`normalize_images` (4x less host-to-device traffic).
-- ``labels``: 14 float32 in :data:`~thoracic.constants.CLASS_NAMES` order.
-- ``image_id``: the file name. ``index``: the row in the metadata table (:attr:`ChestXray14.table`).
-- ``boxes``: K x 4 float32, every ``BBox_List_2017.csv`` row of the image (in file order) as x, y, w, h
-  in cache pixels (scaled by :func:`thoracic.data.boxes.scale_boxes` from the decoded file's size, and
-  flipped / shifted with the image when augmenting); shape (0, 4) for an image without boxes.
-- ``box_classes``: K int64, the class index (CLASS_NAMES order) of each box.
+- ``labels``: C float32 in the order of the dataset's ``class_names`` (ChestX-ray14: the 14 of
+  :data:`~thoracic.constants.CLASS_NAMES`); NaN where the image is not labelled for a class (or its label
+  is uncertain under the ``ignore`` policy): the loss and the metrics skip those entries.
+- ``image_id``: the image id (ChestX-ray14: the file name). ``index``: the row in the metadata table
+  (:attr:`ChestXrayCollection.table <thoracic.data.collection.ChestXrayCollection>`).
+- ``boxes``: K x 4 float32, every box row of the image (in file order; several readers' boxes all
+  included) as x, y, w, h in cache pixels (scaled by :func:`thoracic.data.boxes.scale_boxes` from the
+  decoded file's size, and flipped / shifted with the image when augmenting); shape (0, 4) for an image
+  without boxes.
+- ``box_classes``: K int64, the class index (``class_names`` order) of each box.
 
 An image has 0 to several boxes, so batches are made by :func:`collate_samples` (every loader of
 :class:`ChestXrayDataModule` uses it): the fixed-size keys are stacked by torch's ``default_collate``,
@@ -35,7 +39,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from thoracic.data.boxes import scale_boxes
 from thoracic.data.cache import ImageCache, default_cache_dir
-from thoracic.data.metadata import ChestXray14, check_boxes_inside, load_chestxray14
+from thoracic.data.collection import FRONTAL, ChestXrayCollection
+from thoracic.data.datasets import AUTO, READERS, load_dataset, resolve_dataset_kind
+from thoracic.data.metadata import check_boxes_inside
 from thoracic.data.splits import Splits, make_splits
 from thoracic.data.transforms import NORMALIZATIONS, flip_and_shift, normalize_images  # noqa: F401 - re-exported
 from thoracic.errors import DataError
@@ -62,11 +68,13 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def box_table(dataset: ChestXray14, cache: ImageCache, image_ids: Sequence[str] | None = None) -> pd.DataFrame:
+def box_table(dataset: ChestXrayCollection, cache: ImageCache, image_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Box rows of ``dataset`` (optionally of some images) with x, y, w, h in cache pixels.
 
-    Columns: image_id, class_name, class_index, box_row, x, y, w, h (cache pixels), x_original,
-    y_original, w_original, h_original (pixels of the decoded file), original_width, original_height.
+    Columns: image_id, class_name, class_index, box_row, reader_id (the radiologist for datasets with
+    several readers per image, VinDr-CXR's ``R1`` ... ``R17`` or ``consensus``; ``""`` when the boxes name
+    none), x, y, w, h (cache pixels), x_original, y_original, w_original, h_original (pixels of the
+    decoded file), original_width, original_height.
     """
     boxes = dataset.boxes if image_ids is None else dataset.boxes[dataset.boxes["image_id"].isin(list(image_ids))]
     boxes = boxes.reset_index(drop=True)
@@ -87,6 +95,8 @@ def box_table(dataset: ChestXray14, cache: ImageCache, image_ids: Sequence[str] 
             "class_name": boxes["class_name"],
             "class_index": boxes["class_index"].astype(np.int64),
             "box_row": boxes["box_row"].astype(np.int64),
+            "reader_id": boxes["reader_id"].fillna("").astype(object) if "reader_id" in boxes
+            else pd.Series([""] * len(boxes), dtype=object),
             "x": scaled[:, 0], "y": scaled[:, 1], "w": scaled[:, 2], "h": scaled[:, 3],
             "x_original": original[:, 0], "y_original": original[:, 1],
             "w_original": original[:, 2], "h_original": original[:, 3],
@@ -97,7 +107,7 @@ def box_table(dataset: ChestXray14, cache: ImageCache, image_ids: Sequence[str] 
 
 
 class ChestXrayDataset(Dataset):
-    """Samples (dicts, see the module docstring) of some rows of a ChestXray14 table, from the cache.
+    """Samples (dicts, see the module docstring) of some rows of a dataset's table, from the cache.
 
     Args:
         dataset: the metadata. cache: the prepared :class:`ImageCache` of its folder.
@@ -110,7 +120,7 @@ class ChestXrayDataset(Dataset):
 
     def __init__(
         self,
-        dataset: ChestXray14,
+        dataset: ChestXrayCollection,
         cache: ImageCache,
         indices: Sequence[int] | np.ndarray | None = None,
         *,
@@ -192,12 +202,14 @@ class ChestXrayDataset(Dataset):
 
 
 class ChestXrayDataModule(LightningDataModule):
-    """Train / val / test / box loaders over the cache of a ChestX-ray14 folder.
+    """Train / val / test / box loaders over the cache of a dataset folder (any layout of
+    :mod:`thoracic.data.datasets`: ``dataset`` names it or ``auto`` detects it).
 
-    Validation and test loaders never shuffle; the train loader shuffles with a ``torch.Generator``
-    seeded by ``seed`` (same order on every run) and keeps the last partial batch.
-    The cache must exist (``thoracic prepare --data ROOT --image-size S``); it is not built implicitly
-    because that is a long, explicit step (STYLE.md 6).
+    ``uncertain``, ``views`` and ``classes`` are :func:`~thoracic.data.datasets.load_dataset`'s. Validation
+    and test loaders never shuffle; the train loader shuffles with a ``torch.Generator`` seeded by
+    ``seed`` (same order on every run) and keeps the last partial batch. The cache must exist
+    (``thoracic prepare --data ROOT --image-size S``); it is not built implicitly because that is a long,
+    explicit step (STYLE.md 6).
     """
 
     def __init__(
@@ -210,7 +222,10 @@ class ChestXrayDataModule(LightningDataModule):
         seed: int = 0,
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        views: Sequence[str] = (),
+        dataset: str = AUTO,
+        uncertain: str = "ignore",
+        classes: Sequence[str] = (),
+        views: Sequence[str] = (FRONTAL,),
         allow_missing_images: bool = False,
         num_workers: int | str = "auto",
         augment: bool = False,
@@ -228,6 +243,9 @@ class ChestXrayDataModule(LightningDataModule):
         self.seed = int(seed)
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)
+        self.dataset_kind = dataset
+        self.uncertain = uncertain
+        self.classes = tuple(classes)
         self.views = tuple(views)
         self.allow_missing_images = allow_missing_images
         self.num_workers = resolve_num_workers(num_workers)  # "auto": min(8, usable cores)
@@ -235,7 +253,7 @@ class ChestXrayDataModule(LightningDataModule):
         self.normalize = normalize
         self.as_uint8 = as_uint8
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self._dataset: ChestXray14 | None = None
+        self._dataset: ChestXrayCollection | None = None
         self._splits: Splits | None = None
         self._cache: ImageCache | None = None
         self._datasets: dict[str, ChestXrayDataset] = {}
@@ -251,6 +269,9 @@ class ChestXrayDataModule(LightningDataModule):
             seed=seed,
             val_fraction=cfg.val_fraction,
             split_seed=cfg.split_seed,
+            dataset=cfg.dataset,
+            uncertain=cfg.uncertain,
+            classes=cfg.classes,
             views=cfg.views,
             allow_missing_images=cfg.allow_missing_images,
             num_workers=cfg.num_workers,
@@ -264,8 +285,12 @@ class ChestXrayDataModule(LightningDataModule):
         """Read metadata, open and check the cache, split; idempotent."""
         if self._dataset is not None:
             return
-        dataset = load_chestxray14(self.root, views=self.views, check_box_images=False)
-        cache = ImageCache.open(self.cache_dir, expected_root=self.root, expected_size=self.image_size)
+        kind = resolve_dataset_kind(self.root, self.dataset_kind)
+        dataset = load_dataset(self.root, kind, uncertain=self.uncertain, views=self.views, check_box_images=False)
+        cache = ImageCache.open(self.cache_dir, expected_root=self.root, expected_size=self.image_size,
+                                expected_dataset=kind, expected_class_names=dataset.class_names,
+                                expected_uncertain=self.uncertain if READERS[kind].has_uncertain else None)
+        dataset = dataset.select_classes(self.classes)
         rows = cache.indices_of(dataset.table["image_id"].tolist())
         present = rows >= 0
         present[present] = cache.available[rows[present]]
@@ -284,11 +309,14 @@ class ChestXrayDataModule(LightningDataModule):
                 raise DataError(f"no image of {self.root} is available in {self.cache_dir} (empty dataset)")
         sizes = cache.original_sizes[cache.indices_of(dataset.table["image_id"].tolist())]
         size_of = dict(zip(dataset.table["image_id"], map(tuple, sizes)))
-        if dataset.files is not None and dataset.files.bbox is not None:
-            check_boxes_inside(dataset.boxes, {i: size_of[i] for i in dataset.boxes["image_id"]}, dataset.files.bbox)
+        files = getattr(dataset, "files", None)
+        if len(dataset.boxes):
+            check_boxes_inside(dataset.boxes, {i: size_of[i] for i in dataset.boxes["image_id"]},
+                               files.bbox if files is not None else None)
         splits = make_splits(dataset, self.val_fraction, self.split_seed)
         if len(splits.train) == 0:
-            raise DataError(f"{self.root}: the train split is empty (train_val_list.txt has no usable image)")
+            what = "train_val_list.txt has no usable image" if kind == "chestxray14" else "no usable training image"
+            raise DataError(f"{self.root}: the train split is empty ({what})")
         self._dataset, self._cache, self._splits = dataset, cache, splits
 
     def _require(self) -> None:
@@ -296,7 +324,7 @@ class ChestXrayDataModule(LightningDataModule):
             self.setup()
 
     @property
-    def dataset(self) -> ChestXray14:
+    def dataset(self) -> ChestXrayCollection:
         """The metadata (after ``views`` and missing-image filtering); set up on first use."""
         self._require()
         return self._dataset  # type: ignore[return-value]
@@ -306,6 +334,11 @@ class ChestXrayDataModule(LightningDataModule):
         """Train / val / test row indices into :attr:`dataset`'s table."""
         self._require()
         return self._splits  # type: ignore[return-value]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The label names, the column order of every sample's ``labels`` (the dataset's, or ``classes``)."""
+        return self.dataset.class_names
 
     @property
     def cache(self) -> ImageCache:
@@ -370,7 +403,7 @@ class ChestXrayDataModule(LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """The official test split, in table order."""
+        """The test split (the official one where the dataset has one), in table order."""
         return self._loader("test", shuffle=False)
 
     def box_dataloader(self) -> DataLoader:

@@ -16,6 +16,16 @@ else min-max to 0-255; MONOCHROME1 is inverted so that dense tissue is bright as
 The one resize (:func:`resize_image`) is Pillow's ``Image.resize(..., BILINEAR)`` without
 ``reducing_gap``: a separable triangle filter whose support widens with the reduction factor, i.e.
 antialiased (the same filter torchvision's ``Resize`` applies to PIL images).
+
+JPEG at a reduced size (:func:`load_resized`, the cache's decoder): a JPEG much larger than the target
+is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (Pillow's ``Image.draft``: libjpeg's scaled
+IDCT), the largest reduction that keeps both sides at least **twice** the target's, then resized by the
+same antialiased resize. A 2,500 x 2,048 CheXpert-sized image for a 256 px cache is decoded at 1/4
+(625 x 512). The margin of two keeps the result within a grey level or two of a full decode + resize
+(tests/test_data_images.py): at 1/8 libjpeg keeps only each 8 x 8 block's mean, a box filter, whose
+edges would differ by up to 16 grey levels from the antialiased resize's; with the margin the resize
+does the last low-pass. The meaning (an antialiased S x S version of the image) is the same; decoding
+is about twice as fast (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,6 +40,11 @@ from thoracic.errors import DataError
 
 #: Recorded in cache manifests: how images were resized.
 RESIZE_METHOD = "PIL.Image.resize BILINEAR (antialiased), reducing_gap=None, no aspect ratio kept"
+#: A JPEG is decoded at a reduced scale keeping both sides at least this many times the target's.
+JPEG_MARGIN = 2
+#: Recorded in cache manifests: how JPEG files are decoded before the resize (:func:`load_resized`).
+JPEG_DECODING = ("PIL Image.draft: DCT-domain scaling by 1/2, 1/4 or 1/8 keeping both sides >= "
+                 f"{JPEG_MARGIN} x the cache size, then the resize")
 
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
@@ -79,19 +94,26 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def _decode_pil(path: Path, keep_gray: bool = False) -> np.ndarray | Image.Image:
-    """Decode a Pillow-readable file to a uint8 2-D array, with the errors :func:`read_image` documents.
+def _decode_pil(path: Path, keep_gray: bool = False,
+                draft_size: int | None = None) -> tuple[np.ndarray | Image.Image, tuple[int, int]]:
+    """Decode a Pillow-readable file to a uint8 2-D array, with the errors :func:`read_image` documents;
+    returns it with the file's (width, height).
 
     With ``keep_gray``, an 8-bit grayscale (mode ``L``) image comes back as the PIL image itself (no
-    copy to numpy and back: the cache's fast path); any other mode is converted as usual.
+    copy to numpy and back: the cache's fast path); any other mode is converted as usual. With
+    ``draft_size``, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 of its size that keeps both
+    sides at least ``draft_size`` (``Image.draft``, in the DCT domain; see the module docs).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                original = (int(image.width), int(image.height))
+                if draft_size is not None and image.format == "JPEG":
+                    image.draft(None, (draft_size, draft_size))
                 image.load()
                 if keep_gray and image.mode == "L" and image.width > 0 and image.height > 0:
-                    return image.copy()
+                    return image.copy(), original
                 array = to_uint8_gray(image)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read; expected a PNG, JPEG or DICOM file") from None
@@ -106,7 +128,7 @@ def _decode_pil(path: Path, keep_gray: bool = False) -> np.ndarray | Image.Image
         raise DataError(f"{path}: truncated or corrupt image ({exc}); expected a complete PNG/JPEG") from None
     if array.ndim != 2 or array.size == 0:
         raise DataError(f"{path}: decoded to shape {array.shape}; expected a 2-D grayscale image")
-    return array
+    return array, original
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -137,7 +159,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"image file {path} does not exist")
     if is_dicom(path):
         return _read_dicom(path)
-    return _decode_pil(path)  # type: ignore[return-value]
+    return _decode_pil(path)[0]  # type: ignore[return-value]
 
 
 def _read_dicom(path: Path) -> np.ndarray:
@@ -202,11 +224,13 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def load_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``resize_image(read_image(path), size)`` and the decoded (width, height): what the cache stores.
+def load_resized(path: str | Path, size: int, draft: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """``resize_image(read_image(path), size)`` and the file's (width, height): what the cache stores.
 
     8-bit grayscale files (most of ChestX-ray14) are resized as the decoded PIL image, skipping a copy to
-    numpy and back (~5% of the per-image time); the pixels are identical (tested).
+    numpy and back (~5% of the per-image time); the pixels are identical (tested). A JPEG is decoded at a
+    reduced size first when ``size`` allows (``draft``; the module docs); the (width, height) returned is
+    the file's own, the frame of its boxes.
     """
     path = Path(path)
     if not path.is_file():
@@ -214,11 +238,10 @@ def load_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, in
     if is_dicom(path):
         image = _read_dicom(path)
     else:
-        decoded = _decode_pil(path, keep_gray=True)
+        decoded, original = _decode_pil(path, keep_gray=True, draft_size=JPEG_MARGIN * size if draft else None)
         if isinstance(decoded, Image.Image):
-            original = (int(decoded.width), int(decoded.height))
             if decoded.size != (size, size):
                 decoded = decoded.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(decoded, dtype=np.uint8), original
-        image = decoded
+        return resize_image(decoded, size), original
     return resize_image(image, size), (int(image.shape[1]), int(image.shape[0]))

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import shutil
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES, LABEL_ALIASES, NO_FINDING, NUM_CLASSES
+from thoracic.data.collection import ChestXrayCollection, preview, select_rows
+from thoracic.data.tables import clean_text, plain
 from thoracic.errors import DataError
 from thoracic.io import atomic_write, write_text_atomic
 from thoracic.provenance import file_sha256
@@ -66,6 +70,10 @@ _REQUIRED_COLUMNS: dict[str, str] = {
     "Height]": "original_height",
 }
 
+#: Data-entry columns read as text; the others of :data:`_REQUIRED_COLUMNS` are integers.
+_TEXT_COLUMNS: tuple[str, ...] = ("Image Index", "Finding Labels", "Patient Gender", "View Position")
+_INTEGER_COLUMNS = frozenset(_REQUIRED_COLUMNS) - frozenset(_TEXT_COLUMNS)
+
 TABLE_COLUMNS: tuple[str, ...] = (
     "image_id",
     "patient_id",
@@ -82,13 +90,9 @@ TABLE_COLUMNS: tuple[str, ...] = (
 #: ``csv_line``: the 1-based line of the file it was read from (what error messages name).
 BOX_COLUMNS: tuple[str, ...] = ("image_id", "class_name", "class_index", "x", "y", "w", "h", "box_row", "csv_line")
 
-_SHOW = 5  # how many offending names an error message lists
-
-
-def _preview(names: Sequence[str]) -> str:
-    names = list(names)
-    shown = ", ".join(str(n) for n in names[:_SHOW])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOW else "")
+def _is_text(column: pd.Series) -> bool:
+    """Whether pandas read a column as text (``str`` dtype, or ``object`` in older pandas)."""
+    return pd.api.types.is_string_dtype(column.dtype)
 
 
 @dataclass(frozen=True)
@@ -101,66 +105,24 @@ class MetadataFiles:
     test: Path
 
 
-@dataclass(frozen=True, eq=False)
-class ChestXray14:
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ChestXray14(ChestXrayCollection):
     """A ChestX-ray14 folder: metadata table, aligned N x 14 label matrix, box rows, official split.
 
-    ``table`` has one row per image (columns :data:`TABLE_COLUMNS`; ``split`` is ``"train_val"`` or
-    ``"test"``, ``path`` the image file or None when it is not on disk). ``labels[i]`` are the labels
-    of ``table.iloc[i]`` in :data:`~thoracic.constants.CLASS_NAMES` order. ``boxes`` has one row per
-    ``BBox_List_2017.csv`` row (``box_row`` is its 0-based data-row number in that file, ``csv_line`` its
+    The ChestX-ray14 reader's :class:`~thoracic.data.collection.ChestXrayCollection`. ``table`` has one row
+    per image (columns :data:`TABLE_COLUMNS`; ``split`` is ``"train_val"`` or ``"test"``, ``path`` the image
+    file or None when it is not on disk). ``labels[i]`` are the labels of ``table.iloc[i]`` (uint8) in
+    :data:`~thoracic.constants.CLASS_NAMES` order. ``boxes`` has one row per ``BBox_List_2017.csv`` row
+    (:data:`BOX_COLUMNS`; ``box_row`` is its 0-based data-row number in that file, ``csv_line`` its
     1-based line number, blank lines included) with x, y, w, h in the pixels of the image file as
     distributed.
     """
 
-    root: Path
-    table: pd.DataFrame
-    labels: np.ndarray
-    boxes: pd.DataFrame
+    kind: str = "chestxray14"
+    class_names: tuple[str, ...] = CLASS_NAMES
     train_val_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
     files: MetadataFiles | None = None
-    missing_ids: tuple[str, ...] = ()
-    """Images of the CSV that were dropped because they are not on disk (``only_present=True``)."""
-    _positions: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.labels.shape != (len(self.table), NUM_CLASSES):
-            raise ValueError(f"labels shape {self.labels.shape} does not match {len(self.table)} rows")
-        object.__setattr__(self, "_positions", pd.Index(self.table["image_id"].to_numpy()))
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def image_ids(self) -> np.ndarray:
-        """``(N,)`` image file names in table order."""
-        return self.table["image_id"].to_numpy()
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The column order of :attr:`labels`: :data:`~thoracic.constants.CLASS_NAMES`."""
-        return CLASS_NAMES
-
-    def index_of(self, image_ids: str | Iterable[str]) -> int | np.ndarray:
-        """Row position(s) in :attr:`table` of one image id or a sequence of them (DataError if absent)."""
-        single = isinstance(image_ids, str)
-        ids = [image_ids] if single else list(image_ids)
-        positions = self._positions.get_indexer(ids)
-        if (positions < 0).any():
-            absent = [i for i, p in zip(ids, positions) if p < 0]
-            raise DataError(f"image id(s) not in the dataset table: {_preview(absent)}")
-        return int(positions[0]) if single else positions
-
-    def boxes_of(self, image_id: str) -> pd.DataFrame:
-        """Every box row of one image (possibly several, possibly none)."""
-        return self.boxes[self.boxes["image_id"] == image_id]
-
-    @property
-    def box_image_ids(self) -> tuple[str, ...]:
-        """Images carrying at least one box, in table order."""
-        with_boxes = set(self.boxes["image_id"])
-        return tuple(i for i in self.table["image_id"] if i in with_boxes)
 
     def split_indices(self, split: str) -> np.ndarray:
         """Row positions of the official ``"train_val"`` or ``"test"`` split."""
@@ -168,27 +130,9 @@ class ChestXray14:
             raise ValueError(f"split must be 'train_val' or 'test', got {split!r}")
         return np.flatnonzero(self.table["split"].to_numpy() == split)
 
-    def subset(self, rows: np.ndarray | Sequence[int] | Sequence[bool]) -> ChestXray14:
-        """The same dataset restricted to some rows (a boolean mask or positions, kept in table order)."""
-        rows = np.asarray(rows)
-        if rows.dtype == bool:
-            if rows.shape != (len(self),):
-                raise ValueError(f"mask of length {rows.shape} for {len(self)} rows")
-            rows = np.flatnonzero(rows)
-        rows = np.sort(rows.astype(np.int64))
-        table = self.table.iloc[rows].reset_index(drop=True)
-        keep = set(table["image_id"])
-        boxes = self.boxes[self.boxes["image_id"].isin(keep)].reset_index(drop=True)
-        return ChestXray14(
-            root=self.root,
-            table=table,
-            labels=self.labels[rows],
-            boxes=boxes,
-            train_val_ids=tuple(i for i in self.train_val_ids if i in keep),
-            test_ids=tuple(i for i in self.test_ids if i in keep),
-            files=self.files,
-            missing_ids=self.missing_ids,
-        )
+    def _subset_fields(self, keep: set[str]) -> dict[str, Any]:
+        return {"train_val_ids": tuple(i for i in self.train_val_ids if i in keep),
+                "test_ids": tuple(i for i in self.test_ids if i in keep)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,8 +206,9 @@ def parse_label_strings(
 ) -> np.ndarray:
     """``"A|B"`` strings -> N x 14 uint8 matrix (CLASS_NAMES order); ``No Finding`` is the all-zero row.
 
-    Vectorised over the column (``str.get_dummies``); ``Infiltrate`` maps to ``Infiltration``; an unknown
-    or empty name raises a DataError naming the CSV line and image.
+    Each distinct string is parsed once (ChestX-ray14 has 836 of them for 112,120 rows) and the rows take
+    their string's parsed row (``pandas.factorize``). ``Infiltrate`` maps to ``Infiltration``; an unknown
+    or empty name raises a DataError naming the CSV line and image of its first row.
     """
     text = labels.fillna("").astype(str).reset_index(drop=True)
 
@@ -271,43 +216,68 @@ def parse_label_strings(
         image = f", image {image_ids[row]}" if image_ids is not None else ""
         return f"data row {row + 1} (CSV line {row + 2}{image})"
 
-    empty = (text.str.strip() == "").to_numpy()
+    def first_row(combo_mask: np.ndarray) -> int:
+        return int(np.flatnonzero(combo_mask[codes])[0])
+
+    codes, combos = pd.factorize(text, sort=False)
+    combos = [str(c) for c in combos]
+    empty = np.array([c.strip() == "" for c in combos], dtype=bool)
     if empty.any():
-        row = int(np.flatnonzero(empty)[0])
+        row = first_row(empty)
         raise DataError(f"{source}: empty 'Finding Labels' in {where(row)}; expected class names or '{NO_FINDING}'")
-    dummies = text.str.get_dummies(sep="|")
-    matrix = np.zeros((len(text), NUM_CLASSES), dtype=np.uint8)
-    no_finding = np.zeros(len(text), dtype=bool)
-    for column in dummies.columns:
-        name = LABEL_ALIASES.get(column.strip(), column.strip())
+    tokens = [{t for t in c.split("|") if t} for c in combos]
+    combo_matrix = np.zeros((len(combos), NUM_CLASSES), dtype=np.uint8)
+    combo_no_finding = np.zeros(len(combos), dtype=bool)
+    # tokens in sorted order, as ``str.get_dummies`` orders its columns: the first unknown one is reported
+    for token in sorted(set().union(*tokens)):
+        holders = np.array([token in t for t in tokens], dtype=bool)
+        name = LABEL_ALIASES.get(token.strip(), token.strip())
         if name == NO_FINDING:
-            no_finding |= dummies[column].to_numpy().astype(bool)
+            combo_no_finding |= holders
             continue
         if name not in CLASS_INDEX:
-            row = int(np.flatnonzero(dummies[column].to_numpy())[0])
+            row = first_row(holders)
             raise DataError(
-                f"{source}: unknown label {column!r} in {where(row)}; expected '|'-joined names among "
+                f"{source}: unknown label {token!r} in {where(row)}; expected '|'-joined names among "
                 f"{', '.join(CLASS_NAMES)} or '{NO_FINDING}'"
             )
-        matrix[:, CLASS_INDEX[name]] |= dummies[column].to_numpy().astype(np.uint8)
-    both = no_finding & (matrix.sum(axis=1) > 0)
+        combo_matrix[holders, CLASS_INDEX[name]] = 1
+    both = combo_no_finding & (combo_matrix.sum(axis=1) > 0)
     if both.any():
-        row = int(np.flatnonzero(both)[0])
+        row = first_row(both)
         raise DataError(
             f"{source}: 'Finding Labels' {text[row]!r} in {where(row)} combines '{NO_FINDING}' with findings; "
             f"expected '|'-joined findings or '{NO_FINDING}' alone"
         )
-    return matrix
+    return combo_matrix[codes]
 
 
 def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Read ``Data_Entry_2017[_v2020].csv`` into (table without split/path, N x 14 labels)."""
-    path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse as CSV ({exc}); expected header {DATA_ENTRY_HEADER!r}") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
+    table, labels, _ = _read_data_entry(Path(path))
+    return table, labels
+
+
+def _read_data_entry(path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
+    """:func:`read_data_entry` and the index of the image ids (its hash table, built to check that the ids
+    are distinct, serves every later lookup)."""
+
+    def read(dtype: Any) -> pd.DataFrame:
+        try:
+            frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot parse as CSV ({exc}); expected header {DATA_ENTRY_HEADER!r}") from None
+        frame.columns = [str(c).strip() for c in frame.columns]
+        return frame
+
+    # Fast path: pandas' C parser reads the integer columns itself (6x faster than converting strings
+    # afterwards). A file where one of them is not plain integers (ages written "058Y", an empty field) or
+    # where a text column is not read as text is read again entirely as text and checked field by field
+    # below, so the result and the errors are those of the checked path.
+    raw = read({name: str for name in _TEXT_COLUMNS})
+    if not all(c in raw.columns and (raw[c].dtype.kind in "iu" if c in _INTEGER_COLUMNS else _is_text(raw[c]))
+               for c in _REQUIRED_COLUMNS):
+        raw = read(str)
     missing = [c for c in _REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise DataError(
@@ -316,19 +286,21 @@ def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         )
     if len(raw) == 0:
         raise DataError(f"{path}: no data rows (empty dataset)")
-    table = raw[list(_REQUIRED_COLUMNS)].rename(columns=_REQUIRED_COLUMNS)
-    table["image_id"] = table["image_id"].str.strip()
-    empty_id = table["image_id"] == ""
-    if empty_id.any():
-        row = int(np.flatnonzero(empty_id.to_numpy())[0])
+    # the table is assembled once from its columns (assigning columns one by one into a frame copies it)
+    source = {name: raw[column] for column, name in _REQUIRED_COLUMNS.items()}
+    image_ids = clean_text(source["image_id"])
+    if not all(image_ids.to_numpy(dtype=object)):  # an empty string is falsy: one pass in C
+        row = int(np.flatnonzero((image_ids == "").to_numpy())[0])
         raise DataError(f"{path}: empty 'Image Index' in data row {row + 1} (CSV line {row + 2})")
-    duplicated = table["image_id"].duplicated()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise DataError(f"{path}: image {table['image_id'].iat[row]} appears twice (CSV line {row + 2})")
+    index = pd.Index(image_ids)
+    if not index.is_unique:
+        row = int(np.flatnonzero(image_ids.duplicated().to_numpy())[0])
+        raise DataError(f"{path}: image {image_ids.iat[row]} appears twice (CSV line {row + 2})")
 
-    def numeric(column: str, csv_name: str, strip_suffix: bool = False) -> pd.Series:
-        text = table[column].str.strip()
+    def numeric(column: str, csv_name: str, strip_suffix: bool = False) -> np.ndarray:
+        if source[column].dtype.kind in "iu":  # read as integers by the parser (the fast path above)
+            return source[column].to_numpy(dtype=np.int64)
+        text = source[column].str.strip()
         if strip_suffix:  # early copies write ages as "058Y" (years); months/days are rare and kept as-is
             text = text.str.extract(r"^(\d+)", expand=False).fillna(text)
         values = pd.to_numeric(text, errors="coerce")
@@ -337,31 +309,50 @@ def read_data_entry(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: column {csv_name!r} of data row {row + 1} (CSV line {row + 2}, image "
-                f"{table['image_id'].iat[row]}) is {table[column].iat[row]!r}; expected a number"
+                f"{image_ids.iat[row]}) is {source[column].iat[row]!r}; expected a number"
             )
-        return values
+        return values.astype(np.int64).to_numpy()
 
-    table["follow_up"] = numeric("follow_up", "Follow-up #").astype(np.int64)
-    table["patient_id"] = numeric("patient_id", "Patient ID").astype(np.int64)
-    table["age"] = numeric("age", "Patient Age", strip_suffix=True).astype(np.int64)
-    table["original_width"] = numeric("original_width", "OriginalImage[Width").astype(np.int64)
-    table["original_height"] = numeric("original_height", "Height]").astype(np.int64)
-    table["sex"] = table["sex"].str.strip()
-    table["view"] = table["view"].str.strip().str.upper()
-    labels = parse_label_strings(table["finding_labels"], list(table["image_id"]), source=str(path))
-    table = table.drop(columns=["finding_labels"])
-    return table, labels
+    columns = {
+        "image_id": image_ids,
+        "follow_up": numeric("follow_up", "Follow-up #"),
+        "patient_id": numeric("patient_id", "Patient ID"),
+        "age": numeric("age", "Patient Age", strip_suffix=True),
+        "sex": clean_text(source["sex"]),
+        "view": clean_text(source["view"], upper=True),
+        "original_width": numeric("original_width", "OriginalImage[Width"),
+        "original_height": numeric("original_height", "Height]"),
+    }
+    labels = parse_label_strings(source["finding_labels"], image_ids.to_numpy(), source=str(path))
+    return pd.DataFrame(columns), labels, index
 
 
 def read_split_list(path: str | Path) -> tuple[str, ...]:
     """Image names of a split list, one per line (trailing newline and blank lines are fine)."""
-    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    names = _split_list_names(Path(path))
+    _check_listed_once(names, path)
+    return names
+
+
+def _split_list_names(path: Path) -> tuple[str, ...]:
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
+    if plain(text, allow="\n"):  # one name per line and no other whitespace: split() is the same, faster
+        return tuple(text.split())
+    return tuple(filter(None, [line.strip() for line in text.splitlines()]))
+
+
+def _check_listed_once(names: Sequence[str], path: str | Path, positions: np.ndarray | None = None) -> None:
+    """A DataError naming the first name listed a second time; ``positions`` (the names' rows in the
+    table, every one found) find it without a set of the names."""
+    if positions is not None:
+        if np.bincount(positions).max(initial=0) <= 1:
+            return
+        names = [names[int(np.flatnonzero(pd.Series(positions).duplicated().to_numpy())[0])]]
+        raise DataError(f"{path}: image {names[0]} is listed twice")
     if len(set(names)) != len(names):
         seen: set[str] = set()
         dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
         raise DataError(f"{path}: image {dup} is listed twice")
-    return names
 
 
 def read_bbox_list(path: str | Path) -> pd.DataFrame:
@@ -400,7 +391,7 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
                 x, y, w, h = (float(f) for f in fields[2:6])
             except ValueError:
                 raise DataError(f"{path}: line {line} (image {image_id}): box {fields[2:6]!r} is not four numbers")
-            if not np.all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0 or x < -0.5 or y < -0.5:
+            if not all(map(math.isfinite, (x, y, w, h))) or w <= 0 or h <= 0 or x < -0.5 or y < -0.5:
                 raise DataError(
                     f"{path}: line {line} (image {image_id}, {label}): box x={x}, y={y}, w={w}, h={h} "
                     "lies outside the image; expected x, y >= 0 and w, h > 0"
@@ -422,8 +413,11 @@ def image_size_from_header(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], bbox_path: str | Path) -> None:
-    """Raise DataError for the first box row that extends beyond its image (1 px tolerance)."""
+def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], bbox_path: str | Path | None = None
+                       ) -> None:
+    """Raise DataError for the first box row that extends beyond its image (1 px tolerance).
+
+    The error names the row's ``source`` file when the table has that column, else ``bbox_path``."""
     if len(boxes) == 0 or not sizes:
         return
     known = boxes["image_id"].isin(list(sizes))
@@ -440,21 +434,22 @@ def check_boxes_inside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], b
         w, h = sizes[row["image_id"]]
         # tables built by hand may lack csv_line: then the line of a file without blank lines
         line = int(row["csv_line"]) if "csv_line" in row.index else int(row["box_row"]) + 2
+        source = row["source"] if "source" in row.index and isinstance(row["source"], str) else bbox_path
         raise DataError(
-            f"{bbox_path}: line {line} (image {row['image_id']}, {row['class_name']}): box "
+            f"{source}: line {line} (image {row['image_id']}, {row['class_name']}): box "
             f"x={row['x']:.1f}, y={row['y']:.1f}, w={row['w']:.1f}, h={row['h']:.1f} lies outside the "
             f"{w} x {h} image; expected x + w <= {w} and y + h <= {h}"
         )
 
 
 def check_box_labels(boxes: pd.DataFrame, table: pd.DataFrame, labels: np.ndarray, bbox_path: str | Path,
-                     entry_path: str | Path) -> None:
+                     entry_path: str | Path, index: pd.Index | None = None) -> None:
     """Raise DataError for the first box row whose class is not among its image's labels (every one of
     NIH's 984 boxes has its class among the image's 'Finding Labels'; a box without one would be scored
     for a class the image is not labelled with)."""
     if len(boxes) == 0:
         return
-    rows = pd.Index(table["image_id"]).get_indexer(boxes["image_id"])
+    rows = (index if index is not None else pd.Index(table["image_id"])).get_indexer(boxes["image_id"])
     known = rows >= 0
     if not known.any():
         return
@@ -507,44 +502,58 @@ def load_chestxray14(
     """
     root = Path(root)
     files = find_metadata_files(root)
-    table, labels = read_data_entry(files.data_entry)
-    train_val_ids = read_split_list(files.train_val)
-    test_ids = read_split_list(files.test)
+    table, labels, known = _read_data_entry(files.data_entry)
+    train_val_ids = _split_list_names(files.train_val)
+    test_ids = _split_list_names(files.test)
 
-    known = pd.Index(table["image_id"])
-    for list_path, ids in ((files.train_val, train_val_ids), (files.test, test_ids)):
-        absent = [i for i, p in zip(ids, known.get_indexer(ids)) if p < 0]
-        if absent:
+    listed = known.get_indexer(np.array(train_val_ids + test_ids, dtype=object))  # one look-up for both lists
+    positions = {files.train_val: listed[:len(train_val_ids)], files.test: listed[len(train_val_ids):]}
+    lists = ((files.train_val, train_val_ids), (files.test, test_ids))
+    for list_path, ids in lists:  # a name listed twice first, as read_split_list reports it while reading
+        found = positions[list_path]
+        _check_listed_once(ids, list_path, found if (found >= 0).all() else None)
+    for list_path, ids in lists:
+        found = positions[list_path]
+        if (found < 0).any():
+            absent = [i for i, p in zip(ids, found) if p < 0]
             raise DataError(
                 f"{list_path} names {len(absent)} image(s) absent from {files.data_entry.name}: "
-                f"{_preview(absent)}; expected every listed image to have a data-entry row"
+                f"{preview(absent)}; expected every listed image to have a data-entry row"
             )
-    both = set(train_val_ids) & set(test_ids)
-    if both:
-        raise DataError(f"{files.train_val.name} and {files.test.name} both list {_preview(sorted(both))}")
+    # each list names distinct images of the table (checked above), so an image in both is a shared row
+    in_train_val = np.zeros(len(table), dtype=bool)
+    in_train_val[positions[files.train_val]] = True
+    shared = np.unique(positions[files.test][in_train_val[positions[files.test]]])
+    if len(shared):
+        both = sorted(table["image_id"].to_numpy()[shared])
+        raise DataError(f"{files.train_val.name} and {files.test.name} both list {preview(both)}")
     split = np.full(len(table), "", dtype=object)
-    split[known.get_indexer(train_val_ids)] = "train_val"
-    split[known.get_indexer(test_ids)] = "test"
+    split[positions[files.train_val]] = "train_val"
+    split[positions[files.test]] = "test"
     unlisted = np.flatnonzero(split == "")
     if len(unlisted):
         names = table["image_id"].to_numpy()[unlisted]
         raise DataError(
             f"{files.data_entry}: {len(unlisted)} image(s) in neither {files.train_val.name} nor "
-            f"{files.test.name}: {_preview(list(names))}"
+            f"{files.test.name}: {preview(list(names))}"
         )
     table["split"] = split
 
     on_disk = find_image_files(root)
-    table["path"] = table["image_id"].map(on_disk)
-    table["path"] = table["path"].astype(object).where(table["path"].notna(), None)
+    if on_disk:
+        table["path"] = table["image_id"].map(on_disk)
+        table["path"] = table["path"].astype(object).where(table["path"].notna(), None)
+    else:  # a metadata-only folder
+        table["path"] = pd.Series([None] * len(table), index=table.index, dtype=object)
 
     if files.bbox is not None:
         boxes = read_bbox_list(files.bbox)
-        absent = sorted(set(boxes["image_id"]) - set(table["image_id"]))
+        unknown = known.get_indexer(boxes["image_id"]) < 0
+        absent = sorted(set(boxes["image_id"].to_numpy()[unknown]))
         if absent:
             raise DataError(f"{files.bbox} has boxes for image(s) absent from {files.data_entry.name}: "
-                            f"{_preview(absent)}")
-        check_box_labels(boxes, table, labels, files.bbox, files.data_entry)
+                            f"{preview(absent)}")
+        check_box_labels(boxes, table, labels, files.bbox, files.data_entry, index=known)
         if check_box_images:
             sizes = {}
             for image_id in boxes["image_id"].unique():
@@ -565,38 +574,11 @@ def load_chestxray14(
         train_val_ids=train_val_ids,
         test_ids=test_ids,
         files=files,
+        sources=(files.data_entry,),
+        _positions=known,
     )
-
-    keep = np.ones(len(table), dtype=bool)
-    if views:
-        wanted = {v.strip().upper() for v in views}
-        keep &= table["view"].isin(wanted).to_numpy()
-        if not keep.any():
-            present = sorted(table["view"].unique())
-            raise DataError(f"{files.data_entry}: no image has view position in {sorted(wanted)} "
-                            f"(views present: {', '.join(present)}); the dataset would be empty")
-    missing = table["path"].isna().to_numpy() & keep
-    missing_ids: tuple[str, ...] = ()
-    if missing.any():
-        names = list(table["image_id"].to_numpy()[missing])
-        if require_images:
-            raise DataError(
-                f"{root}: {len(names)} of {int(keep.sum())} image(s) listed in {files.data_entry.name} are not "
-                f"under {root / 'images'} or {root / 'images_0XX' / 'images'}: {_preview(names)}"
-            )
-        if only_present:
-            logger.warning("%s: %d of %d images are not on disk; using the %d present",
-                           root, len(names), int(keep.sum()), int(keep.sum()) - len(names))
-            keep &= ~missing
-            missing_ids = tuple(names)
-            if not keep.any():
-                raise DataError(f"{root}: none of the images of {files.data_entry.name} is on disk "
-                                "(empty dataset)")
-    if not keep.all():
-        dataset = dataset.subset(keep)
-    if missing_ids:
-        object.__setattr__(dataset, "missing_ids", missing_ids)
-    return dataset
+    return select_rows(dataset, views=views, require_images=require_images, only_present=only_present,
+                       listing=files.data_entry, image_location=f"{root / 'images'} or {root / 'images_0XX' / 'images'}")
 
 
 def write_subset_folder(
@@ -620,7 +602,7 @@ def write_subset_folder(
     wanted = set(available) if image_ids is None else set(image_ids)
     missing = sorted(wanted - set(available))
     if missing:
-        raise DataError(f"{images_dir}: image(s) not found: {_preview(missing)}")
+        raise DataError(f"{images_dir}: image(s) not found: {preview(missing)}")
     if not wanted:
         raise DataError(f"{images_dir}: no images (empty dataset)")
 

@@ -35,13 +35,16 @@ PUBLISHED_SIZES: dict[str, DatasetSize] = {
                "BBox_List_2017.csv (984 rows on 880 images); Wang et al. 2017 (ChestX-ray8)"),
 }
 
-#: The dataset a config without ``data.dataset`` reads.
+#: The dataset a config without ``data.dataset`` reads (and one with ``auto`` whose run did not record the
+#: layout it detected: runs from before the other layouts were read).
 DEFAULT_DATASET = "chestxray14"
 
 
 def published_size(dataset: str | None) -> DatasetSize | None:
     """The full dataset's sizes (:data:`PUBLISHED_SIZES`), ``None`` for a dataset without a row."""
-    return PUBLISHED_SIZES.get((dataset or DEFAULT_DATASET).lower().replace("-", "").replace("_", ""))
+    if dataset in (None, "", "auto"):
+        dataset = DEFAULT_DATASET
+    return PUBLISHED_SIZES.get(dataset.lower().replace("-", "").replace("_", ""))
 
 
 __all__ = ["DEFAULT_DATASET", "DatasetSize", "PUBLISHED_SIZES", "published_size"]

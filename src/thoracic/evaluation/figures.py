@@ -81,6 +81,20 @@ def covers_whole_image(boxes: np.ndarray, image_size: tuple[int, int],
     return boxes[:, 2] * boxes[:, 3] >= fraction * float(image_size[0]) * float(image_size[1])
 
 
+def display_heatmap(heatmap: np.ndarray, display_size: tuple[int, int],
+                    registration: Callable[[tuple[int, ...], tuple[int, int]], tuple[np.ndarray, np.ndarray]]
+                    | None = None) -> np.ndarray:
+    """A heatmap as drawn over its image: upsampled to ``display_size = (height, width)`` with its cells
+    placed by ``registration`` (as localization places them), min-max normalised to [0, 1].
+
+    The display copy is the image resized with pixel centres aligned, so registering the cells to the
+    display size puts them where they are registered in the original (the boxes stay exact: they are
+    computed at full resolution).
+    """
+    centres = registration(np.shape(heatmap), display_size) if registration else None
+    return normalize_heatmap(upsample_heatmap(heatmap, display_size, centres)) / 255.0
+
+
 @dataclass
 class OverlayPanel:
     """One panel: a heatmap (native resolution, any scale) and its predicted boxes, under a title.
@@ -111,11 +125,7 @@ def draw_overlay(ax: Axes, image: np.ndarray, panel: OverlayPanel, ground_truth_
     ax.imshow(image, cmap="gray", extent=(0, width, height, 0), interpolation="antialiased")
     if panel.heatmap is not None:
         # a coarser display copy: the overlay is a picture, the boxes are computed at full resolution
-        display = (min(height, 256), min(width, 256))
-        # the display copy is the image resized with pixel centres aligned, so registering the cells to
-        # the display size puts them where they are registered in the original
-        centres = panel.registration(np.shape(panel.heatmap), display) if panel.registration else None
-        heat = normalize_heatmap(upsample_heatmap(panel.heatmap, display, centres)) / 255.0
+        heat = display_heatmap(panel.heatmap, (min(height, 256), min(width, 256)), panel.registration)
         ax.imshow(heat, cmap=HEATMAP_CMAP, alpha=alpha, extent=(0, width, height, 0), vmin=0, vmax=1)
     for x, y, w, h in np.asarray(ground_truth_boxes).reshape(-1, 4):
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GROUND_TRUTH_COLOR, linewidth=2, linestyle="-"))

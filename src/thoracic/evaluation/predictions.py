@@ -23,11 +23,12 @@ import torch
 
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES
 from thoracic.errors import DataError
-from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method
+from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method, list_heatmap_methods
 from thoracic.io import save_npz_atomic, write_csv_atomic
 
-#: Heatmap methods (:func:`thoracic.heatmaps.create_heatmap_method`): native, gradcam, gradcam-layer3,
-#: gradcam-layer2, ig.
+#: The built-in heatmap methods (:func:`thoracic.heatmaps.create_heatmap_method`): native, gradcam,
+#: gradcam-layer3, gradcam-layer2, ig, gradcampp, smoothgrad, occlusion (``list_heatmap_methods()`` adds
+#: the registered ones).
 HEATMAP_METHODS: tuple[str, ...] = HEATMAP_METHOD_NAMES
 
 
@@ -144,12 +145,12 @@ def compute_heatmaps(
         model: a registered model in eval mode.
         loader: batches of the box images (dicts with ``image`` and ``image_id``).
         needed: ``image_id -> class names`` whose heatmap is wanted (the classes of its box rows).
-        method: one of :data:`HEATMAP_METHODS`: ``native`` (the model's own class maps, one forward pass
-            per batch); the others run once per class present in the batch (Grad-CAM: one backward
-            pass; ``ig``: one path integral).
+        method: one of :func:`thoracic.heatmaps.list_heatmap_methods`: ``native`` (the model's own class
+            maps, one forward pass per batch); the others run once per class present in the batch
+            (Grad-CAM: one backward pass; ``ig``: one path integral; ``occlusion``: 225 forward passes).
     """
-    if method not in HEATMAP_METHODS:
-        raise DataError(f"heatmap method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if method not in list_heatmap_methods():
+        raise DataError(f"heatmap method must be one of {list_heatmap_methods()}, got {method!r}")
     model = model.to(device).eval()
     wanted = {image_id: sorted(set(classes), key=CLASS_INDEX.__getitem__) for image_id, classes in needed.items()}
     maps: dict[tuple[str, str], np.ndarray] = {}

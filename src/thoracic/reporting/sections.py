@@ -26,7 +26,7 @@ from thoracic.evaluation.sample_size import (
 from thoracic.evaluation.table1 import TABLE1_LEGEND
 from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.reporting.classification_tables import operating_point_table_of, report_table1
-from thoracic.reporting.document import ReportContext, ReportFigure, ReportTable, Section
+from thoracic.reporting.document import ReportContext, ReportFigure, ReportLink, ReportTable, Section
 from thoracic.reporting.localization_tables import (
     HEADLINE_NOTE,
     LOCALIZATION_LEGEND,
@@ -40,6 +40,7 @@ from thoracic.reporting.localization_tables import (
 )
 from thoracic.reporting.runs import RunGroup, RunSummary
 from thoracic.reporting.setup_tables import box_rows_table, coverage_warnings, data_kind, setup_table
+from thoracic.reporting.trust import trust_section
 from thoracic.safety import OUTPUT_MANIFEST, read_json
 
 
@@ -139,6 +140,11 @@ def localization_section(context: ReportContext) -> Section | None:
     if not tables:
         return None
     section = Section("Localization (Tables 2-7)", "localization", intro=LOCALIZATION_PROTOCOL)
+    if context.explorer is not None:
+        section.links.append(ReportLink(
+            "Explorer: every scored box row", context.relative(context.explorer),
+            "(every run and heatmap method: overlays with ground-truth and predicted boxes, probability, IoU / "
+            "IoBB, hit or miss; filters, sorting and a side-by-side view of one box)."))
     if context.comparison is not None:
         section.figures.append(ReportFigure(
             "Every run and heatmap method side by side on the same test images (ground truth in blue, "
@@ -332,14 +338,14 @@ def export_section(context: ReportContext) -> Section | None:
 #: The report's sections, in order; each builder returns a Section or None (nothing to show).
 SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
     setup_section, classification_section, subgroup_section, calibration_section, localization_section,
-    export_section,
+    trust_section, export_section,
 ]
 
 
 def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test",
-                   comparison: Path | None = None) -> list[Section]:
+                   comparison: Path | None = None, explorer: Path | None = None) -> list[Section]:
     """Every section of :data:SECTION_BUILDERS that has something to show."""
-    context = ReportContext(list(groups), Path(out_dir), split, comparison)
+    context = ReportContext(list(groups), Path(out_dir), split, comparison, explorer)
     sections = [s for s in (builder(context) for builder in SECTION_BUILDERS) if s is not None]
     for section in sections:  # an empty table would render as a header over nothing
         section.tables = [t for t in section.tables if not t.frame.empty]

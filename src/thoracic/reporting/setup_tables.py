@@ -83,11 +83,17 @@ def _share(count: int, total: int) -> str:
     return f"{count:,} of {total:,} ({percent})"
 
 
+def run_dataset(run: RunSummary) -> str | None:
+    """The dataset a run was trained on: the layout its ``run_info.json`` recorded (the one ``auto``
+    detected), else its config's ``data.dataset``."""
+    return (run.run_info.get("data") or {}).get("dataset") or run.config.get("data", {}).get("dataset")
+
+
 def dataset_coverage(run: RunSummary, split: str = "test") -> str:
     """The test images and box rows a run saw against the full dataset's
     (:data:`~thoracic.data.published_sizes.PUBLISHED_SIZES`): ``test images 75 of 25,596 (0.3%); box rows
     12 of 984 (1.2%) on 10 of 880 images``; ``n/a`` for a dataset without published sizes."""
-    size = published_size(run.config.get("data", {}).get("dataset"))
+    size = published_size(run_dataset(run))
     if size is None:
         return "n/a (no published size for this dataset)"
     parts = []
@@ -110,7 +116,7 @@ def dataset_coverage(run: RunSummary, split: str = "test") -> str:
 def coverage_warnings(run: RunSummary, split: str = "test") -> list[str]:
     """A warning when a run on real data saw only part of the official test split or box rows: its numbers
     are not comparable with the published ones (which use all of them)."""
-    size = published_size(run.config.get("data", {}).get("dataset"))
+    size = published_size(run_dataset(run))
     if size is None or data_kind(run) == "phantom":
         return []
     test = _image_counts(run, split).get("test")

@@ -64,7 +64,7 @@ def check_data_config(cfg: Config) -> None:
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise ConfigError(
-            f"data.root: folder {root} does not exist (expected a ChestX-ray14 folder; "
+            f"data.root: folder {root} does not exist (expected a dataset folder as distributed; "
             "`thoracic synth` writes a phantom one)"
         )
     if cfg.data.cache is not None and not Path(cfg.data.cache).is_dir():

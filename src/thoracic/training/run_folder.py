@@ -34,11 +34,10 @@ import torch
 
 from thoracic.config import Config
 from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
-from thoracic.data.metadata import find_metadata_files
+from thoracic.data.datasets import metadata_fingerprint, resolve_dataset_kind
 from thoracic.data.synth import folder_kind
 from thoracic.errors import RunError, ThoracicError
 from thoracic.io import write_json_atomic, write_text_atomic
-from thoracic.provenance import file_sha256
 from thoracic.safety import foreign_entries, read_json
 from thoracic.training.checkpoints import read_checkpoint
 
@@ -69,7 +68,7 @@ RUN_STUB_FILES: tuple[str, ...] = (
 #: run (the demo, when its settings change) may delete.
 RUN_FILES: tuple[str, ...] = (*RUN_STUB_FILES, "checkpoints/best.ckpt", "checkpoints/last.ckpt", "summary.json",
                               "evaluation/", "evaluation/*", "export/", "export/*", "report.md", "report.html",
-                              "compare_overlays.png", "thoracic_outputs.json", ".*.tmp-*")
+                              "compare_overlays.png", "explorer/", "explorer/*", "thoracic_outputs.json", ".*.tmp-*")
 
 
 def _orphan_first_best(folder: Path) -> bool:
@@ -182,7 +181,10 @@ def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
     test_boxes = boxes[boxes["image_id"].isin(test_ids)]
     box_rows = test_boxes["class_name"].value_counts()
     info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
-    info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in BOX_CLASS_NAMES}
+    # ChestX-ray14: its 8 box classes, present or not; other datasets: the classes their boxes have
+    box_classes = (BOX_CLASS_NAMES if getattr(datamodule.dataset, "kind", "chestxray14") == "chestxray14" else
+                   [n for n in datamodule.dataset.class_names if n in set(boxes["class_name"])])
+    info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in box_classes}
     info["box_images"] = int(test_boxes["image_id"].nunique())
     write_text_atomic(path, json.dumps(info, indent=2))
     return info
@@ -205,12 +207,17 @@ def describe_training_data(datamodule: Any, provenance: Mapping[str, Any] | None
 
 def data_provenance(cfg: Config) -> dict[str, Any]:
     """What a run is trained on: the data folder, ``kind`` (``phantom`` for a folder ``thoracic synth``
-    wrote, else ``real``) and the data-entry CSV's SHA-256. Stored in ``run_info.json`` and, as
-    ``thoracic_data``, in every checkpoint."""
+    wrote, else ``real``), ``dataset`` (its layout: ``chestxray14``, ``chexpert``, ...), the label choices
+    of the run (``uncertain`` policy, ``views``, ``classes``) and the SHA-256 of the dataset's metadata
+    (:func:`thoracic.data.datasets.metadata_fingerprint`; ChestX-ray14: the data-entry CSV's). Stored in
+    ``run_info.json`` and, as ``thoracic_data``, in every checkpoint."""
     root = Path(cfg.data.root)
-    info: dict[str, Any] = {"root": str(root.resolve()), "kind": folder_kind(root), "metadata_sha256": None}
+    info: dict[str, Any] = {"root": str(root.resolve()), "kind": folder_kind(root), "dataset": None,
+                            "uncertain": cfg.data.uncertain, "views": list(cfg.data.views),
+                            "classes": list(cfg.data.classes), "metadata_sha256": None}
     try:
-        info["metadata_sha256"] = file_sha256(find_metadata_files(root).data_entry)
+        info["dataset"] = resolve_dataset_kind(root, cfg.data.dataset)
+        info["metadata_sha256"] = metadata_fingerprint(root, info["dataset"])[1]
     except ThoracicError:
         pass
     return info

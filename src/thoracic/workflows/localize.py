@@ -20,7 +20,7 @@ from thoracic.errors import DataError
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS
 from thoracic.evaluation.overlays import data_module_images, overlay_rows
-from thoracic.evaluation.predictions import HEATMAP_METHODS, compute_heatmaps, save_heatmaps
+from thoracic.evaluation.predictions import compute_heatmaps, save_heatmaps
 from thoracic.evaluation.protocol import (
     RANDOM_DRAWS,
     ground_truth_boxes,
@@ -29,7 +29,7 @@ from thoracic.evaluation.protocol import (
     write_localization,
 )
 from thoracic.geometry import REGISTRATIONS, make_registration
-from thoracic.heatmaps import create_heatmap_method
+from thoracic.heatmaps import create_heatmap_method, list_heatmap_methods
 from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
 from thoracic.io import write_csv_atomic
 
@@ -75,8 +75,8 @@ def localize_run(
     ``evaluation/thoracic_outputs.json`` with the checkpoint it came from (the heatmaps file also holds its
     SHA-256).
     """
-    if method not in HEATMAP_METHODS:
-        raise DataError(f"method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if method not in list_heatmap_methods():
+        raise DataError(f"method must be one of {list_heatmap_methods()}, got {method!r}")
     if registration not in REGISTRATIONS:
         raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
     opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers,

@@ -93,6 +93,7 @@ from thoracic.data.synth.folder import (
     generate_phantom_dataset,
     synth_owned_files,
 )
+from thoracic.data.synth.layouts import LAYOUTS, PHANTOM_LABELS, generate_layout
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage, finding_draws, render_phantom, save_png
 from thoracic.data.synth.shapes import Drawer
 
@@ -100,13 +101,16 @@ __all__ = [
     "FAMILIES",
     "GENERATOR_VERSION",
     "INFO_FILE",
+    "LAYOUTS",
     "MARKER_FILE",
+    "PHANTOM_LABELS",
     "PREVALENCE",
     "TRUTH_FILE",
     "Drawer",
     "PhantomImage",
     "finding_draws",
     "folder_kind",
+    "generate_layout",
     "generate_phantom_dataset",
     "render_phantom",
     "save_png",

@@ -14,10 +14,10 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,12 +158,97 @@ def _plan(num_images: int, seed: int, test_fraction: float) -> list[_ImagePlan]:
     return [_ImagePlan(i, p.image_id, p.patient, p.follow_up, p.age, p.sex, p.view, p.test) for i, p in enumerate(plans)]
 
 
-def _render_job(job: tuple) -> tuple[int, PhantomImage]:
-    plan, size, seed, prevalence, kwargs, path = job  # kwargs: render_phantom's keywords (family too)
-    phantom = render_phantom(size, seed, plan.index, plan.patient, prevalence, **kwargs)
+def write_png(phantom: PhantomImage, path: Path) -> None:
+    """An image writer of :class:`RenderJob`: the PNG in the phantom's storage mode (L, RGBA or 16-bit)."""
     save_png(phantom.pixels, path, phantom.storage)
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One image to draw and write: ``render_phantom(size, seed, index, patient, prevalence, **kwargs)``,
+    then ``writer(phantom, path, **options)`` (a module-level function: jobs travel to worker processes)."""
+
+    index: int
+    patient: int
+    size: int
+    seed: int
+    prevalence: Mapping[str, float]
+    kwargs: Mapping[str, object]
+    path: Path
+    writer: Callable[..., None] = write_png
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+def _render_job(job: RenderJob) -> tuple[int, PhantomImage]:
+    phantom = render_phantom(job.size, job.seed, job.index, job.patient, job.prevalence, **job.kwargs)
+    job.writer(phantom, job.path, **job.options)
     # the pixels are on disk; send back only what the CSVs need
-    return plan.index, PhantomImage(np.empty((0, 0), np.uint8), phantom.findings, phantom.storage, phantom.bbox_rows)
+    return job.index, PhantomImage(np.empty((0, 0), np.uint8), phantom.findings, phantom.storage, phantom.bbox_rows)
+
+
+def render_images(jobs: Sequence[RenderJob], out: Path, num_workers: int | None = 1,
+                  progress: bool = True) -> list[PhantomImage]:
+    """Draw and write every job (``index`` 0 ... N-1) on ``num_workers`` processes (None: all cores);
+    returns each image's findings (the pixels are on disk). The result does not depend on ``num_workers``."""
+    results: list[PhantomImage | None] = [None] * len(jobs)
+    workers = (os.cpu_count() or 1) if num_workers is None else max(1, num_workers)
+    bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
+    try:
+        if workers == 1 or len(jobs) < 2 * workers:
+            for job in jobs:
+                index, phantom = _render_job(job)
+                results[index] = phantom
+                bar.update()
+        else:
+            # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
+                                     initializer=quiet_worker, initargs=(os.getpid(),)) as pool:
+                try:
+                    for index, phantom in pool.map(_render_job, jobs, chunksize=8):
+                        results[index] = phantom
+                        bar.update()
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=True, cancel_futures=True)  # stop now, not after every queued image
+                    raise
+    except BrokenProcessPool:
+        raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
+                        "rerun the same command to start again") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted (Ctrl-C); the phantom folder {out} is unfinished: rerun the same command "
+                          "to write it again (only the generator's own files there are replaced)") from None
+    finally:
+        bar.close()
+    return results  # type: ignore[return-value]
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make ``out`` a new or empty folder: a phantom folder there is replaced with ``overwrite`` (only the
+    files its marker lists are deleted), an unfinished one (its marker but no :data:`INFO_FILE`, which the
+    generator writes last: an interrupted run) without; anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
+    if out.is_dir() and any(out.iterdir()):
+        # a folder this generator started and never finished (interrupted): the same command writes it again
+        unfinished = (out / MARKER_FILE).is_file() and not (out / INFO_FILE).is_file()
+        if not overwrite and not unfinished:
+            raise DataError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
+                            "replace a phantom folder written by thoracic synth (only its own files are deleted)")
+        owned = synth_owned_files(out)
+        if owned is None:
+            entries = folder_entries(out)
+            raise UnsafeDeleteError(
+                f"--out {out} was not written by thoracic synth (no {MARKER_FILE} or {INFO_FILE}) and holds "
+                f"{len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. Nothing was "
+                "deleted: --overwrite replaces only a phantom folder; choose another --out folder")
+        remove_owned(out, owned, "phantom folder", remove_folder=False,
+                     hint="Move them away or choose another --out folder.")
+    ensure_output_dir(out, "--out")
+
+
+def write_marker(out: Path, files: Sequence[str], note: str) -> None:
+    """The generator's marker, written before anything else: every file this call writes (relative paths)."""
+    write_json_atomic(out / MARKER_FILE, {"generator": "thoracic synth", "version": GENERATOR_VERSION,
+                                          "note": note, "files": list(files)})
 
 
 @renamed_keywords(workers="num_workers")
@@ -214,24 +299,7 @@ def generate_phantom_dataset(
             raise DataError(f"{name}: expected a fraction in [0, 1], got {value}")
     if family not in FAMILIES:
         raise DataError(f"--family: expected one of {list(FAMILIES)}, got {family!r}")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
-    if out.is_dir() and any(out.iterdir()):
-        # a folder this generator started and never finished (interrupted): the same command writes it again
-        unfinished = (out / MARKER_FILE).is_file() and not (out / INFO_FILE).is_file()
-        if not overwrite and not unfinished:
-            raise DataError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
-                            "replace a phantom folder written by thoracic synth (only its own files are deleted)")
-        owned = synth_owned_files(out)
-        if owned is None:
-            entries = folder_entries(out)
-            raise UnsafeDeleteError(
-                f"--out {out} was not written by thoracic synth (no {MARKER_FILE} or {INFO_FILE}) and holds "
-                f"{len(entries)} file(s): {', '.join(entries[:12])}{' ...' if len(entries) > 12 else ''}. Nothing was "
-                "deleted: --overwrite replaces only a phantom folder; choose another --out folder")
-        remove_owned(out, owned, "phantom folder", remove_folder=False,
-                     hint="Move them away or choose another --out folder.")
-    ensure_output_dir(out, "--out")
+    prepare_output(out, overwrite)
     plans = _plan(num_images, seed, test_fraction)
     kwargs = {"special_fraction": special_fraction, "box_fraction": box_fraction,
               "all_boxes_fraction": all_boxes_fraction, "family": family}
@@ -246,55 +314,14 @@ def generate_phantom_dataset(
             folder = out / f"images_{plan.index // images_per_folder + 1:03d}" / "images"
         else:
             folder = out / "images"
-        jobs.append((plan, image_size, seed, prevalence, kwargs, folder / plan.image_id))
+        jobs.append(RenderJob(plan.index, plan.patient, image_size, seed, prevalence, kwargs, folder / plan.image_id))
     # The marker first, listing every file this call writes: from now on --overwrite (and nothing else)
     # may delete exactly these, even if this run is killed halfway.
-    written = [*(job[-1].relative_to(out).as_posix() for job in jobs), *_METADATA_FILES]
-    write_json_atomic(out / MARKER_FILE, {
-        "generator": "thoracic synth", "version": GENERATOR_VERSION,
-        "note": "a phantom ChestX-ray14 folder: results on it say nothing clinical",
-        "files": written,
-    })
-    for folder in sorted({job[-1].parent for job in jobs}):
+    write_marker(out, [*(job.path.relative_to(out).as_posix() for job in jobs), *_METADATA_FILES],
+                 "a phantom ChestX-ray14 folder: results on it say nothing clinical")
+    for folder in sorted({job.path.parent for job in jobs}):
         folder.mkdir(parents=True, exist_ok=True)
-
-    try:
-        _write_folder(out, plans, jobs, image_size, seed, prevalence, family, test_fraction, tarball_layout,
-                      num_workers, progress)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted (Ctrl-C); the phantom folder {out} is unfinished: rerun the same command "
-                          "to write it again (only the generator's own files there are replaced)") from None
-    return out
-
-
-def _write_folder(out: Path, plans: list[_ImagePlan], jobs: list[tuple], image_size: int, seed: int,
-                  prevalence: dict[str, float], family: str, test_fraction: float, tarball_layout: bool,
-                  num_workers: int | None, progress: bool) -> None:
-    """Render every image and write the NIH files; ``phantom.json`` last (a folder without it is unfinished)."""
-    results: list[PhantomImage | None] = [None] * len(plans)
-    workers = (os.cpu_count() or 1) if num_workers is None else max(1, num_workers)
-    bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
-    if workers == 1 or len(jobs) < 2 * workers:
-        for job in jobs:
-            index, phantom = _render_job(job)
-            results[index] = phantom
-            bar.update()
-    else:
-        # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
-                                     initializer=quiet_worker, initargs=(os.getpid(),)) as pool:
-                try:
-                    for index, phantom in pool.map(_render_job, jobs, chunksize=8):
-                        results[index] = phantom
-                        bar.update()
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=True, cancel_futures=True)  # stop now, not after every queued image
-                    raise
-        except BrokenProcessPool:
-            raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
-                            "rerun the same command to start again") from None
-    bar.close()
+    results = render_images(jobs, out, num_workers, progress)
 
     entry_lines = [DATA_ENTRY_HEADER]
     truth_lines = ["Image Index,Finding Label,x,y,w,h"]
@@ -323,7 +350,7 @@ def _write_folder(out: Path, plans: list[_ImagePlan], jobs: list[tuple], image_s
     info = {
         "generator": "thoracic.data.synth",
         "version": GENERATOR_VERSION,
-        "num_images": len(plans),
+        "num_images": num_images,
         "image_size": image_size,
         "seed": seed,
         "family": family,
@@ -333,4 +360,5 @@ def _write_folder(out: Path, plans: list[_ImagePlan], jobs: list[tuple], image_s
         "class_names": list(CLASS_NAMES),
         "note": "phantom images: results on them say nothing clinical",
     }
-    write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: the folder is complete
+    return out
