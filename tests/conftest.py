@@ -64,3 +64,18 @@ def chromium() -> str:
     if binary is None:
         pytest.skip("no Chromium binary found (Debian: apt-get install -y chromium; or set THORACIC_CHROMIUM)")
     return binary
+
+
+@pytest.fixture(scope="session")
+def trained_run(phantom_dir: Path, phantom_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Lightning run folder (resnet10 at 64 px, one short epoch: best.ckpt, last.ckpt, logs,
+    summary.json); read-only for tests: copy it before changing it."""
+    from thoracic.config import load_config_by_name
+    from thoracic.training.trainer import train
+
+    overrides = ["model.backbone=resnet10", "--no-model.pretrained", "data.image_size=64", f"data.root={phantom_dir}",
+                 "data.num_workers=0", "train.batch_size=16", "train.max_epochs=1", "train.limit_train_batches=2",
+                 "train.limit_val_batches=1", "train.log_every_n_steps=1", "--no-train.progress_bar",
+                 "train.accelerator=cpu", "train.devices=1", f"output_dir={tmp_path_factory.mktemp('trained')}",
+                 "run_name=tiny"]
+    return train(load_config_by_name("baseline", overrides))

@@ -354,7 +354,7 @@ def test_old_predict_images_calls_still_work(tmp_path: Path, monkeypatch: pytest
     def refuse(path, device):
         raise DataError(f"not loaded: {path}")
 
-    monkeypatch.setattr(workflow, "collect_image_paths", lambda images: seen.append(images) or [])
+    monkeypatch.setattr(workflow, "collect_image_paths", lambda images, **options: seen.append(images) or [])
     monkeypatch.setattr(workflow, "load_exported", refuse)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new call: no warning

@@ -139,7 +139,7 @@ def test_evaluate_calibrate_then_predict_and_report(phantom_dir: Path, phantom_c
                  "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "applied temperature scaling per class" in captured.err
-    probabilities = json.loads(captured.out)[0]["probabilities"]
+    probabilities = json.loads(captured.out)["images"][0]["probabilities"]
     from thoracic.data.images import read_image
     from thoracic.prediction import preprocess
     from thoracic.training.checkpoints import load_run
@@ -153,7 +153,7 @@ def test_evaluate_calibrate_then_predict_and_report(phantom_dir: Path, phantom_c
     assert record["calibration"]["applied"] is True
     assert main(["predict", str(image), "--checkpoint", str(run), "--out", str(tmp_path / "raw"), "--json",
                  "--no-calibration", "--no-progress"]) == 0
-    raw = json.loads(capsys.readouterr().out)[0]["probabilities"]
+    raw = json.loads(capsys.readouterr().out)["images"][0]["probabilities"]
     np.testing.assert_allclose([raw[c] for c in CLASS_NAMES], expit(logits), atol=1e-5)
 
     # an export carries the calibration, and predict --model applies it
@@ -163,7 +163,7 @@ def test_evaluate_calibrate_then_predict_and_report(phantom_dir: Path, phantom_c
                  str(tmp_path / "onnx"), "--json", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "applied temperature scaling per class" in captured.err
-    exported = json.loads(captured.out)[0]["probabilities"]
+    exported = json.loads(captured.out)["images"][0]["probabilities"]
     np.testing.assert_allclose([exported[c] for c in CLASS_NAMES], expected, atol=1e-5)
 
     # the report has both sections, computed from these files

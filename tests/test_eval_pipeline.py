@@ -102,7 +102,9 @@ def test_localize_scores_every_box_row_and_its_tables_recompute(pipeline: Pipeli
 
 def test_operating_points_are_chosen_on_val_in_the_contract_format(pipeline: Pipeline) -> None:
     points = json.loads((pipeline.evaluation / "operating_points.json").read_text())
-    assert set(points) == {"method", "split", "thresholds"}
+    assert set(points) == {"method", "split", "thresholds", "checkpoint"}
+    auc = json.loads((pipeline.evaluation / "auc_test.json").read_text())
+    assert points["checkpoint"] == auc["checkpoint"]  # the weights the thresholds were chosen for
     assert points["method"] == "youden" and points["split"] == "val"
     assert list(points["thresholds"]) == list(CLASS_NAMES)
     assert all(isinstance(t, float) and 0 <= t <= 1 for t in points["thresholds"].values())

@@ -58,3 +58,69 @@ def test_mode_is_checked(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_write(tmp_path / "x", "a"):
             pass
+
+
+def test_npz_figure_and_named_path_writes_are_atomic(tmp_path):
+    from matplotlib.figure import Figure
+
+    from thoracic.io import atomic_path, save_figure_atomic, save_npz_atomic
+
+    path = save_npz_atomic(tmp_path / "maps.npz", {"a|b": np.ones((2, 2), np.float32)})
+    assert np.load(path)["a|b"].sum() == 4
+    figure = Figure()
+    figure.subplots().plot([0, 1])
+    assert save_figure_atomic(figure, tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with atomic_path(tmp_path / "model.onnx") as temporary:
+        assert temporary.name == f".model.onnx.tmp-{os.getpid()}.onnx" and temporary.parent == tmp_path
+        temporary.write_bytes(b"graph")
+    assert (tmp_path / "model.onnx").read_bytes() == b"graph"
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "model.onnx") as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("the exporter failed")
+    assert (tmp_path / "model.onnx").read_bytes() == b"graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "maps.npz", "model.onnx"]
+
+
+def test_a_full_disk_names_the_target_file_not_the_temporary_one(tmp_path):
+    import errno
+
+    def fail(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as error:
+        with atomic_write(tmp_path / "report.html", "wb") as handle:
+            fail(handle)
+    assert error.value.filename == str(tmp_path / "report.html")
+    from thoracic.cli import _os_error_message
+
+    message = _os_error_message(error.value)
+    assert f"({tmp_path / 'report.html'})" in message and f"file system of {tmp_path}" in message
+
+
+def test_watchers_see_every_target_before_it_is_written(tmp_path):
+    from thoracic.io import watch_writes, write_text_atomic
+
+    seen = []
+
+    def refuse_secret(path):
+        seen.append(path.name)
+        if path.name == "secret.txt":
+            raise PermissionError("not this one")
+
+    with watch_writes(refuse_secret):
+        write_text_atomic(tmp_path / "a.txt", "x")
+        with pytest.raises(PermissionError):
+            write_text_atomic(tmp_path / "secret.txt", "x")
+    write_text_atomic(tmp_path / "b.txt", "x")  # no longer watched
+    assert seen == ["a.txt", "secret.txt"] and not (tmp_path / "secret.txt").exists()
+
+
+def test_stale_temporary_files_are_those_of_dead_processes(tmp_path):
+    from thoracic.io import stale_temporary_files
+
+    (tmp_path / ".a.json.tmp-999999999").write_text("x")
+    (tmp_path / ".b.onnx.tmp-999999998.onnx").write_text("x")
+    (tmp_path / f".c.json.tmp-{os.getpid()}").write_text("x")
+    (tmp_path / "d.tmp-1").write_text("not hidden: not ours")
+    assert [p.name for p in stale_temporary_files(tmp_path)] == [".a.json.tmp-999999999", ".b.onnx.tmp-999999998.onnx"]

@@ -154,9 +154,17 @@ def test_predict_json_and_all_good_exit_code(run_dir: Path, images: Path, tmp_pa
                  "--out", str(tmp_path / "o"), "--json", "--method", "gradcam", "--threshold", "0.0",
                  "--no-progress"])
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)
+    printed = document["images"]
     assert len(printed) == 1 and printed[0]["error"] is None
     assert set(printed[0]["boxes"]) == set(CLASS_NAMES)
+    # --json carries what predictions.json carries: source, checkpoint hash, thresholds and where from, calibration
+    assert document == json.loads((tmp_path / "o" / "predictions.json").read_text())
+    from thoracic.provenance import file_sha256
+
+    assert document["checkpoint_sha256"] == file_sha256(run_dir / "checkpoints" / "best.ckpt")
+    assert document["threshold_source"] == "command line" and document["threshold"] == 0.0
+    assert document["method"] == "gradcam" and document["calibration"]["applied"] is False
 
 
 def test_same_probabilities_as_a_direct_forward(run_dir: Path, images: Path, tmp_path: Path) -> None:
@@ -374,6 +382,7 @@ def test_a_checkpoint_trained_on_phantoms_gets_a_warning(tmp_path: Path, images:
     real_root = tmp_path / "real_data"  # a folder without phantom.json
     real_root.mkdir()
     real_run = make_run(tmp_path / "real_run", real_root, "baseline", 0)
+    out = tmp_path / "o2"  # one folder holds the outputs of one model
     assert main(["predict", str(real_run), str(images / "photo.jpg"), "--out", str(out),
                  "--threshold", "1", "--no-progress"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -313,6 +313,103 @@ def test_a_damaged_evaluation_file_is_named(phantom_dir, tmp_path, capsys):
     _expect(capsys, ["report", run], "no 'per_class' table")
 
 
+def test_report_names_every_damaged_file_of_a_run(phantom_dir, phantom_cache, tmp_path, capsys):
+    run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
+    _expect(capsys, ["evaluate", run, "--bootstrap", 0, "--no-progress"], code=0)
+    evaluation = run / "evaluation"
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text("model: [unclosed\n")
+    _expect(capsys, ["report", run], f"{run / 'config.yaml'}: the run's config is not valid YAML")
+    (run / "config.yaml").write_text(config)
+    points = (evaluation / "operating_points.json").read_text()
+    (evaluation / "operating_points.json").write_text("{")
+    _expect(capsys, ["report", run], f"{evaluation / 'operating_points.json'}: an evaluation file is not valid JSON")
+    (evaluation / "operating_points.json").write_text(points)
+    (evaluation / "operating_points_test.csv").write_bytes(b"")  # a kill mid-write, before writes were atomic
+    _expect(capsys, ["report", run], f"{evaluation / 'operating_points_test.csv'}: unreadable",
+            "rerun `thoracic evaluate`")
+    _expect(capsys, ["evaluate", run, "--bootstrap", 0, "--no-progress"], code=0)
+    (evaluation / "subgroups_test.json").write_text("[1, 2")
+    _expect(capsys, ["report", run], f"{evaluation / 'subgroups_test.json'}: an evaluation file is not valid JSON")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["evaluate", "RUN", "--bootstrap", "-5"], "--bootstrap: expected 0 (no confidence intervals) or a positive number"),
+    (["evaluate", "RUN", "--batch-size", "0"], "--batch-size: expected at least 1 image per batch, got 0"),
+    (["localize", "RUN", "--batch-size", "0"], "--batch-size: expected at least 1 image per batch, got 0"),
+    (["evaluate", "RUN", "--calibration-bins", "0"], "--calibration-bins: expected at least 1 probability bin, got 0"),
+])
+def test_out_of_range_options_are_named_not_replaced(argv, fragment, phantom_dir, tmp_path, capsys):
+    run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
+    _expect(capsys, [run if a == "RUN" else a for a in argv] + ["--no-progress"], fragment)
+    assert not (run / "evaluation").exists()  # refused before anything was written
+
+
+def test_a_run_name_stays_inside_the_output_folder(phantom_dir, tmp_path, capsys):
+    out = tmp_path / "a" / "b"
+    out.mkdir(parents=True)
+    _expect(capsys, ["train", "--config", "baseline", f"data.root={phantom_dir}", f"output_dir={out}",
+                     "--run-name", "../../x"], "run_name: expected a folder name inside output_dir", "'../../x'")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_a_dicom_with_a_non_finite_rescale_is_named_not_black(phantom_dir, tmp_path, capsys):
+    from test_predict import write_dicom
+
+    from thoracic.data.images import read_image
+
+    path = write_dicom(tmp_path / "nan.dcm", np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (60, 1)))
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    dataset.RescaleSlope, dataset.RescaleIntercept = "NaN", "0"
+    dataset.save_as(path)
+    with pytest.raises(DataError, match=r"nan.dcm: the DICOM modality transform gives non-finite values \(RescaleSlope"):
+        read_image(path)
+    run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)  # predict: that file fails, named (exit 1)
+    err = _expect(capsys, ["predict", run, path, "--out", tmp_path / "p", "--no-progress"], code=1)
+    assert "non-finite values" in err and "1 of 1 file(s) failed" in err
+
+
+def test_synth_interrupted_then_the_same_command_finishes(tmp_path, monkeypatch):
+    from thoracic.data.synth import folder as synth_folder
+    from thoracic.data.synth import generate_phantom_dataset
+    from thoracic.errors import Interrupted
+
+    real, calls = synth_folder._render_job, [0]
+
+    def ctrl_c_at_the_fifth(job):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(synth_folder, "_render_job", ctrl_c_at_the_fifth)
+    with pytest.raises(Interrupted, match="is unfinished: rerun the same command to write it again") as error:
+        generate_phantom_dataset(tmp_path / "s", 12, 32, progress=False)
+    assert error.value.exit_code == 130
+    monkeypatch.setattr(synth_folder, "_render_job", real)
+    out = generate_phantom_dataset(tmp_path / "s", 12, 32, progress=False)  # the same call, no --overwrite
+    assert len(list((out / "images").iterdir())) == 12 and (out / "phantom.json").is_file()
+    finished = _snapshot(out)
+    with pytest.raises(DataError, match="exists and is not empty"):  # a finished folder is never rewritten
+        generate_phantom_dataset(tmp_path / "s", 12, 32, progress=False)
+    assert _snapshot(out) == finished
+
+
+def test_byte_order_marks_in_the_metadata_are_read_through(phantom_dir, tmp_path, capsys):
+    data = _copy(phantom_dir, tmp_path)
+    for name in ("BBox_List_2017.csv", "test_list.txt", ENTRY):
+        path = data / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    _expect(capsys, ["prepare", "--data", data, "--image-size", 32, "--num-workers", 1, "--no-progress"], code=0)
+    from thoracic.data.metadata import load_chestxray14
+
+    original, marked = load_chestxray14(phantom_dir), load_chestxray14(data)
+    assert marked.test_ids == original.test_ids and len(marked.boxes) == len(original.boxes)
+
+
 # --------------------------------------------------------------------------------------------------
 # Metadata and images
 # --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def _finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 
 
 def _states(run: Path, which: str) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoints" / f"{which}.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / f"{which}.ckpt", map_location="cpu", weights_only=True)
     states = {f"w.{k}": v for k, v in ckpt["state_dict"].items()}
     for k, state in enumerate(ckpt["optimizer_states"][0]["state"].values()):
         states.update({f"adam.{k}.{name}": value for name, value in state.items()})
@@ -257,3 +258,106 @@ def test_a_diverged_run_is_flagged(phantom_dir, reference, tmp_path, caplog):
     assert summary["data"]["kind"] == "phantom"
     fine = json.loads((reference / "summary.json").read_text())
     assert fine["diverged"] is False and fine["divergence"] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs tied by content, one writer at a time, damaged logs
+# --------------------------------------------------------------------------------------------------
+
+
+def _issue_overrides(phantom_dir: Path, out: Path, *extra: str) -> list[str]:
+    """The plain settings of a small run (whole epochs, no augmentation), under which epoch 1 of this phantom
+    set validates worse than epoch 0."""
+    return ["model.backbone=resnet10", "--no-model.pretrained", "data.image_size=64", f"data.root={phantom_dir}",
+            "data.num_workers=0", f"output_dir={out}", "train.batch_size=16", "train.patience=50",
+            "--no-train.progress_bar", "train.accelerator=cpu", "train.devices=1", *extra]
+
+
+def test_a_moved_run_keeps_its_best_checkpoint(phantom_dir, phantom_cache, tmp_path, capsys):
+    """Lightning keeps the best score only for the folder it was saved in; a moved run must not lose it
+    (else the next epoch, however worse, overwrites best.ckpt while summary.json names the earlier one)."""
+    first = train(load_config_by_name("baseline", _issue_overrides(phantom_dir, tmp_path / "runs", "run_name=m",
+                                                                   "train.max_epochs=1")))
+    moved = tmp_path / "mv" / "m"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert main(["train", str(moved), "train.max_epochs=2"]) == 0
+    err = capsys.readouterr().err
+    assert "dirpath has changed" not in err and "Traceback" not in err
+    epochs = read_epoch_metrics(moved)
+    best_epoch = int(epochs["val_loss"].idxmin())
+    best = torch.load(moved / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == best_epoch == json.loads((moved / "summary.json").read_text())["best_epoch"]
+    last = torch.load(moved / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint") and "val_loss" in k)
+    assert float(state["best_model_score"]) == pytest.approx(float(epochs["val_loss"].min()))
+    assert state["dirpath"] == str((moved / "checkpoints").resolve())
+    assert state["best_model_path"] == str((moved / "checkpoints" / "best.ckpt").resolve())
+
+
+def _hold_lock(folder: Path, what: str, command: str) -> subprocess.Popen:
+    """Another process holding ``folder``'s lock until it is killed."""
+    code = ("import sys, time; from thoracic.safety import folder_lock\n"
+            "with folder_lock(sys.argv[1], sys.argv[2], sys.argv[3]):\n"
+            "    print('locked', flush=True); time.sleep(600)\n")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    process = subprocess.Popen([sys.executable, "-c", code, str(folder), what, command], stdout=subprocess.PIPE,
+                               text=True, env=env)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_two_resumes_of_one_run_the_second_is_refused_and_a_dead_holder_is_taken_over(reference, tmp_path, capsys):
+    run = Path(shutil.copytree(reference, tmp_path / "run"))
+    argv = ["train", str(run), "train.max_epochs=3"]
+    first = _child(argv, slow=1.0)
+    deadline = time.monotonic() + 240
+    while not (run / ".thoracic.lock").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # its holder information is written right after the lock is taken
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {run} is in use by `thoracic train {run} train.max_epochs=3` (process {first.pid}" \
+        in err, err
+    assert "Traceback" not in err
+    first.kill()  # SIGKILL: its lock file stays, its lock does not
+    first.wait()
+    assert (run / ".thoracic.lock").is_file()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert not (run / ".thoracic.lock").exists()
+    assert list(read_epoch_metrics(run).index) == [0, 1, 2]
+
+
+def test_a_second_experiment_into_the_same_folder_is_refused(phantom_dir, tmp_path, capsys):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    holder = _hold_lock(folder, "experiment folder", f"thoracic experiment --out {folder}")
+    try:
+        assert main(["experiment", "--config", "baseline", "--seeds", "0", "--out", str(folder),
+                     f"data.root={phantom_dir}", "--no-model.pretrained"]) == 2
+        err = capsys.readouterr().err
+        assert f"experiment folder {folder} is in use by `thoracic experiment --out {folder}` (process " \
+               f"{holder.pid}" in err, err
+        assert sorted(p.name for p in folder.iterdir()) == [".thoracic.lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_damaged_metrics_log_is_recovered_with_a_warning(reference, tmp_path, caplog):
+    """Two writers once left a log whose header has 3 columns and whose rows have many more."""
+    run = Path(shutil.copytree(reference, tmp_path / "run"))
+    log_path = run / "logs" / "metrics.csv"
+    lines = log_path.read_text().splitlines()
+    log_path.write_text("\n".join(["epoch,step,train_loss_epoch", "0,4,17.7", *lines[1:]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="thoracic.training.run_folder"):
+        epochs = read_epoch_metrics(run)
+    assert list(epochs.index) == [0]
+    assert any("do not have the header's 3 fields" in r.getMessage() and str(log_path) in r.getMessage()
+               for r in caplog.records)
+    assert main(["train", str(run), "train.max_epochs=3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
+    log_path.write_bytes(b"\x00\xff\xfe binary")
+    with pytest.raises(Exception) as error:
+        read_epoch_metrics(run)
+    assert "metrics.csv" in str(error.value) and "damaged" in str(error.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thoracic.errors import DiskFullError, OutputPathError, UnsafeDeleteError
+from thoracic.errors import DiskFullError, FolderInUseError, OutputPathError, UnsafeDeleteError
 from thoracic.io import write_bytes_atomic
 from thoracic.safety import (
     ensure_output_dir,
@@ -120,3 +120,113 @@ def test_format_bytes():
     assert format_bytes(999) == "999 bytes"
     assert format_bytes(491_520) == "491.5 kB (491,520 bytes)"
     assert format_bytes(7_300_000_000) == "7.3 GB (7,300,000,000 bytes)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Locks
+# --------------------------------------------------------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _holder(folder: Path, sleep: float = 600.0):
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from thoracic.safety import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'run folder', 'thoracic train --resume x'):\n"
+            f"    print('locked', flush=True); time.sleep({sleep})\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_process_gets_a_named_error_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    from thoracic.safety import LOCK_FILE, folder_lock
+
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(FolderInUseError) as error:
+            with folder_lock(tmp_path, "run folder", "thoracic evaluate x"):
+                pass
+        message = str(error.value)
+        assert f"run folder {tmp_path} is in use by `thoracic train --resume x` (process {holder.pid} on host " \
+               f"{socket.gethostname()}, since " in message and "Wait for it to finish" in message
+    finally:
+        holder.kill()  # SIGKILL: the file stays, the kernel drops the lock
+        holder.wait()
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid  # stale
+    with folder_lock(tmp_path, "run folder", "thoracic evaluate x"):
+        info = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert info["pid"] == os.getpid() and info["command"] == "thoracic evaluate x"
+        with folder_lock(tmp_path, "run folder", "nested"):  # re-entrant within a process
+            pass
+        assert (tmp_path / LOCK_FILE).is_file()
+    assert not (tmp_path / LOCK_FILE).exists()  # released: removed
+
+
+def test_lock_files_are_not_the_users_files(tmp_path):
+    from thoracic.safety import LOCK_FILE, folder_lock
+
+    run = tmp_path / "run"
+    _tree(run, ["config.yaml", "logs/metrics.csv"])
+    with folder_lock(run, "run folder"):
+        assert folder_entries(run) == ["config.yaml", "logs/metrics.csv"]
+        remove_owned(run, RUN_STUB_FILES, "run folder", remove_folder=False)  # the lock is kept while held
+        assert (run / LOCK_FILE).is_file()
+    assert not any(run.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
+# Output folders
+# --------------------------------------------------------------------------------------------------
+
+
+def test_output_folder_refuses_foreign_files_records_its_own_and_their_source(tmp_path):
+    import json
+
+    from thoracic.io import write_text_atomic
+    from thoracic.safety import OUTPUT_MANIFEST, OutputSource, output_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    a = OutputSource("a" * 64, "checkpoint a")
+    with output_folder(out, "predict", a) as folder:
+        write_text_atomic(out / "result.json", "{}")
+        with pytest.raises(OutputPathError, match="mine.txt exists and was not written by thoracic"):
+            write_text_atomic(out / "mine.txt", "replaced")
+        assert folder.owns("result.json") and not folder.owns("mine.txt")
+    assert (out / "mine.txt").read_text() == "the user's"
+    manifest = json.loads((out / OUTPUT_MANIFEST).read_text())
+    assert set(manifest["files"]) == {"result.json"} and manifest["files"]["result.json"]["source"] == a.id
+    assert manifest["sources"][a.id]["description"] == "checkpoint a"
+    # writes outside the with block are not watched; another source may replace a file (not exclusive) ...
+    with output_folder(out, "evaluate", OutputSource("b" * 64, "checkpoint b")):
+        write_text_atomic(out / "result.json", "{}")
+    assert json.loads((out / OUTPUT_MANIFEST).read_text())["files"]["result.json"]["source"] == "b" * 64
+    # ... but an exclusive folder holds one source's outputs only
+    with pytest.raises(OutputPathError, match="does not mix the outputs of two models"):
+        with output_folder(out, "predict", a, exclusive=True):
+            pass
+    # a damaged manifest is named, nothing is written
+    (out / OUTPUT_MANIFEST).write_text("{")
+    with pytest.raises(OutputPathError, match="thoracic_outputs.json"):
+        with output_folder(out, "predict", a):
+            pass
+
+
+def test_output_folder_removes_temporary_files_of_killed_writes(tmp_path):
+    from thoracic.safety import OutputSource, output_folder
+
+    stale = tmp_path / ".result.json.tmp-999999999"  # no such process
+    stale.write_text("half")
+    live = tmp_path / f".result.json.tmp-{os.getpid()}"
+    live.write_text("this process")
+    with output_folder(tmp_path, "report", OutputSource("r", "report")):
+        pass
+    assert not stale.exists() and live.exists()

@@ -359,13 +359,29 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(phantom_dir, phantom_
 
 
 @pytest.mark.slow
-def test_early_stopping_triggers_when_validation_loss_stalls(phantom_dir, phantom_cache, tmp_path):
+def test_early_stopping_triggers_when_validation_loss_stalls(phantom_dir, phantom_cache, tmp_path, capsys):
     # min_delta larger than any possible change: after the first epoch nothing counts as an improvement
     run = train(small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=6", "train.patience=2",
                              "train.min_delta=1e6"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_early"] is True
     assert summary["epochs_completed"] == 3 and list(read_epoch_metrics(run).index) == [0, 1, 2]
+    assert_resume_changes_nothing(run, ["train.max_epochs=10"], "early stopping ended it after epoch 2", capsys)
+
+
+def assert_resume_changes_nothing(run, overrides, reason, capsys):
+    """``thoracic train RUN`` of a finished run: says so on stderr, exit 0, every file as it was, and none of
+    Lightning's messages (no validation pass, no warnings with library paths)."""
+    from thoracic.cli import main
+
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", str(run), *overrides]) == 0
+    captured = capsys.readouterr()
+    assert f"run {run} already finished: {reason}" in captured.err and "nothing was changed" in captured.err
+    assert "site-packages" not in captured.err and "Validation" not in captured.err, captured.err
+    assert captured.out.strip().endswith(f"run folder: {run}")
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
 class Killed(Exception):
@@ -539,12 +555,15 @@ def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_pa
     run = tmp_path / "cli"
     assert f"run folder: {run}" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "train.max_epochs=2"]) == 0
+    err = capsys.readouterr().err
+    assert "Previous log files" not in err and "exists and is not empty" not in err, err  # nothing is deleted
     assert list(read_epoch_metrics(run).index) == [0, 1]
     info = json.loads((run / "run_info.json").read_text())
     assert info["command_line"][:4] == ["thoracic", "train", "--config", "baseline"]
     assert info["resumes"][0]["command_line"] == ["thoracic", "train", "--resume", str(run), "train.max_epochs=2"]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_epochs"] == 1  # as first resolved
     assert main(["train", "--resume", str(run), "--config", "baseline"]) == 2
+    assert_resume_changes_nothing(run, [], "it trained all 2 epochs of train.max_epochs", capsys)
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import yaml
 
 from thoracic.constants import DATASET_KINDS
 from thoracic.errors import ThoracicError
+from thoracic.io import write_text_atomic
 
 
 class ConfigError(ThoracicError, ValueError):
@@ -217,6 +218,13 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        name = self.run_name
+        # the run folder is <output_dir>/<run_name>: a name with a path in it would write elsewhere
+        _check(name is None or (isinstance(name, str) and name.strip() not in ("", ".", "..")
+                                and not any(c in name for c in ("/", "\\", "\0"))),
+               "run_name", "a folder name inside output_dir (no '/', '\\' or '..'; output_dir says where)", name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,7 +453,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``cfg`` as YAML (``load_config(path)`` reads back an equal config)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def replace(cfg: T, **changes: Any) -> T:

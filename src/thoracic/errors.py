@@ -29,6 +29,16 @@ class RunError(ThoracicError):
     """A run folder or checkpoint is missing or inconsistent."""
 
 
+class UnsafeCheckpointError(RunError):
+    """A checkpoint needs Python objects that thoracic's own checkpoints never hold (opening it could run code
+    hidden in it); the message names the file, what it needs and ``--trust-checkpoint``."""
+
+
+class FolderInUseError(ThoracicError):
+    """Another thoracic process is writing into the same run, experiment, sweep or evaluation folder; the
+    message names it (command, process id, host, since when)."""
+
+
 class DiskFullError(ThoracicError):
     """A write failed, or would fail, for lack of space (or a file-size limit); the message gives the bytes
     needed and free, and what was kept so that a rerun continues."""

@@ -48,6 +48,7 @@ from thoracic.evaluation.sample_size import fitted_on_few_warnings, temperature_
 from thoracic.evaluation.operating_points import (
     DEFAULT_THRESHOLD,
     OPERATING_POINTS_FILE,
+    check_operating_points_checkpoint,
     load_operating_points,
 )
 from thoracic.geometry import REGISTRATIONS, FeatureGrid, Registration, make_registration
@@ -56,6 +57,7 @@ from thoracic.evaluation.figures import OverlayPanel, OverlayRow, box_legend_han
 from thoracic.evaluation.figures import save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, boxes_from_heatmaps
 from thoracic.metrics import label_counts
+from thoracic.safety import listed_outputs
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -90,6 +92,8 @@ class Thresholds:
     """``operating_points`` (the run's file), ``command line`` (``--threshold``) or ``default``."""
     description: str
     """One sentence for the user, naming the file or the option."""
+    checkpoint: dict[str, Any] | None = None
+    """The checkpoint the operating points were chosen for, as their file records it."""
 
     @property
     def uniform(self) -> float | None:
@@ -98,9 +102,15 @@ class Thresholds:
         return distinct.pop() if len(distinct) == 1 else None
 
 
-def resolve_thresholds(threshold: float | None, run_dir: Path | None) -> Thresholds:
+def resolve_thresholds(threshold: float | None, run_dir: Path | None,
+                       checkpoint: dict[str, Any] | None = None) -> Thresholds:
     """``threshold`` for every class when given; else the run's ``evaluation/operating_points.json``;
-    else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD` for every class."""
+    else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD` for every class.
+
+    ``checkpoint`` (the :func:`~thoracic.training.checkpoints.checkpoint_info` of the weights predicting):
+    operating points chosen for other weights are refused
+    (:func:`~thoracic.evaluation.operating_points.check_operating_points_checkpoint`).
+    """
     if threshold is not None:
         value = float(threshold)
         return Thresholds({n: value for n in CLASS_NAMES}, "command line",
@@ -108,9 +118,12 @@ def resolve_thresholds(threshold: float | None, run_dir: Path | None) -> Thresho
     path = run_dir / "evaluation" / OPERATING_POINTS_FILE if run_dir is not None else None
     if path is not None and path.is_file():
         points = load_operating_points(path)
+        note = check_operating_points_checkpoint(points, path, checkpoint) if checkpoint is not None else ""
         criterion = {"youden": "Youden's J", "f1": "F1"}.get(points["method"], points["method"])
         return Thresholds(points["thresholds"], "operating_points",
-                          f"per-class thresholds of the run ({criterion} on the {points['split']} split, {path})")
+                          f"per-class thresholds of the run ({criterion} on the {points['split']} split, {path})"
+                          + (f"; caution: {note}" if note else ""),
+                          checkpoint=points.get("checkpoint"))
     where = f"{run_dir}/evaluation" if run_dir is not None else "beside the checkpoint"
     return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
                       f"{DEFAULT_THRESHOLD:g} for every class: no {OPERATING_POINTS_FILE} in {where} "
@@ -153,7 +166,8 @@ def calibrated_thresholds(thresholds: Thresholds, temperature: np.ndarray) -> Th
         t = min(max(float(thresholds.values[name]), 1e-12), 1.0 - 1e-12)
         values[name] = float(1.0 / (1.0 + np.exp(-np.log(t / (1.0 - t)) / float(temperature[k]))))
     return Thresholds(values, thresholds.source,
-                      thresholds.description + "; mapped onto calibrated probabilities (same decisions)")
+                      thresholds.description + "; mapped onto calibrated probabilities (same decisions)",
+                      checkpoint=thresholds.checkpoint)
 
 
 def validation_positives(run_dir: Path | None) -> dict[str, int] | None:
@@ -220,11 +234,21 @@ class ImagePrediction:
         }
 
 
-def collect_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+def _thoracic_output(path: Path, listed: dict[Path, set[str]]) -> bool:
+    """Whether ``path`` is a file thoracic wrote (listed in its folder's output manifest)."""
+    folder = path.parent
+    if folder not in listed:
+        listed[folder] = listed_outputs(folder)
+    return path.name in listed[folder]
+
+
+def collect_image_paths(inputs: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """Files named directly, plus the image files (by suffix, or DICOM by content) inside named folders.
 
     A named path that does not exist stays in the list (its prediction then fails with its own message,
-    and the other files are still processed), unless nothing at all was found.
+    and the other files are still processed), unless nothing at all was found. Files thoracic wrote itself
+    (figures of an earlier ``thoracic predict``, listed in their folder's ``thoracic_outputs.json``) are
+    never inputs: they are left out, and appended to ``skipped`` when given.
 
     Raises:
         DataError: when no image file exists among ``inputs`` (every path missing, or empty folders).
@@ -232,12 +256,19 @@ def collect_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     inputs = [Path(item) for item in inputs]
     paths: list[Path] = []
     found = 0
+    listed: dict[Path, set[str]] = {}
+    left_out: list[Path] = []
     for item in inputs:
         if item.is_dir():
             for child in sorted(p for p in item.rglob("*") if p.is_file()):
                 if child.suffix.lower() in IMAGE_SUFFIXES or (child.suffix == "" and is_dicom(child)):
+                    if _thoracic_output(child, listed):
+                        left_out.append(child)
+                        continue
                     paths.append(child)
                     found += 1
+        elif item.is_file() and _thoracic_output(item, listed):
+            left_out.append(item)
         else:
             paths.append(item)
             found += item.exists()
@@ -247,7 +278,11 @@ def collect_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
         problems = [f"{', '.join(missing)}: no such file or folder"] if missing else []
         if folders:
             problems.append(f"no image files (PNG, JPEG, DICOM) found in {', '.join(folders)}")
+        if left_out:
+            problems.append(f"{len(left_out)} file(s) left out because thoracic wrote them (e.g. {left_out[0]})")
         raise DataError("; ".join(problems) or "no input images given")
+    if skipped is not None:
+        skipped.extend(left_out)
     return paths
 
 

@@ -29,6 +29,7 @@ from thoracic.commands._options import (
     add_device,
     add_num_workers,
     add_progress,
+    add_trust_checkpoint,
     add_run,
 )
 
@@ -45,6 +46,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add_num_workers(parser, "data loader worker processes (default: the run's data.num_workers)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap / random baseline (default 0)")
     add_progress(parser)
+    add_trust_checkpoint(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                           operating_point=args.operating_point, subgroups=args.subgroups,
                           age_bands=args.age_bands, subgroup_min_count=args.subgroup_min_count,
                           calibrate=args.calibration_mode if args.calibrate else None,
-                          calibration_bins=args.calibration_bins)
+                          calibration_bins=args.calibration_bins, trust_checkpoint=args.trust_checkpoint)
     print(format_evaluation(result, args.split, args.operating_point))
     _print_extras(result.files)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")

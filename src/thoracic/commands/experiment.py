@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_experiment(cfg, args.seeds, out=args.out, test=args.test, bootstrap=args.bootstrap,
                             localize=args.localize,
                             device=evaluation_device(args.device, getattr(args, "eval_device", None)),
-                            command_line=getattr(args, "command_line", None))
+                            command_line=getattr(args, "command_line", None),
+                            trust_checkpoint=args.trust_checkpoint)
     print(format_mean_std(result.summary))
     print(f"experiment folder: {result.folder}")
     if args.test:

@@ -24,6 +24,7 @@ from thoracic.commands._options import (
     add_num_workers,
     add_progress,
     add_run,
+    add_trust_checkpoint,
 )
 
 
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, metavar="FOLDER", help="image cache folder (default: the run's)")
     add_num_workers(parser, "data loader worker processes (default: the run's data.num_workers)")
     add_progress(parser)
+    add_trust_checkpoint(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                seed=args.seed, bootstrap=args.bootstrap, heatmap_thresholds=thresholds,
                                steps=args.steps)
     result = explain(args.run, settings, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,
-                     data=args.data, cache=args.cache, num_workers=args.num_workers, progress=args.progress)
+                     data=args.data, cache=args.cache, num_workers=args.num_workers, progress=args.progress,
+                     trust_checkpoint=args.trust_checkpoint)
     for line in result.lines():
         print(line)
     written = [p for e in result.runs for p in e.files.values()] + list(result.files.values())

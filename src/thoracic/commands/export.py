@@ -12,8 +12,9 @@ PyTorch model is printed and stored. `thoracic predict FILE IMAGE...` uses it wi
 from __future__ import annotations
 
 import argparse
+import sys
 
-from thoracic.commands._options import add_checkpoint, add_run
+from thoracic.commands._options import add_checkpoint, add_run, add_trust_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file to write (default: RUN/export/<model>.onnx or .pt)")
     add_checkpoint(parser)
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
+    add_trust_checkpoint(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from thoracic.workflows.export import export_run
 
-    result = export_run(args.run, args.format, out=args.out, checkpoint=args.checkpoint, opset=args.opset)
+    result = export_run(args.run, args.format, out=args.out, checkpoint=args.checkpoint, opset=args.opset,
+                        trust_checkpoint=args.trust_checkpoint)
     check = result.metadata["verification"]
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in result.max_abs_diff.items())
     print(f"wrote {result.path} and {result.metadata_path}")
     print(f"checked with {check['runtime']} on a batch of {check['batch_size']}: max abs difference from PyTorch {diffs}")
+    note = result.metadata.get("operating_points_note", "")
+    if "not embedded" in note or "caution" in note:
+        print(f"warning: operating points {note}", file=sys.stderr)
     return 0

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                           largest_only=args.largest_only, batch_size=args.batch_size, device=args.device,
                           data=args.data, cache=args.cache, num_workers=args.num_workers,
                           checkpoint=args.checkpoint, seed=args.seed, num_examples=args.num_examples,
-                          progress=args.progress, draws=args.draws, registration=args.registration)
+                          progress=args.progress, draws=args.draws, registration=args.registration,
+                          trust_checkpoint=args.trust_checkpoint)
     print(headline_text(headline(result.accuracy, args.method), args.method))
     sensitivity = result.registrations
     if sensitivity is not None:

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs: expected a positive integer, got {args.epochs}")
     cfg = load_config_by_name(args.config, collect_overrides(args))
     result = lr_sweep(cfg, args.lrs or PAPER_LR_GRID, epochs=args.epochs, out=args.out,
-                      command_line=getattr(args, "command_line", None))
+                      command_line=getattr(args, "command_line", None), trust_checkpoint=args.trust_checkpoint)
     print((result.folder / "sweep.md").read_text())
     chosen = "none (every run diverged)" if result.best_lr is None else f"{result.best_lr:.2e}"
     print(f"chosen learning rate: {chosen}\nsweep folder: {result.folder}")

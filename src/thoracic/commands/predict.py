@@ -7,8 +7,13 @@
 RUN comes first: a run folder (its --checkpoint: best by default, last, or a .ckpt path), a .ckpt file, or
 a model written by `thoracic export` (ONNX or TorchScript .pt; runs without Lightning or thoracic's model
 code, native heatmaps only); then the images.
-Prints a table of per-class probabilities (or JSON with --json) on stdout and writes, per image, a figure
-with the heatmaps and boxes of the classes at or above their threshold, plus predictions.json, into --out.
+Prints a table of per-class probabilities (or, with --json, the content of predictions.json: source,
+checkpoint hash, thresholds and where they come from, calibration, and one entry per image) on stdout and
+writes, per image, a figure with the heatmaps and boxes of the classes at or above their threshold, plus
+predictions.json, into --out. --out must lie outside the input folders; it holds the outputs of one
+checkpoint or exported model (another's are refused; this one's earlier files are replaced) and
+thoracic_outputs.json, the list of files thoracic wrote there: a file it did not write is never replaced,
+and files it wrote are never read as inputs.
 Thresholds: the run's per-class operating points (evaluation/operating_points.json, written by
 `thoracic evaluate`) by default, --threshold P for one value for every class; which one is used is said
 on stderr and stored in predictions.json. A checkpoint trained on phantom images gets a warning, and so
@@ -38,6 +43,7 @@ from thoracic.commands._options import (
     add_device,
     add_progress,
     add_run,
+    add_trust_checkpoint,
     warn_deprecated,
 )
 from thoracic.constants import CHECKPOINT_NAMES, REGISTRATIONS
@@ -68,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
                         help="ignore the run's (or the export's) temperature scaling")
     add_progress(parser, "no progress bar")
+    add_trust_checkpoint(parser)
     add_deprecated(parser, "--model", "thoracic predict FILE IMAGE... (the exported model first)", dest="model",
                    metavar="FILE")
 
@@ -106,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
     results = predict_images(source, images, checkpoint=checkpoint, out=args.out, method=args.method,
                              threshold=args.threshold, device=args.device, progress=args.progress,
                              all_boxes=args.all_boxes, calibrate=args.calibrate, registration=args.registration,
-                             log=lambda message: print(message, file=sys.stderr))
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=1))
+                             log=lambda message: print(message, file=sys.stderr),
+                             trust_checkpoint=args.trust_checkpoint)
+    if args.json:  # what predictions.json holds: the run-level fields, and "images"
+        print(json.dumps(results.document, indent=1))
     else:
         print(probability_table(results))
         print(f"figures and predictions.json in {args.out}")

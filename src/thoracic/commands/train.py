@@ -19,7 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thoracic.commands._options import add_data, add_deprecated, add_image_size, add_num_workers, add_option
+from thoracic.commands._options import (
+    add_data,
+    add_deprecated,
+    add_image_size,
+    add_num_workers,
+    add_option,
+    add_trust_checkpoint,
+)
 from thoracic.config import ConfigError, parse_overrides
 
 _CUDA = re.compile(r"cuda(:(?P<indices>\d+(,\d+)*))?")
@@ -45,6 +52,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_
     parser.add_argument("--precision", help="train.precision (32-true, bf16-mixed, 16-mixed)")
     add_deprecated(parser, "--output-dir", "the override output_dir=FOLDER (where new runs go) or --out",
                    dest="output_dir", metavar="FOLDER")
+    add_trust_checkpoint(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, anywhere on the line: section.key=value, --section.key (true), "
                              "--no-section.key (false)")
@@ -127,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("thoracic train: give --config FILE_OR_NAME (a new run) or a RUN folder to continue")
     from thoracic.training.trainer import config_for_resume, train  # Lightning: only once the line is sound
 
-    cfg = config_for_resume(resume, overrides) if resume else load_config_by_name(args.config, overrides)
+    cfg = (config_for_resume(resume, overrides, trust_checkpoint=args.trust_checkpoint) if resume
+           else load_config_by_name(args.config, overrides))
     run_dir = train(cfg, resume=resume, command_line=getattr(args, "command_line", None),
+                    trust_checkpoint=args.trust_checkpoint,
                     log=lambda message: print(message, file=sys.stderr))
     print(format_run_result(run_dir))
     return 0

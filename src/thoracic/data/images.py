@@ -185,11 +185,18 @@ def _read_dicom(path: Path) -> np.ndarray:
     if pixels.ndim != 2:
         raise DataError(f"{path}: pixel data of shape {pixels.shape}; expected a 2-D image")
     values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{path}: the DICOM modality transform gives non-finite values (RescaleSlope "
+                        f"{dataset.get('RescaleSlope')!r}, RescaleIntercept {dataset.get('RescaleIntercept')!r}); "
+                        "expected finite numbers: the file's header is damaged")
     if "VOILUTSequence" in dataset:
         out = _min_max(np.asarray(apply_voi_lut(pixels, dataset, prefer_lut=True), dtype=np.float64))
     elif "WindowCenter" in dataset and "WindowWidth" in dataset:
         center = _first(dataset.WindowCenter)
         width = max(_first(dataset.WindowWidth), 1.0)
+        if not (np.isfinite(center) and np.isfinite(width)):
+            raise DataError(f"{path}: DICOM window centre {dataset.WindowCenter!r} / width {dataset.WindowWidth!r}; "
+                            "expected finite numbers: the file's header is damaged")
         # DICOM PS3.3 C.11.2.1.2.1 (LINEAR): maps [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] onto the output.
         scaled = ((values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5) * 255.0
         out = np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)

@@ -22,11 +22,11 @@ maps them to another size.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ from thoracic.constants import CLASS_INDEX, CLASS_NAMES, LABEL_ALIASES, NO_FINDI
 from thoracic.data.collection import ChestXrayCollection, preview, select_rows
 from thoracic.data.tables import clean_text, plain
 from thoracic.errors import DataError
+from thoracic.io import atomic_write, write_text_atomic
+from thoracic.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +190,10 @@ def find_image_files(root: str | Path) -> dict[str, str]:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (identifies the metadata a cache was built from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Deprecated name of :func:`thoracic.provenance.file_sha256` (the one file hash)."""
+    warnings.warn("thoracic.data.metadata.file_fingerprint is deprecated: use thoracic.provenance.file_sha256",
+                  DeprecationWarning, stacklevel=2)
+    return file_sha256(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def read_split_list(path: str | Path) -> tuple[str, ...]:
 
 
 def _split_list_names(path: Path) -> tuple[str, ...]:
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
     if plain(text, allow="\n"):  # one name per line and no other whitespace: split() is the same, faster
         return tuple(text.split())
     return tuple(filter(None, [line.strip() for line in text.splitlines()]))
@@ -363,7 +363,7 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     rows = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not the header
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -613,7 +613,7 @@ def write_subset_folder(
         body = lines[1:] if keep_header else lines
         kept = [line for line in body if line.split(",", 1)[0].strip() in wanted]
         text = "\n".join(([lines[0]] if keep_header else []) + kept)
-        (out / path.name).write_text(text + ("\n" if keep_header else ""))
+        write_text_atomic(out / path.name, text + ("\n" if keep_header else ""))
 
     copy_rows(files.data_entry, True)
     copy_rows(files.bbox, True)
@@ -626,5 +626,6 @@ def write_subset_folder(
         if symlink:
             target.symlink_to(available[name].resolve())
         else:
-            shutil.copyfile(available[name], target)
+            with open(available[name], "rb") as source, atomic_write(target, "wb") as copy:
+                shutil.copyfileobj(source, copy)
     return out

@@ -42,7 +42,7 @@ import pandas as pd
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.io import write_csv_atomic, write_text_atomic
-from thoracic.data.metadata import file_fingerprint
+from thoracic.provenance import file_sha256
 from thoracic.evaluation.figures import new_figure
 from thoracic.evaluation.figures import save_figure
 from thoracic.metrics import check_labels, resolve_class_names
@@ -361,9 +361,6 @@ def read_calibration(path: str | Path) -> Calibration:
     return Calibration(calibration.temperature, calibration.info, path)
 
 
-def checkpoint_fingerprint(path: str | Path) -> str:
-    """SHA-256 of a checkpoint file (ties a calibration to the weights it was fitted for)."""
-    return file_fingerprint(path)
 
 
 def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, checkpoint: str | Path,
@@ -393,7 +390,7 @@ def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, chec
         "fitted_on": "val", "n_images_fitted": int(n_fit), "class_names": list(class_names),
         "ece_split": split, "ece_before": ece_before, "ece_after": ece_after,
         "n_bins": result.settings.get("n_bins") if result is not None else DEFAULT_BINS,
-        "per_class": per_class, "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_fingerprint(checkpoint),
+        "per_class": per_class, "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
         "applies_to": "probability = sigmoid(logit / temperature), per class",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -412,7 +409,7 @@ def calibration_for_checkpoint(evaluation_dir: str | Path, checkpoint: str | Pat
         return None, f"no {CALIBRATION_FILE}: uncalibrated probabilities"
     calibration = read_calibration(path)
     stored = calibration.info.get("checkpoint_sha256")
-    if stored != checkpoint_fingerprint(checkpoint):
+    if stored != file_sha256(checkpoint):
         return None, (f"{path} was fitted for other weights than {checkpoint} (checkpoint SHA-256 differs): "
                       "not applied; rerun `thoracic evaluate RUN --calibrate` to refit")
     return calibration, f"applied {calibration.describe()}"

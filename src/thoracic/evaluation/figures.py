@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from thoracic.heatmaps.boxes import normalize_heatmap, upsample_heatmap
+from thoracic.io import save_figure_atomic
 
 GROUND_TRUTH_COLOR = "tab:blue"
 PREDICTED_COLOR = "lime"
@@ -260,5 +261,4 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", bbox_inches="tight", pad_inches=0.05)
-    return path
+    return save_figure_atomic(fig, path, format="png", bbox_inches="tight", pad_inches=0.05)

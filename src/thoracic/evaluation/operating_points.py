@@ -9,13 +9,17 @@ classes (0.5) is wrong for most of them. ``thoracic evaluate`` chooses one thres
 
 and stores them in ``<run>/evaluation/operating_points.json``::
 
-    {"method": "youden", "split": "val", "thresholds": {"Atelectasis": 0.4132, ...}}
+    {"method": "youden", "split": "val", "thresholds": {"Atelectasis": 0.4132, ...},
+     "checkpoint": {"path": ..., "epoch": 2, "sha256": ...}}
 
-(exactly these keys: other tools read the file). An image is called positive for a class when its
-probability is ``>= threshold``. A NaN label (image not labelled for the class) is skipped: thresholds,
-sensitivity and specificity count the labelled images of each class only. A class whose labelled
-validation images hold one value has no ROC curve; it gets :data:`DEFAULT_THRESHOLD` and the per-class
-table says so. ``thoracic predict`` uses these
+(these keys: other tools read the file; ``checkpoint`` is the
+:func:`~thoracic.training.checkpoints.checkpoint_info` of the weights the thresholds were chosen for,
+absent from files written before it was recorded). Thresholds belong to the weights they were chosen
+on: :func:`check_operating_points_checkpoint` refuses them for other weights. An image is called positive
+for a class when its probability is ``>= threshold``. A NaN label (image not labelled for the class) is
+skipped: thresholds, sensitivity and specificity count the labelled images of each class only. A class
+whose labelled validation images hold one value has no ROC curve; it gets :data:`DEFAULT_THRESHOLD` and
+the per-class table says so. ``thoracic predict`` uses these
 thresholds by default.
 
 Both criteria are evaluated at every distinct score of the ROC curve
@@ -29,6 +33,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,18 +108,47 @@ def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: f
 
 
 def save_operating_points(path: str | Path, method: str, thresholds: Mapping[str, float | None],
-                          split: str = "val") -> Path:
-    """Write the contract file (classes without a chosen threshold get :data:`DEFAULT_THRESHOLD`)."""
+                          split: str = "val", checkpoint: Mapping[str, Any] | None = None) -> Path:
+    """Write the contract file (classes without a chosen threshold get :data:`DEFAULT_THRESHOLD`);
+    ``checkpoint``: the :func:`~thoracic.training.checkpoints.checkpoint_info` of the weights they were
+    chosen for."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = {name: float(DEFAULT_THRESHOLD if t is None else t) for name, t in thresholds.items()}
-    write_text_atomic(path, json.dumps({"method": method, "split": split, "thresholds": values}, indent=2))
+    data: dict[str, Any] = {"method": method, "split": split, "thresholds": values}
+    if checkpoint is not None:
+        data["checkpoint"] = dict(checkpoint)
+    write_text_atomic(path, json.dumps(data, indent=2))
     return path
+
+
+def check_operating_points_checkpoint(points: Mapping[str, Any], path: str | Path, checkpoint: Mapping[str, Any],
+                                      what: str = "predict") -> str:
+    """Refuse operating points chosen for other weights than ``checkpoint`` (a
+    :func:`~thoracic.training.checkpoints.checkpoint_info`); returns a note for the user ("" when they
+    record the same checkpoint, a caution when they record none: written by an older thoracic).
+
+    Raises:
+        RunError: the file records another checkpoint's SHA-256 (names both, and what to do).
+    """
+    stored = points.get("checkpoint")
+    if not isinstance(stored, Mapping) or not stored.get("sha256"):
+        return (f"{path} does not record which checkpoint its thresholds were chosen for (written by an older "
+                "thoracic); rerun `thoracic evaluate` to be sure they fit these weights")
+    if stored["sha256"] == checkpoint.get("sha256"):
+        return ""
+    raise RunError(
+        f"{path}: its thresholds were chosen for checkpoint {stored.get('path')} (epoch {stored.get('epoch')}, "
+        f"sha256 {str(stored['sha256'])[:12]}), but {what} uses {checkpoint.get('path')} (epoch "
+        f"{checkpoint.get('epoch')}, sha256 {str(checkpoint.get('sha256'))[:12]}): thresholds of other weights "
+        f"would make other decisions. Rerun `thoracic evaluate` with the same --checkpoint, or give one "
+        f"threshold with --threshold P")
 
 
 def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_NAMES, *,
                           strict: bool = True) -> dict:
-    """Read and check ``operating_points.json``: ``{"method", "split", "thresholds": {class: float}}``.
+    """Read and check ``operating_points.json``: ``{"method", "split", "thresholds": {class: float}}`` (and
+    ``checkpoint`` when the file records it).
 
     ``strict`` (``thoracic predict``): the file must hold ``method``, ``split`` and a threshold for every
     class of ``class_names``. Not strict (the subgroup tables, still worth showing for a file written for
@@ -162,7 +196,7 @@ def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_N
         if unknown:
             raise DataError(f"{path}: thresholds name unknown class(es) {unknown}; "
                             f"expected names among {list(class_names)}")
-    points = {key: data[key] for key in ("method", "split") if key in data}
+    points = {key: data[key] for key in ("method", "split", "checkpoint") if key in data}
     points["thresholds"] = {n: float(thresholds[n]) for n in given}
     return points
 
@@ -197,7 +231,8 @@ def operating_point_table(labels: np.ndarray, scores: np.ndarray, thresholds: Ma
 
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "OPERATING_POINTS_FILE", "OPERATING_POINT_METHODS", "choose_threshold",
+    "DEFAULT_THRESHOLD", "OPERATING_POINTS_FILE", "OPERATING_POINT_METHODS", "check_operating_points_checkpoint",
+    "choose_threshold",
     "choose_thresholds", "load_operating_points", "operating_point_table", "save_operating_points",
     "sensitivity_specificity",
 ]

@@ -12,6 +12,7 @@ image size.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from thoracic.constants import CLASS_INDEX, CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method, list_heatmap_methods
+from thoracic.io import save_npz_atomic, write_csv_atomic
 
 #: The built-in heatmap methods (:func:`thoracic.heatmaps.create_heatmap_method`): native, gradcam,
 #: gradcam-layer3, gradcam-layer2, ig, gradcampp, smoothgrad, occlusion (``list_heatmap_methods()`` adds
@@ -66,7 +68,7 @@ def save_predictions(predictions: Predictions, path: str | Path) -> Path:
     """Write the predictions CSV (probabilities with 8 significant digits)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_frame().to_csv(path, index=False, float_format="%.8g")
+    write_csv_atomic(path, predictions.to_frame(), index=False, float_format="%.8g")
     return path
 
 
@@ -170,15 +172,41 @@ def compute_heatmaps(
     return maps
 
 
-def save_heatmaps(heatmaps: Mapping[tuple[str, str], np.ndarray], path: str | Path) -> Path:
-    """Store native-resolution heatmaps in one ``.npz`` (keys ``<image_id>|<class_name>``)."""
+#: Key of the ``.npz`` entry holding the SHA-256 of the checkpoint the heatmaps were computed with.
+HEATMAPS_CHECKPOINT_KEY = "checkpoint_sha256"
+
+
+def save_heatmaps(heatmaps: Mapping[tuple[str, str], np.ndarray], path: str | Path,
+                  checkpoint_sha256: str | None = None) -> Path:
+    """Store native-resolution heatmaps in one ``.npz`` (keys ``<image_id>|<class_name>``; and
+    :data:`HEATMAPS_CHECKPOINT_KEY`, the checkpoint's SHA-256, when given), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{f"{i}|{c}": h.astype(np.float32) for (i, c), h in heatmaps.items()})
-    return path
+    arrays = {f"{i}|{c}": h.astype(np.float32) for (i, c), h in heatmaps.items()}
+    if checkpoint_sha256 is not None:
+        arrays[HEATMAPS_CHECKPOINT_KEY] = np.array(checkpoint_sha256)
+    return save_npz_atomic(path, arrays)
 
 
 def load_heatmaps(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
-    """Inverse of :func:`save_heatmaps`."""
-    with np.load(Path(path)) as data:
-        return {tuple(key.split("|", 1)): data[key].astype(np.float64) for key in data.files}  # type: ignore[misc]
+    """Inverse of :func:`save_heatmaps` (the heatmaps; :func:`heatmaps_checkpoint` reads the hash).
+
+    Raises:
+        DataError: the file is damaged (empty, truncated, not an ``.npz``), naming it.
+    """
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {tuple(key.split("|", 1)): data[key].astype(np.float64)  # type: ignore[misc]
+                    for key in data.files if "|" in key}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: heatmaps file is damaged ({type(exc).__name__}: {exc}); rerun "
+                        "`thoracic localize` for this run") from None
+
+
+def heatmaps_checkpoint(path: str | Path) -> str | None:
+    """The checkpoint SHA-256 a heatmaps file records (None for files written before it was recorded)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return str(data[HEATMAPS_CHECKPOINT_KEY]) if HEATMAPS_CHECKPOINT_KEY in data.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None

@@ -52,7 +52,8 @@ from thoracic.evaluation.localization import (
     score_localization,
 )
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, CellCentres, extract_boxes, extract_boxes_and_peaks
-from thoracic.io import write_text_atomic
+from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.safety import read_json
 
 #: ``source`` values of the baselines in localization tables.
 RANDOM_BOX = "random box"
@@ -216,10 +217,10 @@ def write_localization(out: Path, method: str, tables: LocalizationTables, info:
     files = {"boxes": out / f"boxes_{method}.csv", "scores": out / f"scores_{method}.csv",
              "baselines": out / f"baselines_{method}.csv", "localization_csv": out / f"localization_{method}.csv",
              "localization_json": out / f"localization_{method}.json"}
-    tables.boxes.to_csv(files["boxes"], index=False)
-    tables.scores.to_csv(files["scores"], index=False)
-    tables.baseline_boxes.to_csv(files["baselines"], index=False)
-    tables.accuracy.to_csv(files["localization_csv"], index=False, float_format="%.6f")
+    write_csv_atomic(files["boxes"], tables.boxes, index=False)
+    write_csv_atomic(files["scores"], tables.scores, index=False)
+    write_csv_atomic(files["baselines"], tables.baseline_boxes, index=False)
+    write_csv_atomic(files["localization_csv"], tables.accuracy, index=False, float_format="%.6f")
     document = {
         **info, "headline_threshold": HEADLINE_THRESHOLD,
         "metric": "IoBB = intersection / area of the predicted box; localized when value > T; pointing game: "
@@ -269,11 +270,15 @@ def load_registration(evaluation: Path, method: str) -> Registration:
     """The registration ``localize`` used for ``method`` in an evaluation folder (``legacy`` when its
     ``localization_<method>.json`` predates registrations or is missing: what was used then)."""
     path = Path(evaluation) / f"localization_{method}.json"
-    try:
-        info = json.loads(path.read_text()).get("registration")
-        return Registration.from_description(info) if info else Registration("legacy")
-    except (OSError, ValueError):
+    if not path.is_file():
         return Registration("legacy")
+    data = read_json(path, "a localization file", DataError)  # damaged: named, never read as "legacy"
+    info = data.get("registration") if isinstance(data, dict) else None
+    try:
+        return Registration.from_description(info) if info else Registration("legacy")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: its 'registration' is not one thoracic localize writes ({exc}); rerun "
+                        "`thoracic localize`") from None
 
 
 __all__ = [

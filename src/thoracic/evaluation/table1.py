@@ -127,7 +127,7 @@ def write_table1(auc: Mapping[str, Any], model: str, out_dir: str | Path, split:
         model: the run's model name; picks the paper's column beside the run's.
         label: the run's column heading (default: ``model``).
     Returns:
-        ``(markdown path, csv path)``.
+        ``(markdown path, csv path)``; the Markdown names the checkpoint (``auc["checkpoint"]``) and its SHA-256.
     """
     out_dir = Path(out_dir)
     table = classification_table([Table1Column(label or model, model, [auc])])
@@ -135,8 +135,11 @@ def write_table1(auc: Mapping[str, Any], model: str, out_dir: str | Path, split:
     markdown_path = out_dir / f"table1_{split}.md"
     write_csv_atomic(csv_path, table)
     caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
+    checkpoint = auc.get("checkpoint") if isinstance(auc.get("checkpoint"), Mapping) else {}
+    source = (f"\n\nCheckpoint {checkpoint.get('path')} (epoch {checkpoint.get('epoch')}, sha256 "
+              f"{checkpoint.get('sha256')})." if checkpoint.get("sha256") else "")
     write_text_atomic(markdown_path, f"# Table 1: per-class ROC AUC, {model} on the {split} split\n\n"
-                                     f"{TABLE1_LEGEND}{caveat}\n\n{markdown_table(table)}\n")
+                                     f"{TABLE1_LEGEND}{caveat}{source}\n\n{markdown_table(table)}\n")
     return markdown_path, csv_path
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from thoracic.constants import METHOD_LABELS
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
 from thoracic.evaluation.overlays import file_images, overlay_rows
 from thoracic.evaluation.protocol import load_registration
 from thoracic.evaluation.predictions import load_heatmaps
-from thoracic.reporting.runs import RunGroup, RunSummary, group_runs, image_paths
+from thoracic.reporting.runs import RunGroup, RunSummary, group_runs, image_paths, read_evaluation_csv
 
 
 def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples: int = 4,
@@ -37,11 +35,12 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
                 sources.append((name, summary, *paths, load_registration(evaluation, method)))
     if len(sources) < 2:
         return None
-    scores = pd.read_csv(sources[0][4])
+    scores = read_evaluation_csv(sources[0][4], "thoracic localize")
     if not {"x", "y", "w", "h", "original_width", "original_height"} <= set(scores.columns):
         return None
     truth = scores.drop_duplicates("box_row")
-    loaded = [(name, load_heatmaps(h), pd.read_csv(b), reg) for name, _, h, b, _, reg in sources]
+    loaded = [(name, load_heatmaps(h), read_evaluation_csv(b, "thoracic localize"), reg)
+              for name, _, h, b, _, reg in sources]
     top = max((float(b["threshold"].max()) for _, _, b, _ in loaded if len(b)), default=None)
     rows = overlay_rows(truth, {name: (heatmaps, boxes) for name, heatmaps, boxes, _ in loaded}, n_examples,
                         file_images(image_paths(sources[0][1])), threshold=top,

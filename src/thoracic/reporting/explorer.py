@@ -13,7 +13,7 @@ report's Localization section; :func:`build_explorer` writes it from Python. The
     heatmaps/<source>/<k>  one small colour image per (run, method, image, class): the heatmap as drawn
                            over its image (:func:`thoracic.evaluation.figures.display_heatmap`: upsampled
                            with the registration localization used, min-max normalised, jet)
-    explorer_files.json    the files above (what a rerun may replace or delete)
+    thoracic_outputs.json  the files above (what a rerun may replace or delete: thoracic.safety.output_folder)
 
 Everything shown comes from the files ``thoracic localize`` writes into ``RUN/evaluation/``
 (``scores_<method>.csv``, ``boxes_<method>.csv``, ``heatmaps_<method>.npz``, ``localization_<method>.json``
@@ -26,8 +26,9 @@ image (CSS opacity), so nothing is re-encoded per row; the list is rendered in b
 and every image has ``loading="lazy"``: the NIH scale (984 rows x 6 methods) opens in well under a
 second (BENCHMARKS.md, benchmark "explorer"). No network, no CDN: the page works from ``file://``.
 
-Every file is written atomically; a rerun replaces the files its previous run listed in
-``explorer_files.json`` and deletes those it no longer writes, and refuses (naming them) to overwrite files
+Every file is written atomically, in an output folder (:func:`thoracic.safety.output_folder`, the one
+mechanism for the files thoracic wrote in a folder): a rerun replaces the files its previous run listed in
+``thoracic_outputs.json`` and deletes those it no longer writes, and refuses (naming them) to overwrite files
 of the same names that it did not write.
 """
 
@@ -54,17 +55,16 @@ from thoracic.errors import OutputPathError, RunError, ThoracicError
 from thoracic.evaluation.figures import HEATMAP_CMAP, WHOLE_IMAGE_FRACTION, display_heatmap
 from thoracic.evaluation.localization import HEADLINE_THRESHOLD, IOBB_THRESHOLDS, IOU_THRESHOLDS, POOLED
 from thoracic.evaluation.protocol import HEADLINE_METRICS, load_registration
-from thoracic.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from thoracic.io import write_bytes_atomic, write_text_atomic
 from thoracic.reporting.runs import RunSummary, expand_runs, group_runs, image_paths, load_run_summary
-from thoracic.safety import ensure_output_dir, folder_entries, read_json
+from thoracic.safety import OUTPUT_MANIFEST, OutputSource, output_folder
 
 #: The explorer's folder inside a report's output folder.
 EXPLORER_FOLDER = "explorer"
 PAGE_FILE = "index.html"
 DATA_FILE = "data.js"
 #: The files a build wrote (what the next build may replace or delete).
-MANIFEST_FILE = "explorer_files.json"
-GENERATOR = "thoracic explorer"
+MANIFEST_FILE = OUTPUT_MANIFEST
 #: Longest side of an image thumbnail (pixels); the page shows them at most this large.
 THUMBNAIL_SIDE = 256
 #: Longest side of a heatmap image (pixels): the browser scales it smoothly over the thumbnail.
@@ -517,16 +517,6 @@ def read_data_script(path: str | Path) -> dict[str, Any]:
     return json.loads(text[len(prefix):].rstrip().rstrip(";"))
 
 
-def _previous_files(out: Path) -> set[str]:
-    path = out / MANIFEST_FILE
-    if not path.is_file():
-        return set()
-    data = read_json(path, "the explorer's file list", OutputPathError)
-    if not isinstance(data, dict) or data.get("generator") != GENERATOR or not isinstance(data.get("files"), list):
-        raise OutputPathError(f"{path} is not the file list of an explorer folder; choose another --out")
-    return {str(f) for f in data["files"]}
-
-
 def _progress(items: Sequence[str], enabled: bool) -> Iterator[str]:
     if not enabled:
         return iter(items)
@@ -535,40 +525,34 @@ def _progress(items: Sequence[str], enabled: bool) -> Iterator[str]:
     return iter(tqdm(items, desc="explorer images", unit="image"))
 
 
+#: What the explorer folder's files come from (one source: each build replaces the previous one).
+EXPLORER_SOURCE = OutputSource("explorer", "thoracic report's explorer page")
+
+
 def write_explorer(content: ExplorerContent, out: str | Path, progress: bool = False) -> Path:
     """Write the explorer folder ``out`` (see the module docstring); returns the page's path.
 
     Raises:
         OutputPathError: ``out`` holds a file of a name the explorer writes that an earlier build did not
-            write (nothing is overwritten), or a damaged file list.
+            write (nothing is written), or a damaged file list.
     """
-    out = ensure_output_dir(out, "explorer folder")
-    previous = _previous_files(out)
+    out = Path(out)
     files = [*sorted(content.assets), DATA_FILE, PAGE_FILE]
-    present = set(folder_entries(out))
-    foreign = [name for name in files if name in present and name not in previous]
-    if foreign:
-        shown = ", ".join(foreign[:8]) + (f" ... and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-        raise OutputPathError(f"{out} holds files the explorer would overwrite but did not write: {shown}. "
-                              "Nothing was written; choose another --out (thoracic replaces only files it wrote).")
-    # the list first names everything this build may leave behind if interrupted: a rerun then owns it
-    manifest = {"generator": GENERATOR, "status": "writing", "files": sorted(previous | set(files))}
-    write_json_atomic(out / MANIFEST_FILE, manifest)
-    try:
-        for name in _progress(sorted(content.assets), progress):
-            target = out / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(target, content.assets[name]())
-    finally:
-        content.close()
-    write_text_atomic(out / DATA_FILE, data_script(content.data), encoding="utf-8")
-    write_text_atomic(out / PAGE_FILE, render_page(str(content.data.get("title", "explorer"))), encoding="utf-8")
-    write_json_atomic(out / MANIFEST_FILE, {"generator": GENERATOR, "status": "complete", "files": files})
-    for name in sorted(previous - set(files)):  # files of the previous build that this one does not write
-        stale = out / name
-        if stale.is_file() and not stale.is_symlink():
-            stale.unlink()
-        _remove_empty_parents(stale.parent, out)
+    with output_folder(out, "explorer", EXPLORER_SOURCE, option="explorer folder") as outputs:
+        # every name first, before anything is written: a foreign file refuses the build, and an
+        # interrupted build leaves only names a rerun owns
+        outputs.claim(*files)
+        try:
+            for name in _progress(sorted(content.assets), progress):
+                target = out / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(target, content.assets[name]())
+        finally:
+            content.close()
+        write_text_atomic(out / DATA_FILE, data_script(content.data), encoding="utf-8")
+        write_text_atomic(out / PAGE_FILE, render_page(str(content.data.get("title", "explorer"))), encoding="utf-8")
+        for name in outputs.remove_previous():  # files of the previous build that this one does not write
+            _remove_empty_parents((out / name).parent, out)
     return out / PAGE_FILE
 
 

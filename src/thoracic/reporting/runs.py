@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from thoracic.errors import RunError
+from thoracic.errors import RunError, ThoracicError
 from thoracic.provenance import SHORT_HASH, file_sha256
-from thoracic.safety import read_json
+from thoracic.safety import OUTPUT_MANIFEST, OutputFolder, read_json
 from thoracic.data.metadata import find_image_files
 
 
@@ -155,7 +155,14 @@ def _read_config(run: Path) -> dict[str, Any]:
 
     path = run / "config.yaml"
     if path.is_file():
-        return yaml.safe_load(path.read_text()) or {}
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path}: the run's config is not valid YAML ({str(exc).splitlines()[0]}); the file is "
+                           "damaged: restore it (the same config is stored in the run's checkpoints)") from None
+        if not isinstance(config, dict):
+            raise RunError(f"{path}: expected the run's config (a YAML mapping), got a {type(config).__name__}")
+        return config
     for json_path in sorted((run / "evaluation").glob("auc_*.json")):
         info = _read_evaluation_json(json_path)
         return {"model": {"name": info.get("model", "?")}, "seed": info.get("seed")}
@@ -182,10 +189,11 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
     if auc is None and not localization:
         raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv")
     points_path = evaluation / f"operating_points_{split}.csv"
-    points = pd.read_csv(points_path, keep_default_na=False, na_values=[""]) if points_path.is_file() else None
+    points = (read_evaluation_csv(points_path, "thoracic evaluate", keep_default_na=False, na_values=[""])
+              if points_path.is_file() else None)
     method = None
     if (evaluation / "operating_points.json").is_file():
-        method = json.loads((evaluation / "operating_points.json").read_text()).get("method")
+        method = _read_evaluation_json(evaluation / "operating_points.json").get("method")
     summary = RunSummary(run, _read_config(run), auc, localization, figures, points,
                          _read_json(run / "run_info.json"), _read_json(run / "summary.json"), method)
     summary.box_images = summary.run_info.get("box_images")
@@ -204,7 +212,8 @@ def check_provenance(summary: RunSummary, split: str = "test") -> None:
     than the run's ``config.yaml`` names (a checkpoint copied between runs).
     """
     evaluation = summary.path / "evaluation"
-    names = [f"auc_{split}.json"] + sorted(p.name for p in evaluation.glob("localization_*.json"))
+    names = ([f"auc_{split}.json", "operating_points.json", f"subgroups_{split}.json"]
+             + sorted(p.name for p in evaluation.glob("localization_*.json")))
     for name in names:
         path = evaluation / name
         if not path.is_file():
@@ -212,6 +221,8 @@ def check_provenance(summary: RunSummary, split: str = "test") -> None:
         info = _read_evaluation_json(path).get("checkpoint")
         if isinstance(info, dict):
             summary.checkpoints[name] = info
+        elif name in ("operating_points.json", f"subgroups_{split}.json"):
+            pass  # recorded since run-level provenance of every artefact; the manifest below covers older ones
         else:
             summary.warnings.append(f"{name} does not record which checkpoint it evaluated (written by an older "
                                     f"thoracic): rerun `thoracic evaluate` / `thoracic localize` to be sure")
@@ -223,6 +234,7 @@ def check_provenance(summary: RunSummary, split: str = "test") -> None:
             summary.warnings.append(
                 f"STALE: {name} evaluated a checkpoint (epoch {info.get('epoch')}, sha256 {info['sha256'][:SHORT_HASH]}) that "
                 f"is no longer the run's best.ckpt (sha256 {current[:SHORT_HASH]}): rerun the evaluation")
+    _check_file_sources(summary, evaluation)
     configured = summary.config.get("model", {}).get("name")
     evaluated = sorted({str(i["model_name"]) for i in summary.checkpoints.values() if i.get("model_name")})
     if configured and evaluated and evaluated != [configured]:
@@ -230,11 +242,42 @@ def check_provenance(summary: RunSummary, split: str = "test") -> None:
                                 f"{', '.join(evaluated)}: reported as {', '.join(evaluated)}")
 
 
-def _read_localization_csv(path: Path) -> pd.DataFrame:
+def _check_file_sources(summary: RunSummary, evaluation: Path) -> None:
+    """Every file of the evaluation folder whose manifest entry names another checkpoint than the one the
+    report's numbers come from (``auc_<split>.json``'s): a warning naming the files (Table 1, figures,
+    heatmaps ... of other weights must not be read as this checkpoint's)."""
+    reference = next((info.get("sha256") for info in summary.checkpoints.values() if info.get("sha256")), None)
+    if reference is None or not (evaluation / OUTPUT_MANIFEST).is_file():
+        return
     try:
-        table = pd.read_csv(path, dtype={"threshold": str, "source": str})
+        folder = OutputFolder(evaluation, "report")
+    except ThoracicError as exc:
+        summary.warnings.append(str(exc))
+        return
+    others: dict[str, list[str]] = {}
+    for name in sorted(folder.entries):
+        source = folder.source_of(name) or {}
+        if source.get("id") and source["id"] != reference and (evaluation / name).is_file():
+            others.setdefault(str(source.get("description", source["id"])), []).append(name)
+    for description, names in others.items():
+        summary.stale = True
+        summary.warnings.append(
+            f"MIXED: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} in {evaluation} come from {description}, "
+            f"not from the checkpoint of the other evaluation files (sha256 {reference[:SHORT_HASH]}): rerun "
+            "`thoracic evaluate` / `thoracic localize` with one --checkpoint")
+
+
+def read_evaluation_csv(path: Path, command: str, **read_csv: Any) -> pd.DataFrame:
+    """A CSV of an evaluation folder; an empty, truncated or garbled one is a named error (rerun ``command``)."""
+    try:
+        return pd.read_csv(path, **read_csv)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); rerun `thoracic localize` for this run") from None
+        raise RunError(f"{path}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                       f"the file is damaged: rerun `{command}` for this run") from None
+
+
+def _read_localization_csv(path: Path) -> pd.DataFrame:
+    table = read_evaluation_csv(path, "thoracic localize", dtype={"threshold": str, "source": str})
     missing = [c for c in ("source", "threshold", "metric", "t", "class_name", "accuracy") if c not in table]
     if missing:
         raise RunError(f"{path}: columns {missing} missing; expected the table thoracic localize writes (rerun it)")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
+from thoracic.errors import RunError
 from thoracic.evaluation.formatting import ci_cell, count_cell, fmt
 from thoracic.evaluation.calibration import temperature_at_bound
 from thoracic.evaluation.localization import HEADLINE_THRESHOLD
@@ -40,6 +41,7 @@ from thoracic.reporting.localization_tables import (
 from thoracic.reporting.runs import RunGroup, RunSummary
 from thoracic.reporting.setup_tables import box_rows_table, coverage_warnings, data_kind, setup_table
 from thoracic.reporting.trust import trust_section
+from thoracic.safety import OUTPUT_MANIFEST, read_json
 
 
 def _warned(context: ReportContext, warnings: dict[str, list[str]]) -> list[str]:
@@ -186,7 +188,7 @@ def subgroup_section(context: ReportContext) -> Section | None:
     """Mean AUC and TPR per sex / age band / view / follow-up group, the gaps to each attribute's reference
     group (``subgroups_<split>.json`` of every run that has one), and the per-class figure."""
     runs, split = context.runs, context.split
-    loaded = [(run, json.loads(p.read_text())) for run in runs
+    loaded = [(run, read_json(p, "a subgroup evaluation file", RunError)) for run in runs
               if (p := run.path / "evaluation" / f"subgroups_{split}.json").is_file()]
     if not loaded:
         return None
@@ -257,7 +259,7 @@ def calibration_section(context: ReportContext) -> Section | None:
     """ECE per class before (and after) temperature scaling and the reliability diagrams of every run with
     ``calibration_<split>.json``."""
     runs, split = context.runs, context.split
-    loaded = [(run, json.loads(p.read_text())) for run in runs
+    loaded = [(run, read_json(p, "a calibration evaluation file", RunError)) for run in runs
               if (p := run.path / "evaluation" / f"calibration_{split}.json").is_file()]
     if not loaded:
         return None
@@ -300,6 +302,8 @@ def export_section(context: ReportContext) -> Section | None:
     records = []
     for run in runs:
         for path in sorted((run.path / "export").glob("*.json")):
+            if path.name == OUTPUT_MANIFEST:  # the folder's file list, not an export's metadata
+                continue
             try:
                 info = json.loads(path.read_text())
             except json.JSONDecodeError:

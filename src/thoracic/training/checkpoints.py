@@ -14,11 +14,22 @@ Config as a dict) and ``class_names``, and whose ``state_dict`` holds the model 
 Checkpoints written since data provenance was recorded also hold ``thoracic_data`` (``kind``:
 ``phantom`` or ``real``, and the data-entry CSV's SHA-256); :func:`checkpoint_info` is what every
 evaluation artefact records about the checkpoint it came from.
+
+Opening a checkpoint never runs code. A ``.ckpt`` file is a pickle, and unpickling can call any Python
+function the file names (``os.system``...). :func:`read_checkpoint`, the one function that reads every
+checkpoint (evaluate, localize, export, predict, ``train --resume`` and Lightning's own resume through
+:class:`thoracic.training.factory.AtomicCheckpointIO`), unpickles with ``torch.load(weights_only=True)``:
+tensors, numbers, strings, lists, dicts and the few types in :data:`SAFE_CHECKPOINT_GLOBALS`, nothing
+callable. A checkpoint that needs more is refused with :class:`~thoracic.errors.UnsafeCheckpointError`;
+``trust=True`` (``--trust-checkpoint``) opens it the old way, which runs whatever the file holds.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +39,7 @@ import torch
 from thoracic.config import Config, config_from_dict, replace
 from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES
 from thoracic.deprecation import renamed_keywords
-from thoracic.errors import RunError, ThoracicError
+from thoracic.errors import RunError, ThoracicError, UnsafeCheckpointError
 from thoracic.provenance import file_sha256
 from thoracic.data.synth import folder_kind
 from thoracic.models import build_model
@@ -70,12 +81,79 @@ def find_checkpoint(run: str | Path, checkpoint: str | Path = "best") -> Path:
     return path
 
 
-def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
-    """Config and raw checkpoint dict; checks the stored class order."""
+#: Python types (beyond tensors and plain data) that ``torch.load(weights_only=True)`` may rebuild from a
+#: checkpoint. Found by loading the checkpoints of tiny runs of every model (32-bit, bf16-mixed and 16-mixed
+#: precision, with and without the step schedule) with weights_only=True and listing
+#: ``torch.serialization.get_unsafe_globals_in_checkpoint``: Lightning 2.6's checkpoints of thoracic's
+#: modules need none (hyper-parameters, callback, loop, optimizer and scheduler states are plain data), so
+#: the list is empty; tests/test_reliability_checkpoints.py keeps it so. A type added here must build
+#: plain data only, never call anything the file names.
+SAFE_CHECKPOINT_GLOBALS: tuple[Any, ...] = ()
+
+TRUST_HINT = ("if you trust whoever made this file, rerun with --trust-checkpoint (Python API: "
+              "trust_checkpoint=True), which opens it with pickle and runs any code it holds")
+
+
+def _needed_globals(path: Path, message: str) -> list[str]:
+    """The Python objects a refused checkpoint names (``module.name``)."""
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
+    if finder is not None:
+        try:
+            found = [str(name) for name in finder(str(path))]
+            if found:
+                return found
+        except Exception:  # noqa: BLE001 - only for the message; fall back to torch's own words
+            pass
+    return re.findall(r"GLOBAL ([\w.]+)", message) or ["an object that is not plain data"]
+
+
+def read_checkpoint(path: str | Path, *, trust: bool = False, map_location: Any = "cpu") -> dict[str, Any]:
+    """The one reader of checkpoint files: ``torch.load`` without running code (see the module docstring).
+
+    Args:
+        path: a ``.ckpt`` file.
+        trust: open it with full pickle (``weights_only=False``): only for files from a trusted source,
+            since unpickling runs any function the file names.
+        map_location: as ``torch.load``'s.
+
+    Returns:
+        The checkpoint (a dict for every checkpoint thoracic writes).
+
+    Raises:
+        UnsafeCheckpointError: the file needs Python objects a thoracic checkpoint never holds (names the
+            file, the objects and ``--trust-checkpoint``).
+        RunError: the file is missing or is not a checkpoint at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist (expected a .ckpt file written by thoracic train)")
+    if trust:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+    allowed = (torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS))
+               if SAFE_CHECKPOINT_GLOBALS and hasattr(torch.serialization, "safe_globals") else nullcontext())
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with allowed:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "GLOBAL" in message:  # a pickled reference to a Python object: what a code-running file needs
+            needed = ", ".join(_needed_globals(path, message))
+            raise UnsafeCheckpointError(
+                f"refused to open checkpoint {path}: it needs the Python object(s) {needed}, which a checkpoint "
+                f"written by thoracic never holds; unpickling it could run code hidden in the file. Only "
+                f"{TRUST_HINT}") from None
+        detail = message.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0] or message
+        raise RunError(f"cannot read checkpoint {path}: not a checkpoint, or a damaged one ({detail})") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def load_checkpoint_config(path: str | Path, *, trust: bool = False) -> tuple[Config, dict]:
+    """Config and raw checkpoint dict (:func:`read_checkpoint`); checks the stored class order."""
+    ckpt = read_checkpoint(path, trust=trust)
     if not isinstance(ckpt, dict):
         raise RunError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a Lightning checkpoint dict")
     hparams = ckpt.get("hyper_parameters") or {}
@@ -91,19 +169,22 @@ def load_checkpoint_config(path: str | Path) -> tuple[Config, dict]:
 
 
 @renamed_keywords(which="checkpoint")
-def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str | torch.device = "cpu", *,
+             trust_checkpoint: bool = False) -> LoadedRun:
     """Rebuild the model of a run (no pretrained download: the weights come from the checkpoint).
 
     ``run`` is a run folder or a ``.ckpt`` file; ``checkpoint`` picks one of a run folder: ``best``,
     ``last`` or the path of a ``.ckpt`` file (its results still go to the run folder given).
+    ``trust_checkpoint``: open the checkpoint with full pickle (:func:`read_checkpoint`).
 
     Raises:
+        UnsafeCheckpointError: the checkpoint needs more than plain data (and is not trusted).
         RunError: no such run or checkpoint, an unreadable one, weights that do not fit the model the
             checkpoint's config names, or a device this machine does not have.
     """
     device = resolve_device(map_location) if isinstance(map_location, str) else map_location
     path = find_checkpoint(run, checkpoint)
-    config, ckpt = load_checkpoint_config(path)
+    config, ckpt = load_checkpoint_config(path, trust=trust_checkpoint)
     # strict=False: a checkpoint written before misplaced model options were refused still opens
     model = build_model(replace(config.model, pretrained=False, weights=None), strict=False)
     state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
@@ -166,3 +247,4 @@ def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[st
         "data_root": str(config.data.root),
         "data_kind": kind,
     }
+

@@ -27,15 +27,27 @@ from thoracic.data.dataset import ChestXrayDataModule
 from thoracic.errors import RunError
 from thoracic.io import atomic_write
 from thoracic.training.callbacks import InterruptGuard, progress_callbacks
+from thoracic.training.checkpoints import read_checkpoint
 from thoracic.training.seeding import EpochReseed, EpochSeededSampler, ShardedSampler
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint with :func:`thoracic.io.atomic_write` (temporary file, fsync, ``os.replace``).
+    """Write each checkpoint with :func:`thoracic.io.atomic_write` (temporary file, fsync, ``os.replace``),
+    and read it with :func:`thoracic.training.checkpoints.read_checkpoint`.
 
     Readers see the old complete file or the new complete file, never a truncated one (Lightning's own
-    writer opens the target for writing directly on local disks).
+    writer opens the target for writing directly on local disks). Lightning's resume (``fit(ckpt_path=)``)
+    reads through :meth:`load_checkpoint`: without code execution unless ``trust`` (Lightning 2.6 itself
+    passes ``weights_only=None`` to ``torch.load``, which means full pickle before PyTorch 2.6).
     """
+
+    def __init__(self, trust: bool = False) -> None:
+        super().__init__()
+        self.trust = trust
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path, trust=self.trust, map_location=map_location or "cpu")
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
@@ -171,18 +183,58 @@ def lightning_trainer(train: TrainConfig, callbacks: Sequence[Callback] = (), af
                           f"{exc}") from None
 
 
-def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()) -> tuple[Trainer, EpochReseed]:
-    """The training ``Trainer``: the run's checkpoints (``best.ckpt``, ``last.ckpt``, written atomically),
-    early stopping, CSV and TensorBoard loggers, Ctrl-C between batches; and the callback that reseeds the
-    train loader's generator each epoch."""
+class RunFolderCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose state survives a moved or copied run folder.
+
+    Lightning restores the best score only when the checkpoint folder is the very path it was saved
+    from; otherwise it warns and starts from no best score, so the next epoch, however worse, overwrites
+    ``best.ckpt``. The paths stored in the state are rebased onto the run's current ``checkpoints/``
+    folder instead: the files are the same ones, by name, in the moved folder.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """Lightning's own key (``ModelCheckpoint{...}``): runs saved before this class existed resume too."""
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__):]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and str(old) != str(self.dirpath):
+            state_dict = rebase_checkpoint_state(state_dict, str(old), str(self.dirpath))
+        super().load_state_dict(state_dict)
+
+
+def rebase_checkpoint_state(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A ``ModelCheckpoint`` state with every path under folder ``old`` moved under ``new``."""
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path and os.path.dirname(path) == old.rstrip(os.sep):
+            return os.path.join(new, os.path.basename(path))
+        return path
+
+    state = dict(state)
+    state["dirpath"] = new
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return state
+
+
+def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = (), *,
+                  trust_checkpoint: bool = False) -> tuple[Trainer, EpochReseed]:
+    """The training ``Trainer``: the run's checkpoints (``best.ckpt``, ``last.ckpt``, written atomically,
+    read back without running code unless ``trust_checkpoint``, their best score kept when the run folder
+    moved), early stopping, CSV and TensorBoard loggers, Ctrl-C between batches; and the callback that
+    reseeds the train loader's generator each epoch."""
     train = cfg.train
-    best = ModelCheckpoint(
+    best = RunFolderCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_top_k=1,
         save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
     )
     # A second callback for last.ckpt: Lightning 2.6's save_last only writes when the monitored
     # checkpoint was written in the same step, i.e. not after an epoch without improvement.
-    last = ModelCheckpoint(
+    last = RunFolderCheckpoint(
         dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
         save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
     )
@@ -202,7 +254,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: Sequence[Callback] = ()
         default_root_dir=run_dir,
         max_epochs=train.max_epochs,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(trust=trust_checkpoint)],
         limit_train_batches=train.limit_train_batches,
         limit_val_batches=train.limit_val_batches,
         log_every_n_steps=train.log_every_n_steps,
@@ -223,5 +275,6 @@ def _check_accelerator(accelerator: str) -> None:
                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use auto or cpu")
 
 
-__all__ = ["AtomicCheckpointIO", "build_datamodule", "build_trainer", "check_data_config", "lightning_trainer",
-           "parse_devices", "reproducible_train_loader", "sharded_eval_loader", "test_trainer"]
+__all__ = ["AtomicCheckpointIO", "RunFolderCheckpoint", "build_datamodule", "build_trainer", "check_data_config", "lightning_trainer",
+           "parse_devices", "rebase_checkpoint_state", "reproducible_train_loader", "sharded_eval_loader",
+           "test_trainer"]

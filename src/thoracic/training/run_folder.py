@@ -15,6 +15,7 @@ and its ``summary.json``.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from thoracic.data.synth import folder_kind
 from thoracic.errors import RunError, ThoracicError
 from thoracic.io import write_json_atomic, write_text_atomic
 from thoracic.safety import foreign_entries, read_json
+from thoracic.training.checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,12 @@ RUN_STUB_FILES: tuple[str, ...] = (
 )
 
 
-#: Everything ``thoracic train`` (and evaluate / localize, into ``evaluation/``) writes into a run folder:
-#: what replacing a whole run (the demo, when its settings change) may delete.
+#: Everything ``thoracic train`` (and evaluate / localize into ``evaluation/``, export into ``export/``, report
+#: beside them, with the folders' ``thoracic_outputs.json``) writes into a run folder: what replacing a whole
+#: run (the demo, when its settings change) may delete.
 RUN_FILES: tuple[str, ...] = (*RUN_STUB_FILES, "checkpoints/best.ckpt", "checkpoints/last.ckpt", "summary.json",
-                              "evaluation/", "evaluation/*")
+                              "evaluation/", "evaluation/*", "export/", "export/*", "report.md", "report.html",
+                              "compare_overlays.png", "explorer/", "explorer/*", "thoracic_outputs.json", ".*.tmp-*")
 
 
 def _orphan_first_best(folder: Path) -> bool:
@@ -78,8 +82,8 @@ def _orphan_first_best(folder: Path) -> bool:
     if not best.is_file() or (folder / "checkpoints" / "last.ckpt").exists() or (folder / "summary.json").exists():
         return False
     try:
-        ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - unreadable: not provably ours, so never deleted
+        ckpt = read_checkpoint(best)
+    except ThoracicError:  # unreadable (or not plain data): not provably ours, so never deleted
         return False
     return isinstance(ckpt, dict) and "config" in (ckpt.get("hyper_parameters") or {}) and ckpt.get("epoch") == 0
 
@@ -232,18 +236,50 @@ def _keep_previous_csv_log(run_dir: Path) -> None:
         os.replace(current, current.with_name(f"metrics_part{len(_csv_parts(run_dir)) + 1}.csv"))
 
 
+def _read_csv_log(path: Path) -> pd.DataFrame:
+    """One CSV log; a damaged one is recovered, never a parser traceback.
+
+    Rows with another number of fields than the header (two processes that wrote one log at once, a
+    kill mid-line) cannot be told apart column by column: they are left out, with a warning naming the
+    file and the lines. A file that is not text at all is a named error.
+    """
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{path}: the run's CSV log is not text ({exc}); the file is damaged: move it away and "
+                       "rerun (the checkpoints are intact)") from None
+    except pd.errors.ParserError:
+        pass
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        rows = list(csv.reader(handle))
+    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    kept = [row for row in body if len(row) == len(header)]
+    dropped = [k + 2 for k, row in enumerate(body) if len(row) != len(header) and any(row)]
+    if not dropped:
+        raise RunError(f"{path}: the run's CSV log cannot be parsed; the file is damaged: move it away and rerun "
+                       "(the checkpoints are intact)")
+    log.warning("%s: %d line(s) of the CSV log do not have the header's %d fields (e.g. line %d has %d): written "
+                "by two processes at once, or cut by a kill; they are left out of the epoch metrics", path,
+                len(dropped), len(header), dropped[0], len(body[dropped[0] - 2]))
+    table = pd.DataFrame(kept, columns=header).replace("", np.nan)
+    return table.apply(pd.to_numeric, errors="coerce")
+
+
 def read_epoch_metrics(run_dir: str | Path) -> pd.DataFrame:
     """One row per epoch (index ``epoch``) of the run's CSV log: losses, per-class val AUC, learning rate.
 
     The logs of sessions before a resume (``metrics_part<k>.csv``) come first; a resumed run replays the
-    epoch it was killed in, and the later rows win.
+    epoch it was killed in, and the later rows win. Damaged lines are left out with a warning
+    (:func:`_read_csv_log`).
     """
     run_dir = Path(run_dir)
     path = run_dir / "logs" / "metrics.csv"
     files = [*_csv_parts(run_dir), *([path] if path.is_file() else [])]
     if not files:
         raise RunError(f"run {run_dir} has no CSV log ({path} is missing)")
-    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    table = pd.concat([_read_csv_log(f) for f in files], ignore_index=True)
     if "epoch" not in table.columns:
         raise RunError(f"{path}: no 'epoch' column")
     table = table.dropna(subset=["epoch"])

@@ -16,12 +16,20 @@ leaves no folder behind; a run that fails or is interrupted before its first che
 files. Ctrl-C stops at the end of the current batch and raises :class:`~thoracic.errors.Interrupted`
 naming the run folder and the resume command (a second Ctrl-C stops at once). A full disk while saving
 raises :class:`~thoracic.errors.DiskFullError`; the previous ``last.ckpt`` is intact.
+
+One writer at a time: the run folder is locked (:func:`thoracic.safety.folder_lock`) while a run trains
+or resumes, so a second ``thoracic train RUN`` of the same run gets a named error instead of mixing its logs
+and checkpoints with the first's. Checkpoints are read without running code
+(:func:`~thoracic.training.checkpoints.read_checkpoint`) unless ``trust_checkpoint``. Resuming a run that
+already finished (early stopping, or every epoch of ``train.max_epochs``) changes nothing and says so.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +55,13 @@ from thoracic.safety import (
     check_free_space,
     disk_full_error,
     ensure_output_dir,
+    folder_lock,
     free_bytes,
     is_disk_full,
     remove_owned,
 )
 from thoracic.training.callbacks import InterruptGuard
-from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
+from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config, read_checkpoint
 from thoracic.training.factory import (
     build_datamodule,
     build_trainer,
@@ -74,7 +83,7 @@ from thoracic.training.run_folder import (
     write_summary,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Config keys that may change when a run is resumed (where and how it runs, not what it learns).
 RESUMABLE_OVERRIDES: tuple[str, ...] = (
@@ -94,11 +103,17 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _command(command_line: Sequence[str] | None, fallback: str) -> str:
+    """How a lock names its holder: the command line when known."""
+    return " ".join(str(a) for a in command_line) if command_line else fallback
+
+
 def train_or_resume(
     cfg: Config,
     *,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
+    trust_checkpoint: bool = False,
 ) -> Path:
     """Train ``cfg`` into exactly ``<output_dir>/<run_name>``, continuing what an earlier attempt left there.
 
@@ -115,15 +130,27 @@ def train_or_resume(
     Raises:
         ConfigError: ``cfg.run_name`` is not set.
         RunError: the folder holds checkpoints but no ``last.ckpt``, or a run of another config.
+        FolderInUseError: another process trains this run.
     """
     if not cfg.run_name:
         raise ConfigError("train_or_resume: cfg.run_name must name the run folder")
     run_dir = Path(cfg.output_dir) / cfg.run_name
     if (run_dir / "summary.json").is_file():
         return run_dir
+    # the decision (resume, restart, start) and what follows under one lock: two processes never both
+    # clear and restart the same folder
+    locked = run_dir.is_dir() and rank_zero_only.rank == 0
+    with folder_lock(run_dir, "run folder", _command(command_line, "thoracic train")) if locked else nullcontext():
+        return _train_or_resume(cfg, run_dir, callbacks, command_line, trust_checkpoint)
+
+
+def _train_or_resume(cfg: Config, run_dir: Path, callbacks: Sequence[Callback],
+                     command_line: Sequence[str] | None, trust_checkpoint: bool) -> Path:
+    if (run_dir / "summary.json").is_file():
+        return run_dir
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
-        stored, _ = load_checkpoint_config(last)
+        stored, _ = load_checkpoint_config(last, trust=trust_checkpoint)
         old, new = _flatten(to_dict(stored)), _flatten(to_dict(cfg))
         differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
                            and k not in RESUMABLE_OVERRIDES and k not in ("output_dir", "run_name"))
@@ -132,7 +159,8 @@ def train_or_resume(
                 f"{run_dir} holds an unfinished run of another config ({', '.join(differing)} differ); "
                 "use another folder, or delete that run folder to start it again"
             )
-        return train(cfg, resume=run_dir, callbacks=callbacks, command_line=command_line)
+        return train(cfg, resume=run_dir, callbacks=callbacks, command_line=command_line,
+                     trust_checkpoint=trust_checkpoint)
     if run_dir.exists():
         patterns = (*RUN_STUB_FILES, "checkpoints/best.ckpt") if _orphan_first_best(run_dir) else RUN_STUB_FILES
         leftovers = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.ckpt")
@@ -144,8 +172,8 @@ def train_or_resume(
             # only what a run writes before it can be resumed; anything else is refused, not deleted
             remove_owned(run_dir, patterns, "run folder (a start that stopped before its first last.ckpt)",
                          hint="Move them away, or choose another folder.")
-            log.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
-    return train(cfg, callbacks=callbacks, command_line=command_line)
+            logger.warning("%s: the previous attempt stopped before its first checkpoint; starting it again", run_dir)
+    return train(cfg, callbacks=callbacks, command_line=command_line, trust_checkpoint=trust_checkpoint)
 
 
 def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
@@ -158,10 +186,11 @@ def _resume_checkpoint(resume: str | Path) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
-def config_for_resume(resume: str | Path, overrides: Mapping[str, Any] | Sequence[str] = ()) -> Config:
+def config_for_resume(resume: str | Path, overrides: Mapping[str, Any] | Sequence[str] = (), *,
+                      trust_checkpoint: bool = False) -> Config:
     """The config stored in the run's last checkpoint, with the few overrides a resume may change."""
     _, checkpoint = _resume_checkpoint(resume)
-    cfg, _ = load_checkpoint_config(checkpoint)
+    cfg, _ = load_checkpoint_config(checkpoint, trust=trust_checkpoint)
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     forbidden = sorted(k for k in overrides if k not in RESUMABLE_OVERRIDES)
@@ -187,28 +216,44 @@ def train(
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    trust_checkpoint: bool = False,
 ) -> Path:
     """Train ``cfg`` (or continue the run ``resume``) and return the run folder.
 
     Args:
         cfg: the resolved config; with ``resume`` it may be None (the run's own config is used).
         resume: a run folder (or its ``last.ckpt``) to continue exactly where its last finished epoch ended.
+            A run that already finished (early stopping, or ``cfg.train.max_epochs`` epochs done) is left
+            as it is (a warning says so).
         callbacks: extra Lightning callbacks (tests use them to interrupt a run).
         command_line: recorded in ``run_info.json`` (library code never reads ``sys.argv``).
-        log: receives the messages for the user (the data trained on, :func:`describe_training_data`);
-            the CLI prints them on stderr.
+        log: receives the messages for the user (the data trained on, :func:`describe_training_data`; a run
+            that already finished); the CLI prints them on stderr.
+        trust_checkpoint: read the run's checkpoint with full pickle (it may run code; see
+            :func:`~thoracic.training.checkpoints.read_checkpoint`).
 
     Raises:
         ConfigError: missing data folder, bad devices, a model option the model does not take
             (:func:`thoracic.models.check_model_config`); RunError: nothing to resume, non-finite loss;
+        UnsafeCheckpointError: the checkpoint to resume needs more than plain data;
+        FolderInUseError: another process trains this run;
         DiskFullError: no room for a checkpoint (the previous ``last.ckpt`` is kept);
         Interrupted: Ctrl-C (the message names the run folder and the resume command).
     """
     checkpoint_path: Path | None = None
+    checkpoint: Mapping[str, Any] = {}
     if resume is not None:
         run_dir, checkpoint_path = _resume_checkpoint(resume)
-        if cfg is None:
-            cfg, _ = load_checkpoint_config(checkpoint_path)
+        stored, checkpoint = load_checkpoint_config(checkpoint_path, trust=trust_checkpoint)
+        cfg = stored if cfg is None else cfg
+        finished = finished_reason(run_dir, checkpoint, cfg)
+        if finished is not None:
+            message = f"run {run_dir} already finished: {finished}; nothing was changed"
+            if log is not None:
+                log(message)
+            else:
+                logger.warning(message)
+            return run_dir
     elif cfg is None:
         raise ConfigError("train: give a config or a run to resume")
     else:
@@ -229,17 +274,42 @@ def train(
     model = model_without_pretrained_weights(cfg) if checkpoint_path is not None else None
     module = ThoracicModule(cfg, class_frequencies=frequencies, model=model)
     module.data_provenance = data_provenance(cfg)
-    trainer, reseed = build_trainer(cfg, run_dir, callbacks)
-    guard = next(c for c in trainer.callbacks if isinstance(c, InterruptGuard))
+    trainer, reseed = build_trainer(cfg, run_dir, callbacks, trust_checkpoint=trust_checkpoint)
     checkpoint_bytes = estimated_checkpoint_bytes(module.model)
     # best.ckpt + last.ckpt, each written beside the old file before replacing it
     check_free_space(run_dir, checkpoint_bytes * (1 if checkpoint_path is not None else 2),
                      f"the checkpoints of {run_dir}", "Nothing was written; free some space and rerun.")
 
     created = not run_dir.exists()
+    rank_zero = rank_zero_only.rank == 0
+    if rank_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    lock = (folder_lock(run_dir, "run folder", _command(command_line, "thoracic train")) if rank_zero
+            else nullcontext())
+    try:
+        with lock:
+            start_epoch = 0 if checkpoint_path is None else int(checkpoint.get("epoch", -1)) + 1
+            return _fit(cfg, run_dir, resume, checkpoint_path, start_epoch, datamodule, module, trainer, reseed,
+                        command_line, checkpoint_bytes, created, log)
+    finally:
+        if created and rank_zero and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a failed start leaves no folder (its files went in _failed, its lock just now)
+
+
+#: Lightning warns on resume that the log folder and the checkpoint folder are not empty ("previous log files
+#: ... will be deleted"): a resume moves the previous metrics.csv aside first (:func:`_keep_previous_csv_log`)
+#: and continues the run's own checkpoints, so nothing is lost and the warnings would be wrong.
+_RESUME_WARNINGS = (r".*Previous log files in this directory will be deleted.*",
+                    r"Checkpoint directory .* exists and is not empty.*")
+
+
+def _fit(cfg: Config, run_dir: Path, resume: str | Path | None, checkpoint_path: Path | None, start_epoch: int,
+         datamodule: Any, module: ThoracicModule, trainer: Any, reseed: Any, command_line: Sequence[str] | None,
+         checkpoint_bytes: int, created: bool, say: Callable[[str], None] | None) -> Path:
+    """The fit of :func:`train`, under the run folder's lock (``say``: :func:`train`'s ``log``)."""
+    guard = next(c for c in trainer.callbacks if isinstance(c, InterruptGuard))
     try:
         if rank_zero_only.rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
             if resume is None:
                 if any(run_dir.iterdir()):  # a stub of a start that died (resolve_run_dir checked it)
                     remove_owned(run_dir, stub_files(run_dir) or RUN_STUB_FILES, "run folder", remove_folder=False)
@@ -248,8 +318,8 @@ def train(
                 _remove_stale_temporary_files(run_dir)
             write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
             record_data_counts(run_dir, datamodule)
-            if log is not None:
-                log(f"{'continuing' if checkpoint_path is not None else 'training'} {run_dir}\n"
+            if say is not None:
+                say(f"{'continuing' if checkpoint_path is not None else 'training'} {run_dir}\n"
                     + describe_training_data(datamodule, module.data_provenance))
             if checkpoint_path is not None:
                 _keep_previous_csv_log(run_dir)
@@ -258,13 +328,16 @@ def train(
         reseed.generator = train_loader.generator
         val_loader = sharded_eval_loader(datamodule.val_dataloader())
         # Lightning builds the first train iterator of a fit before on_train_epoch_start and set_epoch:
-        # position the sampler and the generators on the first epoch now.
-        start_epoch = 0 if checkpoint_path is None else _next_epoch(checkpoint_path)
+        # position the sampler and the generators on the first epoch now (one past the epoch the
+        # end-of-epoch checkpoint recorded).
         train_loader.sampler.set_epoch(start_epoch)
         reseed.reseed(start_epoch)
         try:
-            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                        ckpt_path=str(checkpoint_path) if checkpoint_path is not None else None)
+            with warnings.catch_warnings():
+                for pattern in _RESUME_WARNINGS:
+                    warnings.filterwarnings("ignore", message=pattern)
+                trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                            ckpt_path=str(checkpoint_path) if checkpoint_path is not None else None)
         finally:
             guard.restore()
         if trainer.interrupted:
@@ -338,9 +411,30 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def _checkpoint_epoch(path: Path) -> int | str:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1))
+        return int(read_checkpoint(path).get("epoch", -1))
     except Exception:  # noqa: BLE001 - only for a message
         return "?"
+
+
+def finished_reason(run_dir: Path, checkpoint: Mapping[str, Any], cfg: Config) -> str | None:
+    """Why the run whose last checkpoint is ``checkpoint`` has nothing left to train under ``cfg``, or None.
+
+    Finished: its ``summary.json`` was written (the fit ended) and early stopping stopped it, or it
+    trained every epoch of ``cfg.train.max_epochs`` (a larger ``train.max_epochs`` continues it). A run
+    killed after its last epoch but before its summary is not finished: resuming writes the summary.
+    """
+    if not (run_dir / "summary.json").is_file():
+        return None
+    epoch = int(checkpoint.get("epoch", -1))
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("EarlyStopping") and isinstance(state, Mapping):
+            if int(state.get("stopped_epoch", 0) or 0) > 0:
+                return (f"early stopping ended it after epoch {int(state['stopped_epoch'])} (no improvement of the "
+                        f"validation loss for train.patience = {state.get('patience', cfg.train.patience)} epochs)")
+    if epoch + 1 >= cfg.train.max_epochs:
+        return (f"it trained all {cfg.train.max_epochs} epochs of train.max_epochs (to train it longer, resume "
+                f"with a larger train.max_epochs, e.g. train.max_epochs={cfg.train.max_epochs + 5})")
+    return None
 
 
 def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
@@ -349,10 +443,4 @@ def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
     return build_model(replace_config(cfg.model, pretrained=False, weights=None), strict=False)
 
 
-def _next_epoch(checkpoint_path: Path) -> int:
-    """The epoch a resumed fit starts with: one past the epoch the end-of-epoch checkpoint recorded."""
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    return int(ckpt.get("epoch", -1)) + 1
-
-
-__all__ = ["RESUMABLE_OVERRIDES", "config_for_resume", "estimated_checkpoint_bytes", "model_without_pretrained_weights", "train", "train_or_resume"]
+__all__ = ["RESUMABLE_OVERRIDES", "config_for_resume", "finished_reason", "estimated_checkpoint_bytes", "model_without_pretrained_weights", "train", "train_or_resume"]

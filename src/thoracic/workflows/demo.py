@@ -43,14 +43,15 @@ from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.synth import generate_phantom_dataset
 from thoracic.evaluation.protocol import headline
-from thoracic.safety import remove_owned
+from thoracic.safety import OUTPUT_MANIFEST, remove_owned
 from thoracic.training.run_folder import RUN_FILES
 from thoracic.training.trainer import train
 from thoracic.workflows.evaluate import evaluate_run
 from thoracic.workflows.export import export_run
 from thoracic.workflows.localize import localize_run
 from thoracic.workflows.demo_settings import DEMO_MODEL_OVERRIDES, DEMO_MODELS, DEMO_OVERRIDES, DemoSettings
-from thoracic.workflows.report import build_report
+from thoracic.workflows.report import REPORT_FILES, build_report
+from thoracic.io import write_text_atomic
 
 
 #: The paper models the demo trains, by config name.
@@ -174,7 +175,12 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
         exported = export_run(run_dir, "onnx")
         log(f"      {name}: exported {exported.path}; onnxruntime vs PyTorch max abs difference "
             + ", ".join(f"{k} {v:.1e}" for k, v in exported.max_abs_diff.items()))
-    markdown, html = build_report(list(runs.values()), out / "report", title="thoracic demo (phantom data)")
+    report_dir = out / "report"
+    if report_dir.is_dir() and not (report_dir / OUTPUT_MANIFEST).exists():
+        # the demo's own report folder, written before output folders kept a list of their files
+        remove_owned(report_dir, REPORT_FILES, "demo report folder", remove_folder=False,
+                     hint="Move them away or use another --out.")
+    markdown, html = build_report(list(runs.values()), report_dir, title="thoracic demo (phantom data)")
     headline = headline_numbers(runs, methods)
     seconds = time.perf_counter() - start
     result = DemoResult(markdown, html, runs, headline, seconds)
@@ -222,7 +228,7 @@ def write_demo_record(result: DemoResult, settings: DemoSettings, config: Any = 
         "problems": check_learning(result.headline),
     }
     path = settings.out_dir / RECORD_FILE
-    path.write_text(json.dumps(record, indent=2))
+    write_text_atomic(path, json.dumps(record, indent=2))
     return path
 
 

@@ -62,14 +62,14 @@ from thoracic.evaluation.sample_size import (
 )
 from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, thresholds_with_source
 from thoracic.evaluation.table1 import write_table1
-from thoracic.io import write_json_atomic, write_text_atomic
+from thoracic.io import write_csv_atomic, write_json_atomic, write_text_atomic
 from thoracic.metrics import label_counts
-from thoracic.safety import read_json
+from thoracic.safety import folder_lock, read_json
 from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
 from thoracic.training.trainer import model_without_pretrained_weights
-from thoracic.workflows.common import open_run
+from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,8 @@ def evaluate_run(
     subgroup_min_count: int = 1,
     calibrate: str | None = None,
     calibration_bins: int | None = None,
+    *,
+    trust_checkpoint: bool = False,
 ) -> EvaluationResult:
     """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
     on ``split`` (test or val): ``thoracic evaluate``, with its option names as keywords.
@@ -120,12 +122,37 @@ def evaluate_run(
     scaling on the validation split and stores it as ``calibration.json``; without it, a stored calibration
     of the same checkpoint is still measured. ``EvaluationResult.warnings`` lists the numbers that rest on
     small samples (:mod:`thoracic.evaluation.sample_size`).
+
+    ``trust_checkpoint`` opens the checkpoint with full pickle (see
+    :func:`~thoracic.training.checkpoints.read_checkpoint`). The run folder is locked while its files are
+    written, and every file is recorded in ``evaluation/thoracic_outputs.json`` with the checkpoint it
+    came from.
+
+    Raises:
+        DataError / ConfigError: a split, operating point, bootstrap count (< 0), bin count (< 1), batch
+            size (< 1) out of range: named, never silently replaced.
     """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
     if operating_point not in OPERATING_POINT_METHODS:
         raise DataError(f"operating point must be one of {OPERATING_POINT_METHODS}, got {operating_point!r}")
-    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
+    if bootstrap < 0:
+        raise ConfigError(f"--bootstrap: expected 0 (no confidence intervals) or a positive number of resamples, "
+                          f"got {bootstrap}")
+    if calibration_bins is not None and calibration_bins < 1:
+        raise ConfigError(f"--calibration-bins: expected at least 1 probability bin, got {calibration_bins}")
+    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers,
+                      trust_checkpoint=trust_checkpoint)
+    with evaluation_outputs(opened, "evaluate"):
+        return _evaluate_opened(opened, split, bootstrap, seed, progress, operating_point, subgroups, age_bands,
+                                subgroup_min_count, calibrate, calibration_bins)
+
+
+def _evaluate_opened(opened: OpenedRun, split: str, bootstrap: int, seed: int, progress: bool,
+                     operating_point: str, subgroups: bool, age_bands: Sequence[int] | None,
+                     subgroup_min_count: int, calibrate: str | None, calibration_bins: int | None
+                     ) -> EvaluationResult:
+    """The body of :func:`evaluate_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
     files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
@@ -136,13 +163,14 @@ def evaluate_run(
         files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
     auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, bootstrap=bootstrap,
                       seed=seed, progress=progress)
-    auc.to_frame().to_csv(out / f"auc_{split}.csv", index=False, float_format="%.6f")
+    write_csv_atomic(out / f"auc_{split}.csv", auc.to_frame(), index=False, float_format="%.6f")
     thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
-    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds)
+    files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds,
+                                                      checkpoint=loaded.info)
     points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc,
                                    CLASS_NAMES, operating_point)
     files["operating_points_csv"] = out / f"operating_points_{split}.csv"
-    points.to_csv(files["operating_points_csv"], index=False, float_format="%.6f")
+    write_csv_atomic(files["operating_points_csv"], points, index=False, float_format="%.6f")
     val_positives = {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(validation.labels)[0])}
     info = auc.to_dict()
     info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
@@ -165,7 +193,8 @@ def evaluate_run(
                                           left_out=left_out), out / f"roc_{split}.png")
     if subgroups:
         subgroup_files, subgroup_groups = _subgroups(predictions, module, out, split, bootstrap, seed, age_bands,
-                                                     subgroup_min_count, thresholds, operating_point, progress)
+                                                     subgroup_min_count, thresholds, operating_point, progress,
+                                                     loaded.info)
         files.update(subgroup_files)
         warnings += subgroup_warnings(subgroup_groups)
     calibration_files, calibration_table = _calibration(loaded, validation, predictions, out, split, calibrate,
@@ -182,15 +211,17 @@ def evaluate_run(
 
 def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
                age_bands: Sequence[int] | None, min_count: int, chosen: Mapping[str, float | None], method: str,
-               progress: bool) -> tuple[dict[str, Path], pd.DataFrame]:
+               progress: bool, checkpoint: dict[str, Any] | None = None) -> tuple[dict[str, Path], pd.DataFrame]:
     """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`) at the operating
-    points ``chosen`` on the validation split (by ``method``); also returns the subgroup table."""
+    points ``chosen`` on the validation split (by ``method``), recording ``checkpoint`` (its
+    :func:`~thoracic.training.checkpoints.checkpoint_info`) in the JSON; also returns the subgroup table."""
     thresholds, source = thresholds_with_source(chosen, method, "val", CLASS_NAMES)
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
                                 module.dataset.table, thresholds, source, CLASS_NAMES,
                                 age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), bootstrap=n_bootstrap,
                                 seed=seed, min_count=min_count, progress=progress)
-    return save_subgroups(result, out, split), result.groups
+    return (save_subgroups(result, out, split, extra={"checkpoint": checkpoint} if checkpoint else None),
+            result.groups)
 
 
 def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, split: str, calibrate: str | None,
@@ -227,7 +258,8 @@ def _finite_or_none(value: Any) -> float | None:
 
 @renamed_keywords(which="checkpoint")
 def evaluate_checkpoint(run_dir: str | Path, checkpoint: str = "best", split: str = "test",
-                        overrides: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+                        overrides: Mapping[str, Any] | None = None, *,
+                        trust_checkpoint: bool = False) -> dict[str, float | None]:
     """Loss and per-class AUC of a run's checkpoint (``best``, ``last`` or a ``.ckpt`` path) on ``split``
     (``test`` or ``val``), with Lightning.
 
@@ -237,7 +269,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str = "best", split: st
     """
     run_dir = Path(run_dir)
     checkpoint_path = find_checkpoint(run_dir, checkpoint)
-    cfg, ckpt = load_checkpoint_config(checkpoint_path)
+    cfg, ckpt = load_checkpoint_config(checkpoint_path, trust=trust_checkpoint)
     if overrides:
         cfg = config_from_dict(merge_overrides(to_dict(cfg), overrides))
     if split not in ("test", "val"):
@@ -254,11 +286,12 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str = "best", split: st
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test_", f"{split}_", 1): _finite_or_none(v) for k, v in results.items()}
     if trainer.is_global_zero:
-        path = run_dir / "summary.json"
-        summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
-        summary[f"{split}_metrics"] = metrics
-        summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint_path, run_dir)
-        write_json_atomic(path, summary)
+        with folder_lock(run_dir, "run folder", f"thoracic evaluate {checkpoint_path}"):
+            path = run_dir / "summary.json"
+            summary = read_json(path, "the run's summary.json", RunError) if path.is_file() else {}
+            summary[f"{split}_metrics"] = metrics
+            summary[f"{split}_checkpoint"] = os.path.relpath(checkpoint_path, run_dir)
+            write_json_atomic(path, summary)
     return metrics
 
 

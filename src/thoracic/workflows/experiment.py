@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from thoracic.config import Config, ConfigError, load_config, replace, save_config
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir, folder_entries
+from thoracic.io import write_csv_atomic, write_text_atomic
+from thoracic.safety import ensure_output_dir, folder_entries, folder_lock
 from thoracic.training.trainer import train_or_resume
 from thoracic.workflows.evaluate import evaluate_checkpoint, evaluate_run
 from thoracic.workflows.localize import localize_run
@@ -119,6 +121,7 @@ def run_experiment(
     device: str | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
+    trust_checkpoint: bool = False,
 ) -> ExperimentResult:
     """One run of ``cfg`` per seed (same ``data.split_seed``), then :func:`aggregate_metrics`.
 
@@ -135,6 +138,10 @@ def run_experiment(
             test images must carry boxes.
         device: torch device of that evaluation; default ``cuda`` when the run trains on a GPU and
             one is visible, else ``cpu`` (the command's ``--device`` also sets the training's accelerator).
+        trust_checkpoint: read the seeds' checkpoints with full pickle (they may run code).
+
+    The experiment folder is locked for the whole call: a second experiment into the same folder gets a
+    :class:`~thoracic.errors.FolderInUseError` naming this one (it would otherwise restart a live seed).
     """
     if not seeds:
         raise ThoracicError("experiment: no seeds given")
@@ -148,33 +155,46 @@ def run_experiment(
     folder = Path(out)
     check_experiment_folder(folder)
     ensure_output_dir(folder, "--out")
+    command = " ".join(command_line) if command_line else "thoracic experiment"
+    lock = folder_lock(folder, "experiment folder", command) if rank_zero_only.rank == 0 else nullcontext()
+    with lock:
+        return _run_experiment(cfg, seeds, folder, test, bootstrap, localize, device, callbacks, command_line,
+                               trust_checkpoint)
+
+
+def _run_experiment(cfg: Config, seeds: Sequence[int], folder: Path, test: bool, bootstrap: int, localize: bool,
+                    device: str | None, callbacks: Sequence[Callback], command_line: Sequence[str] | None,
+                    trust_checkpoint: bool) -> ExperimentResult:
+    """The body of :func:`run_experiment`, under the experiment folder's lock."""
     save_config(cfg, folder / "config.yaml")
     per_seed: dict[int, dict[str, float | None]] = {}
     for seed in seeds:
         run_cfg = replace(cfg, seed=int(seed), output_dir=str(folder), run_name=f"seed{seed}")
         # skips a finished seed, resumes an interrupted one, restarts one that died before its first epoch
         try:
-            run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
+            run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line,
+                                      trust_checkpoint=trust_checkpoint)
         except Interrupted as exc:
             raise Interrupted(f"{exc}; or rerun the same experiment command: finished seeds are kept and this "
                               "one continues") from None
         if test:
             if "test_metrics" not in json.loads((run_dir / "summary.json").read_text()):
-                evaluate_checkpoint(run_dir, checkpoint="best", split="test")
+                evaluate_checkpoint(run_dir, checkpoint="best", split="test", trust_checkpoint=trust_checkpoint)
             if rank_zero_only.rank == 0:  # single-process evaluation: one rank writes the files
-                _evaluate_seed(run_dir, run_cfg, bootstrap, localize, device)
+                _evaluate_seed(run_dir, run_cfg, bootstrap, localize, device, trust_checkpoint)
         per_seed[int(seed)] = seed_metrics(run_dir)
     table = pd.DataFrame.from_dict(per_seed, orient="index")
     table.index.name = "seed"
     summary = aggregate_metrics(table)
-    table.to_csv(folder / "per_seed.csv")
-    summary.to_csv(folder / "summary.csv")
-    (folder / "summary.json").write_text(json.dumps(
+    write_csv_atomic(folder / "per_seed.csv", table)
+    write_csv_atomic(folder / "summary.csv", summary)
+    write_text_atomic(folder / "summary.json", json.dumps(
         {"seeds": [int(s) for s in seeds], "split_seed": cfg.data.split_seed,
          "std": "sample standard deviation (ddof=1)",
          "metrics": {m: {k: _jsonable(v) for k, v in row.items()}
                      for m, row in summary.to_dict(orient="index").items()}}, indent=2))
-    (folder / "summary.md").write_text(
+    write_text_atomic(
+        folder / "summary.md",
         f"# {cfg.model.name}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), split seed {cfg.data.split_seed}\n\n"
         + format_mean_std(summary))
     return ExperimentResult(folder=folder, per_seed=table, summary=summary)
@@ -195,7 +215,7 @@ def check_experiment_folder(folder: Path) -> None:
     """
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"--out {folder} is an existing file; expected an experiment folder (new or empty)")
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not folder_entries(folder):  # empty, or only a lock of a process that died
         return
     if (folder / "run_info.json").exists() or (folder / "checkpoints").is_dir():
         raise ThoracicError(f"--out {folder} is a run folder (it holds run_info.json / checkpoints/), not an "
@@ -215,7 +235,8 @@ def check_experiment_folder(folder: Path) -> None:
         "an experiment only into a new or empty folder (or one it made): choose another --out")
 
 
-def _evaluate_seed(run_dir: Path, cfg: Config, bootstrap: int, localize: bool, device: str | None) -> None:
+def _evaluate_seed(run_dir: Path, cfg: Config, bootstrap: int, localize: bool, device: str | None,
+                   trust_checkpoint: bool = False) -> None:
     """``thoracic evaluate`` (and ``localize``) on a seed's best checkpoint, unless already done."""
     if device is None:
         on_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -224,9 +245,10 @@ def _evaluate_seed(run_dir: Path, cfg: Config, bootstrap: int, localize: bool, d
     progress = cfg.train.progress_bar
     if not (evaluation / "auc_test.json").is_file():
         evaluate_run(run_dir, split="test", bootstrap=bootstrap, device=device, checkpoint="best",
-                     progress=progress)
+                     progress=progress, trust_checkpoint=trust_checkpoint)
     if localize and not (evaluation / "localization_native.json").is_file():
-        localize_run(run_dir, method="native", device=device, checkpoint="best", progress=progress)
+        localize_run(run_dir, method="native", device=device, checkpoint="best", progress=progress,
+                     trust_checkpoint=trust_checkpoint)
 
 
 def _jsonable(value: Any) -> float | int | None:

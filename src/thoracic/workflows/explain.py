@@ -89,7 +89,7 @@ from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS
 from thoracic.io import atomic_write, write_csv_atomic, write_json_atomic
 from thoracic.reporting.runs import expand_runs
 from thoracic.safety import read_json
-from thoracic.workflows.common import open_run
+from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
 
 #: Files ``thoracic explain`` writes into a run's ``evaluation/`` folder (and an experiment's).
 RUN_FILES = ("randomization.csv", "randomization_summary.csv", "randomization.png", "randomization_examples.png",
@@ -231,10 +231,19 @@ def _headline(thresholds: Sequence[float]) -> float:
 def explain_run(run: str | Path, settings: ExplainSettings = ExplainSettings(), checkpoint: str = "best",
                 device: str = "auto", batch_size: int | None = None, data: str | Path | None = None,
                 cache: str | Path | None = None, num_workers: int | None = None,
-                progress: bool = True) -> RunExplanation:
-    """Randomization, faithfulness and mask checks of one run folder (see the module docstring)."""
+                progress: bool = True, *, trust_checkpoint: bool = False) -> RunExplanation:
+    """Randomization, faithfulness and mask checks of one run folder (see the module docstring);
+    ``trust_checkpoint`` opens the checkpoint with full pickle."""
     start = time.perf_counter()
-    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
+    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers,
+                      trust_checkpoint=trust_checkpoint)
+    with evaluation_outputs(opened, "explain"):  # the run's lock; every file listed with its checkpoint
+        return _explain_opened(opened, run, settings, batch_size, progress, start)
+
+
+def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSettings, batch_size: int | None,
+                    progress: bool, start: float) -> RunExplanation:
+    """The body of :func:`explain_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     model = loaded.model.eval()
     size = int(loaded.config.data.image_size)
@@ -408,7 +417,8 @@ def _examples(model: torch.nn.Module, methods: Sequence[str], pairs: pd.DataFram
 
 def explain(run: str | Path, settings: ExplainSettings = ExplainSettings(), checkpoint: str = "best",
             device: str = "auto", batch_size: int | None = None, data: str | Path | None = None,
-            cache: str | Path | None = None, num_workers: int | None = None, progress: bool = True) -> ExplainResult:
+            cache: str | Path | None = None, num_workers: int | None = None, progress: bool = True, *,
+            trust_checkpoint: bool = False) -> ExplainResult:
     """``thoracic explain RUN``: :func:`explain_run` on a run folder, or on every run of an experiment folder
     followed by the repeatability of the maps across its seeds (files in ``EXPERIMENT/evaluation/``)."""
     start = time.perf_counter()
@@ -421,8 +431,8 @@ def explain(run: str | Path, settings: ExplainSettings = ExplainSettings(), chec
         if not Path(checkpoint).is_file():
             raise DataError(f"--checkpoint {checkpoint}: expected best, last or a checkpoint file, and no such file exists")
         runs, checkpoint, path = [Path(checkpoint)], "best", Path(checkpoint)
-    explanations = [explain_run(r, settings, checkpoint, device, batch_size, data, cache, num_workers, progress)
-                    for r in runs]
+    explanations = [explain_run(r, settings, checkpoint, device, batch_size, data, cache, num_workers, progress,
+                                trust_checkpoint=trust_checkpoint) for r in runs]
     files: dict[str, Path] = {}
     verdicts: dict[str, dict[str, Any]] = {}
     if runs != [path] and len(runs) > 1 and "repeatability" in settings.checks:

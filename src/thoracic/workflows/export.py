@@ -23,6 +23,7 @@ model is stored in the metadata.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -40,10 +41,13 @@ from thoracic.errors import RunError
 from thoracic import __version__
 from thoracic.config import to_dict
 from thoracic.evaluation.calibration import calibration_for_run
+from thoracic.evaluation.operating_points import OPERATING_POINTS_FILE, check_operating_points_checkpoint
 from thoracic.geometry import heatmap_grid
 from thoracic.runtime import load_exported
+from thoracic.safety import ensure_output_file, output_folder, read_json
+from thoracic.provenance import checkpoint_source
 from thoracic.training.checkpoints import load_run
-from thoracic.io import write_text_atomic
+from thoracic.io import atomic_path, write_text_atomic
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -102,13 +106,19 @@ def preprocessing_metadata(image_size: int, normalize: str) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> dict | None:
+def _operating_points(path: Path, checkpoint: dict | None) -> tuple[dict | None, str]:
+    """The run's operating points when they were chosen for the exported checkpoint, and a note."""
     if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+        return None, "no operating_points.json in the run: 0.5"
+    points = read_json(path, "the run's operating points", RunError)
+    if checkpoint is not None and isinstance(points, dict):
+        try:
+            caution = check_operating_points_checkpoint(points, path, checkpoint, "the export")
+        except RunError as exc:
+            return None, f"not embedded: {exc}"
+        if caution:
+            return points, f"thresholds on sigmoid(logits) (uncalibrated probabilities); caution: {caution}"
+    return points, "thresholds on sigmoid(logits) (uncalibrated probabilities)"
 
 
 def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> dict[str, Any]:
@@ -117,7 +127,8 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
     size = int(config.data.image_size)
     base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
     evaluation = base / "evaluation"
-    operating_points = _read_json(evaluation / "operating_points.json")
+    operating_points, operating_points_note = _operating_points(evaluation / OPERATING_POINTS_FILE,
+                                                                getattr(loaded, "info", None))
     calibration = None
     calibration_note = "no calibration.json in the run"
     if (evaluation / "calibration.json").is_file():
@@ -144,8 +155,7 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
         },
         "heatmap_geometry": geometry,
         "operating_points": operating_points,
-        "operating_points_note": ("thresholds on sigmoid(logits) (uncalibrated probabilities)" if operating_points
-                                  else "no operating_points.json in the run: 0.5"),
+        "operating_points_note": operating_points_note,
         "calibration": calibration,
         "calibration_note": calibration_note,
     }
@@ -202,39 +212,77 @@ def _trace(wrapper: nn.Module, example: torch.Tensor) -> Any:
 
 
 def _save_torchscript(traced: Any, path: Path, metadata: dict) -> None:
+    buffer = io.BytesIO()  # serialised in memory, written by Python: a full disk is an OSError naming the file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.save's deprecation warning (see _trace)
-        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+    with open(path, "wb") as handle:  # the temporary file of atomic_path
+        handle.write(buffer.getbuffer())
 
 
 @renamed_keywords(fmt="format", which="checkpoint")
 def export_run(run: str | Path, format: str = "onnx", out: str | Path | None = None,  # noqa: A002 - the CLI's name
-               checkpoint: str = "best", opset: int | None = None, verify_batch: int = 3) -> ExportResult:
+               checkpoint: str = "best", opset: int | None = None, verify_batch: int = 3, *,
+               trust_checkpoint: bool = False) -> ExportResult:
     """Export the model of a run (or a ``.ckpt`` file) and check the file against PyTorch.
 
     Args:
         run: run folder or checkpoint file.
         format: ``onnx`` or ``torchscript``.
         out: the file to write (default :func:`default_export_path`); its metadata goes to ``<out>.json``.
+            An existing file there that thoracic did not write (not in the folder's ``thoracic_outputs.json``)
+            is refused, never replaced.
         checkpoint: ``best``, ``last`` or the path of a ``.ckpt`` file of a run folder.
         opset: ONNX opset (default: the exporter's).
         verify_batch: batch size of the check (differs from the traced batch of 2, so a batch dimension
             frozen by mistake fails the check).
+        trust_checkpoint: open the checkpoint with full pickle (it may run code).
+
+    The file is exported and checked under a temporary name and moved into place only when it passed:
+    a failed or killed export leaves the previous file intact. Operating points chosen for another
+    checkpoint are not embedded (the metadata's ``operating_points_note`` says why).
+
     Raises:
         RunError: unknown format, or the exported file's outputs differ from PyTorch's.
+        OutputPathError: ``out`` is a folder, or a file thoracic did not write.
     """
     fmt = format
     if fmt not in EXPORT_FORMATS:
         raise RunError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    loaded = load_run(run, checkpoint=checkpoint, map_location="cpu")
+    loaded = load_run(run, checkpoint=checkpoint, map_location="cpu", trust_checkpoint=trust_checkpoint)
+    path = Path(out) if out is not None else default_export_path(loaded, fmt)
+    ensure_output_file(path, "--out")
+    metadata_path = path.with_name(path.name + ".json")
+    # the default export folder of a run is thoracic's by name (it wrote these two files there before
+    # output folders kept a list)
+    legacy = (path.name, metadata_path.name) if out is None and loaded.run_dir is not None else ()
+    with output_folder(path.parent, "export", checkpoint_source(loaded.info), option="--out",
+                       legacy=legacy) as outputs:
+        outputs.claim(path.name, metadata_path.name)
+        return _export(loaded, fmt, path, metadata_path, opset, verify_batch)
+
+
+def _export(loaded: Any, fmt: str, path: Path, metadata_path: Path, opset: int | None,
+            verify_batch: int) -> ExportResult:
+    """:func:`export_run` once the output is checked: export under a temporary name, check, move into place."""
     model = loaded.model.cpu().eval()
     size = int(loaded.config.data.image_size)
-    path = Path(out) if out is not None else default_export_path(loaded, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = export_metadata(loaded, fmt, model)
     wrapper = LogitsAndMaps(model).eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, size, size, generator=generator)
+    with atomic_path(path) as temporary:
+        diffs = _export_and_check(wrapper, example, temporary, metadata, fmt, opset, verify_batch, generator, size,
+                                  path)
+    write_text_atomic(metadata_path, json.dumps(metadata, indent=1))
+    return ExportResult(path, metadata_path, metadata, diffs)
+
+
+def _export_and_check(wrapper: nn.Module, example: torch.Tensor, path: Path, metadata: dict, fmt: str,
+                      opset: int | None, verify_batch: int, generator: torch.Generator, size: int,
+                      target: Path) -> dict[str, float]:
+    """Export to ``path`` (a temporary file), run it as a user would on another batch size, store the
+    check in its metadata; returns the largest differences from PyTorch."""
     traced = None
     if fmt == "onnx":
         _export_onnx(wrapper, example, path, metadata, opset)
@@ -255,8 +303,8 @@ def export_run(run: str | Path, format: str = "onnx", out: str | Path | None = N
         "output_scale": scale, "input": "standard normal noise, seed 0",
     }
     if max(diffs.values()) > VERIFY_TOLERANCE * scale:
-        raise RunError(f"exported {path} does not reproduce the PyTorch model: max abs differences {diffs} "
-                       f"(outputs up to {scale:.3g})")
+        raise RunError(f"exported {target} does not reproduce the PyTorch model: max abs differences {diffs} "
+                       f"(outputs up to {scale:.3g}); nothing was written")
     # the check's numbers go into the file's metadata too, so the file alone says how it was verified
     if fmt == "onnx":
         import onnx
@@ -266,9 +314,7 @@ def export_run(run: str | Path, format: str = "onnx", out: str | Path | None = N
         onnx.save(proto, str(path))
     else:
         _save_torchscript(traced, path, metadata)
-    metadata_path = path.with_name(path.name + ".json")
-    write_text_atomic(metadata_path, json.dumps(metadata, indent=1))
-    return ExportResult(path, metadata_path, metadata, diffs)
+    return diffs
 
 
 __all__ = [

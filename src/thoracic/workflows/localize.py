@@ -30,7 +30,8 @@ from thoracic.evaluation.protocol import (
 )
 from thoracic.geometry import REGISTRATIONS, make_registration
 from thoracic.heatmaps import create_heatmap_method, list_heatmap_methods
-from thoracic.workflows.common import open_run
+from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
+from thoracic.io import write_csv_atomic
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def localize_run(
     progress: bool = True,
     draws: int = RANDOM_DRAWS,
     registration: str = "geometric",
+    *,
+    trust_checkpoint: bool = False,
 ) -> LocalizationRunResult:
     """Weakly supervised localization of every box row of the test images (Wang et al. 2017 protocol):
     ``thoracic localize``, with its option names as keywords (``heatmap_thresholds`` on the 0-255 scale,
@@ -67,13 +70,26 @@ def localize_run(
 
     ``registration``: where heatmap cells sit in the image, ``geometric`` (their receptive-field centres,
     derived from the network) or ``legacy`` (``align_corners=False``); the other one is also scored on
-    the same heatmaps (``registration_<method>.csv``).
+    the same heatmaps (``registration_<method>.csv``). ``trust_checkpoint`` opens the checkpoint with full
+    pickle. The run folder is locked while its files are written, and every file is recorded in
+    ``evaluation/thoracic_outputs.json`` with the checkpoint it came from (the heatmaps file also holds its
+    SHA-256).
     """
     if method not in list_heatmap_methods():
         raise DataError(f"method must be one of {list_heatmap_methods()}, got {method!r}")
     if registration not in REGISTRATIONS:
         raise DataError(f"registration must be one of {list(REGISTRATIONS)}, got {registration!r}")
-    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers)
+    opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers,
+                      trust_checkpoint=trust_checkpoint)
+    with evaluation_outputs(opened, "localize"):
+        return _localize_opened(opened, method, heatmap_thresholds, largest_only, seed, num_examples, progress,
+                                draws, registration)
+
+
+def _localize_opened(opened: OpenedRun, method: str, heatmap_thresholds: Sequence[float], largest_only: bool,
+                     seed: int, num_examples: int, progress: bool, draws: int, registration: str
+                     ) -> LocalizationRunResult:
+    """The body of :func:`localize_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     ground_truth = ground_truth_boxes(module.box_table)
     if ground_truth.empty:
@@ -83,12 +99,12 @@ def localize_run(
                                 progress=progress)
     grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
     registered = make_registration(registration, grid)
-    files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz")}
+    files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz", loaded.info["sha256"])}
     tables = localize_boxes(ground_truth, heatmaps, method, heatmap_thresholds, largest_only, seed,
                             progress=progress, draws=draws, registration=registered)
     sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()],
                                      heatmap_thresholds, largest_only)
-    sensitivity.to_csv(out / f"registration_{method}.csv", index=False, float_format="%.6f")
+    write_csv_atomic(out / f"registration_{method}.csv", sensitivity, index=False, float_format="%.6f")
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
         "checkpoint": loaded.info, "heatmap_thresholds": [float(t) for t in heatmap_thresholds],

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES, METHOD_LABELS, MODEL_LABELS
 from thoracic.deprecation import deprecation_message, renamed_keywords
-from thoracic.errors import DataError, ThoracicError
+from thoracic.errors import DataError, OutputPathError, ThoracicError
 from thoracic.evaluation.calibration import calibration_for_run, calibration_from_dict
 from thoracic.evaluation.figures import WHOLE_IMAGE_FRACTION
 from thoracic.evaluation.operating_points import DEFAULT_THRESHOLD
@@ -34,9 +34,13 @@ from thoracic.prediction import (
     resolve_thresholds,
     validation_positives,
 )
-from thoracic.provenance import SHORT_HASH
+from thoracic.io import write_text_atomic
+from thoracic.provenance import SHORT_HASH, checkpoint_source, file_sha256
 from thoracic.runtime import ExportedModule, load_exported, resolve_device
-from thoracic.safety import ensure_output_dir
+from thoracic.safety import OUTPUT_MANIFEST, OutputSource, is_within, output_folder
+
+#: The file of :func:`predict_images` beside its figures.
+PREDICTIONS_FILE = "predictions.json"
 
 
 def exported_predictor(path: str | Path, method: str = "native", threshold: float | dict[str, float] = 0.5,
@@ -80,6 +84,36 @@ def exported_predictor(path: str | Path, method: str = "native", threshold: floa
 EXPORTED_SUFFIXES: tuple[str, ...] = (".onnx", ".pt")
 
 
+class PredictionResults(list):
+    """What :func:`predict_images` returns: one :class:`~thoracic.prediction.ImagePrediction` per file (a
+    list), plus ``document``, what ``predictions.json`` holds (the run-level fields: source, checkpoint
+    hash, thresholds and where they come from, calibration ..., and ``images``), and ``out``."""
+
+    document: dict[str, Any]
+    out: Path
+
+
+def _source(run: Path, exported: bool, provenance: dict | None) -> OutputSource:
+    """What the outputs come from: the checkpoint (its SHA-256), or the exported file (its own SHA-256)."""
+    if exported:
+        digest = file_sha256(run)
+        return OutputSource(digest, f"exported model {run} (sha256 {digest[:SHORT_HASH]})",
+                            {"kind": "exported model", "path": str(Path(run).resolve()), "sha256": digest})
+    assert provenance is not None
+    return checkpoint_source(provenance)
+
+
+def _check_out(out: Path, images: Sequence[str | Path]) -> None:
+    """``--out`` must not lie inside an input folder: its figures would be read as X-rays next time."""
+    for item in map(Path, images):
+        if item.is_dir() and is_within(out, item):
+            home = item.resolve()
+            raise OutputPathError(
+                f"--out {out} lies inside the input folder {home}: its figures would be taken for X-rays by the "
+                f"next run over that folder. Choose an --out outside it (e.g. --out "
+                f"{home.parent / (home.name + '-predictions')})")
+
+
 def is_exported_model(path: str | Path) -> bool:
     """Whether ``path`` is a model written by ``thoracic export`` (by its suffix) rather than a run or a
     checkpoint."""
@@ -101,36 +135,46 @@ def predict_images(
     calibrate: bool = True,
     log: Callable[[str], None] | None = None,
     registration: str = "geometric",
-) -> list[ImagePrediction]:
+    *,
+    trust_checkpoint: bool = False,
+) -> PredictionResults:
     """``thoracic predict RUN IMAGE...``: load a run's model and predict every image; writes a figure per
     image and ``predictions.json``.
 
     Args:
         run: a run folder, a ``.ckpt`` file, or a model written by ``thoracic export`` (``.onnx`` or
             TorchScript ``.pt``; runs without Lightning or the model code; native heatmaps only).
-        images: files and/or folders (see :func:`collect_image_paths`).
+        images: files and/or folders (see :func:`collect_image_paths`; files thoracic wrote itself, listed in
+            a ``thoracic_outputs.json``, are skipped).
         checkpoint: which checkpoint of a run folder: ``best`` (default), ``last`` or a ``.ckpt`` path.
         out: where figures (``<stem>_<method>.png``, see :func:`figure_names`) and ``predictions.json``
-            go (default ``predictions/`` in the working folder).
+            go (default ``predictions/`` in the working folder). It must lie outside the input folders; it
+            holds the outputs of one checkpoint (or exported model): another one's are refused, this one's
+            earlier files are replaced (figures of images not predicted this time are removed), and a file
+            thoracic did not write is never replaced (its ``thoracic_outputs.json`` lists what it wrote).
         calibrate: apply the run's temperature scaling (``evaluation/calibration.json`` of the checkpoint, or
             the export's metadata) when there is one.
         threshold: one probability threshold for every class; None (default) uses the run's operating
-            points (:func:`resolve_thresholds`).
+            points (:func:`resolve_thresholds`), which must have been chosen for this checkpoint.
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda:N``.
         all_boxes: figures also show the boxes of the lower heatmap threshold (dashed).
         model: deprecated (an exported model is given as ``run``).
-        log: receives the messages for the user (calibration, which thresholds, phantom-data warning); the CLI
-            prints them on stderr.
+        log: receives the messages for the user (calibration, which thresholds, phantom-data warning, skipped
+            files); the CLI prints them on stderr.
+        trust_checkpoint: open the checkpoint with full pickle (it may run code).
 
     The old call ``predict_images(inputs, checkpoint_or_run, out_dir=..., model=...)`` still works for one
     release, with a :class:`FutureWarning`.
 
     Returns:
-        One result per file, in input order; a file that failed has ``error`` set (the others are still
-        processed).
+        One result per file, in input order (a file that failed has ``error`` set; the others are still
+        processed), with the ``predictions.json`` document (:class:`PredictionResults`).
 
     Raises:
         DataError: when no input image exists at all.
+        OutputPathError: ``out`` inside an input folder, holding another model's outputs, or a file there
+            that thoracic did not write in the way of one it writes.
+        RunError: the run's operating points were chosen for another checkpoint.
     """
     run, images, checkpoint = _predict_call(run, images, checkpoint, model)
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects nan
@@ -140,7 +184,13 @@ def predict_images(
         raise DataError(f"--checkpoint {checkpoint}: {run} is an exported model; a checkpoint is chosen in a run "
                         "folder")
     say = log or (lambda message: None)
-    paths = collect_image_paths(images)
+    out = Path(out) if out is not None else Path("predictions")
+    _check_out(out, images)
+    skipped: list[Path] = []
+    paths = collect_image_paths(images, skipped=skipped)
+    if skipped:
+        say(f"skipped {len(skipped)} file(s) that thoracic wrote itself (listed in a {OUTPUT_MANIFEST}), e.g. "
+            f"{skipped[0]}")
     device = resolve_device(device)
     warning = None
     if exported:
@@ -159,9 +209,9 @@ def predict_images(
         # (``thoracic predict FILE IMAGE...`` on a machine that has only onnxruntime / TorchScript).
         from thoracic.training.checkpoints import load_run
 
-        loaded = load_run(run, checkpoint=checkpoint, map_location=device)
+        loaded = load_run(run, checkpoint=checkpoint, map_location=device, trust_checkpoint=trust_checkpoint)
         provenance = loaded.info  # checkpoint_info: read from the checkpoint itself
-        thresholds = resolve_thresholds(threshold, loaded.run_dir)
+        thresholds = resolve_thresholds(threshold, loaded.run_dir, provenance)
         stored, message = calibration_for_run(loaded) if calibrate else (None, "calibration not applied")
         calibration = stored.info if stored is not None else None
         config = loaded.config
@@ -187,23 +237,31 @@ def predict_images(
         title += "\nWARNING: trained on phantom (synthetic) images, not a clinical prediction"
     predictor.figure_title = title
     predictor.all_boxes = all_boxes
-    out = ensure_output_dir(Path(out) if out is not None else Path("predictions"), "--out")
-    results = []
-    for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), figure_names(paths)):
-        results.append(predictor.predict_one(path, figure=out / f"{name}_{method}.png"))
-    (out / "predictions.json").write_text(json.dumps(
-        {**source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
-         "checkpoint_epoch": provenance["epoch"] if provenance else None,
-         "trained_on": provenance["data_kind"] if provenance else None,
-         "warning": warning, "method": method, "threshold": thresholds.uniform,
-         "thresholds": thresholds.values, "threshold_source": thresholds.source,
-         "threshold_description": thresholds.description,
-         "calibration": {"applied": calibration is not None, "note": message,
-                         "temperature": calibration.get("temperature") if calibration else None},
-         "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
-         "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
-         "registration": predictor.registration.describe(),
-         "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}, indent=1))
+    names = [f"{name}_{method}.png" for name in figure_names(paths)]
+    with output_folder(out, "predict", _source(run, exported, provenance), exclusive=True) as outputs:
+        outputs.claim(*names, PREDICTIONS_FILE)
+        results = PredictionResults(
+            predictor.predict_one(path, figure=out / name)
+            for path, name in zip(tqdm(paths, desc="predict", unit="image", disable=not progress), names))
+        results.out = out
+        results.document = {
+            **source, "checkpoint_sha256": provenance["sha256"] if provenance else None,
+            "checkpoint_epoch": provenance["epoch"] if provenance else None,
+            "trained_on": provenance["data_kind"] if provenance else None,
+            "warning": warning, "method": method, "threshold": thresholds.uniform,
+            "thresholds": thresholds.values, "threshold_source": thresholds.source,
+            "threshold_description": thresholds.description, "thresholds_checkpoint": thresholds.checkpoint,
+            "calibration": {"applied": calibration is not None, "note": message,
+                            "temperature": calibration.get("temperature") if calibration else None},
+            "heatmap_thresholds": [float(t) for t in predictor.heatmap_thresholds],
+            "whole_image_fraction": WHOLE_IMAGE_FRACTION, "checkpoint_info": provenance,
+            "registration": predictor.registration.describe(),
+            "class_names": list(CLASS_NAMES), "images": [r.to_dict() for r in results]}
+        write_text_atomic(out / PREDICTIONS_FILE, json.dumps(results.document, indent=1))
+        removed = outputs.remove_previous()
+    if removed:
+        say(f"removed {len(removed)} earlier file(s) of this model in {out} that this run did not rewrite "
+            f"(e.g. {removed[0]}): the folder holds this run's predictions only")
     return results
 
 
@@ -226,4 +284,5 @@ def _predict_call(run: Any, images: Any, checkpoint: Any, model: Any) -> tuple[P
     return Path(run), images, checkpoint
 
 
-__all__ = ["EXPORTED_SUFFIXES", "exported_predictor", "is_exported_model", "predict_images"]
+__all__ = ["EXPORTED_SUFFIXES", "PREDICTIONS_FILE", "PredictionResults", "exported_predictor", "is_exported_model",
+           "predict_images"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lightning.pytorch import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from thoracic.config import Config, replace
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import Interrupted, ThoracicError, UnsafeDeleteError
-from thoracic.safety import ensure_output_dir, folder_entries
+from thoracic.io import save_figure_atomic, write_csv_atomic, write_text_atomic
+from thoracic.safety import ensure_output_dir, folder_entries, folder_lock
 from thoracic.training.module import NonFiniteLossError
 from thoracic.training.trainer import train_or_resume
 
@@ -57,6 +60,7 @@ def lr_sweep(
     out: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     command_line: Sequence[str] | None = None,
+    trust_checkpoint: bool = False,
 ) -> SweepResult:
     """Train ``cfg`` once per learning rate for ``epochs`` epochs and pick the lowest validation loss.
 
@@ -65,6 +69,9 @@ def lr_sweep(
         lrs: the grid (default: the paper's 10 values).
         epochs: length of each short run (early stopping still applies).
         out: the sweep folder; default ``<output_dir>/<run_name or lr_sweep-<model>-<time>>``.
+        trust_checkpoint: read interrupted runs' checkpoints with full pickle (they may run code).
+
+    The sweep folder is locked for the whole call (a second sweep into it gets a named error).
     """
     if not lrs:
         raise ThoracicError("lr sweep: no learning rates given")
@@ -76,6 +83,14 @@ def lr_sweep(
     folder = Path(out)
     check_sweep_folder(folder)
     ensure_output_dir(folder, "sweep folder")
+    command = " ".join(command_line) if command_line else "thoracic lr-sweep"
+    with folder_lock(folder, "sweep folder", command) if rank_zero_only.rank == 0 else nullcontext():
+        return _sweep(cfg, lrs, epochs, folder, callbacks, command_line, trust_checkpoint)
+
+
+def _sweep(cfg: Config, lrs: Sequence[float], epochs: int, folder: Path, callbacks: Sequence[Callback],
+           command_line: Sequence[str] | None, trust_checkpoint: bool) -> SweepResult:
+    """The body of :func:`lr_sweep`, under the sweep folder's lock."""
     rows = []
     for lr in lrs:
         run_name = f"lr_{lr:.2e}"
@@ -86,7 +101,8 @@ def lr_sweep(
                                       "output_dir": str(folder), "run_name": run_name})
             try:
                 # resumes a run stopped after an epoch, restarts one that died before its first checkpoint
-                run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line)
+                run_dir = train_or_resume(run_cfg, callbacks=callbacks, command_line=command_line,
+                                          trust_checkpoint=trust_checkpoint)
             except NonFiniteLossError as exc:
                 status = f"diverged: {exc}"
             except Interrupted as exc:
@@ -104,7 +120,7 @@ def check_sweep_folder(folder: Path) -> None:
     listing what it holds: the sweep writes (and on a restart clears) its own files there."""
     if folder.exists() and not folder.is_dir():
         raise ThoracicError(f"sweep folder {folder} is an existing file; expected a folder (new or empty)")
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not folder_entries(folder):  # empty, or only a lock of a process that died
         return
     if (folder / "sweep.json").is_file() or any(p.is_dir() and p.name.startswith("lr_") for p in folder.iterdir()):
         return
@@ -133,8 +149,8 @@ def _row(lr: float, run_dir: Path, status: str) -> dict:
 
 def write_sweep_outputs(folder: Path, table: pd.DataFrame, best_lr: float | None) -> None:
     """``sweep.csv``, ``sweep.md``, ``sweep.json`` and the plot ``sweep.png``."""
-    table.to_csv(folder / "sweep.csv", index=False)
-    (folder / "sweep.json").write_text(json.dumps({"best_lr": best_lr, "criterion": "lowest validation loss",
+    write_csv_atomic(folder / "sweep.csv", table, index=False)
+    write_text_atomic(folder / "sweep.json", json.dumps({"best_lr": best_lr, "criterion": "lowest validation loss",
                                                     "runs": table.to_dict(orient="records")}, indent=2, default=str))
     lines = ["| lr | best val loss | best epoch | val AUC (mean) | status |", "|---|---|---|---|---|"]
     for row in table.itertuples():
@@ -143,7 +159,7 @@ def write_sweep_outputs(folder: Path, table: pd.DataFrame, best_lr: float | None
         loss = "" if pd.isna(row.best_val_loss) else f"{row.best_val_loss:.4f}"
         lines.append(f"| {row.lr:.2e}{mark} | {loss} | {'' if pd.isna(row.best_epoch) else int(row.best_epoch)} "
                      f"| {auc} | {str(row.status).splitlines()[0][:80]} |")
-    (folder / "sweep.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(folder / "sweep.md", "\n".join(lines) + "\n")
     plot_sweep(table, best_lr, folder / "sweep.png")
 
 
@@ -165,4 +181,4 @@ def plot_sweep(table: pd.DataFrame, best_lr: float | None, path: Path) -> None:
     axis.set_ylabel("best validation loss")
     axis.set_title("Learning-rate sweep")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure_atomic(figure, path, dpi=120)

@@ -47,8 +47,8 @@ from thoracic.data.datasets.mimic import MimicReader
 from thoracic.data.datasets.padchest import PadChestReader
 from thoracic.data.datasets.rsna import RsnaReader
 from thoracic.data.datasets.vindr import VinDrReader
-from thoracic.data.metadata import file_fingerprint
 from thoracic.errors import DataError
+from thoracic.provenance import file_sha256
 
 __all__ = ["AUTO", "DATASET_KINDS", "READERS", "UNCERTAIN_POLICIES", "ChestXrayCollection", "DatasetReader",
            "dataset_reader", "detect_dataset_kind", "load_dataset", "metadata_fingerprint", "resolve_dataset_kind"]
@@ -185,7 +185,7 @@ def metadata_fingerprint(root: str | Path, dataset: str = AUTO) -> tuple[list[st
     """
     root = Path(root)
     files = READERS[resolve_dataset_kind(root, dataset)].metadata_files(root)
-    digests = [file_fingerprint(path) for path in files]
+    digests = [file_sha256(path) for path in files]
     if len(files) == 1:
         return [files[0].name], digests[0]
     lines = "".join(f"{path.name}\t{digest}\n" for path, digest in zip(files, digests))

@@ -28,8 +28,8 @@ from thoracic.data.cache import is_cache_file, owned_cache_folder
 from thoracic.data.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, DATA_ENTRY_NAMES, TEST_NAME, TRAIN_VAL_NAME
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage, render_phantom, save_png
 from thoracic.deprecation import renamed_keywords
-from thoracic.errors import DataError, UnsafeDeleteError
-from thoracic.io import write_json_atomic
+from thoracic.errors import DataError, Interrupted, UnsafeDeleteError
+from thoracic.io import write_json_atomic, write_text_atomic
 from thoracic.safety import ensure_output_dir, folder_entries, quiet_worker, remove_owned
 
 GENERATOR_VERSION = 3  # 2: NIH-like prevalences (about 54% of images without finding); 3: families A, B
@@ -193,33 +193,44 @@ def render_images(jobs: Sequence[RenderJob], out: Path, num_workers: int | None 
     results: list[PhantomImage | None] = [None] * len(jobs)
     workers = (os.cpu_count() or 1) if num_workers is None else max(1, num_workers)
     bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
-    if workers == 1 or len(jobs) < 2 * workers:
-        for job in jobs:
-            index, phantom = _render_job(job)
-            results[index] = phantom
-            bar.update()
-    else:
-        # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
-        try:
+    try:
+        if workers == 1 or len(jobs) < 2 * workers:
+            for job in jobs:
+                index, phantom = _render_job(job)
+                results[index] = phantom
+                bar.update()
+        else:
+            # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of a silent hang
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
                                      initializer=quiet_worker, initargs=(os.getpid(),)) as pool:
-                for index, phantom in pool.map(_render_job, jobs, chunksize=8):
-                    results[index] = phantom
-                    bar.update()
-        except BrokenProcessPool:
-            raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
-                            "rerun with --overwrite to start again") from None
-    bar.close()
+                try:
+                    for index, phantom in pool.map(_render_job, jobs, chunksize=8):
+                        results[index] = phantom
+                        bar.update()
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=True, cancel_futures=True)  # stop now, not after every queued image
+                    raise
+    except BrokenProcessPool:
+        raise DataError(f"a synth worker process died (killed, or out of memory) while writing {out}; "
+                        "rerun the same command to start again") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted (Ctrl-C); the phantom folder {out} is unfinished: rerun the same command "
+                          "to write it again (only the generator's own files there are replaced)") from None
+    finally:
+        bar.close()
     return results  # type: ignore[return-value]
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Make ``out`` a new or empty folder: a phantom folder there is replaced with ``overwrite`` (only the
-    files its marker lists are deleted); anything else is refused."""
+    files its marker lists are deleted), an unfinished one (its marker but no :data:`INFO_FILE`, which the
+    generator writes last: an interrupted run) without; anything else is refused."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is an existing file; expected a folder (new or empty)")
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
+        # a folder this generator started and never finished (interrupted): the same command writes it again
+        unfinished = (out / MARKER_FILE).is_file() and not (out / INFO_FILE).is_file()
+        if not overwrite and not unfinished:
             raise DataError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
                             "replace a phantom folder written by thoracic synth (only its own files are deleted)")
         owned = synth_owned_files(out)
@@ -331,11 +342,11 @@ def generate_phantom_dataset(
                 label = "Infiltrate" if name == "Infiltration" else name  # the real file's spelling
                 box_rows.append((CLASS_INDEX[name], plan.image_id, f"{plan.image_id},{label},{x}.0,{y}.0,{w}.0,{h}.0"))
     box_rows.sort()  # grouped by class like the real file
-    (out / "Data_Entry_2017_v2020.csv").write_text("\n".join(entry_lines) + "\n")
-    (out / "BBox_List_2017.csv").write_text("\n".join([BBOX_HEADER] + [r[2] for r in box_rows]) + "\n")
-    (out / TRUTH_FILE).write_text("\n".join(truth_lines) + "\n")
-    (out / "train_val_list.txt").write_text("\n".join(p.image_id for p in plans if not p.test))
-    (out / "test_list.txt").write_text("\n".join(p.image_id for p in plans if p.test))
+    write_text_atomic(out / "Data_Entry_2017_v2020.csv", "\n".join(entry_lines) + "\n")
+    write_text_atomic(out / "BBox_List_2017.csv", "\n".join([BBOX_HEADER] + [r[2] for r in box_rows]) + "\n")
+    write_text_atomic(out / TRUTH_FILE, "\n".join(truth_lines) + "\n")
+    write_text_atomic(out / "train_val_list.txt", "\n".join(p.image_id for p in plans if not p.test))
+    write_text_atomic(out / "test_list.txt", "\n".join(p.image_id for p in plans if p.test))
     info = {
         "generator": "thoracic.data.synth",
         "version": GENERATOR_VERSION,
@@ -349,5 +360,5 @@ def generate_phantom_dataset(
         "class_names": list(CLASS_NAMES),
         "note": "phantom images: results on them say nothing clinical",
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: the folder is complete
     return out

@@ -54,6 +54,7 @@ from thoracic.data.synth.folder import (
 )
 from thoracic.data.synth.render import FAMILIES, PREVALENCE, PhantomImage
 from thoracic.errors import DataError
+from thoracic.io import atomic_write, write_bytes_atomic, write_text_atomic
 
 #: The layouts :func:`generate_layout` writes (every dataset kind).
 LAYOUTS: tuple[str, ...] = ("chestxray14", "chexpert", "mimic", "padchest", "vindr", "rsna")
@@ -139,12 +140,14 @@ def _plan(num_images: int, seed: int, test_fraction: float, lateral_fraction: fl
 
 def write_jpeg(phantom: PhantomImage, path: Path) -> None:
     """8-bit grayscale JPEG (quality 95), as CheXpert and MIMIC-CXR-JPG distribute."""
-    Image.fromarray(phantom.pixels).save(path, format="JPEG", quality=95)
+    with atomic_write(path, "wb") as handle:  # a kill mid-image leaves no truncated file
+        Image.fromarray(phantom.pixels).save(handle, format="JPEG", quality=95)
 
 
 def write_png16(phantom: PhantomImage, path: Path) -> None:
     """16-bit grayscale PNG (``v * 257``), as PadChest distributes."""
-    Image.fromarray(phantom.pixels.astype(np.uint16) * 257).save(path, compress_level=3)
+    with atomic_write(path, "wb") as handle:
+        Image.fromarray(phantom.pixels.astype(np.uint16) * 257).save(handle, format="PNG", compress_level=3)
 
 
 def write_dicom(phantom: PhantomImage, path: Path, *, uid_seed: str, monochrome1: bool = False,
@@ -177,7 +180,8 @@ def write_dicom(phantom: PhantomImage, path: Path, *, uid_seed: str, monochrome1
     dataset.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
     dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, bits, bits - 1, 0
     dataset.PixelData = values.tobytes()
-    dataset.save_as(path, enforce_file_format=True)
+    with atomic_write(path, "wb") as handle:
+        dataset.save_as(handle, enforce_file_format=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,10 +198,10 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
     writer.writerows(rows)
     data = buffer.getvalue().encode()
     if gzip_file:
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
+        with atomic_write(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
             handle.write(data)
     else:
-        path.write_bytes(data)
+        write_bytes_atomic(path, data)
 
 
 def _labels_of(phantom: PhantomImage, layout: str) -> list[str]:
@@ -241,7 +245,7 @@ def _jobs(images: Sequence[_Image], paths: Sequence[Path], image_size: int, seed
 def _finish(out: Path, layout: str, num_images: int, image_size: int, seed: int, family: str) -> None:
     info = {"generator": "thoracic.data.synth", "layout": layout, "num_images": num_images, "image_size": image_size,
             "seed": seed, "family": family, "note": "phantom images: results on them say nothing clinical"}
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: the folder is complete
 
 
 def _hex(rng: np.random.Generator, digits: int) -> str:

@@ -8,6 +8,8 @@ box on its own mask. Which classes an image has comes from :func:`finding_draws`
 
 from __future__ import annotations
 
+from thoracic.io import atomic_write
+
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,4 +202,5 @@ def save_png(pixels: np.ndarray, path: str | Path, storage: str = "L") -> None:
         image = Image.fromarray(pixels.astype(np.uint16) * 257)
     else:
         image = Image.fromarray(pixels)
-    image.save(path, compress_level=3)
+    with atomic_write(path, "wb") as handle:  # a kill mid-image leaves no truncated PNG
+        image.save(handle, format="PNG", compress_level=3)
