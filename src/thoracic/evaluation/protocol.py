@@ -34,7 +34,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.geometry import Registration
 from thoracic.evaluation.localization import (
@@ -107,6 +106,7 @@ def localize_boxes(
     progress: bool = False,
     draws: int = RANDOM_DRAWS,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> LocalizationTables:
     """Boxes, per-row scores and the accuracy table of a method and of the random-box and centre-box
     baselines, from heatmaps (no network).
@@ -118,7 +118,8 @@ def localize_boxes(
     pixels, through ``registration`` as the boxes; the baselines' box centres). Everything in it can be
     recomputed from the three tables returned beside it. ``registration`` places the heatmap cells in the
     image (:class:`thoracic.geometry.Registration`; ``None``: :func:`~thoracic.heatmaps.boxes.default_cell_centres`,
-    the geometric registration of a ResNet at 256 px).
+    the geometric registration of a ResNet at 256 px). ``class_names``: the rows of the accuracy tables, the
+    run's box classes (default: those of the ground truth).
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
@@ -135,10 +136,10 @@ def localize_boxes(
     scores["pointing"] = scores["pointing"].astype(int)
     random = random_boxes(ground_truth, sizes, seed=seed, draws=draws)
     centre = centre_boxes(ground_truth, sizes).assign(draw=0)
-    tables = [pd.concat([localization_accuracy(ground_truth, boxes),
-                         pointing_accuracy(ground_truth, hits)], ignore_index=True).assign(source=method),
-              baseline_accuracy(ground_truth, random).assign(source=RANDOM_BOX),
-              baseline_accuracy(ground_truth, centre).assign(source=CENTRE_BOX)]
+    tables = [pd.concat([localization_accuracy(ground_truth, boxes, class_names),
+                         pointing_accuracy(ground_truth, hits, class_names)], ignore_index=True).assign(source=method),
+              baseline_accuracy(ground_truth, random, class_names).assign(source=RANDOM_BOX),
+              baseline_accuracy(ground_truth, centre, class_names).assign(source=CENTRE_BOX)]
     accuracy = pd.concat(tables, ignore_index=True)[["source", *ACCURACY_COLUMNS]]
     baseline_boxes = pd.concat([random.assign(source=RANDOM_BOX), centre.assign(source=CENTRE_BOX)],
                                ignore_index=True)[BASELINE_BOX_COLUMNS]
@@ -149,7 +150,8 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
     """The localization headline of one ``localization_<method>.csv`` table (means over the box classes
     with boxes).
 
-    Keys: ``classes`` (how many box classes the means are over), ``boxes`` (box rows), then for
+    Keys: ``classes`` (how many box classes the means are over), ``box_classes`` (how many box classes the
+    table has: the run's), ``boxes`` (box rows), then for
     ``IoU>0.3`` and ``IoBB>0.25`` (``m``): ``m`` (the method at the paper's heatmap threshold,
     ``HEADLINE_THRESHOLD``), ``m FP`` (its false positives per image), ``m T60`` and ``m pooled``
     (beside it), ``m random`` and ``m random sd`` (mean and standard deviation over the random draws),
@@ -170,7 +172,9 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
     def most(column: str) -> float:  # (tables written before a column existed lack it)
         return float(own[column].max()) if len(own) and column in own.columns else float("nan")
 
-    row: dict[str, float] = {"classes": most("n_classes"), "boxes": most("n_boxes")}
+    names = table.loc[(table["source"] == method) & (table["class_name"] != MEAN), "class_name"]
+    row: dict[str, float] = {"classes": most("n_classes"), "box_classes": float(names.nunique()),
+                             "boxes": most("n_boxes")}
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         row[name] = pick(method, HEADLINE_THRESHOLD, metric, t)
@@ -195,7 +199,7 @@ def headline_text(row: dict[str, float], method: str) -> str:
         return "n/a" if not np.isfinite(value) else str(int(value))
 
     lines = [f"{method}: heatmap threshold {HEADLINE_THRESHOLD} (the paper's); means over {count(row['classes'])} "
-             f"of {len(BOX_CLASS_NAMES)} box classes ({count(row['boxes'])} box rows)"]
+             f"of {count(row.get('box_classes', float('nan')))} box classes ({count(row['boxes'])} box rows)"]
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         lines.append(f"  {name:<10} {number(row[name])} (false positives / image {number(row[name + ' FP'])}); "
@@ -246,9 +250,11 @@ def registration_table(
     registrations: Sequence[Registration],
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The same heatmaps boxed under each registration: mean accuracy over the box classes and false
-    positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
+    """The same heatmaps boxed under each registration: mean accuracy over the box classes (``class_names``,
+    default those of the ground truth) and false positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per
+    heatmap threshold (and pooled).
 
     Columns: ``registration, threshold, metric, t, accuracy, false_positives_per_image``.
     """
@@ -256,7 +262,7 @@ def registration_table(
     frames = []
     for registration in registrations:
         boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, registration=registration)
-        table = localization_accuracy(ground_truth, boxes)
+        table = localization_accuracy(ground_truth, boxes, class_names)
         keep = pd.Series(False, index=table.index)
         for metric, t in REGISTRATION_CRITERIA:
             keep |= table["class_name"].eq(MEAN) & table["metric"].eq(metric) & np.isclose(table["t"], t)

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
@@ -65,15 +64,16 @@ def age_band_labels(edges: Sequence[int]) -> list[str]:
 
 
 def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> pd.DataFrame:
-    """One row per image (index ``image_id``), one string column per attribute of :data:`ATTRIBUTES`.
+    """One row per image (index ``image_id``), one string column per attribute of :data:`ATTRIBUTES` the
+    table records (``follow_up`` only where the dataset has one: ChestX-ray14's ``Follow-up #``).
 
     Args:
-        metadata: the data-entry table (:attr:`thoracic.data.metadata.ChestXray14.table`): ``image_id``,
-            ``sex``, ``age``, ``view``, ``follow_up``.
+        metadata: a dataset's table (:attr:`thoracic.data.collection.ChestXrayCollection.table`): ``image_id``,
+            ``sex``, ``age``, ``view`` and, when recorded, ``follow_up``.
         age_bands: lower edges of the age bands, increasing (the first band starts at its edge; ages
             below it, like ages above :data:`MAX_PLAUSIBLE_AGE`, are ``unknown``).
     """
-    needed = ["image_id", "sex", "age", "view", "follow_up"]
+    needed = ["image_id", "sex", "age", "view"]
     missing = [c for c in needed if c not in metadata.columns]
     if missing:
         raise DataError(f"metadata table lacks column(s) {missing} needed for subgroups; expected {needed}")
@@ -82,13 +82,14 @@ def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAU
     band = np.searchsorted(np.asarray(age_bands, dtype=float), age, side="right") - 1
     valid = np.isfinite(age) & (age >= age_bands[0]) & (age <= MAX_PLAUSIBLE_AGE)
     age_band = np.where(valid, np.asarray(labels, dtype=object)[np.clip(band, 0, len(labels) - 1)], UNKNOWN)
-    follow_up = pd.to_numeric(metadata["follow_up"], errors="coerce")
     table = pd.DataFrame({
         "sex": metadata["sex"].astype(str).str.strip().replace("", UNKNOWN).to_numpy(),
         "age_band": age_band,
         "view": metadata["view"].astype(str).str.strip().replace("", UNKNOWN).to_numpy(),
-        "follow_up": np.where(follow_up.isna(), UNKNOWN, np.where(follow_up == 0, "first", "later")),
     }, index=pd.Index(metadata["image_id"].astype(str).to_numpy(), name="image_id"))
+    if "follow_up" in metadata.columns:
+        follow_up = pd.to_numeric(metadata["follow_up"], errors="coerce").to_numpy()
+        table["follow_up"] = np.where(np.isnan(follow_up), UNKNOWN, np.where(follow_up == 0, "first", "later"))
     return table
 
 
@@ -101,8 +102,9 @@ def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int]
 
 
 def subgroup_thresholds(evaluation_dir: str | Path,
-                        class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
-    """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class.
+                        class_names: Sequence[str]) -> tuple[dict[str, float], str]:
+    """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class of
+    ``class_names`` (the run's labels).
 
     Returns ``(thresholds, source)``; ``source`` says where they came from in words (for tables and
     reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
@@ -124,10 +126,12 @@ def subgroup_thresholds(evaluation_dir: str | Path,
 
 
 def thresholds_with_source(chosen: Mapping[str, float | None], method: str, split: str,
-                           class_names: Sequence[str] = CLASS_NAMES, where: str = OPERATING_POINTS_FILE,
+                           class_names: Sequence[str] | None = None, where: str = OPERATING_POINTS_FILE,
                            why_default: str = "no threshold chosen: one label value") -> tuple[dict[str, float], str]:
-    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``); a class
-    without one (absent or None) gets :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``) for
+    ``class_names`` (default: the classes of ``chosen``); a class without one (absent or None) gets
+    :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    class_names = list(chosen) if class_names is None else class_names
     thresholds = {name: DEFAULT_THRESHOLD if chosen.get(name) is None else float(chosen[name])
                   for name in class_names}
     source = f"operating points of {where} ({method} on {split})"
@@ -272,11 +276,13 @@ def evaluate_subgroups(
         labels: ``(N, C)`` 0/1 ground truth of the split's images; NaN (not labelled) entries are skipped.
         probabilities: ``(N, C)`` predicted probabilities (the TPR thresholds apply to them).
         image_ids: the ``N`` image ids, looked up in ``metadata``.
-        metadata: data-entry table with ``image_id, sex, age, view, follow_up`` (every image of the split).
+        metadata: data-entry table with ``image_id, sex, age, view`` and, when the dataset records one,
+            ``follow_up`` (every image of the split).
         thresholds: class -> probability threshold (default 0.5 for every class).
         threshold_source: words on where the thresholds came from (kept in ``settings``).
         age_bands: lower edges of the age bands.
-        attributes: which of :data:`ATTRIBUTES` to evaluate.
+        attributes: which of :data:`ATTRIBUTES` to evaluate (those the table does not record, such as
+            ``follow_up`` outside ChestX-ray14, are left out).
         bootstrap: resamples per group (0: no intervals).
         seed: seed of the resamples (each group derives its own from it).
         confidence: two-sided level of the percentile intervals.
@@ -302,6 +308,7 @@ def evaluate_subgroups(
         raise DataError(f"{len(missing)} image(s) of the predictions are not in the data-entry table, "
                         f"e.g. {missing[:3]}")
     table = table.loc[image_ids]
+    attributes = [a for a in attributes if a in table.columns]
     thresholds = dict(thresholds or {})
     threshold_vector = np.array([float(thresholds.get(name, DEFAULT_THRESHOLD)) for name in class_names])
 

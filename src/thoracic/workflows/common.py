@@ -10,6 +10,7 @@ from pathlib import Path
 from thoracic.config import ConfigError
 from thoracic.data.dataset import ChestXrayDataModule
 from thoracic.deprecation import renamed_keywords
+from thoracic.errors import DataError
 from thoracic.provenance import checkpoint_source
 from thoracic.runtime import resolve_device
 from thoracic.safety import folder_lock, output_folder
@@ -55,6 +56,9 @@ def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", ba
     loaded = load_run(run, checkpoint=checkpoint, map_location=device, trust_checkpoint=trust_checkpoint)
     module = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data, cache=cache,
                               num_workers=num_workers)
+    if tuple(module.class_names) != loaded.class_names:  # the labels' columns must be the model's outputs
+        raise DataError(f"{module.root}: its labels ({', '.join(module.class_names)}) are not those the run was "
+                        f"trained on ({', '.join(loaded.class_names)}); evaluate the run on data with its labels")
     return OpenedRun(loaded, module, evaluation_dir(loaded.run_dir, loaded.checkpoint_path), device)
 
 

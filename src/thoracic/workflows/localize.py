@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from thoracic.constants import METHOD_LABELS, MODEL_LABELS
+from thoracic.data.datasets import box_class_names
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
 from thoracic.evaluation.figures import box_legend_handles, overlay_figure, save_figure
@@ -94,16 +95,17 @@ def _localize_opened(opened: OpenedRun, method: str, heatmap_thresholds: Sequenc
     ground_truth = ground_truth_boxes(module.box_table)
     if ground_truth.empty:
         raise DataError(f"{module.root}: no test image carries a box (BBox_List_2017.csv rows)")
+    box_classes = box_class_names(module.dataset, loaded.class_names)  # the run's labels that carry boxes
     needed = ground_truth.groupby("image_id")["class_name"].apply(list).to_dict()
     heatmaps = compute_heatmaps(loaded.model, module.box_dataloader(), needed, method=method, device=device,
-                                progress=progress)
-    grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
+                                progress=progress, class_names=loaded.class_names)
+    grid = create_heatmap_method(method, loaded.model).grid(loaded.spec.image_size)
     registered = make_registration(registration, grid)
     files = {"heatmaps": save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz", loaded.info["sha256"])}
     tables = localize_boxes(ground_truth, heatmaps, method, heatmap_thresholds, largest_only, seed,
-                            progress=progress, draws=draws, registration=registered)
+                            progress=progress, draws=draws, registration=registered, class_names=box_classes)
     sensitivity = registration_table(ground_truth, heatmaps, [registered, registered.other()],
-                                     heatmap_thresholds, largest_only)
+                                     heatmap_thresholds, largest_only, class_names=box_classes)
     write_csv_atomic(out / f"registration_{method}.csv", sensitivity, index=False, float_format="%.6f")
     info = {
         "method": method, "model": loaded.config.model.name, "seed": loaded.config.seed,
@@ -119,7 +121,7 @@ def _localize_opened(opened: OpenedRun, method: str, heatmap_thresholds: Sequenc
     name = loaded.config.model.name
     label = f"{MODEL_LABELS.get(name, name)}, {METHOD_LABELS.get(method, method)}"
     rows = overlay_rows(ground_truth, {label: (heatmaps, boxes)}, num_examples, data_module_images(module),
-                        registrations={label: registered})
+                        registrations={label: registered}, class_names=box_classes)
     if rows:
         top = int(max(heatmap_thresholds))
         figure = overlay_figure(rows, legend=box_legend_handles(solid_label=f"predicted box (heatmap > {top})"),
