@@ -110,7 +110,7 @@ def format_test_set(test_set: dict, threshold_source: str, shared: dict | None) 
     mapping = ", ".join(f"{m['run_label']} = {m['test_label']}" for m in test_set.get("label_mapping", []))
     lines = [f"scored on {test_set['kind']} {test_set['root']} (trained on {train.get('kind')} {train.get('root')}); "
              f"results in evaluation/{test_set['folder']}/",
-             f"labels shared (run = {test_set['kind']}; label_mapping.csv): {mapping}",
+             f"labels shared (the run's = {test_set['kind']}'s; label_mapping.csv): {mapping}",
              f"operating points: {threshold_source}"]
     if shared is not None:
         lines.append(f"shared images ({shared['mapping']}): {shared['n_mapped']} of {shared['n_test_images']} test "

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         mapping = ", ".join(f"{m['run_label']} = {m['test_label']}" for m in box_set["label_mapping"])
         print(f"box set: {box_set['dataset']} {box_set['root']} ({box_set['split']} images), ground truth "
               f"{truth['policy']}: {truth['definition']}; {truth['n_rows']} rows from {truth['n_reader_boxes']} "
-              f"boxes; classes (run = {box_set['dataset']}): {mapping}")
+              f"boxes; classes (the run's = {box_set['dataset']}'s): {mapping}")
     print(headline_text(headline(result.accuracy, args.method), args.method, len(result.box_classes)))
     if result.human is not None:
         print(human_text(result.human.accuracy, result.human.reason, result.human.n_pairs))

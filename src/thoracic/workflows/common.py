@@ -191,7 +191,6 @@ def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", ba
                           f"{num_workers}")
     device = resolve_device(device)
     loaded = load_run(run, checkpoint=checkpoint, map_location=device, trust_checkpoint=trust_checkpoint)
-    own_out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     train_kind = run_dataset_kind(loaded)
     test_kind = _test_kind(loaded, data, dataset)
     if test_kind is None or test_kind == train_kind:
@@ -200,6 +199,7 @@ def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", ba
                               "shared images is for another dataset (--data FOLDER --dataset KIND)")
         module = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data, cache=cache,
                                   num_workers=num_workers)
+        own_out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
         return OpenedRun(loaded, module, own_out, device, own_out=own_out)
     if data is None:
         raise ConfigError(f"--dataset {test_kind}: the run was trained on {train_kind}; give the {test_kind} folder "
@@ -216,6 +216,7 @@ def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", ba
     mapping = None
     if shared_images is not None:
         mapping = read_image_mapping(shared_images, test_kind, train_kind)
+    own_out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
     test_set = TestSet(test_kind, root.resolve(), tuple(files), digest, module.cache_dir, labels,
                        _train_record(loaded, train_kind), test_set_folder(own_out, test_kind, root), mapping,
                        None if shared_images is None else Path(shared_images).resolve())
