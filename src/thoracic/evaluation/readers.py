@@ -190,7 +190,7 @@ class HumanAgreement:
     """:data:`HUMAN_SCORE_COLUMNS`: every ground-truth row of the other readers with the scored reader's best
     IoU / IoBB, its boxes on the pair and its pointing-game hit."""
     n_pairs: int
-    """(image, reader) pairs scored."""
+    """(image, reader) pairs scored: those where the other readers' boxes leave ground truth."""
     readers: tuple[str, ...]
     """The readers scored."""
     reason: str = ""
@@ -263,8 +263,9 @@ def human_agreement(boxes: pd.DataFrame, policy: str, readers: Mapping[str, Sequ
     scores = scores.merge(hits[["box_row", "hit"]].rename(columns={"hit": "pointing"}), on="box_row")
     split = scores["image_id"].str.split(_KEY, n=1, expand=True)
     scores = scores.assign(image_id=split[0], reader_id=split[1], pointing=scores["pointing"].astype(int))
-    return HumanAgreement(accuracy.reset_index(drop=True), scores[HUMAN_SCORE_COLUMNS], int(len(pairs)),
-                          tuple(sorted(set(pairs["scored"]))))
+    scored_pairs = scores[["image_id", "reader_id"]].drop_duplicates()  # the pairs with ground truth
+    return HumanAgreement(accuracy.reset_index(drop=True), scores[HUMAN_SCORE_COLUMNS], int(len(scored_pairs)),
+                          tuple(sorted(set(scored_pairs["reader_id"]))))
 
 
 __all__ = ["CONSENSUS_READER", "GROUND_TRUTH_COLUMNS", "GROUND_TRUTH_POLICIES", "HUMAN_SCORE_COLUMNS", "HUMAN_SOURCE",

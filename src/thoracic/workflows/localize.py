@@ -41,7 +41,6 @@ from thoracic.evaluation.protocol import (
     write_localization,
 )
 from thoracic.evaluation.readers import (
-    GROUND_TRUTH_POLICIES,
     HumanAgreement,
     READER_MATCH_IOU,
     check_policy,
@@ -119,6 +118,9 @@ def _policy_box_set(opened: OpenedRun, policy: str, split: str) -> _BoxSet:
     mapping = (opened.test_set.labels if opened.test_set is not None else
                label_mapping(run_dataset_kind(loaded), loaded.class_names, dataset.kind, dataset.class_names))
     boxed = set(dataset.boxes["class_name"])
+    if not boxed:
+        raise DataError(f"{module.root}: this {dataset.kind} folder holds no boxes (docs/data.md: ChestX-ray14, VinDr-CXR "
+                        "and RSNA Pneumonia distribute boxes): nothing to localize")
     classes = tuple(n for n in mapping.run_labels if mapping.test_label(n) in boxed)
     if not classes:
         raise DataError(f"{module.root}: none of the {dataset.kind} box classes ({', '.join(sorted(boxed)) or 'none'}) "
@@ -295,4 +297,4 @@ def _human_row(box_set: _BoxSet, policy: str, out: Path, method: str, files: dic
     return human
 
 
-__all__ = ["BOX_SPLITS", "GROUND_TRUTH_POLICIES", "LocalizationRunResult", "POLICY_DEFINITIONS", "localize_run"]
+__all__ = ["LocalizationRunResult", "POLICY_DEFINITIONS", "localize_run"]
