@@ -7,7 +7,7 @@ data) and the report's comparison figure (every run and method, images from the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,12 @@ from thoracic.geometry import Registration
 ImageSource = Callable[[Any], np.ndarray]
 
 
-def example_rows(ground_truth: pd.DataFrame, n_examples: int) -> pd.DataFrame:
-    """Up to ``n_examples`` (image, class) pairs, taking the box classes in turn (first rows in file order)."""
+def example_rows(ground_truth: pd.DataFrame, n_examples: int,
+                 class_names: Sequence[str] = BOX_CLASS_NAMES) -> pd.DataFrame:
+    """Up to ``n_examples`` (image, class) pairs, taking the box classes (``class_names``, ChestX-ray14's by
+    default) in turn (first rows in file order)."""
     pairs = ground_truth.drop_duplicates(["image_id", "class_name"])
-    by_class = [pairs[pairs["class_name"] == name] for name in BOX_CLASS_NAMES]
+    by_class = [pairs[pairs["class_name"] == name] for name in class_names]
     depth = max((len(rows) for rows in by_class), default=0)
     chosen = [rows.iloc[rank] for rank in range(depth) for rows in by_class if rank < len(rows)]
     return pd.DataFrame(chosen[:n_examples])
@@ -70,7 +72,8 @@ def file_images(paths: Mapping[str, str]) -> ImageSource:
 def overlay_rows(ground_truth: pd.DataFrame,
                  sources: Mapping[str, tuple[Mapping[tuple[str, str], np.ndarray], pd.DataFrame]],
                  n_examples: int, image_of: ImageSource, threshold: float | None = None,
-                 registrations: Mapping[str, Registration | None] | None = None) -> list[OverlayRow]:
+                 registrations: Mapping[str, Registration | None] | None = None,
+                 class_names: Sequence[str] = BOX_CLASS_NAMES) -> list[OverlayRow]:
     """Overlay rows for up to ``n_examples`` (image, class) pairs (:func:`example_rows`) and each
     ``name -> (heatmaps, boxes)``, one panel per source.
 
@@ -78,10 +81,10 @@ def overlay_rows(ground_truth: pd.DataFrame,
     original_height``). ``image_of`` gives each example's image (:func:`data_module_images`,
     :func:`file_images`). ``registrations`` (by source name) places each source's heatmap in the image as
     localization did. Predicted boxes shown are those of ``threshold``, by default the highest heatmap
-    threshold of each source's ``boxes``.
+    threshold of each source's ``boxes``. ``class_names``: the box classes examples are taken from.
     """
     rows = []
-    for example in example_rows(ground_truth, n_examples).itertuples(index=False):
+    for example in example_rows(ground_truth, n_examples, class_names).itertuples(index=False):
         image_id, class_name = example.image_id, example.class_name
         image = image_of(example)
         truth = ground_truth[(ground_truth["image_id"] == image_id) & (ground_truth["class_name"] == class_name)]

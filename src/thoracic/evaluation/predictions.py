@@ -13,7 +13,7 @@ image size.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from thoracic.constants import CLASS_INDEX, CLASS_NAMES
+from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method, list_heatmap_methods
 from thoracic.io import save_npz_atomic, write_csv_atomic
@@ -106,11 +106,14 @@ def _length(loader: Iterable) -> int | None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | torch.device = "cpu",
-            progress: bool = True) -> Predictions:
+            progress: bool = True, *, class_names: Sequence[str] | None = None,
+            output_columns: Sequence[int] | None = None, label_columns: Sequence[int] | None = None) -> Predictions:
     """Sigmoid probabilities of every image of ``loader`` (batches: dicts with image, labels, image_id).
 
     The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in
-    train mode).
+    train mode). On another dataset than the model's, ``output_columns`` (of the model's outputs) and
+    ``label_columns`` (of the batches' labels) pair the labels both share, named ``class_names``
+    (:class:`thoracic.data.harmonisation.LabelMapping`).
     """
     model = model.to(device).eval()
     ids: list[str] = []
@@ -127,8 +130,11 @@ def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | tor
         ids.extend(str(i) for i in batch["image_id"])
     if not ids:
         raise DataError("the loader yielded no images: nothing to evaluate")
-    return Predictions(np.asarray(ids), np.concatenate(probabilities), np.concatenate(labels),
-                       logits=np.concatenate(logit_batches))
+    outputs = slice(None) if output_columns is None else list(output_columns)
+    truth = slice(None) if label_columns is None else list(label_columns)
+    return Predictions(np.asarray(ids), np.concatenate(probabilities)[:, outputs], np.concatenate(labels)[:, truth],
+                       tuple(class_names) if class_names is not None else CLASS_NAMES,
+                       logits=np.concatenate(logit_batches)[:, outputs])
 
 
 def compute_heatmaps(
@@ -138,6 +144,7 @@ def compute_heatmaps(
     method: str = "native",
     device: str | torch.device = "cpu",
     progress: bool = True,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> dict[tuple[str, str], np.ndarray]:
     """Heatmaps ``(image_id, class_name) -> (h, w)`` on the method's own grid for the pairs in ``needed``.
 
@@ -148,11 +155,17 @@ def compute_heatmaps(
         method: one of :func:`thoracic.heatmaps.list_heatmap_methods`: ``native`` (the model's own class
             maps, one forward pass per batch); the others run once per class present in the batch
             (Grad-CAM: one backward pass; ``ig``: one path integral; ``occlusion``: 225 forward passes).
+        class_names: the model's outputs in order (its run's :attr:`~thoracic.training.checkpoints.LoadedRun.class_names`).
     """
     if method not in list_heatmap_methods():
         raise DataError(f"heatmap method must be one of {list_heatmap_methods()}, got {method!r}")
     model = model.to(device).eval()
-    wanted = {image_id: sorted(set(classes), key=CLASS_INDEX.__getitem__) for image_id, classes in needed.items()}
+    index = {name: k for k, name in enumerate(class_names)}
+    unknown = sorted({c for classes in needed.values() for c in classes} - set(index))
+    if unknown:
+        raise DataError(f"heatmaps asked for class(es) {unknown} that the model does not output "
+                        f"({', '.join(class_names)})")
+    wanted = {image_id: sorted(set(classes), key=index.__getitem__) for image_id, classes in needed.items()}
     maps: dict[tuple[str, str], np.ndarray] = {}
     heatmap_method = create_heatmap_method(method, model)
     with heatmap_method:
@@ -163,9 +176,9 @@ def compute_heatmaps(
                 continue
             images = batch["image"][keep].to(device)
             ids = [batch_ids[k] for k in keep]
-            pairs = [(row, CLASS_INDEX[name]) for row, image_id in enumerate(ids) for name in wanted[image_id]]
+            pairs = [(row, index[name]) for row, image_id in enumerate(ids) for name in wanted[image_id]]
             for (row, k), heatmap in heatmap_method.selected(images, pairs).items():
-                maps[(ids[row], CLASS_NAMES[k])] = heatmap.float().cpu().numpy().astype(np.float64)
+                maps[(ids[row], class_names[k])] = heatmap.float().cpu().numpy().astype(np.float64)
     missing = [(i, c) for i, classes in wanted.items() for c in classes if (i, c) not in maps]
     if missing:
         raise DataError(f"{len(missing)} box images were not in the loader, e.g. {missing[:3]}")

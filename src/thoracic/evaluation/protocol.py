@@ -51,6 +51,7 @@ from thoracic.evaluation.localization import (
     random_boxes,
     score_localization,
 )
+from thoracic.evaluation.readers import HUMAN_SOURCE
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, CellCentres, extract_boxes, extract_boxes_and_peaks
 from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.safety import read_json
@@ -107,6 +108,7 @@ def localize_boxes(
     progress: bool = False,
     draws: int = RANDOM_DRAWS,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
+    class_names: Sequence[str] = BOX_CLASS_NAMES,
 ) -> LocalizationTables:
     """Boxes, per-row scores and the accuracy table of a method and of the random-box and centre-box
     baselines, from heatmaps (no network).
@@ -118,7 +120,8 @@ def localize_boxes(
     pixels, through ``registration`` as the boxes; the baselines' box centres). Everything in it can be
     recomputed from the three tables returned beside it. ``registration`` places the heatmap cells in the
     image (:class:`thoracic.geometry.Registration`; ``None``: :func:`~thoracic.heatmaps.boxes.default_cell_centres`,
-    the geometric registration of a ResNet at 256 px).
+    the geometric registration of a ResNet at 256 px). ``class_names``: the box classes of the tables
+    (ChestX-ray14's 8 by default; another box set's classes the run has).
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
@@ -135,19 +138,20 @@ def localize_boxes(
     scores["pointing"] = scores["pointing"].astype(int)
     random = random_boxes(ground_truth, sizes, seed=seed, draws=draws)
     centre = centre_boxes(ground_truth, sizes).assign(draw=0)
-    tables = [pd.concat([localization_accuracy(ground_truth, boxes),
-                         pointing_accuracy(ground_truth, hits)], ignore_index=True).assign(source=method),
-              baseline_accuracy(ground_truth, random).assign(source=RANDOM_BOX),
-              baseline_accuracy(ground_truth, centre).assign(source=CENTRE_BOX)]
+    tables = [pd.concat([localization_accuracy(ground_truth, boxes, class_names),
+                         pointing_accuracy(ground_truth, hits, class_names)], ignore_index=True).assign(source=method),
+              baseline_accuracy(ground_truth, random, class_names).assign(source=RANDOM_BOX),
+              baseline_accuracy(ground_truth, centre, class_names).assign(source=CENTRE_BOX)]
     accuracy = pd.concat(tables, ignore_index=True)[["source", *ACCURACY_COLUMNS]]
     baseline_boxes = pd.concat([random.assign(source=RANDOM_BOX), centre.assign(source=CENTRE_BOX)],
                                ignore_index=True)[BASELINE_BOX_COLUMNS]
     return LocalizationTables(boxes, scores[SCORE_COLUMNS], accuracy, baseline_boxes)
 
 
-def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
+def headline(accuracy: pd.DataFrame, method: str, threshold: str = HEADLINE_THRESHOLD) -> dict[str, float]:
     """The localization headline of one ``localization_<method>.csv`` table (means over the box classes
-    with boxes).
+    with boxes); ``threshold``: the heatmap threshold of the headline (``""`` for the human row, whose boxes
+    need none).
 
     Keys: ``classes`` (how many box classes the means are over), ``boxes`` (box rows), then for
     ``IoU>0.3`` and ``IoBB>0.25`` (``m``): ``m`` (the method at the paper's heatmap threshold,
@@ -173,8 +177,8 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
     row: dict[str, float] = {"classes": most("n_classes"), "boxes": most("n_boxes")}
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
-        row[name] = pick(method, HEADLINE_THRESHOLD, metric, t)
-        row[f"{name} FP"] = pick(method, HEADLINE_THRESHOLD, metric, t, "false_positives_per_image")
+        row[name] = pick(method, threshold, metric, t)
+        row[f"{name} FP"] = pick(method, threshold, metric, t, "false_positives_per_image")
         row[f"{name} T60"] = pick(method, "60", metric, t)
         row[f"{name} pooled"] = pick(method, POOLED, metric, t)
         row[f"{name} random"] = pick(RANDOM_BOX, "", metric, t)
@@ -186,8 +190,9 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
     return row
 
 
-def headline_text(row: dict[str, float], method: str) -> str:
-    """:func:`headline` as a few plain lines (what ``thoracic localize`` prints)."""
+def headline_text(row: dict[str, float], method: str, n_box_classes: int = len(BOX_CLASS_NAMES)) -> str:
+    """:func:`headline` as a few plain lines (what ``thoracic localize`` prints); ``n_box_classes``: the box
+    classes the means could cover (ChestX-ray14's 8)."""
     def number(value: float) -> str:
         return "n/a" if not np.isfinite(value) else f"{value:.3f}"
 
@@ -195,7 +200,7 @@ def headline_text(row: dict[str, float], method: str) -> str:
         return "n/a" if not np.isfinite(value) else str(int(value))
 
     lines = [f"{method}: heatmap threshold {HEADLINE_THRESHOLD} (the paper's); means over {count(row['classes'])} "
-             f"of {len(BOX_CLASS_NAMES)} box classes ({count(row['boxes'])} box rows)"]
+             f"of {n_box_classes} box classes ({count(row['boxes'])} box rows)"]
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         lines.append(f"  {name:<10} {number(row[name])} (false positives / image {number(row[name + ' FP'])}); "
@@ -205,6 +210,23 @@ def headline_text(row: dict[str, float], method: str) -> str:
     lines.append(f"  pointing game {number(row['pointing'])}; random box centre {number(row['pointing random'])}, "
                  f"image centre {number(row['pointing centre'])}")
     return "\n".join(lines)
+
+
+def human_text(accuracy: pd.DataFrame, reason: str = "", n_pairs: int = 0) -> str:
+    """The human row (:func:`thoracic.evaluation.readers.human_agreement`) as ``thoracic localize`` prints it
+    beside the model's headline."""
+    if reason:
+        return f"human readers: not defined ({reason})"
+    row = headline(accuracy, HUMAN_SOURCE, "")
+
+    def number(value: float) -> str:
+        return "n/a" if not np.isfinite(value) else f"{value:.3f}"
+
+    cells = "; ".join(f"{metric}>{t:g} {number(row[f'{metric}>{t:g}'])} (false positives / image "
+                      f"{number(row[f'{metric}>{t:g} FP'])})" for metric, t in HEADLINE_METRICS)
+    classes = "n/a" if not np.isfinite(row["classes"]) else str(int(row["classes"]))
+    return (f"human readers (each reader's boxes against the other readers', {n_pairs} image-reader pairs; means "
+            f"over {classes} classes): {cells}; pointing game {number(row['pointing'])}")
 
 
 def write_localization(out: Path, method: str, tables: LocalizationTables, info: dict[str, Any]) -> dict[str, Path]:
@@ -246,9 +268,10 @@ def registration_table(
     registrations: Sequence[Registration],
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
+    class_names: Sequence[str] = BOX_CLASS_NAMES,
 ) -> pd.DataFrame:
-    """The same heatmaps boxed under each registration: mean accuracy over the box classes and false
-    positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
+    """The same heatmaps boxed under each registration: mean accuracy over the box classes (``class_names``)
+    and false positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
 
     Columns: ``registration, threshold, metric, t, accuracy, false_positives_per_image``.
     """
@@ -256,7 +279,7 @@ def registration_table(
     frames = []
     for registration in registrations:
         boxes = extract_boxes(heatmaps, sizes, thresholds, largest_only=largest_only, registration=registration)
-        table = localization_accuracy(ground_truth, boxes)
+        table = localization_accuracy(ground_truth, boxes, class_names)
         keep = pd.Series(False, index=table.index)
         for metric, t in REGISTRATION_CRITERIA:
             keep |= table["class_name"].eq(MEAN) & table["metric"].eq(metric) & np.isclose(table["t"], t)
@@ -283,6 +306,7 @@ def load_registration(evaluation: Path, method: str) -> Registration:
 
 __all__ = [
     "BASELINE_BOX_COLUMNS", "CENTRE_BOX", "HEADLINE_METRICS", "RANDOM_BOX", "RANDOM_DRAWS", "REGISTRATION_CRITERIA",
-    "SCORE_COLUMNS", "LocalizationTables", "ground_truth_boxes", "headline", "headline_text", "load_registration",
+    "SCORE_COLUMNS", "LocalizationTables", "ground_truth_boxes", "headline", "headline_text", "human_text",
+    "load_registration",
     "localize_boxes", "registration_table", "write_localization",
 ]

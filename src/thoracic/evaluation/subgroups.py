@@ -69,11 +69,12 @@ def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAU
 
     Args:
         metadata: the data-entry table (:attr:`thoracic.data.metadata.ChestXray14.table`): ``image_id``,
-            ``sex``, ``age``, ``view``, ``follow_up``.
+            ``sex``, ``age``, ``view``, and ``follow_up`` (a dataset without it, every reader's but
+            ChestX-ray14's: ``unknown`` for every image).
         age_bands: lower edges of the age bands, increasing (the first band starts at its edge; ages
             below it, like ages above :data:`MAX_PLAUSIBLE_AGE`, are ``unknown``).
     """
-    needed = ["image_id", "sex", "age", "view", "follow_up"]
+    needed = ["image_id", "sex", "age", "view"]
     missing = [c for c in needed if c not in metadata.columns]
     if missing:
         raise DataError(f"metadata table lacks column(s) {missing} needed for subgroups; expected {needed}")
@@ -82,7 +83,8 @@ def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAU
     band = np.searchsorted(np.asarray(age_bands, dtype=float), age, side="right") - 1
     valid = np.isfinite(age) & (age >= age_bands[0]) & (age <= MAX_PLAUSIBLE_AGE)
     age_band = np.where(valid, np.asarray(labels, dtype=object)[np.clip(band, 0, len(labels) - 1)], UNKNOWN)
-    follow_up = pd.to_numeric(metadata["follow_up"], errors="coerce")
+    follow_up = (pd.to_numeric(metadata["follow_up"], errors="coerce") if "follow_up" in metadata.columns
+                 else pd.Series(np.nan, index=metadata.index))
     table = pd.DataFrame({
         "sex": metadata["sex"].astype(str).str.strip().replace("", UNKNOWN).to_numpy(),
         "age_band": age_band,
@@ -90,6 +92,15 @@ def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAU
         "follow_up": np.where(follow_up.isna(), UNKNOWN, np.where(follow_up == 0, "first", "later")),
     }, index=pd.Index(metadata["image_id"].astype(str).to_numpy(), name="image_id"))
     return table
+
+
+def informative_attributes(metadata: pd.DataFrame, image_ids: Sequence[str],
+                           age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> list[str]:
+    """The attributes of :data:`ATTRIBUTES` with at least two known groups among ``image_ids`` (where a
+    subgroup comparison makes sense: a dataset that records no sex or age, or a single view, has none)."""
+    table = subgroup_attributes(metadata, age_bands)
+    table = table[table.index.isin([str(i) for i in image_ids])]
+    return [a for a in ATTRIBUTES if len(set(table[a].unique()) - {UNKNOWN}) >= 2]
 
 
 def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> list[str]:
@@ -460,6 +471,6 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
-    "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
-    "subgroup_thresholds", "thresholds_with_source",
+    "evaluate_subgroups", "group_order", "informative_attributes", "save_subgroups", "subgroup_attributes",
+    "subgroup_figure", "subgroup_thresholds", "thresholds_with_source",
 ]

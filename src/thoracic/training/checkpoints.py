@@ -30,7 +30,7 @@ import json
 import pickle
 import re
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,17 @@ class LoadedRun:
     run_dir: Path | None
     info: dict[str, Any] | None = None
     """:func:`checkpoint_info` of the checkpoint (what every evaluation artefact records)."""
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's ``hyper_parameters`` (``config``, ``class_names`` ...)."""
+    data_provenance: dict[str, Any] | None = None
+    """The checkpoint's ``thoracic_data``: the data it was trained on (``root``, ``dataset``, ``metadata_sha256``
+    ...; :func:`thoracic.training.run_folder.data_provenance`); None for checkpoints written before it."""
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The run's label names, in the order of its outputs (the checkpoint's ``class_names``; checkpoints
+        without them are ChestX-ray14's :data:`~thoracic.constants.CLASS_NAMES`)."""
+        return tuple(self.hyper_parameters.get("class_names") or CLASS_NAMES)
 
 
 @renamed_keywords(which="checkpoint")
@@ -202,7 +213,8 @@ def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str
     model.to(device).eval()
     run_dir = Path(run) if Path(run).is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
-                     info=checkpoint_info(path, ckpt))
+                     info=checkpoint_info(path, ckpt), hyper_parameters=dict(ckpt.get("hyper_parameters") or {}),
+                     data_provenance=ckpt.get("thoracic_data"))
 
 
 def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[str, Any]:
