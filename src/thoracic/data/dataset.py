@@ -288,8 +288,7 @@ class ChestXrayDataModule(LightningDataModule):
         kind = resolve_dataset_kind(self.root, self.dataset_kind)
         dataset = load_dataset(self.root, kind, uncertain=self.uncertain, views=self.views, check_box_images=False)
         cache = ImageCache.open(self.cache_dir, expected_root=self.root, expected_size=self.image_size,
-                                expected_dataset=kind, expected_class_names=dataset.class_names,
-                                expected_uncertain=self.uncertain if READERS[kind].has_uncertain else None)
+                                expected_dataset=kind, expected_class_names=dataset.class_names)
         dataset = dataset.select_classes(self.classes)
         rows = cache.indices_of(dataset.table["image_id"].tolist())
         present = rows >= 0
