@@ -113,12 +113,13 @@ def _pointing(truth: list[tuple], points: dict[tuple[str, str], tuple[float, flo
     return records
 
 
-def recompute_localization(evaluation: Path, method: str) -> pd.DataFrame:
+def recompute_localization(evaluation: Path, method: str, classes: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Every number of ``localization_<method>.csv`` recomputed from ``boxes_``, ``scores_`` and
-    ``baselines_<method>.csv`` alone, with plain Python (none of thoracic's scoring code)."""
+    ``baselines_<method>.csv`` alone, with plain Python (none of thoracic's scoring code); ``classes``: the
+    box classes of the table (ChestX-ray14's 8 by default)."""
     from thoracic.constants import BOX_CLASS_NAMES
 
-    classes = tuple(BOX_CLASS_NAMES)
+    classes = tuple(BOX_CLASS_NAMES) if classes is None else tuple(classes)
     boxes = pd.read_csv(evaluation / f"boxes_{method}.csv")
     scores = pd.read_csv(evaluation / f"scores_{method}.csv", dtype={"threshold": str})
     baselines = pd.read_csv(evaluation / f"baselines_{method}.csv")
@@ -180,11 +181,11 @@ def recompute_localization(evaluation: Path, method: str) -> pd.DataFrame:
     return table
 
 
-def assert_table_recomputes(evaluation: Path, method: str) -> pd.DataFrame:
+def assert_table_recomputes(evaluation: Path, method: str, classes: tuple[str, ...] | None = None) -> pd.DataFrame:
     """``localization_<method>.csv`` equals :func:`recompute_localization` row for row (6 decimals)."""
     written = pd.read_csv(evaluation / f"localization_{method}.csv", dtype={"threshold": str})
     written["threshold"] = written["threshold"].fillna("")
-    mine = recompute_localization(evaluation, method)
+    mine = recompute_localization(evaluation, method, classes)
     keys = ["source", "threshold", "metric", "t", "class_name"]
     for frame in (written, mine):
         frame["t"] = frame["t"].round(4).fillna(-1.0)

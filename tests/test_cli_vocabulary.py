@@ -109,6 +109,8 @@ def test_training_options_stand_for_their_config_keys(capsys: pytest.CaptureFixt
         assert collect_overrides(args) == {"optim.lr": 0.001, "data.root": "d", "data.cache": "c",
                                            "data.image_size": 64, "data.num_workers": 2, "train.num_nodes": 2,
                                            "train.precision": "bf16-mixed"}
+        no_bars = parse([*command, "--config", "baseline", "--no-progress"])
+        assert collect_overrides(no_bars) == {"train.progress_bar": False}  # the same words as every command
     assert main(["train", "--config", "baseline", "--out", "runs/x", "--run-name", "y"]) == 2
     assert "give --out or --run-name, not both" in capsys.readouterr().err
     assert main(["train", "baseline"]) == 2  # a config name where a run folder goes: say how to start a run

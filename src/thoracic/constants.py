@@ -75,3 +75,12 @@ CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
 EXPLAIN_CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
 #: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
 EXPLAIN_NUM_IMAGES: int = 16
+
+#: ``localize --ground-truth``: what the boxes of several readers of an image become (the default first;
+#: ``thoracic.evaluation.readers``).
+GROUND_TRUTH_POLICIES: tuple[str, ...] = ("each", "any", "consensus")
+#: ``localize --split``: the box rows of the test images, or of every image (another dataset than the run's).
+BOX_SPLITS: tuple[str, ...] = ("test", "all")
+#: The record of a dataset a run was scored on, in its sub-folder of ``<run>/evaluation/`` (cross-dataset
+#: validation; ``thoracic.workflows.common``), which the report reads.
+TEST_SET_FILE: str = "test_set.json"

@@ -138,12 +138,21 @@ def add_data(parser: argparse.ArgumentParser, help: str, *old: str, required: bo
 
 
 
-def add_dataset(parser: argparse.ArgumentParser, default: str, help: str, *old: str) -> None:
+def add_dataset(parser: argparse.ArgumentParser, default: str | None, help: str, *old: str) -> None:
     """``--dataset``: the layout of a dataset folder (``data.dataset`` in a config); ``auto`` where the
-    command may detect it."""
-    choices = ("auto", *DATASET_KINDS) if default == "auto" else DATASET_KINDS
+    command may detect it; ``default`` None: the help says what stands without it."""
+    choices = ("auto", *DATASET_KINDS) if default in ("auto", None) else DATASET_KINDS
     add_option(parser, "--dataset", *old, default=default, choices=choices, metavar="|".join(choices),
-               help=f"{help} (default: %(default)s)")
+               help=help if default is None else f"{help} (default: %(default)s)")
+
+
+def add_shared_images(parser: argparse.ArgumentParser) -> None:
+    """``--shared-images FILE``: a mapping between two datasets' image ids (scoring a run on another dataset)."""
+    parser.add_argument("--shared-images", default=None, metavar="FILE",
+                        help="a file mapping the test dataset's image ids to those of the run's dataset (RSNA's "
+                             "pneumonia-challenge-dataset-mappings_2018.json, a CSV subset_img_id,img_id, or a CSV "
+                             "whose header names the two dataset kinds): the test images the run was trained on "
+                             "are counted, listed (shared_images.csv) and warned about")
 
 
 def add_progress(parser: argparse.ArgumentParser, help: str = "no progress bars") -> None:
@@ -213,7 +222,7 @@ def split_overrides(parser: argparse.ArgumentParser, tokens: Sequence[str]) -> t
 
 
 __all__ = [
-    "DEVICE_HELP", "add_checkpoint", "add_data", "add_deprecated", "add_device", "add_image_size",
-    "add_num_images", "add_num_workers", "add_option", "add_progress", "add_run", "is_override", "split_overrides",
-    "warn_deprecated",
+    "DEVICE_HELP", "add_checkpoint", "add_data", "add_dataset", "add_deprecated", "add_device", "add_image_size",
+    "add_num_images", "add_num_workers", "add_option", "add_progress", "add_run", "add_shared_images", "is_override",
+    "split_overrides", "warn_deprecated",
 ]

@@ -11,6 +11,11 @@ age band, view and follow-up group, with bootstrap CIs and the gaps between grou
 --calibrate, before and after temperature scaling fitted on the validation split, stored as calibration.json
 and applied by `thoracic predict`).
 The data folder and cache come from the run's config (data.root, data.cache); --data overrides them.
+With --dataset KIND (and --data the folder of another dataset than the run's: cross-dataset validation) the
+run is scored on that dataset's test split over the labels both share (the harmonisation table of
+docs/data.md; the mapping is printed and stored), at the operating points of the run's own validation
+split, into RUN/evaluation/<kind>-<folder>/ (the run's own evaluation stays as it is); --shared-images FILE
+(a mapping of the two datasets' image ids) lists the test images the run was trained on.
 The printed table gives the positive images beside every AUC; warnings on stderr name the numbers that
 rest on small samples: a class with fewer than 10 positive images (on the split, or on the validation
 split its threshold was chosen on), a subgroup with fewer than 30 images, a fitted temperature at the
@@ -26,11 +31,13 @@ from typing import Any
 from thoracic.commands._options import (
     add_checkpoint,
     add_data,
+    add_dataset,
     add_device,
     add_num_workers,
     add_progress,
-    add_trust_checkpoint,
     add_run,
+    add_shared_images,
+    add_trust_checkpoint,
 )
 
 
@@ -40,9 +47,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's train.batch_size")
     add_device(parser)
-    add_data(parser, "ChestX-ray14 folder instead of the run's data.root")
+    add_data(parser, "dataset folder instead of the run's data.root; with --dataset, another dataset's folder")
+    add_dataset(parser, None, "the layout of --data when it is another dataset than the run's (auto: detected): "
+                "the run is scored on it over the labels both share, into RUN/evaluation/<kind>-<folder>/ "
+                "(default: the run's own dataset)")
     parser.add_argument("--cache", default=None, metavar="FOLDER",
                         help="image cache folder (default: the run's data.cache, or DATA/cache_SIZE)")
+    add_shared_images(parser)
     add_num_workers(parser, "data loader worker processes (default: the run's data.num_workers)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap / random baseline (default 0)")
     add_progress(parser)
@@ -80,13 +91,32 @@ def run(args: argparse.Namespace) -> int:
                           operating_point=args.operating_point, subgroups=args.subgroups,
                           age_bands=args.age_bands, subgroup_min_count=args.subgroup_min_count,
                           calibrate=args.calibration_mode if args.calibrate else None,
-                          calibration_bins=args.calibration_bins, trust_checkpoint=args.trust_checkpoint)
+                          calibration_bins=args.calibration_bins, trust_checkpoint=args.trust_checkpoint,
+                          dataset=args.dataset, shared_images=args.shared_images)
+    if result.test_set is not None:
+        print(format_test_set(result.test_set, result.threshold_source, result.shared_images))
     print(format_evaluation(result, args.split, args.operating_point))
     _print_extras(result.files)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def format_test_set(test_set: dict, threshold_source: str, shared: dict | None) -> str:
+    """What a cross-dataset evaluation scored: the dataset, the label mapping, the operating points' source
+    and the shared images."""
+    train = test_set.get("train_dataset") or {}
+    mapping = ", ".join(f"{m['run_label']} = {m['test_label']}" for m in test_set.get("label_mapping", []))
+    lines = [f"scored on {test_set['kind']} {test_set['root']} (trained on {train.get('kind')} {train.get('root')}); "
+             f"results in evaluation/{test_set['folder']}/",
+             f"labels shared (the run's = {test_set['kind']}'s; label_mapping.csv): {mapping}",
+             f"operating points: {threshold_source}"]
+    if shared is not None:
+        lines.append(f"shared images ({shared['mapping']}): {shared['n_mapped']} of {shared['n_test_images']} test "
+                     f"images map to images of the run's dataset: {shared['n_train']} in its train split, "
+                     f"{shared['n_val']} in its val split ({shared['file']})")
+    return "\n".join(lines)
 
 
 def format_evaluation(result: Any, split: str, method: str) -> str:
@@ -99,7 +129,8 @@ def format_evaluation(result: Any, split: str, method: str) -> str:
     points = result.operating_points.set_index("class_name")
     criterion = "Youden's J" if method == "youden" else "F1"
     n_images = int(frame["n_positive"].iloc[0] + frame["n_negative"].iloc[0]) if len(frame) else 0
-    lines = [f"{split} split ({n_images} images); thresholds chosen on the val split by {criterion}",
+    where = "the run's own val split" if getattr(result, "test_set", None) else "the val split"
+    lines = [f"{split} split ({n_images} images); thresholds chosen on {where} by {criterion}",
              f"{'class':<20} {'AUC':>6} {'95% CI':<16} {'pos':>5} {'thresh':>6} {'sens':>5} {'spec':>5}"]
 
     def rate(value: float) -> str:

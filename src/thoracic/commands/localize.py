@@ -11,6 +11,13 @@ receptive-field centres, derived from the network; legacy: align_corners=False);
 also scored under the other registration, so the sensitivity of the result to it is printed beside the
 headline. Writes RUN/evaluation/boxes_<method>.csv, scores_<method>.csv, baselines_<method>.csv,
 localization_<method>.csv/.json, registration_<method>.csv, heatmaps_<method>.npz and overlays_<method>.png.
+Every box set is scored the same way: with --data and --dataset another dataset's boxes (VinDr-CXR, RSNA
+Pneumonia; --split all: every image with boxes, not only the test split) for the box classes the run has,
+into RUN/evaluation/<kind>-<folder>/. Where several readers boxed an image, --ground-truth says what their
+boxes become (each: every reader's box is a row; any: the findings at least one reader boxed; consensus:
+those a majority of the image's readers boxed; readers' boxes matched at IoU > 0.4 and averaged), and the
+human row scores each reader's boxes against the other readers' with the same metrics, printed beside the
+model and written to human_<method>.csv.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import argparse
 
 from thoracic.commands._options import add_option
 from thoracic.commands.evaluate import add_common_arguments
-from thoracic.constants import HEATMAP_THRESHOLDS, REGISTRATIONS
+from thoracic.constants import BOX_SPLITS, GROUND_TRUTH_POLICIES, HEATMAP_THRESHOLDS, REGISTRATIONS
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, describe_heatmap_methods
 
 
@@ -40,6 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="images in the overlay figure (default 8)")
     parser.add_argument("--draws", type=_positive, default=100,
                         help="seeded draws of the random-box baseline, reported as mean ± sd (default 100)")
+    parser.add_argument("--ground-truth", default=GROUND_TRUTH_POLICIES[0], choices=GROUND_TRUTH_POLICIES,
+                        help="what the boxes of several readers of an image become: each (every reader's box is a "
+                             "row; default), any (one row per finding at least one reader boxed), consensus (the "
+                             "findings a majority of the image's readers boxed); readers' boxes of a class match at "
+                             "IoU > 0.4 and are averaged. A dataset with one reference per image reads the same "
+                             "under each")
+    parser.add_argument("--split", default=BOX_SPLITS[0], choices=BOX_SPLITS,
+                        help="the box rows of the test images (default), or of every image (all: another dataset "
+                             "than the run's only, e.g. VinDr-CXR's training images, three readers each)")
 
 
 def _positive(text: str) -> int:
@@ -50,7 +66,9 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from thoracic.evaluation.protocol import headline, headline_text
+    import sys
+
+    from thoracic.evaluation.protocol import headline, headline_text, human_text
     from thoracic.workflows.localize import localize_run
 
     result = localize_run(args.run, method=args.method, heatmap_thresholds=args.heatmap_thresholds,
@@ -58,8 +76,18 @@ def run(args: argparse.Namespace) -> int:
                           data=args.data, cache=args.cache, num_workers=args.num_workers,
                           checkpoint=args.checkpoint, seed=args.seed, num_examples=args.num_examples,
                           progress=args.progress, draws=args.draws, registration=args.registration,
-                          trust_checkpoint=args.trust_checkpoint)
-    print(headline_text(headline(result.accuracy, args.method), args.method))
+                          trust_checkpoint=args.trust_checkpoint, dataset=args.dataset,
+                          ground_truth=args.ground_truth, split=args.split, shared_images=args.shared_images)
+    box_set = result.box_set
+    if box_set:
+        truth = box_set["ground_truth"]
+        mapping = ", ".join(f"{m['run_label']} = {m['test_label']}" for m in box_set["label_mapping"])
+        print(f"box set: {box_set['dataset']} {box_set['root']} ({box_set['split']} images), ground truth "
+              f"{truth['policy']}: {truth['definition']}; {truth['n_rows']} rows from {truth['n_reader_boxes']} "
+              f"boxes; classes (the run's = {box_set['dataset']}'s): {mapping}")
+    print(headline_text(headline(result.accuracy, args.method), args.method, len(result.box_classes)))
+    if result.human is not None:
+        print(human_text(result.human.accuracy, result.human.reason, result.human.n_pairs))
     sensitivity = result.registrations
     if sensitivity is not None:
         print("same heatmaps under both registrations (mean accuracy; false positives per image):")
@@ -69,4 +97,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<10} T={threshold:<4} {cells}")
     print(f"{len(result.scores['box_row'].unique())} box rows scored; "
           f"wrote {', '.join(str(p) for p in result.files.values())}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -53,6 +53,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_
     add_deprecated(parser, "--output-dir", "the override output_dir=FOLDER (where new runs go) or --out",
                    dest="output_dir", metavar="FOLDER")
     add_trust_checkpoint(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bars (train.progress_bar=false)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, anywhere on the line: section.key=value, --section.key (true), "
                              "--no-section.key (false)")
@@ -90,7 +92,8 @@ def collect_overrides(args: argparse.Namespace) -> dict:
                  "data.num_workers": getattr(args, "num_workers", None),
                  "train.num_nodes": getattr(args, "num_nodes", None),
                  "train.precision": getattr(args, "precision", None),
-                 "output_dir": getattr(args, "output_dir", None)}
+                 "output_dir": getattr(args, "output_dir", None),
+                 "train.progress_bar": False if getattr(args, "progress", None) is False else None}
     overrides.update({k: v for k, v in shortcuts.items() if v is not None})
     overrides.update(device_overrides(getattr(args, "device", None), getattr(args, "num_devices", None)))
     return overrides

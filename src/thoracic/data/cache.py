@@ -9,7 +9,8 @@
     original_sizes.npy   N x 2 int32: (width, height) of each decoded file (boxes are in these pixels)
     index.csv            image_id, original_width, original_height, available
     manifest.json        format version, size, image count, dataset kind, its label names, the
-                         uncertain-label policy (datasets that have uncertain labels), source folder,
+                         uncertain-label policy given to prepare (a record: the cache holds images
+                         only, so a run reads the labels with its own data.uncertain), source folder,
                          metadata fingerprint (SHA-256 of the metadata files, ChestX-ray14: of its
                          data-entry CSV), resize method, the exact byte size of images.npy, status,
                          bad images
@@ -19,7 +20,7 @@ share it. This module holds what reader and writer share (the file names, :func:
 ``.npy`` header readers, which files are a cache's own) and never imports the writer.
 
 :class:`ImageCache` refuses a cache that is unfinished, of another format, of another dataset kind,
-label names or uncertain-label policy, of another size than requested, built from other metadata than
+label names, of another size than requested, built from other metadata than
 the folder it is used with, or damaged (an ``images.npy`` without the size its manifest records).
 """
 

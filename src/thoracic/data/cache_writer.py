@@ -290,8 +290,8 @@ def prepare_cache(
         checkpoint_every: save the resume mask after this many images.
         dataset: the layout (:data:`~thoracic.constants.DATASET_KINDS`), ``auto`` to detect it; recorded in
             the manifest with the dataset's label names.
-        uncertain: the uncertain-label policy runs on this cache use, recorded for datasets that have
-            uncertain labels (CheXpert, MIMIC-CXR): a run with another policy is refused.
+        uncertain: the uncertain-label policy recorded for datasets that have uncertain labels (CheXpert,
+            MIMIC-CXR); a record only: the cache holds no labels, runs of every policy share it.
 
     Returns:
         The cache folder.

@@ -288,8 +288,7 @@ class ChestXrayDataModule(LightningDataModule):
         kind = resolve_dataset_kind(self.root, self.dataset_kind)
         dataset = load_dataset(self.root, kind, uncertain=self.uncertain, views=self.views, check_box_images=False)
         cache = ImageCache.open(self.cache_dir, expected_root=self.root, expected_size=self.image_size,
-                                expected_dataset=kind, expected_class_names=dataset.class_names,
-                                expected_uncertain=self.uncertain if READERS[kind].has_uncertain else None)
+                                expected_dataset=kind, expected_class_names=dataset.class_names)
         dataset = dataset.select_classes(self.classes)
         rows = cache.indices_of(dataset.table["image_id"].tolist())
         present = rows >= 0
@@ -363,11 +362,22 @@ class ChestXrayDataModule(LightningDataModule):
         """Every box row of the test images, x, y, w, h in cache pixels (see :func:`box_table`)."""
         return box_table(self.dataset, self.cache, self.box_image_ids)
 
+    def box_images(self, split: str = "test") -> tuple[str, ...]:
+        """Images that carry at least one box: of the test split (:attr:`box_image_ids`), or of every split
+        (``all``: for a run that was not trained on this dataset)."""
+        if split == "test":
+            return self.box_image_ids
+        if split != "all":
+            raise ValueError(f"box images: split must be test or all, got {split!r}")
+        return self.dataset.box_image_ids
+
     def split_dataset(self, split: str) -> ChestXrayDataset:
-        """The dataset of ``"train"``, ``"val"``, ``"test"`` or ``"box"`` (test images with boxes)."""
+        """The dataset of ``"train"``, ``"val"``, ``"test"``, ``"box"`` (test images with boxes) or
+        ``"box_all"`` (every image with boxes)."""
         if split not in self._datasets:
-            if split == "box":
-                indices = np.sort(np.asarray(self.dataset.index_of(self.box_image_ids), dtype=np.int64))
+            if split in ("box", "box_all"):
+                ids = self.box_images("test" if split == "box" else "all")
+                indices = np.sort(np.asarray(self.dataset.index_of(ids), dtype=np.int64))
             else:
                 indices = self.splits[split]
             self._datasets[split] = ChestXrayDataset(
@@ -406,10 +416,12 @@ class ChestXrayDataModule(LightningDataModule):
         """The test split (the official one where the dataset has one), in table order."""
         return self._loader("test", shuffle=False)
 
-    def box_dataloader(self) -> DataLoader:
+    def box_dataloader(self, split: str = "test") -> DataLoader:
         """The test images that carry boxes (never shuffled); their boxes are in the batches
-        (``boxes``, ``box_classes``) and in :attr:`box_table`."""
-        return self._loader("box", shuffle=False)
+        (``boxes``, ``box_classes``) and in :attr:`box_table`. ``split="all"``: every image with boxes
+        (:meth:`box_images`)."""
+        self.box_images(split)  # checks the split's name
+        return self._loader("box" if split == "test" else "box_all", shuffle=False)
 
     def dataloader(self, split: str) -> DataLoader:
         """Unshuffled loader of any split (``train`` included, e.g. for evaluation)."""

@@ -27,6 +27,10 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+
+from thoracic.errors import DataError
+
 #: finding -> {dataset kind: that dataset's label name for it}. Kinds: ``chestxray14``, ``chexpert``,
 #: ``mimic``, ``padchest``, ``vindr``, ``rsna`` (:data:`thoracic.constants.DATASET_KINDS`).
 HARMONISED_LABELS: dict[str, dict[str, str]] = {
@@ -110,6 +114,81 @@ def shared_labels(kind_a: str, kind_b: str, labels_a: Sequence[str] | None = Non
             continue
         shared.append(SharedLabel(finding, name_a, name_b))
     return shared
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """How a run's outputs meet another dataset's labels: the findings both label, each with the run's
+    label (and its output index) and the dataset's label (and its column), in the run's output order.
+
+    Built by :func:`label_mapping` from :data:`HARMONISED_LABELS` only: a run's output is scored against a
+    dataset's label exactly when both name the same finding (nothing broader, narrower or merely similar).
+    """
+
+    run_kind: str
+    test_kind: str
+    shared: tuple[SharedLabel, ...]
+    run_indices: tuple[int, ...]
+    test_indices: tuple[int, ...]
+
+    @property
+    def run_labels(self) -> tuple[str, ...]:
+        """The run's label names of the shared findings (the names every output file uses)."""
+        return tuple(s.name_a for s in self.shared)
+
+    @property
+    def test_labels(self) -> tuple[str, ...]:
+        """The other dataset's label names of the same findings."""
+        return tuple(s.name_b for s in self.shared)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The harmonised finding names (the keys of :data:`HARMONISED_LABELS`)."""
+        return tuple(s.finding for s in self.shared)
+
+    def test_label(self, run_label: str) -> str:
+        """The dataset's label for one of the run's shared labels."""
+        return self.test_labels[self.run_labels.index(run_label)]
+
+    def run_label(self, test_label: str) -> str | None:
+        """The run's label for one of the dataset's labels (None when the run has none for it)."""
+        return self.run_labels[self.test_labels.index(test_label)] if test_label in self.test_labels else None
+
+    def to_frame(self) -> pd.DataFrame:
+        """``finding, run_label, test_label, run_index, test_index`` (``label_mapping.csv``)."""
+        return pd.DataFrame({"finding": list(self.findings), "run_label": list(self.run_labels),
+                             "test_label": list(self.test_labels), "run_index": list(self.run_indices),
+                             "test_index": list(self.test_indices)})
+
+    def to_records(self) -> list[dict[str, str]]:
+        """The mapping as JSON records (``finding``, ``run_label``, ``test_label``)."""
+        return [{"finding": s.finding, "run_label": s.name_a, "test_label": s.name_b} for s in self.shared]
+
+    def describe(self) -> str:
+        """``Effusion = Pleural Effusion, Edema = Edema, ...`` (run label = dataset label)."""
+        return ", ".join(f"{s.name_a} = {s.name_b}" for s in self.shared)
+
+
+def label_mapping(run_kind: str, run_labels: Sequence[str], test_kind: str, test_labels: Sequence[str]) -> LabelMapping:
+    """The labels a run (trained on ``run_kind`` with outputs ``run_labels``) shares with a dataset of kind
+    ``test_kind`` labelled ``test_labels`` (:func:`shared_labels`), in the run's output order.
+
+    >>> mapping = label_mapping("chestxray14", ["Atelectasis", "Effusion", "Hernia"], "vindr",
+    ...                         ["Pleural effusion", "Atelectasis", "Nodule/Mass"])
+    >>> mapping.describe(), mapping.run_indices, mapping.test_indices
+    ('Atelectasis = Atelectasis, Effusion = Pleural effusion', (0, 1), (1, 0))
+
+    Raises:
+        DataError: the two share no label (nothing could be scored), naming both label lists.
+    """
+    run_labels, test_labels = list(run_labels), list(test_labels)
+    shared = sorted(shared_labels(run_kind, test_kind, run_labels, test_labels), key=lambda s: run_labels.index(s.name_a))
+    if not shared:
+        raise DataError(f"the run's labels ({run_kind}: {', '.join(run_labels)}) and the {test_kind} labels "
+                        f"({', '.join(test_labels)}) name no common finding (docs/data.md, harmonisation table): "
+                        "nothing to score")
+    return LabelMapping(run_kind, test_kind, tuple(shared), tuple(run_labels.index(s.name_a) for s in shared),
+                        tuple(test_labels.index(s.name_b) for s in shared))
 
 
 def label_suggestions(kind: str, name: str, labels: Sequence[str]) -> str | None:

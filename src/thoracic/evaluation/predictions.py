@@ -109,12 +109,15 @@ def _length(loader: Iterable) -> int | None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | torch.device = "cpu",
-            progress: bool = True, *, class_names: Sequence[str]) -> Predictions:
+            progress: bool = True, *, class_names: Sequence[str],
+            output_columns: Sequence[int] | None = None, label_columns: Sequence[int] | None = None) -> Predictions:
     """Sigmoid probabilities of every image of ``loader`` (batches: dicts with image, labels, image_id).
 
     ``class_names``: the model's labels (its spec's), the order of its outputs and of the batches' labels.
-    The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in
-    train mode).
+    The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in train
+    mode). On another dataset than the model's, ``output_columns`` (of the model's outputs) and
+    ``label_columns`` (of the batches' labels) pair the labels both share, named ``class_names``
+    (:class:`thoracic.data.harmonisation.LabelMapping`).
     """
     model = model.to(device).eval()
     ids: list[str] = []
@@ -131,8 +134,10 @@ def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | tor
         ids.extend(str(i) for i in batch["image_id"])
     if not ids:
         raise DataError("the loader yielded no images: nothing to evaluate")
-    return Predictions(np.asarray(ids), np.concatenate(probabilities), np.concatenate(labels), tuple(class_names),
-                       logits=np.concatenate(logit_batches))
+    outputs = slice(None) if output_columns is None else list(output_columns)
+    truth = slice(None) if label_columns is None else list(label_columns)
+    return Predictions(np.asarray(ids), np.concatenate(probabilities)[:, outputs], np.concatenate(labels)[:, truth],
+                       tuple(class_names), logits=np.concatenate(logit_batches)[:, outputs])
 
 
 def compute_heatmaps(
@@ -156,6 +161,7 @@ def compute_heatmaps(
         method: one of :func:`thoracic.heatmaps.list_heatmap_methods`: ``native`` (the model's own class
             maps, one forward pass per batch); the others run once per class present in the batch
             (Grad-CAM: one backward pass; ``ig``: one path integral; ``occlusion``: 225 forward passes).
+        class_names: the model's outputs in order (its run's :attr:`~thoracic.training.checkpoints.LoadedRun.class_names`).
     """
     if method not in list_heatmap_methods():
         raise DataError(f"heatmap method must be one of {list_heatmap_methods()}, got {method!r}")

@@ -50,6 +50,7 @@ from thoracic.evaluation.localization import (
     random_boxes,
     score_localization,
 )
+from thoracic.evaluation.readers import HUMAN_SOURCE
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, CellCentres, extract_boxes, extract_boxes_and_peaks
 from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.safety import read_json
@@ -146,9 +147,10 @@ def localize_boxes(
     return LocalizationTables(boxes, scores[SCORE_COLUMNS], accuracy, baseline_boxes)
 
 
-def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
+def headline(accuracy: pd.DataFrame, method: str, threshold: str = HEADLINE_THRESHOLD) -> dict[str, float]:
     """The localization headline of one ``localization_<method>.csv`` table (means over the box classes
-    with boxes).
+    with boxes); ``threshold``: the heatmap threshold of the headline (``""`` for the human row, whose boxes
+    need none).
 
     Keys: ``classes`` (how many box classes the means are over), ``box_classes`` (how many box classes the
     table has: the run's), ``boxes`` (box rows), then for
@@ -177,8 +179,8 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
                              "boxes": most("n_boxes")}
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
-        row[name] = pick(method, HEADLINE_THRESHOLD, metric, t)
-        row[f"{name} FP"] = pick(method, HEADLINE_THRESHOLD, metric, t, "false_positives_per_image")
+        row[name] = pick(method, threshold, metric, t)
+        row[f"{name} FP"] = pick(method, threshold, metric, t, "false_positives_per_image")
         row[f"{name} T60"] = pick(method, "60", metric, t)
         row[f"{name} pooled"] = pick(method, POOLED, metric, t)
         row[f"{name} random"] = pick(RANDOM_BOX, "", metric, t)
@@ -190,16 +192,18 @@ def headline(accuracy: pd.DataFrame, method: str) -> dict[str, float]:
     return row
 
 
-def headline_text(row: dict[str, float], method: str) -> str:
-    """:func:`headline` as a few plain lines (what ``thoracic localize`` prints)."""
+def headline_text(row: dict[str, float], method: str, n_box_classes: int | None = None) -> str:
+    """:func:`headline` as a few plain lines (what ``thoracic localize`` prints); ``n_box_classes``: the box
+    classes the means could cover (default: the row's ``box_classes``, the classes of its table: the run's)."""
     def number(value: float) -> str:
         return "n/a" if not np.isfinite(value) else f"{value:.3f}"
 
     def count(value: float) -> str:
         return "n/a" if not np.isfinite(value) else str(int(value))
 
+    box_classes = n_box_classes if n_box_classes is not None else count(row.get("box_classes", float("nan")))
     lines = [f"{method}: heatmap threshold {HEADLINE_THRESHOLD} (the paper's); means over {count(row['classes'])} "
-             f"of {count(row.get('box_classes', float('nan')))} box classes ({count(row['boxes'])} box rows)"]
+             f"of {box_classes} box classes ({count(row['boxes'])} box rows)"]
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         lines.append(f"  {name:<10} {number(row[name])} (false positives / image {number(row[name + ' FP'])}); "
@@ -209,6 +213,23 @@ def headline_text(row: dict[str, float], method: str) -> str:
     lines.append(f"  pointing game {number(row['pointing'])}; random box centre {number(row['pointing random'])}, "
                  f"image centre {number(row['pointing centre'])}")
     return "\n".join(lines)
+
+
+def human_text(accuracy: pd.DataFrame, reason: str = "", n_pairs: int = 0) -> str:
+    """The human row (:func:`thoracic.evaluation.readers.human_agreement`) as ``thoracic localize`` prints it
+    beside the model's headline."""
+    if reason:
+        return f"human readers: not defined ({reason})"
+    row = headline(accuracy, HUMAN_SOURCE, "")
+
+    def number(value: float) -> str:
+        return "n/a" if not np.isfinite(value) else f"{value:.3f}"
+
+    cells = "; ".join(f"{metric}>{t:g} {number(row[f'{metric}>{t:g}'])} (false positives / image "
+                      f"{number(row[f'{metric}>{t:g} FP'])})" for metric, t in HEADLINE_METRICS)
+    classes = "n/a" if not np.isfinite(row["classes"]) else str(int(row["classes"]))
+    return (f"human readers (each reader's boxes against the other readers', {n_pairs} image-reader pairs; means "
+            f"over {classes} classes): {cells}; pointing game {number(row['pointing'])}")
 
 
 def write_localization(out: Path, method: str, tables: LocalizationTables, info: dict[str, Any]) -> dict[str, Path]:
@@ -289,6 +310,7 @@ def load_registration(evaluation: Path, method: str) -> Registration:
 
 __all__ = [
     "BASELINE_BOX_COLUMNS", "CENTRE_BOX", "HEADLINE_METRICS", "RANDOM_BOX", "RANDOM_DRAWS", "REGISTRATION_CRITERIA",
-    "SCORE_COLUMNS", "LocalizationTables", "ground_truth_boxes", "headline", "headline_text", "load_registration",
+    "SCORE_COLUMNS", "LocalizationTables", "ground_truth_boxes", "headline", "headline_text", "human_text",
+    "load_registration",
     "localize_boxes", "registration_table", "write_localization",
 ]

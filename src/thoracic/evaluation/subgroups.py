@@ -64,12 +64,12 @@ def age_band_labels(edges: Sequence[int]) -> list[str]:
 
 
 def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> pd.DataFrame:
-    """One row per image (index ``image_id``), one string column per attribute of :data:`ATTRIBUTES` the
-    table records (``follow_up`` only where the dataset has one: ChestX-ray14's ``Follow-up #``).
+    """One row per image (index ``image_id``), one string column per attribute of :data:`ATTRIBUTES`.
 
     Args:
-        metadata: a dataset's table (:attr:`thoracic.data.collection.ChestXrayCollection.table`): ``image_id``,
-            ``sex``, ``age``, ``view`` and, when recorded, ``follow_up``.
+        metadata: the data-entry table (:attr:`thoracic.data.metadata.ChestXray14.table`): ``image_id``,
+            ``sex``, ``age``, ``view``, and ``follow_up`` (a dataset without it, every reader's but
+            ChestX-ray14's: ``unknown`` for every image).
         age_bands: lower edges of the age bands, increasing (the first band starts at its edge; ages
             below it, like ages above :data:`MAX_PLAUSIBLE_AGE`, are ``unknown``).
     """
@@ -82,15 +82,24 @@ def subgroup_attributes(metadata: pd.DataFrame, age_bands: Sequence[int] = DEFAU
     band = np.searchsorted(np.asarray(age_bands, dtype=float), age, side="right") - 1
     valid = np.isfinite(age) & (age >= age_bands[0]) & (age <= MAX_PLAUSIBLE_AGE)
     age_band = np.where(valid, np.asarray(labels, dtype=object)[np.clip(band, 0, len(labels) - 1)], UNKNOWN)
+    follow_up = (pd.to_numeric(metadata["follow_up"], errors="coerce") if "follow_up" in metadata.columns
+                 else pd.Series(np.nan, index=metadata.index))
     table = pd.DataFrame({
         "sex": metadata["sex"].astype(str).str.strip().replace("", UNKNOWN).to_numpy(),
         "age_band": age_band,
         "view": metadata["view"].astype(str).str.strip().replace("", UNKNOWN).to_numpy(),
+        "follow_up": np.where(follow_up.isna(), UNKNOWN, np.where(follow_up == 0, "first", "later")),
     }, index=pd.Index(metadata["image_id"].astype(str).to_numpy(), name="image_id"))
-    if "follow_up" in metadata.columns:
-        follow_up = pd.to_numeric(metadata["follow_up"], errors="coerce").to_numpy()
-        table["follow_up"] = np.where(np.isnan(follow_up), UNKNOWN, np.where(follow_up == 0, "first", "later"))
     return table
+
+
+def informative_attributes(metadata: pd.DataFrame, image_ids: Sequence[str],
+                           age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> list[str]:
+    """The attributes of :data:`ATTRIBUTES` with at least two known groups among ``image_ids`` (where a
+    subgroup comparison makes sense: a dataset that records no sex or age, or a single view, has none)."""
+    table = subgroup_attributes(metadata, age_bands)
+    table = table[table.index.isin([str(i) for i in image_ids])]
+    return [a for a in ATTRIBUTES if len(set(table[a].unique()) - {UNKNOWN}) >= 2]
 
 
 def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int] = DEFAULT_AGE_BANDS) -> list[str]:
@@ -276,13 +285,11 @@ def evaluate_subgroups(
         labels: ``(N, C)`` 0/1 ground truth of the split's images; NaN (not labelled) entries are skipped.
         probabilities: ``(N, C)`` predicted probabilities (the TPR thresholds apply to them).
         image_ids: the ``N`` image ids, looked up in ``metadata``.
-        metadata: data-entry table with ``image_id, sex, age, view`` and, when the dataset records one,
-            ``follow_up`` (every image of the split).
+        metadata: data-entry table with ``image_id, sex, age, view, follow_up`` (every image of the split).
         thresholds: class -> probability threshold (default 0.5 for every class).
         threshold_source: words on where the thresholds came from (kept in ``settings``).
         age_bands: lower edges of the age bands.
-        attributes: which of :data:`ATTRIBUTES` to evaluate (those the table does not record, such as
-            ``follow_up`` outside ChestX-ray14, are left out).
+        attributes: which of :data:`ATTRIBUTES` to evaluate.
         bootstrap: resamples per group (0: no intervals).
         seed: seed of the resamples (each group derives its own from it).
         confidence: two-sided level of the percentile intervals.
@@ -308,7 +315,6 @@ def evaluate_subgroups(
         raise DataError(f"{len(missing)} image(s) of the predictions are not in the data-entry table, "
                         f"e.g. {missing[:3]}")
     table = table.loc[image_ids]
-    attributes = [a for a in attributes if a in table.columns]
     thresholds = dict(thresholds or {})
     threshold_vector = np.array([float(thresholds.get(name, DEFAULT_THRESHOLD)) for name in class_names])
 
@@ -467,6 +473,6 @@ def subgroup_figure(result: SubgroupResult, title: str = "Subgroup AUC") -> obje
 
 __all__ = [
     "ATTRIBUTES", "DEFAULT_AGE_BANDS", "DEFAULT_THRESHOLD", "SubgroupResult", "age_band_labels",
-    "evaluate_subgroups", "group_order", "save_subgroups", "subgroup_attributes", "subgroup_figure",
-    "subgroup_thresholds", "thresholds_with_source",
+    "evaluate_subgroups", "group_order", "informative_attributes", "save_subgroups", "subgroup_attributes",
+    "subgroup_figure", "subgroup_thresholds", "thresholds_with_source",
 ]

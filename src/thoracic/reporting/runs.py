@@ -17,6 +17,7 @@ from thoracic.provenance import SHORT_HASH, file_sha256
 from thoracic.safety import OUTPUT_MANIFEST, OutputFolder, read_json
 from thoracic.spec import legacy_class_names
 from thoracic.data.metadata import find_image_files
+from thoracic.reporting.crossdata import TestSetSummary, load_test_sets
 
 
 _IGNORED_KEYS = ("seed", "run_name", "output_dir")
@@ -49,6 +50,8 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     box_images: int | None = None
     """Test images with box rows (``run_info.json``'s ``box_images``, else a ``localization_*.json``)."""
+    test_sets: list[TestSetSummary] = field(default_factory=list)
+    """Other datasets the run was scored on (``evaluation/<kind>-<folder>/``: cross-dataset validation)."""
 
     @property
     def model(self) -> str:
@@ -201,8 +204,10 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
     for table in localization.values():
         table["threshold"] = table["threshold"].fillna("").astype(str)  # baselines have no heatmap threshold
     figures = sorted(evaluation.glob(f"roc_{split}.png")) + sorted(evaluation.glob("overlays_*.png"))
-    if auc is None and not localization:
-        raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv")
+    test_sets = load_test_sets(evaluation)
+    if auc is None and not localization and not test_sets:
+        raise RunError(f"run {run}: evaluation/ holds neither auc_{split}.json nor localization_*.csv, nor the "
+                       "results of another dataset")
     points_path = evaluation / f"operating_points_{split}.csv"
     points = (read_evaluation_csv(points_path, "thoracic evaluate", keep_default_na=False, na_values=[""])
               if points_path.is_file() else None)
@@ -211,6 +216,7 @@ def load_run_summary(run: str | Path, split: str = "test") -> RunSummary:
         method = _read_evaluation_json(evaluation / "operating_points.json").get("method")
     summary = RunSummary(run, _read_config(run), auc, localization, figures, points,
                          _read_json(run / "run_info.json"), _read_json(run / "summary.json"), method)
+    summary.test_sets = test_sets
     summary.box_images = summary.run_info.get("box_images")
     for path in sorted(evaluation.glob("localization_*.json")):
         if summary.box_images is None:
@@ -243,7 +249,10 @@ def check_provenance(summary: RunSummary, split: str = "test") -> None:
                                     f"thoracic): rerun `thoracic evaluate` / `thoracic localize` to be sure")
     best = summary.path / "checkpoints" / "best.ckpt"
     current = file_sha256(best) if best.is_file() else None
-    for name, info in summary.checkpoints.items():
+    other = {f"{t.path.name}/{name}": info.get("checkpoint") for t in summary.test_sets
+             for name, info in [("auc_test.json", t.auc or {}),
+                                *((f"localization_{m}.json", i) for m, i in t.localization_info.items())]}
+    for name, info in [*summary.checkpoints.items(), *((n, i) for n, i in other.items() if isinstance(i, dict))]:
         if current is not None and info.get("sha256") and info["sha256"] != current:
             summary.stale = True
             summary.warnings.append(

@@ -26,6 +26,7 @@ from thoracic.evaluation.sample_size import (
 from thoracic.evaluation.table1 import table1_legend, with_reference
 from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.reporting.classification_tables import operating_point_table_of, report_table1
+from thoracic.reporting.crossdata import cross_auc_tables, other_box_set_table, test_set_warnings
 from thoracic.reporting.document import ReportContext, ReportFigure, ReportLink, ReportTable, Section
 from thoracic.reporting.localization_tables import (
     HEADLINE_NOTE,
@@ -71,8 +72,34 @@ def setup_section(context: ReportContext) -> Section:
     # provenance (stale evaluations, checkpoints of another model than the run folder names) and how much
     # of the full dataset each run saw
     section.warnings.extend(_warned(context, {context.run_label(run): [*run.warnings,
-                                                                        *coverage_warnings(run, context.split)]
+                                                                        *coverage_warnings(run, context.split),
+                                                                        *test_set_warnings(run)]
                                               for run in context.runs}))
+    return section
+
+
+def cross_dataset_section(context: ReportContext) -> Section | None:
+    """Cross-dataset validation: the mean AUC of every run on its own test split and on each other dataset
+    it was scored on (train dataset x test dataset), and the AUC per finding."""
+    tables = cross_auc_tables(context.runs, context.run_label)
+    if tables is None:
+        return None
+    means, per_label = tables
+    section = Section("Cross-dataset validation", "cross-dataset", intro=(
+        "Each run scored on the test split of other datasets (thoracic evaluate RUN --data FOLDER --dataset KIND) "
+        "over the labels both datasets share: a run's output counts for a dataset's label only when the "
+        "harmonisation table (docs/data.md) says they name the same finding; nothing broader or narrower is "
+        "merged. AUCs with percentile bootstrap 95% CIs; operating points and calibration come from the run's "
+        "own validation split. Beside each mean, the run's own test split over the same labels."))
+    section.warnings.extend(_warned(context, {context.run_label(run): test_set_warnings(run) for run in context.runs}))
+    section.tables.append(ReportTable("Mean AUC [95% CI]: train dataset (rows) x test dataset (columns)", means,
+                                      numeric=False))
+    section.tables.append(ReportTable("AUC [95% CI] per finding, every run and test dataset", per_label,
+                                      numeric=False, note="Findings by their harmonised name; empty where a test "
+                                      "dataset does not label the finding."))
+    notes = [f"{context.run_label(run)} on {t.name}: {e['note']}" for run in context.runs for t in run.test_sets
+             if t.auc for e in t.auc["per_class"].values() if e.get("note")]
+    section.notes.extend(notes)
     return section
 
 
@@ -138,10 +165,25 @@ LOCALIZATION_PROTOCOL = (
     "of its class?) needs neither threshold nor box. " + LOCALIZATION_LEGEND)
 
 
+OTHER_BOX_SETS_NOTE = (
+    "The same protocol on other box sets (thoracic localize RUN --data FOLDER --dataset KIND), for the box "
+    "classes the run has (matched by harmonised name), means over those classes at heatmap threshold "
+    f"{HEADLINE_THRESHOLD}, false positives per image in brackets. Ground truth: each (every reader's box is a "
+    "row), any (the findings at least one reader boxed) or consensus (those a majority of the image's readers "
+    "boxed). The human row scores each reader's boxes against the other readers' with the same metrics "
+    "(false positives per image and reader).")
+
+
 def localization_section(context: ReportContext) -> Section | None:
     tables = localization_tables(context.groups)
+    others = other_box_set_table(context.runs, context.run_label)
     if not tables:
-        return None
+        if others is None:
+            return None
+        section = Section("Localization (Tables 2-7)", "localization", intro=LOCALIZATION_PROTOCOL)
+        section.tables.append(ReportTable("Localization on other box sets, beside the human readers", others,
+                                          note=OTHER_BOX_SETS_NOTE, numeric=False))
+        return section
     section = Section("Localization (Tables 2-7)", "localization", intro=LOCALIZATION_PROTOCOL)
     if context.explorer is not None:
         section.links.append(ReportLink(
@@ -183,6 +225,9 @@ def localization_section(context: ReportContext) -> Section | None:
         false_positive_table(context.groups),
         note="Predicted boxes localizing no ground-truth box of their class and image, per image with a box of "
              "that class, mean over the classes with box rows; the baselines draw one box per image and class."))
+    if others is not None:
+        section.tables.append(ReportTable("Localization on other box sets, beside the human readers", others,
+                                          note=OTHER_BOX_SETS_NOTE, numeric=False))
     section.notes.append("The seed paper's own Tables 2-7 divided by the ground-truth box and scored 104 rows "
                          "against the wrong box, so they are not comparable and not shown.")
     return section
@@ -341,8 +386,8 @@ def export_section(context: ReportContext) -> Section | None:
 
 #: The report's sections, in order; each builder returns a Section or None (nothing to show).
 SECTION_BUILDERS: list[Callable[[ReportContext], Section | None]] = [
-    setup_section, classification_section, subgroup_section, calibration_section, localization_section,
-    trust_section, export_section,
+    setup_section, classification_section, cross_dataset_section, subgroup_section, calibration_section,
+    localization_section, trust_section, export_section,
 ]
 
 
@@ -357,4 +402,6 @@ def build_sections(groups: Sequence[RunGroup], out_dir: Path, split: str = "test
     return sections
 
 
-__all__ = ["HEADLINE_LOCALIZATION", "LOCALIZATION_PROTOCOL", "SECTION_BUILDERS", "build_sections", "calibration_section", "classification_section", "export_section", "localization_section", "setup_section", "subgroup_section"]
+__all__ = ["HEADLINE_LOCALIZATION", "LOCALIZATION_PROTOCOL", "SECTION_BUILDERS", "build_sections", "calibration_section",
+           "classification_section", "cross_dataset_section", "export_section", "localization_section", "setup_section",
+           "subgroup_section"]

@@ -13,6 +13,7 @@ from thoracic.constants import MODEL_LABELS
 from thoracic.data.published_sizes import published_size
 from thoracic.data.synth import folder_kind
 from thoracic.provenance import SHORT_HASH
+from thoracic.reporting.crossdata import test_set_lines
 from thoracic.reporting.document import ReportContext
 from thoracic.reporting.localization_tables import box_rows_per_class
 from thoracic.reporting.runs import RunGroup, RunSummary
@@ -135,7 +136,8 @@ def coverage_warnings(run: RunSummary, split: str = "test") -> list[str]:
 def setup_table(context: ReportContext) -> pd.DataFrame:
     """One column per run: what was trained, on what, for how long, and which checkpoint was evaluated."""
     rows = ["model", "backbone", "input size", "weights", "backbone frozen", "epochs run", "best epoch", "seed",
-            "images train / val / test", "box rows (test)", "of the full dataset", "data folder", "checkpoint"]
+            "images train / val / test", "box rows (test)", "of the full dataset", "data folder", "test sets",
+            "checkpoint"]
     table = pd.DataFrame(index=rows)
     table.index.name = "setting"
     for run in context.runs:
@@ -150,7 +152,8 @@ def setup_table(context: ReportContext) -> pd.DataFrame:
             str(training.get("epochs_completed", "n/a")),
             "n/a" if best is None else str(best), str(run.seed),
             " / ".join(str(counts.get(k, "n/a")) for k in ("train", "val", "test")), _box_rows(run),
-            dataset_coverage(run, context.split), _data_folder(run), _checkpoint_hash(run)]
+            dataset_coverage(run, context.split), _data_folder(run), test_set_lines(run, context.split),
+            _checkpoint_hash(run)]
     return table
 
 

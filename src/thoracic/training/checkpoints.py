@@ -35,7 +35,7 @@ import pickle
 import re
 from contextlib import nullcontext
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,21 @@ class LoadedRun:
     run_dir: Path | None
     info: dict[str, Any] | None = None
     """:func:`checkpoint_info` of the checkpoint (what every evaluation artefact records)."""
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's ``hyper_parameters`` (``config``, ``class_names`` ...)."""
+    data_provenance: dict[str, Any] | None = None
+    """The checkpoint's ``thoracic_data``: the data it was trained on (``root``, ``dataset``, ``metadata_sha256``
+    ...; :func:`thoracic.training.run_folder.data_provenance`); None for checkpoints written before it."""
     spec: ModelSpec | None = None
     """The model's :class:`~thoracic.spec.ModelSpec` (stored in the checkpoint, or derived for one written
     before specs were: :func:`checkpoint_spec`)."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """The labels the model scores, in the order of its logits: the spec's (every consumer's source)."""
+        """The labels the model scores, in the order of its logits: the spec's (every consumer's source; a
+        ``LoadedRun`` built without one: its ``hyper_parameters``' ``class_names``, else ChestX-ray14's)."""
         if self.spec is None:
-            raise RunError(f"{self.checkpoint_path}: opened without its spec (load it with load_run)")
+            return legacy_class_names(self.hyper_parameters.get("class_names"))
         return self.spec.class_names
 
 
@@ -270,7 +276,8 @@ def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str
     model.to(device)
     run_dir = Path(run) if Path(run).is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
-                     info=checkpoint_info(path, ckpt), spec=spec)
+                     info=checkpoint_info(path, ckpt), hyper_parameters=dict(ckpt.get("hyper_parameters") or {}),
+                     data_provenance=ckpt.get("thoracic_data"), spec=spec)
 
 
 def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[str, Any]:

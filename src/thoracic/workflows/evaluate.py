@@ -15,6 +15,13 @@
                               ECE and reliability bins, before / after temperature scaling (calibration.py)
     calibration.json          the fitted temperature (with ``calibrate``), applied by ``thoracic predict``
 
+On another dataset (``dataset``, with ``data`` its folder: cross-dataset validation) the run is scored on
+that dataset's test split over the labels both share, and the files go to the test set's sub-folder
+``<run>/evaluation/<kind>-<folder>/`` (:mod:`thoracic.workflows.common`): ``test_set.json``,
+``label_mapping.csv``, ``predictions_test.csv``, ``auc_test.*``, ``roc_test.png``, ``operating_points_test.csv``
+(at the thresholds chosen on the run's *own* validation split), subgroups where the dataset records them,
+calibration (with the run's stored temperature) and, with a mapping of shared images, ``shared_images.csv``.
+
 ``evaluate_checkpoint`` is the multi-process (Lightning) loss and AUC a training run records in its
 ``summary.json``.
 """
@@ -33,7 +40,7 @@ import pandas as pd
 
 from thoracic.config import ConfigError, config_from_dict, merge_overrides, to_dict
 from thoracic.deprecation import renamed_keywords
-from thoracic.errors import DataError, RunError
+from thoracic.errors import DataError, RunError, ThoracicError
 from thoracic.evaluation.calibration import (
     CALIBRATION_FILE,
     DEFAULT_BINS,
@@ -46,9 +53,11 @@ from thoracic.evaluation.calibration import (
 from thoracic.evaluation.classification import AUCResult, compute_auc, roc_curves
 from thoracic.evaluation.figures import roc_figure, save_figure
 from thoracic.evaluation.operating_points import (
+    DEFAULT_THRESHOLD,
     OPERATING_POINT_METHODS,
     OPERATING_POINTS_FILE,
     choose_thresholds,
+    load_operating_points,
     operating_point_table,
     save_operating_points,
 )
@@ -59,7 +68,13 @@ from thoracic.evaluation.sample_size import (
     subgroup_warnings,
     temperature_warnings,
 )
-from thoracic.evaluation.subgroups import DEFAULT_AGE_BANDS, evaluate_subgroups, save_subgroups, thresholds_with_source
+from thoracic.evaluation.subgroups import (
+    DEFAULT_AGE_BANDS,
+    evaluate_subgroups,
+    informative_attributes,
+    save_subgroups,
+    thresholds_with_source,
+)
 from thoracic.evaluation.table1 import write_table1
 from thoracic.io import write_csv_atomic, write_json_atomic, write_text_atomic
 from thoracic.metrics import label_counts
@@ -68,7 +83,7 @@ from thoracic.training.checkpoints import checkpoint_spec, find_checkpoint, load
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
 from thoracic.training.trainer import model_without_pretrained_weights
-from thoracic.workflows.common import OpenedRun, evaluation_outputs, open_run
+from thoracic.workflows.common import OpenedRun, evaluation_outputs, flag_shared_images, open_run, write_test_set
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,15 @@ class EvaluationResult:
     """:func:`~thoracic.evaluation.operating_points.operating_point_table` of the evaluated split."""
     warnings: list[str] = field(default_factory=list)
     """Small samples (:mod:`thoracic.evaluation.sample_size`): classes with few positives, thresholds or
-    temperatures fitted on few validation positives, small subgroups, temperatures at their bound."""
+    temperatures fitted on few validation positives, small subgroups, temperatures at their bound; on another
+    dataset also its test images the run was trained on."""
+    test_set: dict[str, Any] | None = None
+    """On another dataset: :meth:`~thoracic.workflows.common.TestSet.record` (kind, folder, fingerprint,
+    label mapping ...); None on the run's own."""
+    threshold_source: str = ""
+    """Where the operating points come from (on another dataset: the run's own validation split)."""
+    shared_images: dict[str, Any] | None = None
+    """On another dataset with a mapping of shared images: the counts of ``shared_images.csv``."""
 
 
 @renamed_keywords(n_bootstrap="bootstrap", data_root="data", which="checkpoint")
@@ -103,6 +126,8 @@ def evaluate_run(
     calibration_bins: int | None = None,
     *,
     trust_checkpoint: bool = False,
+    dataset: str | None = None,
+    shared_images: str | Path | None = None,
 ) -> EvaluationResult:
     """Predictions, per-class AUC with bootstrap CIs, ROC curves, and per-class operating points of a run
     on ``split`` (test or val): ``thoracic evaluate``, with its option names as keywords.
@@ -122,14 +147,24 @@ def evaluate_run(
     of the same checkpoint is still measured. ``EvaluationResult.warnings`` lists the numbers that rest on
     small samples (:mod:`thoracic.evaluation.sample_size`).
 
+    ``dataset`` (a layout other than the run's, ``data`` its folder, ``cache`` its image cache): score the run
+    on that dataset's test split over the labels both share (cross-dataset validation; module docs), at the
+    operating points of the run's own validation split (its stored ``operating_points.json`` when chosen
+    for this checkpoint by ``operating_point``, else chosen again), with its stored calibration;
+    ``shared_images``: a file mapping the two datasets' image ids
+    (:func:`thoracic.data.shared_images.read_image_mapping`): the test images the run was trained on are
+    counted, listed and warned about.
+
     ``trust_checkpoint`` opens the checkpoint with full pickle (see
     :func:`~thoracic.training.checkpoints.read_checkpoint`). The run folder is locked while its files are
-    written, and every file is recorded in ``evaluation/thoracic_outputs.json`` with the checkpoint it
-    came from.
+    written, and every file is recorded in ``evaluation/thoracic_outputs.json`` (a test set's sub-folder:
+    its own) with the checkpoint it came from.
 
     Raises:
         DataError / ConfigError: a split, operating point, bootstrap count (< 0), bin count (< 1), batch
-            size (< 1) out of range: named, never silently replaced.
+            size (< 1) out of range: named, never silently replaced; on another dataset, a split other than
+            test or ``calibrate`` (a temperature is fitted on the run's own validation split: evaluate the
+            run on its own data with it).
     """
     if split not in ("test", "val"):
         raise DataError(f"split must be 'test' or 'val', got {split!r}")
@@ -141,8 +176,19 @@ def evaluate_run(
     if calibration_bins is not None and calibration_bins < 1:
         raise ConfigError(f"--calibration-bins: expected at least 1 probability bin, got {calibration_bins}")
     opened = open_run(run, checkpoint, device, batch_size, data, cache, num_workers,
-                      trust_checkpoint=trust_checkpoint)
+                      trust_checkpoint=trust_checkpoint, dataset=dataset, shared_images=shared_images)
+    if opened.test_set is not None:
+        if split != "test":
+            raise ConfigError(f"--split {split}: on another dataset ({opened.test_set.kind}) a run is scored on "
+                              "that dataset's test split (--split test)")
+        if calibrate is not None:
+            raise ConfigError("--calibrate: a temperature is fitted on the run's own validation split; run `thoracic "
+                              "evaluate RUN --calibrate` on the run's own data, and the evaluation on "
+                              f"{opened.test_set.kind} measures the calibration with it")
     with evaluation_outputs(opened, "evaluate"):
+        if opened.test_set is not None:
+            return _evaluate_other(opened, bootstrap, seed, progress, operating_point, subgroups, age_bands,
+                                   subgroup_min_count, calibration_bins)
         return _evaluate_opened(opened, split, bootstrap, seed, progress, operating_point, subgroups, age_bands,
                                 subgroup_min_count, calibrate, calibration_bins)
 
@@ -212,18 +258,136 @@ def _evaluate_opened(opened: OpenedRun, split: str, bootstrap: int, seed: int, p
     return EvaluationResult(auc, files, points, warnings)
 
 
+def _own_operating_points(opened: OpenedRun, method: str, progress: bool
+                          ) -> tuple[dict[str, float | None], str, dict[str, int] | None, list[str]]:
+    """The operating points of the run's own validation split, for scoring it on another dataset:
+    ``(thresholds by the run's label, where they come from, validation positives per label or None,
+    warnings)``. The run's ``operating_points.json`` when it was chosen by ``method`` on the validation split
+    for this checkpoint; else chosen again on the run's own validation split (its data and cache); else
+    (that split unreadable) :data:`DEFAULT_THRESHOLD` for every label, with a warning."""
+    loaded, own_out = opened.loaded, opened.own_out or opened.out
+    names = loaded.class_names
+    path = own_out / OPERATING_POINTS_FILE
+    if path.is_file():
+        try:
+            stored = load_operating_points(path, names, strict=False)
+        except ThoracicError:
+            stored = {}
+        if (stored.get("method") == method and stored.get("split") == "val"
+                and (stored.get("checkpoint") or {}).get("sha256") == (loaded.info or {}).get("sha256")):
+            auc_path = own_out / "auc_test.json"
+            try:
+                positives = json.loads(auc_path.read_text()).get("n_val_positive") if auc_path.is_file() else None
+            except (OSError, ValueError):
+                positives = None
+            return (stored["thresholds"], f"chosen on the run's own validation split by {method} ({path})",
+                    positives if isinstance(positives, dict) else None, [])
+    try:
+        own = build_datamodule(loaded.config, stage="test", batch_size=opened.data.batch_size,
+                               num_workers=opened.data.num_workers)
+        validation = predict(loaded.model, own.dataloader("val"), device=opened.device, progress=progress,
+                             class_names=tuple(own.class_names))
+    except ThoracicError as exc:
+        why = f"the run's own validation split could not be read ({exc})"
+        return ({}, f"{DEFAULT_THRESHOLD:g} for every label: {why}", None,
+                [f"operating points: {DEFAULT_THRESHOLD:g} for every label, as {why}; evaluate the run on its own "
+                 "data first (its operating_points.json is then used)"])
+    own_names = tuple(own.class_names)
+    columns = [own_names.index(n) for n in names if n in own_names]
+    labels, probabilities = validation.labels[:, columns], validation.probabilities[:, columns]
+    kept = [n for n in names if n in own_names]
+    chosen = choose_thresholds(labels, probabilities, kept, method)
+    positives = {name: int(n) for name, n in zip(kept, label_counts(labels)[0])}
+    return (chosen, f"chosen on the run's own validation split by {method} ({len(validation.image_ids)} images of "
+            f"{own.root})", positives, [])
+
+
+def _evaluate_other(opened: OpenedRun, bootstrap: int, seed: int, progress: bool, operating_point: str,
+                    subgroups: bool, age_bands: Sequence[int] | None, subgroup_min_count: int,
+                    calibration_bins: int | None) -> EvaluationResult:
+    """:func:`evaluate_run` on another dataset's test split (``opened.test_set``), under the run folder's lock
+    and the test set's sub-folder manifest."""
+    loaded, module, out, device, test_set = opened.loaded, opened.data, opened.out, opened.device, opened.test_set
+    assert test_set is not None
+    mapping = test_set.labels
+    names = mapping.run_labels
+    files = write_test_set(opened)
+    run_columns = list(mapping.run_indices)
+    predictions = predict(loaded.model, module.dataloader("test"), device=device, progress=progress,
+                          class_names=names, output_columns=run_columns, label_columns=mapping.test_indices)
+    files["predictions"] = save_predictions(predictions, out / "predictions_test.csv")
+    auc = compute_auc(predictions.labels, predictions.probabilities, names, bootstrap=bootstrap, seed=seed,
+                      progress=progress)
+    files["auc_csv"] = out / "auc_test.csv"
+    write_csv_atomic(files["auc_csv"], auc.to_frame(), index=False, float_format="%.6f")
+    chosen, source, val_positives, warnings = _own_operating_points(opened, operating_point, progress)
+    thresholds = {name: chosen.get(name) for name in names}
+    points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc, names,
+                                   operating_point)
+    files["operating_points_csv"] = out / "operating_points_test.csv"
+    write_csv_atomic(files["operating_points_csv"], points, index=False, float_format="%.6f")
+    shared, shared_warnings = flag_shared_images(opened, [str(i) for i in predictions.image_ids])
+    if shared is not None:
+        files["shared_images"] = out / shared["file"]
+    n_images = int(len(predictions.image_ids))
+    warnings = positives_warnings(names, auc.n_positive, f"{test_set.kind} test", n_images) + warnings
+    if val_positives:
+        warnings += fitted_on_few_warnings(names, {n: val_positives.get(n, 0) for n in names},
+                                           "operating-point thresholds")
+    warnings += shared_warnings
+    info = auc.to_dict()
+    info.update({"split": "test", "n_images": n_images, "model": loaded.config.model.name,
+                 "seed": loaded.config.seed, "checkpoint": loaded.info, "test_dataset": test_set.record(),
+                 "operating_points": {"method": operating_point, "source": source,
+                                      "thresholds": {n: thresholds[n] for n in names}},
+                 "n_val_positive": {n: val_positives.get(n) for n in names} if val_positives else None,
+                 "shared_images": shared})
+    files["auc_json"] = out / "auc_test.json"
+    title = (f"ROC, {loaded.config.model.name} on {test_set.kind} ({n_images} test images, mean AUC over "
+             f"{len(names)} shared labels {auc.mean_auc:.3f})")
+    curves = roc_curves(predictions.labels, predictions.probabilities, names)
+    left_out = {name: auc.reasons.get(name, "no AUC") for name in names if name not in curves}
+    files["roc"] = save_figure(roc_figure(curves, dict(zip(names, auc.auc)), title,
+                                          positives=dict(zip(names, auc.n_positive.tolist())), left_out=left_out),
+                               out / "roc_test.png")
+    if subgroups:
+        subgroup_files, subgroup_groups = _subgroups(predictions, module, out, "test", bootstrap, seed, age_bands,
+                                                     subgroup_min_count, thresholds, operating_point, progress,
+                                                     loaded.info, source_text=f"operating points {source}")
+        files.update(subgroup_files)
+        warnings += subgroup_warnings(subgroup_groups)
+    stored, message = calibration_for_checkpoint(opened.own_out or out, loaded.checkpoint_path)
+    temperature = None if stored is None else stored.temperature[run_columns]
+    calibration = evaluate_calibration(predictions.labels, predictions.logits, names, temperature,
+                                       calibration_bins or DEFAULT_BINS, None,
+                                       {"split": "test", "temperature_source": message})
+    files.update(save_calibration(calibration, out, "test"))
+    info["warnings"] = list(warnings)
+    write_text_atomic(files["auc_json"], json.dumps(info, indent=2))
+    return EvaluationResult(auc, files, points, warnings, test_set.record(), source, shared)
+
+
 def _subgroups(predictions: Any, module: Any, out: Path, split: str, n_bootstrap: int, seed: int,
                age_bands: Sequence[int] | None, min_count: int, chosen: Mapping[str, float | None], method: str,
-               progress: bool, checkpoint: dict[str, Any] | None = None) -> tuple[dict[str, Path], pd.DataFrame]:
+               progress: bool, checkpoint: dict[str, Any] | None = None, source_text: str = ""
+               ) -> tuple[dict[str, Path], pd.DataFrame]:
     """Subgroup AUC / TPR files of one split (see :mod:`thoracic.evaluation.subgroups`) at the operating
-    points ``chosen`` on the validation split (by ``method``), recording ``checkpoint`` (its
-    :func:`~thoracic.training.checkpoints.checkpoint_info`) in the JSON; also returns the subgroup table."""
-    names = predictions.class_names
-    thresholds, source = thresholds_with_source(chosen, method, "val", names)
+    points ``chosen`` on the validation split (by ``method``; ``source_text``: where they come from, when
+    not from this evaluation), recording ``checkpoint`` (its
+    :func:`~thoracic.training.checkpoints.checkpoint_info`) in the JSON; also returns the subgroup table.
+    Only the attributes with two known groups are evaluated (none: no files)."""
+    class_names = tuple(predictions.class_names)
+    thresholds, source = thresholds_with_source(chosen, method, "val", class_names)
+    bands = tuple(age_bands or DEFAULT_AGE_BANDS)
+    table = module.dataset.table
+    # the attributes the dataset records (ChestX-ray14: all four; others: sex, age or views where known)
+    attributes = informative_attributes(table, predictions.image_ids, bands)
+    if not attributes:
+        return {}, pd.DataFrame(columns=["attribute", "group", "class_name", "n_images"])
     result = evaluate_subgroups(predictions.labels, predictions.probabilities, predictions.image_ids,
-                                module.dataset.table, thresholds, source, names,
-                                age_bands=tuple(age_bands or DEFAULT_AGE_BANDS), bootstrap=n_bootstrap,
-                                seed=seed, min_count=min_count, progress=progress)
+                                table, thresholds, source_text or source, class_names, age_bands=bands,
+                                attributes=attributes, bootstrap=n_bootstrap, seed=seed, min_count=min_count,
+                                progress=progress)
     return (save_subgroups(result, out, split, extra={"checkpoint": checkpoint} if checkpoint else None),
             result.groups)
 

@@ -14,8 +14,9 @@ ones (diagnoses), in the file's column order (``Other disease`` of the test file
 ``Other diseases``). A training image is positive for a label when more than half of its readers marked
 it (2 of 3), a test image when the consensus did. No uncertain labels. Boxes: one row per reader's box
 (``reader_id`` = ``rad_id``, ``R1`` ... ``R17``) on the training images, the consensus boxes
-(``reader_id`` = ``consensus``) on the test images; ``No finding`` rows (no coordinates) are not boxes;
-x, y, w, h = x_min, y_min, x_max - x_min, y_max - y_min in the pixels of the DICOM file. Split: the
+(``reader_id`` = ``consensus``) on the test images; the table's ``readers`` counts the readers of each
+image and ``reader_ids`` names them (``R1 R5 R9``; ``consensus`` on the test images), boxes or not;
+``No finding`` rows (no coordinates) are not boxes; x, y, w, h = x_min, y_min, x_max - x_min, y_max - y_min in the pixels of the DICOM file. Split: the
 official train / test. Views: all PA (the dataset's description: posteroanterior scans). VinDr-CXR has no
 patient ids: each image is its own patient; sex and age are in the DICOM headers only (empty / NaN).
 """
@@ -50,6 +51,14 @@ def majority(labels: np.ndarray, image_codes: np.ndarray, count: int) -> tuple[n
     votes = np.zeros((count, labels.shape[1]), dtype=np.float64)
     np.add.at(votes, image_codes, labels)
     return (votes * 2 > readers[:, None]).astype(np.float32), readers
+
+
+def reader_lists(rad_ids: pd.Series, image_codes: np.ndarray, count: int) -> np.ndarray:
+    """Per image (``image_codes`` of each reader row, ``count`` images): its readers' ids, sorted and
+    space-separated (``R1 R5 R9``): every reader of the image, also one who drew no box."""
+    frame = pd.DataFrame({"image": image_codes, "reader": rad_ids.to_numpy(dtype=object)}).drop_duplicates()
+    joined = frame.sort_values("reader").groupby("image")["reader"].agg(" ".join)
+    return joined.reindex(range(count), fill_value="").to_numpy(dtype=object)
 
 
 class VinDrReader(DatasetReader):
@@ -102,14 +111,17 @@ class VinDrReader(DatasetReader):
             codes, images = pd.factorize(ids, sort=False)
             if "rad_id" in key:
                 matrix, readers = majority(values, codes, len(images))
+                reader_ids = reader_lists(clean_text(frame["rad_id"]), codes, len(images))
             else:
                 if len(images) != len(ids):
                     raise DataError(f"{path}: image(s) listed twice: {preview(ids[ids.duplicated()].tolist())}; "
                                     "expected one consensus row per image (no rad_id column)")
                 matrix, readers = values, np.zeros(len(images), dtype=np.int64)
+                reader_ids = np.full(len(images), CONSENSUS, dtype=object)
             matrices.append(matrix)
             tables.append(pd.DataFrame({"image_id": np.asarray(images, dtype=object), "split": split,
-                                        "readers": readers, "folder": "train" if split == "train_val" else "test"}))
+                                        "readers": readers, "reader_ids": reader_ids,
+                                        "folder": "train" if split == "train_val" else "test"}))
         if not tables or class_names is None:
             raise DataError(f"{root}: the VinDr-CXR image-label CSVs hold no rows (empty dataset)")
         table = pd.concat(tables, ignore_index=True)
