@@ -2,12 +2,14 @@
 
 Every image goes through exactly the preprocessing of training: decoded to 8-bit grayscale
 (:func:`thoracic.data.images.read_image`: any PIL mode; DICOM with MONOCHROME1 inverted and the file's
-window or min-max), resized with antialiasing to the run's ``data.image_size``
+window or min-max), resized with antialiasing to the model's input size
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
-training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
-maps, Grad-CAM or Integrated Gradients (:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
-:func:`thoracic.heatmaps.boxes.boxes_from_heatmaps` at the original image size with the heatmap
-cells registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
+training batches (:func:`thoracic.data.transforms.normalize_images`), both read from the model's
+:class:`~thoracic.spec.ModelSpec` (:meth:`Predictor.from_spec`), whose class names label the outputs.
+Heatmaps are the model's native maps, Grad-CAM or Integrated Gradients
+(:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
+:func:`thoracic.heatmaps.boxes.boxes_from_heatmaps` at the original image size with the heatmap cells
+registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
 
 Decision thresholds: by default each class uses the run's operating point
 (``<run>/evaluation/operating_points.json``, chosen on the validation split by ``thoracic evaluate``);
@@ -307,8 +309,8 @@ class Predictor:
 
     Args:
         model: a thoracic model (``forward(x, return_maps=...) -> ModelOutput``), put in eval mode here.
-        image_size: input side the model was trained at (the run's ``data.image_size``).
-        normalize: the run's ``data.normalize``.
+        image_size: input side the model was trained at (its spec's ``image_size``).
+        normalize: its spec's ``normalize``.
         method: a heatmap method name (``native``, ``gradcam``, ``gradcam-layer3``, ``gradcam-layer2``,
             ``ig``).
         threshold: classes whose probability reaches their threshold get a heatmap, boxes and a figure
