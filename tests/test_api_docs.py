@@ -32,7 +32,8 @@ DATA_MODULES = ("thoracic.data.metadata", "thoracic.data.splits", "thoracic.data
 DOCTEST_MODULES = ("thoracic.models", "thoracic.models.registry", "thoracic.heatmaps.native",
                    "thoracic.evaluation.classification", "thoracic.evaluation.localization",
                    "thoracic.heatmaps.boxes", "thoracic.data", "thoracic.data.datasets", "thoracic.data.harmonisation",
-                   "thoracic.data.boxes", "thoracic.data.images", "thoracic.io", "thoracic.metrics", "thoracic.geometry")
+                   "thoracic.data.boxes", "thoracic.data.images", "thoracic.io", "thoracic.metrics",
+                   "thoracic.geometry", "thoracic.spec")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

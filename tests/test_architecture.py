@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "thoracic"
 #: own layer and the ones below, never a higher one.
 LAYERS: dict[str, int] = {
     "__init__": 0, "constants": 0, "errors": 0, "io": 0, "safety": 0, "config": 0, "maps": 0, "geometry": 0,
-    "provenance": 0, "runtime": 0, "metrics": 0, "deprecation": 0,
+    "provenance": 0, "runtime": 0, "metrics": 0, "deprecation": 0, "spec": 0,
     "data": 1,
     "models": 2,
     "losses": 3,

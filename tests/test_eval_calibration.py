@@ -87,7 +87,8 @@ def test_stored_calibration_is_tied_to_its_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.ckpt"
     checkpoint.write_bytes(b"weights one")
     temperature = np.linspace(0.5, 2.0, len(CLASS_NAMES))
-    path = write_calibration(tmp_path / CALIBRATION_FILE, temperature, "per_class", checkpoint, n_fit=10)
+    path = write_calibration(tmp_path / CALIBRATION_FILE, temperature, "per_class", checkpoint, n_fit=10,
+                             class_names=CLASS_NAMES)
     info = json.loads(path.read_text())
     assert info["method"] == "temperature" and info["fitted_on"] == "val" and len(info["temperature"]) == 14
     stored, message = calibration_for_checkpoint(tmp_path, checkpoint)

@@ -34,7 +34,7 @@ def test_single_label_value_gives_nan_with_reason_and_mean_over_defined() -> Non
     labels, scores = _data()
     labels[:, 13] = 0  # Hernia: no positive
     labels[:, 12] = 1  # Pleural_Thickening: no negative
-    result = compute_auc(labels, scores, n_bootstrap=20)
+    result = compute_auc(labels, scores, CLASS_NAMES, bootstrap=20)
     assert np.isnan(result.auc[13]) and np.isnan(result.auc[12])
     assert "Hernia" in result.reasons and "negative" in result.reasons["Hernia"]
     assert "positive" in result.reasons["Pleural_Thickening"]

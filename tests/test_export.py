@@ -122,9 +122,12 @@ def test_the_exported_grid_is_read_back_also_under_earlier_key_names(exported: d
     broken = {key: value for key, value in stored.items() if key != "stride"}
     for name, geometry in (("earlier", earlier), ("broken", broken)):
         proto = onnx.load(str(path))
-        onnx.helper.set_model_props(proto, {"thoracic": json.dumps({**metadata, "heatmap_geometry": geometry})})
+        before_specs = {key: value for key, value in metadata.items() if key != "spec"}  # an earlier export
+        onnx.helper.set_model_props(proto, {"thoracic": json.dumps({**before_specs, "heatmap_geometry": geometry})})
         onnx.save(proto, str(tmp_path / f"{name}.onnx"))
-    assert exported_predictor(tmp_path / "earlier.onnx")[0].registration.grid == grid
+    predictor = exported_predictor(tmp_path / "earlier.onnx")[0]
+    assert predictor.registration.grid == grid and predictor.class_names == tuple(metadata["class_names"])
+    assert predictor.model.exported.spec.derived  # derived from the fields earlier exports wrote
     with pytest.raises(ThoracicError, match="heatmap_geometry.*expected the keys shape, stride, offset, input_size"):
         exported_predictor(tmp_path / "broken.onnx")
 

@@ -72,7 +72,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     evaluation = run / "evaluation"
     evaluation.mkdir(parents=True)
     (run / "config.yaml").write_text("model:\n  name: baseline\nseed: 0\n")
-    tables = localize_boxes(gt, heatmaps, "native", draws=100, seed=3)
+    tables = localize_boxes(gt, heatmaps, "native", draws=100, seed=3, class_names=BOX_CLASS_NAMES)
     write_localization(evaluation, "native", tables, {"method": "native"})
     return run, gt
 

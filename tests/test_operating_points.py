@@ -76,7 +76,7 @@ def test_contract_file_and_table(tmp_path: Path) -> None:
                     "thresholds": {n: (DEFAULT_THRESHOLD if t is None else t) for n, t in thresholds.items()}}
     assert load_operating_points(path)["thresholds"]["Hernia"] == DEFAULT_THRESHOLD
 
-    table = operating_point_table(labels, scores, thresholds, auc=np.full(14, 0.8))
+    table = operating_point_table(labels, scores, thresholds, auc=np.full(14, 0.8), class_names=CLASS_NAMES)
     assert list(table.columns) == ["class_name", "auc", "threshold", "sensitivity", "specificity",
                                    "n_positive", "n_negative", "note"]
     assert "no positives or no negatives on the val split" in table.iloc[-1]["note"]
@@ -99,17 +99,19 @@ def test_bad_operating_point_files_are_named(tmp_path: Path, content: str, messa
     path = tmp_path / "operating_points.json"
     path.write_text(content)
     with pytest.raises(RunError, match=message) as caught:
-        load_operating_points(path)
+        load_operating_points(path, CLASS_NAMES)  # checked against the model's labels
     assert str(path) in str(caught.value)
 
 
 def test_lenient_reading_keeps_the_classes_the_file_has(tmp_path: Path) -> None:
     path = tmp_path / "operating_points.json"
     path.write_text(json.dumps({"thresholds": {"Mass": 0.25, "Atelectasis": 1}}))
-    points = load_operating_points(path, strict=False)
+    points = load_operating_points(path, CLASS_NAMES, strict=False)
     assert points == {"thresholds": {"Atelectasis": 1.0, "Mass": 0.25}}  # class order; no method / split
+    assert list(points["thresholds"]) == ["Atelectasis", "Mass"]
+    assert list(load_operating_points(path, strict=False)["thresholds"]) == ["Mass", "Atelectasis"]  # the file's
     with pytest.raises(RunError, match="expected the keys method, split, thresholds"):
         load_operating_points(path)
     path.write_text(json.dumps({"method": "f1", "thresholds": {"Mass": 0.25, "Lump": 0.5}}))
     with pytest.raises(DataError, match="unknown class"):
-        load_operating_points(path, strict=False)
+        load_operating_points(path, CLASS_NAMES, strict=False)

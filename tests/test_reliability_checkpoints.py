@@ -57,16 +57,22 @@ def test_thoracic_checkpoints_need_no_allow_listed_type(trained_run):
 
 
 def test_plain_data_spec_in_hyper_parameters_stays_loadable(phantom_dir, tmp_path):
-    """A plain dict of str / int / float / list / dict (a model spec) loads without trust."""
+    """The model spec, plain str / int / float / list / dict / None, loads without trust and is read back."""
+    from thoracic.constants import CLASS_NAMES
+    from thoracic.spec import FeatureGrid, ModelSpec
+
     run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
     path = run / "checkpoints" / "best.ckpt"
     data = torch.load(path, weights_only=True)
-    spec = {"class_names": ["A", "B"], "image_size": 64, "normalize": {"mean": [0.485, 0.456, 0.406]},
-            "heatmap_grid": {"stride": [32.0, 32.0], "offset": [15.5, 15.5], "shape": [2, 2]}, "note": None}
-    data["hyper_parameters"]["spec"] = spec
+    spec = ModelSpec(tuple(reversed(CLASS_NAMES)), 64, heatmap_grid=FeatureGrid((2, 2), (32.0, 32.0), (0.0, 0.0),
+                                                                                 (64, 64)),
+                     dataset="chestxray14", uncertain="ignore", views=("frontal",))
+    data["hyper_parameters"]["spec"] = spec.to_dict()
     torch.save(data, path)
-    assert read_checkpoint(path)["hyper_parameters"]["spec"] == spec
-    assert load_run(run).info["sha256"]
+    assert read_checkpoint(path)["hyper_parameters"]["spec"] == spec.to_dict()
+    loaded = load_run(run)
+    assert loaded.info["sha256"] and loaded.spec == spec and not loaded.spec.derived
+    assert loaded.class_names == tuple(reversed(CLASS_NAMES))
 
 
 def test_read_checkpoint_refuses_code_and_trust_opens_it(phantom_dir, tmp_path):

@@ -17,10 +17,13 @@ import yaml
 from lightning.pytorch import Callback
 from sklearn.metrics import roc_auc_score
 
-from thoracic.config import Config, ConfigError, load_config, load_config_by_name, save_config, to_dict
+from thoracic.config import Config, ConfigError, load_config, load_config_by_name, replace, save_config, to_dict
 from thoracic.constants import CLASS_NAMES
 from thoracic.errors import RunError, UnsafeDeleteError
+from thoracic.geometry import heatmap_grid
+from thoracic.models import build_model
 from thoracic.models.output import ModelOutput
+from thoracic.spec import ModelSpec
 from thoracic.training.checkpoints import load_run
 from thoracic.workflows.experiment import aggregate_metrics, format_mean_std, run_experiment
 from thoracic.training.module import DeduplicatedAUROC, NonFiniteLossError, compute_loss
@@ -252,6 +255,8 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
         assert cfg.model.aggregation == "concat"  # the paper config's own aggregation is trained too
     run = train(cfg, command_line=["thoracic", "train", "--config", model])
     assert run.parent == tmp_path and run.name.startswith(f"{model}-seed0-")
+    assert cfg.model.num_classes is None  # follows the data: the run stores the resolved count
+    cfg = replace(cfg, **{"model.num_classes": len(CLASS_NAMES)})
     assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(cfg)
     info = json.loads((run / "run_info.json").read_text())
     assert info["seed"] == 0 and info["class_names"] == list(CLASS_NAMES)
@@ -261,6 +266,9 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
         ckpt = torch.load(run / "checkpoints" / f"{which}.ckpt", map_location="cpu", weights_only=False)
         assert ckpt["hyper_parameters"]["config"] == to_dict(cfg)
         assert ckpt["hyper_parameters"]["class_names"] == list(CLASS_NAMES)
+        spec = ModelSpec.from_dict(ckpt["hyper_parameters"]["spec"])
+        assert spec.class_names == CLASS_NAMES and spec.image_size == 64 and spec.dataset == "chestxray14"
+        assert spec.heatmap_grid == heatmap_grid(build_model(cfg.model), 64) and spec.views == ("frontal",)
     epochs = read_epoch_metrics(run)
     assert list(epochs.index) == [0]
     for column in ["train_loss_epoch", "val_loss", "val_auc_mean", "lr", *(f"val_auc/{c}" for c in CLASS_NAMES)]:
@@ -270,7 +278,7 @@ def test_one_epoch_of_each_paper_model_writes_the_run_folder(phantom_dir, phanto
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] == 0 and summary["best_val_loss"] == pytest.approx(epochs.loc[0, "val_loss"])
     loaded = load_run(run)
-    assert loaded.config == cfg
+    assert loaded.config == cfg and loaded.spec == spec and loaded.class_names == CLASS_NAMES
     output = loaded.model(torch.zeros(2, 3, 64, 64))
     assert output.logits.shape == (2, len(CLASS_NAMES))
     assert_same_state({f"model.{k}": v for k, v in loaded.model.state_dict().items()},
@@ -289,7 +297,8 @@ def test_one_epoch_with_per_class_weights_logs_their_validation_loss(phantom_dir
                              ["hyper_parameters"]["class_frequencies"])
     np.testing.assert_allclose(frequencies, data.dataset.labels[data.splits.train].mean(axis=0), rtol=1e-12)
     assert ((frequencies > 0) & (frequencies < 1)).all()  # every class weighted on both sides
-    validation = predict(opened.loaded.model, data.dataloader("val"), progress=False)
+    validation = predict(opened.loaded.model, data.dataloader("val"), progress=False,
+                         class_names=opened.loaded.class_names)
     y, z = validation.labels, validation.logits
     assert len(y) % 10 == 0  # whole batches: the logged mean over batches is the mean over images
     per_image = (y / frequencies * np.logaddexp(0, -z) + (1 - y) / (1 - frequencies) * np.logaddexp(0, z)).sum(1)

@@ -113,7 +113,9 @@ class ModelConfig:
     weights: str | None = None
     """Path to a local backbone state dict; takes precedence over ``pretrained``."""
     freeze_backbone: bool = False
-    num_classes: int = 14
+    num_classes: int | None = None
+    """Outputs of the model: null (the default) follows the data, one per label trained on (the dataset's,
+    or ``data.classes``); a number must equal that count. The resolved count is what a run stores."""
     output_stride: Literal[32, 16, 8] = 32
     """Input pixels per cell of the final feature map: 32 (the paper), or 16 / 8 with the last stage(s) of a
     ResNet dilated instead of strided (finer heatmaps, same weights; DenseNet-121: 32 only)."""
@@ -129,7 +131,8 @@ class ModelConfig:
     """Attention-weighted pooling per level: sum (published code), mean, auto (mean if sigmoid, sum if softmax)."""
 
     def __post_init__(self) -> None:
-        _check(self.num_classes >= 1, "model.num_classes", "at least 1", self.num_classes)
+        _check(self.num_classes is None or self.num_classes >= 1, "model.num_classes",
+               "null (one output per label of the data) or at least 1", self.num_classes)
         _check(self.transition_channels is None or self.transition_channels >= 1, "model.transition_channels",
                "null (the backbone's width) or a positive channel count", self.transition_channels)
         _check(_finite(self.lse_r) and self.lse_r > 0, "model.lse_r", "a positive number", self.lse_r)

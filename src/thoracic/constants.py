@@ -45,6 +45,10 @@ DATASET_KINDS: tuple[str, ...] = ("chestxray14", "chexpert", "mimic", "padchest"
 #: skipped by the loss and the metrics), 0 or 1: Irvin et al. 2019's U-Ignore, U-Zeros and U-Ones.
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
 
+#: How images are normalised before the network (``data.normalize``): ``(x / 255 - mean) / std`` with
+#: ImageNet's statistics, or ``x / 255`` (``none``).
+NORMALIZATIONS: tuple[str, ...] = ("imagenet", "none")
+
 #: ImageNet channel statistics (torchvision), used because the backbones are ImageNet-pretrained.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -56,3 +56,13 @@ class Interrupted(ThoracicError):
     """Ctrl-C (SIGINT): the work done so far is kept; the message says where it is and how to continue."""
 
     exit_code = 130
+
+
+class GeometryError(ThoracicError, ValueError):
+    """A network whose geometry cannot be derived, or a heatmap that does not fit the geometry given
+    (:mod:`thoracic.geometry`); also a stored heatmap grid that is not one."""
+
+
+class SpecError(DataError):
+    """A model spec (stored in a checkpoint or an export) that is not one: the message names the file, the
+    field and what was expected (:mod:`thoracic.spec`)."""

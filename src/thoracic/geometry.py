@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from thoracic.constants import REGISTRATIONS
-from thoracic.errors import ThoracicError
+from thoracic.errors import GeometryError
+from thoracic.spec import FeatureGrid
 
 __all__ = [
     "REGISTRATIONS",
@@ -59,72 +60,10 @@ __all__ = [
 
 
 
-class GeometryError(ThoracicError, ValueError):
-    """A network whose geometry cannot be derived, or a heatmap that does not fit the geometry given."""
-
-
 def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[-1])
     return int(value), int(value)
-
-
-@dataclass(frozen=True)
-class FeatureGrid:
-    """A feature map's cells in model-input pixels: cell ``(i, j)`` is centred at
-    ``(offset[0] + stride[0] * i, offset[1] + stride[1] * j)`` (pixel ``p``'s centre at ``p``).
-
-    Attributes:
-        shape: ``(h, w)`` cells at ``input_size``.
-        stride: input pixels per cell along rows and columns.
-        offset: input-pixel coordinate of cell ``(0, 0)``'s receptive-field centre (rows, columns).
-        input_size: ``(height, width)`` of the model input this grid was derived for.
-    """
-
-    shape: tuple[int, int]
-    stride: tuple[float, float]
-    offset: tuple[float, float]
-    input_size: tuple[int, int]
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Input-pixel coordinates of the cell centres along rows and columns (two 1-D arrays)."""
-        return tuple(o + s * np.arange(n, dtype=np.float64)  # type: ignore[return-value]
-                     for n, s, o in zip(self.shape, self.stride, self.offset))
-
-    def to_dict(self) -> dict[str, list[int] | list[float]]:
-        """The one JSON form of a grid, in every file that stores one (localization results, export metadata):
-        ``{"shape": [h, w], "stride": [sr, sc], "offset": [or, oc], "input_size": [H, W]}``.
-
-        >>> FeatureGrid((8, 8), (32.0, 32.0), (0.0, 0.0), (256, 256)).to_dict()
-        {'shape': [8, 8], 'stride': [32.0, 32.0], 'offset': [0.0, 0.0], 'input_size': [256, 256]}
-        """
-        return {"shape": [int(v) for v in self.shape], "stride": [float(v) for v in self.stride],
-                "offset": [float(v) for v in self.offset], "input_size": [int(v) for v in self.input_size]}
-
-    @classmethod
-    def from_dict(cls, info: Mapping[str, Any]) -> FeatureGrid:
-        """Inverse of :meth:`to_dict`. Also reads the names that export metadata written by earlier versions
-        used (``map_size`` for ``shape``, ``cell_centre_offset`` for ``offset``).
-
-        Raises:
-            GeometryError: a key is missing or a value is not a pair of numbers.
-        """
-        try:
-            shape = info["shape"] if "shape" in info else info["map_size"]
-            offset = info["offset"] if "offset" in info else info["cell_centre_offset"]
-            grid = cls(_numbers(shape, int), _numbers(info["stride"], float), _numbers(offset, float),
-                       _numbers(info["input_size"], int))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeometryError(f"not a heatmap grid: {dict(info) if isinstance(info, Mapping) else info!r}; "
-                                f"expected the keys shape, stride, offset, input_size (pairs of numbers), "
-                                f"problem: {exc!r}") from None
-        return grid
-
-
-def _numbers(values: Any, kind: type) -> tuple[Any, Any]:
-    """A pair of ``kind`` from a JSON list of two numbers (a pair of rows, columns)."""
-    first, second = values  # exactly two: raises ValueError / TypeError otherwise
-    return kind(first), kind(second)
 
 
 def _conv_axis(n: int, stride: float, offset: float, k: int, s: int, p: int, d: int, ceil_mode: bool = False
@@ -332,7 +271,11 @@ def heatmap_geometry(model: nn.Module, image_size: int) -> dict[str, Any]:
 
 
 def legacy_centres(n: int, size_out: int) -> np.ndarray:
-    """``align_corners=False``: cell ``k`` of ``n`` at ``(k + 0.5) * size_out / n - 0.5`` (tile centres)."""
+    """``align_corners=False``: cell ``k`` of ``n`` at ``(k + 0.5) * size_out / n - 0.5`` (tile centres).
+
+    >>> legacy_centres(4, 8).tolist()
+    [0.5, 2.5, 4.5, 6.5]
+    """
     return (np.arange(n, dtype=np.float64) + 0.5) * (size_out / n) - 0.5
 
 

@@ -28,16 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 
 
 def resolve_class_names(class_names: Sequence[str] | None, n_columns: int) -> tuple[str, ...]:
     """The names of ``n_columns`` label columns: ``class_names`` when given (its length must match), else
-    the ChestX-ray14 order for 14 columns and ``class_0, class_1, ...`` for any other number."""
+    ``class_0, class_1, ...`` (a column count says nothing about which labels they are: CheXpert has 14
+    too; pass the run's ``class_names``)."""
     if class_names is None:
-        if n_columns == len(CLASS_NAMES):
-            return CLASS_NAMES
         return tuple(f"class_{j}" for j in range(n_columns))
     names = tuple(str(name) for name in class_names)
     if len(names) != n_columns:

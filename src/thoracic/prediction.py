@@ -2,12 +2,14 @@
 
 Every image goes through exactly the preprocessing of training: decoded to 8-bit grayscale
 (:func:`thoracic.data.images.read_image`: any PIL mode; DICOM with MONOCHROME1 inverted and the file's
-window or min-max), resized with antialiasing to the run's ``data.image_size``
+window or min-max), resized with antialiasing to the model's input size
 (:func:`thoracic.data.images.resize_image`, the function the cache uses) and normalised like the
-training batches (:func:`thoracic.data.transforms.normalize_images`). Heatmaps are the model's native
-maps, Grad-CAM or Integrated Gradients (:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
-:func:`thoracic.heatmaps.boxes.boxes_from_heatmaps` at the original image size with the heatmap
-cells registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
+training batches (:func:`thoracic.data.transforms.normalize_images`), both read from the model's
+:class:`~thoracic.spec.ModelSpec` (:meth:`Predictor.from_spec`), whose class names label the outputs.
+Heatmaps are the model's native maps, Grad-CAM or Integrated Gradients
+(:func:`thoracic.heatmaps.create_heatmap_method`); boxes come from
+:func:`thoracic.heatmaps.boxes.boxes_from_heatmaps` at the original image size with the heatmap cells
+registered as in localization (:class:`thoracic.geometry.Registration`: geometric by default).
 
 Decision thresholds: by default each class uses the run's operating point
 (``<run>/evaluation/operating_points.json``, chosen on the validation split by ``thoracic evaluate``);
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thoracic.constants import CLASS_NAMES, METHOD_LABELS
+from thoracic.constants import METHOD_LABELS
 from thoracic.data.transforms import normalize_images
 from thoracic.data.images import is_dicom, read_image, resize_image
 from thoracic.errors import DataError, ThoracicError
@@ -58,6 +60,7 @@ from thoracic.evaluation.figures import save_figure
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, boxes_from_heatmaps
 from thoracic.metrics import label_counts
 from thoracic.safety import listed_outputs
+from thoracic.spec import ModelSpec, legacy_class_names
 
 #: File name endings taken from a folder (any file named explicitly is tried whatever its name).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -103,9 +106,10 @@ class Thresholds:
 
 
 def resolve_thresholds(threshold: float | None, run_dir: Path | None,
-                       checkpoint: dict[str, Any] | None = None) -> Thresholds:
-    """``threshold`` for every class when given; else the run's ``evaluation/operating_points.json``;
-    else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD` for every class.
+                       checkpoint: dict[str, Any] | None = None, *, class_names: Sequence[str]) -> Thresholds:
+    """``threshold`` for every class of ``class_names`` (the model's labels) when given; else the run's
+    ``evaluation/operating_points.json``; else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD`
+    for every class.
 
     ``checkpoint`` (the :func:`~thoracic.training.checkpoints.checkpoint_info` of the weights predicting):
     operating points chosen for other weights are refused
@@ -113,11 +117,11 @@ def resolve_thresholds(threshold: float | None, run_dir: Path | None,
     """
     if threshold is not None:
         value = float(threshold)
-        return Thresholds({n: value for n in CLASS_NAMES}, "command line",
+        return Thresholds({n: value for n in class_names}, "command line",
                           f"--threshold {value:g} for every class")
     path = run_dir / "evaluation" / OPERATING_POINTS_FILE if run_dir is not None else None
     if path is not None and path.is_file():
-        points = load_operating_points(path)
+        points = load_operating_points(path, class_names)
         note = check_operating_points_checkpoint(points, path, checkpoint) if checkpoint is not None else ""
         criterion = {"youden": "Youden's J", "f1": "F1"}.get(points["method"], points["method"])
         return Thresholds(points["thresholds"], "operating_points",
@@ -125,23 +129,24 @@ def resolve_thresholds(threshold: float | None, run_dir: Path | None,
                           + (f"; caution: {note}" if note else ""),
                           checkpoint=points.get("checkpoint"))
     where = f"{run_dir}/evaluation" if run_dir is not None else "beside the checkpoint"
-    return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
+    return Thresholds({n: DEFAULT_THRESHOLD for n in class_names}, "default",
                       f"{DEFAULT_THRESHOLD:g} for every class: no {OPERATING_POINTS_FILE} in {where} "
                       "(`thoracic evaluate RUN` chooses one threshold per class)")
 
 
 
-def exported_thresholds(threshold: float | None, metadata: dict, path: str | Path) -> Thresholds:
-    """:func:`resolve_thresholds` for an exported model: ``--threshold``, else the operating points stored
-    in its metadata (``operating_points``, the run's ``operating_points.json`` at export time), else
-    :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD`."""
+def exported_thresholds(threshold: float | None, metadata: dict, path: str | Path,
+                        class_names: Sequence[str]) -> Thresholds:
+    """:func:`resolve_thresholds` for an exported model of labels ``class_names`` (its spec's): ``--threshold``,
+    else the operating points stored in its metadata (``operating_points``, the run's ``operating_points.json``
+    at export time), else :data:`~thoracic.evaluation.operating_points.DEFAULT_THRESHOLD`."""
     if threshold is not None:
-        return resolve_thresholds(threshold, None)
+        return resolve_thresholds(threshold, None, class_names=class_names)
     points = metadata.get("operating_points")
     if isinstance(points, dict) and isinstance(points.get("thresholds"), dict):
         given = points["thresholds"]
         values = {}
-        for name in CLASS_NAMES:
+        for name in class_names:
             value = given.get(name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise DataError(f"{path}: metadata operating_points.thresholds[{name!r}] is {value!r}; "
@@ -151,7 +156,7 @@ def exported_thresholds(threshold: float | None, metadata: dict, path: str | Pat
         criterion = {"youden": "Youden's J", "f1": "F1"}.get(method, method)
         return Thresholds(values, "operating_points",
                           f"per-class thresholds stored in {path} ({criterion} on the {points.get('split', '?')} split)")
-    return Thresholds({n: DEFAULT_THRESHOLD for n in CLASS_NAMES}, "default",
+    return Thresholds({n: DEFAULT_THRESHOLD for n in class_names}, "default",
                       f"{DEFAULT_THRESHOLD:g} for every class: {path} carries no operating points")
 
 
@@ -162,7 +167,7 @@ def calibrated_thresholds(thresholds: Thresholds, temperature: np.ndarray) -> Th
     ``sigmoid(z)`` is the one ``sigmoid(logit(t) / T)`` selects on ``sigmoid(z / T)``.
     """
     values = {}
-    for k, name in enumerate(CLASS_NAMES):
+    for k, name in enumerate(thresholds.values):  # in the order of the model's outputs, as the temperatures
         t = min(max(float(thresholds.values[name]), 1e-12), 1.0 - 1e-12)
         values[name] = float(1.0 / (1.0 + np.exp(-np.log(t / (1.0 - t)) / float(temperature[k]))))
     return Thresholds(values, thresholds.source,
@@ -170,17 +175,19 @@ def calibrated_thresholds(thresholds: Thresholds, temperature: np.ndarray) -> Th
                       checkpoint=thresholds.checkpoint)
 
 
-def validation_positives(run_dir: Path | None) -> dict[str, int] | None:
+def validation_positives(run_dir: Path | None, class_names: Sequence[str] | None = None) -> dict[str, int] | None:
     """Positive images per class of the validation split the run's operating points were chosen on
-    (``evaluation/predictions_val.csv``, written by ``thoracic evaluate``); None when there is none."""
+    (``evaluation/predictions_val.csv``, written by ``thoracic evaluate``; ``class_names``: the model's labels,
+    default the file's); None when there is none."""
     path = run_dir / "evaluation" / "predictions_val.csv" if run_dir is not None else None
     if path is None or not path.is_file():
         return None
     try:
-        labels = load_predictions(path).labels
+        predictions = load_predictions(path, class_names)
     except (ThoracicError, ValueError, KeyError):  # a damaged side file only loses the warning
         return None
-    return {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(labels)[0])}  # NaN: not labelled
+    # NaN: not labelled
+    return {name: int(n) for name, n in zip(predictions.class_names, label_counts(predictions.labels)[0])}
 
 
 def prediction_warnings(thresholds: Thresholds, calibration: dict | None,
@@ -194,12 +201,13 @@ def prediction_warnings(thresholds: Thresholds, calibration: dict | None,
     fitted = {name: entry["n_positive_fitted"] for name, entry in per_class.items()
               if isinstance(entry, dict) and entry.get("n_positive_fitted") is not None}
     warnings = []
+    names = list(thresholds.values)  # the model's labels, in order
     if thresholds.source == "operating_points" and (positives or fitted):
-        warnings += fitted_on_few_warnings(CLASS_NAMES, positives or fitted, "operating-point thresholds")
+        warnings += fitted_on_few_warnings(names, positives or fitted, "operating-point thresholds")
     if calibration is not None:
-        warnings += temperature_warnings(CLASS_NAMES, calibration.get("temperature"),
+        warnings += temperature_warnings(names, calibration.get("temperature"),
                                          calibration.get("n_images_fitted"))
-        warnings += fitted_on_few_warnings(CLASS_NAMES, fitted, "temperatures")
+        warnings += fitted_on_few_warnings(names, fitted, "temperatures")
     return warnings
 
 
@@ -221,14 +229,18 @@ class ImagePrediction:
     """The figure written for this image (None when it failed or none was asked for)."""
     error: str | None = None
     """Why this file failed, naming it (None when it was processed); a failed file has no probabilities."""
+    threshold_source: str | None = None
+    """Where :attr:`thresholds` come from: ``operating_points`` (the run's, or those stored in an export),
+    ``command line`` (one value for every class) or ``default`` (set by the run's predictor)."""
 
     def to_dict(self) -> dict:
+        """The image's entry of ``predictions.json`` (boxes rounded to 0.1 pixel, scores to 4 digits)."""
         return {
             "path": str(self.path),
             "error": self.error,
             "original_size": list(self.original_size),
             "probabilities": self.probabilities,
-            "above_threshold": [n for n in CLASS_NAMES if n in self.heatmaps],
+            "above_threshold": [n for n in self.probabilities if n in self.heatmaps],
             "boxes": {k: [b.to_dict() for b in v] for k, v in self.boxes.items()},
             "figure": str(self.figure) if self.figure else None,
         }
@@ -297,8 +309,8 @@ class Predictor:
 
     Args:
         model: a thoracic model (``forward(x, return_maps=...) -> ModelOutput``), put in eval mode here.
-        image_size: input side the model was trained at (the run's ``data.image_size``).
-        normalize: the run's ``data.normalize``.
+        image_size: input side the model was trained at (its spec's ``image_size``).
+        normalize: its spec's ``normalize``.
         method: a heatmap method name (``native``, ``gradcam``, ``gradcam-layer3``, ``gradcam-layer2``,
             ``ig``).
         threshold: classes whose probability reaches their threshold get a heatmap, boxes and a figure
@@ -313,6 +325,9 @@ class Predictor:
         registration: ``geometric`` or ``legacy`` (:mod:`thoracic.geometry`).
         grid: where the heatmap cells sit in the model input (:class:`thoracic.geometry.FeatureGrid`);
             None: derived from the model and the method (an exported model passes its stored grid).
+        class_names: the labels of the model's outputs, in order; default ChestX-ray14's (a model without
+            a spec). :meth:`from_spec` takes them, the input size, the normalisation and the grid from the
+            model's :class:`~thoracic.spec.ModelSpec`.
     """
 
     def __init__(self, model: torch.nn.Module, image_size: int, normalize: str = "imagenet",
@@ -320,7 +335,7 @@ class Predictor:
                  heatmap_thresholds: Sequence[float] = HEATMAP_THRESHOLDS, device: str = "cpu",
                  figure_title: str = "", all_boxes: bool = False,
                  temperature: np.ndarray | None = None, registration: str = "geometric",
-                 grid: FeatureGrid | None = None) -> None:
+                 grid: FeatureGrid | None = None, class_names: Sequence[str] | None = None) -> None:
         if method not in HEATMAP_METHOD_NAMES:
             raise ThoracicError(f"--method must be one of {list(HEATMAP_METHOD_NAMES)}, got {method!r}")
         if registration not in REGISTRATIONS:
@@ -329,10 +344,14 @@ class Predictor:
         self.image_size = int(image_size)
         self.normalize = normalize
         self.method = method
+        self.class_names = legacy_class_names(class_names)
+        outputs = getattr(model, "num_classes", None)
+        if isinstance(outputs, int) and outputs != len(self.class_names):
+            raise ThoracicError(f"the model has {outputs} outputs for {len(self.class_names)} class names")
         if isinstance(threshold, dict):
-            self.thresholds = {n: float(threshold[n]) for n in CLASS_NAMES}
+            self.thresholds = {n: float(threshold[n]) for n in self.class_names}
         else:
-            self.thresholds = {n: float(threshold) for n in CLASS_NAMES}
+            self.thresholds = {n: float(threshold) for n in self.class_names}
         self.heatmap_thresholds = tuple(heatmap_thresholds)
         self.device = device
         self.figure_title = figure_title
@@ -341,6 +360,14 @@ class Predictor:
         if grid is None:
             grid = create_heatmap_method(method, self.model).grid(self.image_size)
         self.registration: Registration = make_registration(registration, grid)
+
+    @classmethod
+    def from_spec(cls, model: torch.nn.Module, spec: ModelSpec, **options: Any) -> Predictor:
+        """A predictor of ``model`` whose input size, normalisation, class names and (native) heatmap grid
+        are those of its :class:`~thoracic.spec.ModelSpec`; ``options`` are the other arguments."""
+        if options.get("method", "native") == "native" and spec.heatmap_grid is not None:
+            options.setdefault("grid", spec.heatmap_grid)
+        return cls(model, spec.image_size, spec.normalize, class_names=spec.class_names, **options)
 
     def _heatmaps(self, batch: torch.Tensor, class_indices: Sequence[int]) -> dict[int, np.ndarray]:
         if not class_indices:
@@ -359,10 +386,11 @@ class Predictor:
         if self.temperature is not None:
             logits = logits.float() / torch.as_tensor(self.temperature, device=logits.device)
         probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
-        result.probabilities = {name: float(p) for name, p in zip(CLASS_NAMES, probabilities)}
-        shown = [k for k, p in enumerate(probabilities) if p >= self.thresholds[CLASS_NAMES[k]]]
+        names = self.class_names
+        result.probabilities = {name: float(p) for name, p in zip(names, probabilities)}
+        shown = [k for k, p in enumerate(probabilities) if p >= self.thresholds[names[k]]]
         for k, heatmap in self._heatmaps(batch, shown).items():
-            name = CLASS_NAMES[k]
+            name = names[k]
             result.heatmaps[name] = heatmap
             extracted = boxes_from_heatmaps(heatmap, self.heatmap_thresholds, result.original_size,
                                             cell_centres=self.registration(heatmap.shape, result.original_size))
@@ -452,23 +480,50 @@ CLASS_ABBREVIATIONS: dict[str, str] = {
 }
 
 
+#: The longest column label of the probability table.
+ABBREVIATION_WIDTH = 8
+
+
+def abbreviate_class_names(names: Sequence[str], width: int = ABBREVIATION_WIDTH) -> dict[str, str]:
+    """Unique column labels of at most ``width`` characters: :data:`CLASS_ABBREVIATIONS` for ChestX-ray14's
+    names; others keep the start of each word (``Pleural Effusion`` -> ``PleuEffu``), a number added where
+    two would read the same."""
+    labels: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        label = CLASS_ABBREVIATIONS.get(name)
+        if label is None:
+            words = [w for w in "".join(c if c.isalnum() else " " for c in str(name)).split() if w] or ["class"]
+            share = max(1, width // len(words))
+            label = "".join(w[:1].upper() + w[1:share] for w in words)[:width] if len(words) > 1 else words[0][:width]
+        base, k = label, 1
+        while label in used:
+            k += 1
+            label = f"{base[:width - len(str(k))]}{k}"
+        used.add(label)
+        labels[name] = label
+    return labels
+
+
 def probability_table(results: Sequence[ImagePrediction]) -> str:
-    """Plain-text table: one row per image, one column per class (abbreviated names, see
-    :data:`CLASS_ABBREVIATIONS`; ``--json`` has the full ones), a failed file's error on its row.
+    """Plain-text table: one row per image, one column per class of the model (abbreviated names, see
+    :func:`abbreviate_class_names`; ``--json`` has the full ones), a failed file's error on its row.
 
     Probabilities have :data:`~thoracic.evaluation.formatting.DECISION_DIGITS` digits; one at or above
     its class's threshold is followed by ``*`` (so the side of the threshold shows even where the digits
     round to it), explained under the table."""
-    column = max(len(a) for a in CLASS_ABBREVIATIONS.values())
+    names = list(next((r.probabilities for r in results if not r.error and r.probabilities), {}))
+    labels = abbreviate_class_names(names)
+    column = max([len(a) for a in labels.values()] + [ABBREVIATION_WIDTH])
     width = max([len(r.path.name) for r in results] + [5])
-    lines = [f"{'image':<{width}} " + " ".join(f"{CLASS_ABBREVIATIONS[n]:>{column}}" for n in CLASS_NAMES)]
+    lines = [f"{'image':<{width}} " + " ".join(f"{labels[n]:>{column}}" for n in names)]
     marked = False
     for r in results:
         if r.error:
             lines.append(f"{r.path.name:<{width}} FAILED: {r.error}")
             continue
         cells = []
-        for n in CLASS_NAMES:
+        for n in names:
             p, threshold = r.probabilities[n], r.thresholds.get(n)
             mark = "*" if threshold is not None and p >= threshold else " "
             marked |= threshold is not None

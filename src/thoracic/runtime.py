@@ -10,8 +10,10 @@
 
 Running an exported model (``thoracic export``): ONNX in onnxruntime, TorchScript in ``torch.jit``.
 This module and what it imports stay clear of Lightning and of thoracic's model and training code:
-``thoracic predict FILE IMAGE...`` (an exported FILE) needs only the file, its metadata (class order, input size,
-normalisation, calibration) and the preprocessing of :mod:`thoracic.prediction`.
+``thoracic predict FILE IMAGE...`` (an exported FILE) needs only the file, its metadata (its
+:class:`~thoracic.spec.ModelSpec`: class names and order, input size, normalisation, heatmap grid; calibration
+and operating points) and the preprocessing of :mod:`thoracic.prediction`. :func:`export_spec` reads the spec
+back, or derives it for a file exported before specs were stored.
 
 :class:`ExportedModule` lets an exported file stand where :class:`~thoracic.prediction.Predictor` expects
 a thoracic model (``module(x, return_maps=...)`` returning an object with ``logits`` and ``class_maps``),
@@ -31,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from thoracic.constants import CLASS_NAMES
-from thoracic.errors import DataError, ThoracicError
+from thoracic.errors import DataError, GeometryError, SpecError, ThoracicError
+from thoracic.spec import SPEC_KEY, FeatureGrid, ModelSpec, legacy_class_names
 
 #: Upper bound of ``data.num_workers: auto``: decoding from the uint8 cache is cheap, and more workers
 #: than this only cost memory (benchmarks: one worker feeds thousands of samples per second).
@@ -141,23 +143,30 @@ class ExportedModel:
         path, format: the file and ``onnx`` / ``torchscript``.
         metadata: the JSON stored with the export (see :func:`thoracic.workflows.export.export_metadata`).
         runtime: what runs it, in words (e.g. ``onnxruntime 1.20.1 (CPUExecutionProvider)``).
+        spec: the model's :class:`~thoracic.spec.ModelSpec` (:func:`export_spec`).
     """
 
     path: Path
     format: str
     metadata: dict
     runtime: str
+    spec: ModelSpec
     _session: Any = None
     _module: Any = None
     _device: str = "cpu"
 
     @property
     def image_size(self) -> int:
-        return int(self.metadata["image_size"])
+        return self.spec.image_size
 
     @property
     def normalize(self) -> str:
-        return str(self.metadata["preprocessing"]["normalize"])
+        return self.spec.normalize
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The labels of the logits and class maps, in order (the spec's)."""
+        return self.spec.class_names
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(B, 3, S, S)`` float32 normalised images -> ``(logits (B, C), class_maps (B, C, h, w))``."""
@@ -203,12 +212,50 @@ def read_export_metadata(path: str | Path, session: Any = None) -> dict:
         metadata = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: its metadata is not valid JSON ({exc})") from exc
-    for key in ("class_names", "image_size", "preprocessing"):
-        if key not in metadata:
-            raise DataError(f"{path}: metadata lacks {key!r}; export it again with `thoracic export`")
-    if list(metadata["class_names"]) != list(CLASS_NAMES):
-        raise DataError(f"{path}: class order {metadata['class_names']} differs from {list(CLASS_NAMES)}")
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path}: its metadata is a {type(metadata).__name__}, expected a JSON object")
+    if SPEC_KEY not in metadata:  # exported before specs were stored: the fields a spec is derived from
+        for key in ("class_names", "image_size", "preprocessing"):
+            if key not in metadata:
+                raise DataError(f"{path}: metadata lacks {key!r}; export it again with `thoracic export`")
     return metadata
+
+
+#: How the spec of a file exported before specs were stored says where it comes from.
+DERIVED_EXPORT_SPEC = ("derived: exported before specs were stored (class names, input size, normalisation and "
+                       "heatmap grid from the export's metadata; ChestX-ray14's dataset)")
+
+
+def export_spec(metadata: dict, path: str | Path) -> ModelSpec:
+    """The :class:`~thoracic.spec.ModelSpec` of an exported file from its metadata (:func:`read_export_metadata`):
+    the stored ``spec``, or one derived from the fields earlier exports wrote (``class_names``,
+    ``image_size``, ``preprocessing.normalize``, ``heatmap_geometry``; those versions trained on
+    ChestX-ray14 only).
+
+    Raises:
+        SpecError: a stored spec that is not one (the field named); DataError: a derived field that is wrong.
+    """
+    if SPEC_KEY in metadata:
+        spec = ModelSpec.from_dict(metadata[SPEC_KEY], f"{path} (metadata '{SPEC_KEY}')")
+        outputs = (metadata.get("outputs") or {}).get("logits") or [None, spec.num_classes]
+        if outputs[-1] != spec.num_classes:
+            raise SpecError(f"{path}: its spec names {spec.num_classes} class(es), but the model outputs "
+                            f"{outputs[-1]} (metadata 'outputs'); export the run again with thoracic export")
+        return spec
+    info = metadata.get("heatmap_geometry")
+    try:
+        grid = FeatureGrid.from_dict(info) if info else None
+    except GeometryError as exc:
+        raise DataError(f"{path}: metadata 'heatmap_geometry': {exc}; export the run again with thoracic export"
+                        ) from None
+    try:
+        preprocessing = metadata["preprocessing"]
+        normalize = preprocessing.get("normalize", "imagenet") if isinstance(preprocessing, dict) else "imagenet"
+        return ModelSpec(legacy_class_names(metadata.get("class_names")), int(metadata["image_size"]), normalize,
+                         heatmap_grid=grid, dataset="chestxray14", derived=DERIVED_EXPORT_SPEC)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: metadata of an earlier export is not what thoracic export wrote ({exc}); "
+                        "export the run again with thoracic export") from None
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
@@ -229,10 +276,11 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
         session = _onnx_session(path, providers)
         metadata = read_export_metadata(path, session)
         runtime = f"onnxruntime {onnxruntime.__version__} ({session.get_providers()[0]})"
-        return ExportedModel(path, fmt, metadata, runtime, _session=session)
+        return ExportedModel(path, fmt, metadata, runtime, export_spec(metadata, path), _session=session)
     import torch
 
     metadata = read_export_metadata(path)
+    spec = export_spec(metadata, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load is deprecated upstream; the format is what was asked
         try:
@@ -240,7 +288,7 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
         except Exception as exc:  # noqa: BLE001 - any unreadable archive gets the same clear message
             raise DataError(f"{path}: torch.jit.load cannot load it ({exc})") from exc
     module.eval()
-    return ExportedModel(path, fmt, metadata, f"torch.jit {torch.__version__} ({device})", _module=module,
+    return ExportedModel(path, fmt, metadata, f"torch.jit {torch.__version__} ({device})", spec, _module=module,
                          _device=device)
 
 
@@ -295,6 +343,6 @@ class ExportedModule:
 
 
 
-__all__ = ["MAX_AUTO_WORKERS", "NOISY_LOGGERS", "NOISY_WARNINGS", "ExportedModel", "ExportedModule",
-           "load_exported", "quiet_libraries", "read_export_metadata", "resolve_device",
-           "resolve_num_workers", "usable_cores"]
+__all__ = ["DERIVED_EXPORT_SPEC", "MAX_AUTO_WORKERS", "NOISY_LOGGERS", "NOISY_WARNINGS", "ExportedModel",
+           "ExportedModule", "export_spec", "load_exported", "quiet_libraries", "read_export_metadata",
+           "resolve_device", "resolve_num_workers", "usable_cores"]

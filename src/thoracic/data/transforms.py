@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD
+from thoracic.constants import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
 from thoracic.errors import DataError
-
-NORMALIZATIONS = ("imagenet", "none")
 
 
 def normalize_images(images: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.io import write_csv_atomic, write_text_atomic
 from thoracic.provenance import file_sha256
@@ -333,13 +332,17 @@ class Calibration:
 
 
 def calibration_from_dict(info: Mapping, source: str = "calibration",
-                          class_names: Sequence[str] = CLASS_NAMES) -> Calibration:
-    """Validate a calibration dict (the content of ``calibration.json`` or of export metadata)."""
+                          class_names: Sequence[str] | None = None) -> Calibration:
+    """Validate a calibration dict (the content of ``calibration.json`` or of export metadata); with
+    ``class_names`` (the model's labels), its ``class_names`` must be those, in that order."""
     if not isinstance(info, Mapping) or info.get("method") != "temperature":
         raise DataError(f"{source}: expected {{'method': 'temperature', 'temperature': ...}}, got {dict(info) if isinstance(info, Mapping) else info!r}")
-    stored_names = info.get("class_names", list(class_names))
-    if list(stored_names) != list(class_names):
-        raise DataError(f"{source}: class_names {stored_names} differ from the expected order {list(class_names)}")
+    stored_names = info.get("class_names", None if class_names is None else list(class_names))
+    if not isinstance(stored_names, (list, tuple)) or not stored_names:
+        raise DataError(f"{source}: expected 'class_names', the labels the temperatures belong to")
+    if class_names is not None and list(stored_names) != list(class_names):
+        raise DataError(f"{source}: class_names {stored_names} differ from the model's {list(class_names)}")
+    class_names = list(stored_names)
     value = info.get("temperature")
     try:
         temperature = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(class_names),)).copy()
@@ -350,14 +353,14 @@ def calibration_from_dict(info: Mapping, source: str = "calibration",
     return Calibration(temperature, dict(info))
 
 
-def read_calibration(path: str | Path) -> Calibration:
-    """Read and validate a ``calibration.json``."""
+def read_calibration(path: str | Path, class_names: Sequence[str] | None = None) -> Calibration:
+    """Read and validate a ``calibration.json`` (with ``class_names``: fitted for those labels)."""
     path = Path(path)
     try:
         info = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the calibration file ({exc})") from exc
-    calibration = calibration_from_dict(info, str(path))
+    calibration = calibration_from_dict(info, str(path), class_names)
     return Calibration(calibration.temperature, calibration.info, path)
 
 
@@ -365,13 +368,18 @@ def read_calibration(path: str | Path) -> Calibration:
 
 def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, checkpoint: str | Path,
                       result: CalibrationResult | None = None, split: str = "test", n_fit: int = 0,
-                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] = CLASS_NAMES,
+                      notes: Mapping[str, str] | None = None, class_names: Sequence[str] | None = None,
                       n_positive: Sequence[int] | None = None) -> Path:
-    """Store a fitted temperature as ``calibration.json`` (format in the module docstring); ``n_positive``:
-    the positive images of each class among the ``n_fit`` fitting images (kept per class as
-    ``n_positive_fitted``, so that whoever applies the temperature can tell how much it rests on)."""
+    """Store a fitted temperature as ``calibration.json`` (format in the module docstring); ``class_names``:
+    the model's labels (default: ``result``'s classes); ``n_positive``: the positive images of each class
+    among the ``n_fit`` fitting images (kept per class as ``n_positive_fitted``, so that whoever applies the
+    temperature can tell how much it rests on)."""
     path = Path(path)
     temperature = np.asarray(temperature, dtype=np.float64)
+    if class_names is None:
+        if result is None:
+            raise DataError(f"{path}: write_calibration needs the class names (or the result they come with)")
+        class_names = [n for n in result.table["class_name"] if n != "Mean"]
     per_class = {name: {"temperature": float(temperature[j]), "note": (notes or {}).get(name)}
                  for j, name in enumerate(class_names)}
     if n_positive is not None:
@@ -398,11 +406,12 @@ def write_calibration(path: str | Path, temperature: np.ndarray, mode: str, chec
     return path
 
 
-def calibration_for_checkpoint(evaluation_dir: str | Path, checkpoint: str | Path) -> tuple[Calibration | None, str]:
+def calibration_for_checkpoint(evaluation_dir: str | Path, checkpoint: str | Path,
+                               class_names: Sequence[str] | None = None) -> tuple[Calibration | None, str]:
     """The run's stored calibration if it was fitted for ``checkpoint``; ``(None, why)`` otherwise.
 
     A calibration fitted for other weights (a retrained run, or the ``last`` checkpoint) is not applied:
-    the message says so.
+    the message says so. ``class_names``: the model's labels (a file for others is an error).
     """
     path = Path(evaluation_dir) / CALIBRATION_FILE
     if not path.is_file():
@@ -412,6 +421,8 @@ def calibration_for_checkpoint(evaluation_dir: str | Path, checkpoint: str | Pat
     if stored != file_sha256(checkpoint):
         return None, (f"{path} was fitted for other weights than {checkpoint} (checkpoint SHA-256 differs): "
                       "not applied; rerun `thoracic evaluate RUN --calibrate` to refit")
+    if class_names is not None:  # the same weights: the same labels, unless the file was edited
+        read_calibration(path, class_names)
     return calibration, f"applied {calibration.describe()}"
 
 
@@ -419,7 +430,7 @@ def calibration_for_run(loaded: Any) -> tuple[Calibration | None, str]:
     """:func:`calibration_for_checkpoint` of a :class:`~thoracic.training.checkpoints.LoadedRun`
     (its ``evaluation/`` folder, or ``evaluation/`` beside a bare checkpoint file)."""
     base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
-    return calibration_for_checkpoint(base / "evaluation", loaded.checkpoint_path)
+    return calibration_for_checkpoint(base / "evaluation", loaded.checkpoint_path, loaded.class_names)
 
 
 __all__ = [

@@ -128,7 +128,7 @@ def compute_auc(
         labels: ``(N, C)`` ground truth: 1, 0, or NaN (not labelled: left out of that class's AUC).
         scores: ``(N, C)`` probabilities or logits (AUC is rank based, so either gives the same AUC).
         class_names: the ``C`` class names, in column order (default
-            :func:`~thoracic.metrics.resolve_class_names`: ChestX-ray14's for 14 columns).
+            :func:`~thoracic.metrics.resolve_class_names`: ``class_0, class_1, ...``).
         bootstrap: number of bootstrap resamples of the images (0: no intervals).
         seed: seed of the bootstrap's generator (``numpy.random.default_rng``).
         confidence: two-sided level of the percentile interval.

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.heatmaps.boxes import HEATMAP_THRESHOLDS, expand_runs
 
@@ -348,6 +347,14 @@ def _accuracy_rows(n_images: np.ndarray, labels: Sequence[str], class_names: Seq
     })[ACCURACY_COLUMNS]
 
 
+def box_classes(ground_truth: pd.DataFrame, class_names: Sequence[str] | None = None) -> list[str]:
+    """The rows of an accuracy table: ``class_names`` (the run's box classes, those without box rows here
+    too), else the classes of the ground truth in order of appearance."""
+    if class_names is not None:
+        return list(class_names)
+    return list(dict.fromkeys(str(c) for c in ground_truth["class_name"]))
+
+
 def _images_per_class(gt: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
     return gt.groupby("class_name")["image_id"].nunique().reindex(list(class_names), fill_value=0).to_numpy()
 
@@ -355,7 +362,7 @@ def _images_per_class(gt: pd.DataFrame, class_names: Sequence[str]) -> np.ndarra
 def localization_accuracy(
     ground_truth: pd.DataFrame,
     predicted: pd.DataFrame,
-    class_names: Sequence[str] = BOX_CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
     iobb_thresholds: Sequence[float] = IOBB_THRESHOLDS,
     pooled: bool = True,
@@ -363,8 +370,9 @@ def localization_accuracy(
     """Accuracy and average false positives per class and threshold (Wang et al. 2017; paper Tables 2-7).
 
     Returns a long table with :data:`ACCURACY_COLUMNS`: ``threshold`` (heatmap threshold, str),
-    ``metric`` ('IoU'/'IoBB'), ``t`` (the metric threshold), ``class_name`` (the box classes, then
-    ``Mean`` = mean of the per-class accuracies over the classes with boxes, ``n_classes`` of them),
+    ``metric`` ('IoU'/'IoBB'), ``t`` (the metric threshold), ``class_name`` (the box classes:
+    ``class_names``, the run's, else those of the ground truth (:func:`box_classes`); then ``Mean`` = mean
+    of the per-class accuracies over the classes with boxes, ``n_classes`` of them),
     ``accuracy`` (fraction of the class's box rows with best value > t; NaN for a class without boxes),
     ``accuracy_sd`` (NaN here; the spread over draws of :func:`baseline_accuracy`), ``n_draws`` (1),
     ``n_boxes``, ``n_localized``, ``false_positives_per_image`` (boxes localizing no box of their class
@@ -373,6 +381,7 @@ def localization_accuracy(
     """
     gt = _check_ground_truth(ground_truth)
     pred = _check_predicted(predicted)
+    class_names = box_classes(gt, class_names)
     scores = _score(gt, pred, pooled)
     n_classes = len(class_names)
     gt_class = _class_codes(gt["class_name"], class_names)
@@ -444,12 +453,13 @@ def pointing_game(ground_truth: pd.DataFrame, points: pd.DataFrame) -> pd.DataFr
 
 
 def pointing_accuracy(ground_truth: pd.DataFrame, hits: pd.DataFrame,
-                      class_names: Sequence[str] = BOX_CLASS_NAMES) -> pd.DataFrame:
+                      class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Rows of the accuracy table (:data:`ACCURACY_COLUMNS`, ``metric`` = :data:`POINTING`, ``t`` NaN,
     ``threshold`` '') from :func:`pointing_game`: per class the share of box rows whose point hits, and
     their ``Mean`` over the classes with boxes; over draws, mean and ``accuracy_sd`` as in
     :func:`baseline_accuracy`."""
     gt = _check_ground_truth(ground_truth)
+    class_names = box_classes(gt, class_names)
     draws, draw_index = np.unique(hits["draw"].to_numpy(), return_inverse=True)
     classes = _class_codes(hits["class_name"], class_names)
     cells = np.where(classes >= 0, draw_index * len(class_names) + classes, -1)
@@ -544,7 +554,7 @@ def box_centres(boxes: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline_accuracy(ground_truth: pd.DataFrame, boxes: pd.DataFrame,
-                      class_names: Sequence[str] = BOX_CLASS_NAMES,
+                      class_names: Sequence[str] | None = None,
                       iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
                       iobb_thresholds: Sequence[float] = IOBB_THRESHOLDS) -> pd.DataFrame:
     """Accuracy table (:data:`ACCURACY_COLUMNS`, ``threshold`` '') of one-box-per-(image, class) baseline
@@ -552,6 +562,7 @@ def baseline_accuracy(ground_truth: pd.DataFrame, boxes: pd.DataFrame,
     :func:`random_boxes`): per draw, then the mean over draws with their standard deviation
     (``accuracy_sd``, ddof=1; ``n_localized`` and ``false_positives_per_image`` are means too)."""
     gt = _check_ground_truth(ground_truth)
+    class_names = box_classes(gt, class_names)
     drawn = "draw" in boxes.columns and boxes["draw"].nunique() > 1
     by_draw = boxes.assign(threshold=boxes["draw"] if "draw" in boxes.columns else 0)
     table = localization_accuracy(gt, by_draw, class_names, iou_thresholds, iobb_thresholds, pooled=False)

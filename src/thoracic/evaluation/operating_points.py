@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError, RunError
 from thoracic.evaluation.classification import roc_curve
 from thoracic.io import write_text_atomic
@@ -145,10 +144,10 @@ def check_operating_points_checkpoint(points: Mapping[str, Any], path: str | Pat
         f"threshold with --threshold P")
 
 
-def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_NAMES, *,
+def load_operating_points(path: str | Path, class_names: Sequence[str] | None = None, *,
                           strict: bool = True) -> dict:
     """Read and check ``operating_points.json``: ``{"method", "split", "thresholds": {class: float}}`` (and
-    ``checkpoint`` when the file records it).
+    ``checkpoint`` when the file records it). ``class_names``: the model's labels (default: the file's).
 
     ``strict`` (``thoracic predict``): the file must hold ``method``, ``split`` and a threshold for every
     class of ``class_names``. Not strict (the subgroup tables, still worth showing for a file written for
@@ -177,6 +176,9 @@ def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_N
         if not isinstance(data, dict) or not {"method", "split", "thresholds"} <= set(data):
             raise RunError(f"{path}: expected the keys method, split, thresholds")
         thresholds = data["thresholds"]
+        if not isinstance(thresholds, dict):
+            raise RunError(f"{path}: expected a 'thresholds' object {{class name: probability}}")
+        class_names = list(thresholds) if class_names is None else class_names
         missing = [n for n in class_names if n not in thresholds]
         if missing:
             raise RunError(f"{path}: no threshold for {', '.join(missing)}")
@@ -184,6 +186,7 @@ def load_operating_points(path: str | Path, class_names: Sequence[str] = CLASS_N
         thresholds = data.get("thresholds") if isinstance(data, dict) else None
         if not isinstance(thresholds, dict):
             raise DataError(f"{path}: expected a 'thresholds' object {{class name: probability}}")
+        class_names = list(thresholds) if class_names is None else class_names
     given = [n for n in class_names if n in thresholds]
     for name in given:
         value = thresholds[name]

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.data.images import read_image
 from thoracic.evaluation.figures import OverlayPanel, OverlayRow
 from thoracic.geometry import Registration
@@ -24,11 +23,12 @@ ImageSource = Callable[[Any], np.ndarray]
 
 
 def example_rows(ground_truth: pd.DataFrame, n_examples: int,
-                 class_names: Sequence[str] = BOX_CLASS_NAMES) -> pd.DataFrame:
-    """Up to ``n_examples`` (image, class) pairs, taking the box classes (``class_names``, ChestX-ray14's by
-    default) in turn (first rows in file order)."""
+                 class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Up to ``n_examples`` (image, class) pairs, taking the box classes in turn (first rows in file order):
+    in the order of ``class_names`` (the run's labels), then any other class in order of appearance."""
     pairs = ground_truth.drop_duplicates(["image_id", "class_name"])
-    by_class = [pairs[pairs["class_name"] == name] for name in class_names]
+    order = list(dict.fromkeys([*(class_names or ()), *pairs["class_name"]]))
+    by_class = [pairs[pairs["class_name"] == name] for name in order]
     depth = max((len(rows) for rows in by_class), default=0)
     chosen = [rows.iloc[rank] for rank in range(depth) for rows in by_class if rank < len(rows)]
     return pd.DataFrame(chosen[:n_examples])
@@ -73,7 +73,7 @@ def overlay_rows(ground_truth: pd.DataFrame,
                  sources: Mapping[str, tuple[Mapping[tuple[str, str], np.ndarray], pd.DataFrame]],
                  n_examples: int, image_of: ImageSource, threshold: float | None = None,
                  registrations: Mapping[str, Registration | None] | None = None,
-                 class_names: Sequence[str] = BOX_CLASS_NAMES) -> list[OverlayRow]:
+                 class_names: Sequence[str] | None = None) -> list[OverlayRow]:
     """Overlay rows for up to ``n_examples`` (image, class) pairs (:func:`example_rows`) and each
     ``name -> (heatmaps, boxes)``, one panel per source.
 
@@ -81,7 +81,8 @@ def overlay_rows(ground_truth: pd.DataFrame,
     original_height``). ``image_of`` gives each example's image (:func:`data_module_images`,
     :func:`file_images`). ``registrations`` (by source name) places each source's heatmap in the image as
     localization did. Predicted boxes shown are those of ``threshold``, by default the highest heatmap
-    threshold of each source's ``boxes``. ``class_names``: the box classes examples are taken from.
+    threshold of each source's ``boxes``. ``class_names``: the order the classes are taken in
+    (:func:`example_rows`).
     """
     rows = []
     for example in example_rows(ground_truth, n_examples, class_names).itertuples(index=False):

@@ -1,9 +1,9 @@
 """Running a model over a loader: probabilities for classification, heatmaps for the box images.
 
 The predictions file (``predictions_<split>.csv``) lets anyone recompute every classification number:
-one row per image with ``image_id``, the 14 probabilities ``prob_<class>`` and the 14 labels
-``label_<class>`` (0, 1, or empty where the image is not labelled for the class: NaN in memory),
-columns in :data:`~thoracic.constants.CLASS_NAMES` order (checked when read back).
+one row per image with ``image_id``, a probability ``prob_<class>`` and a label ``label_<class>`` (0, 1, or
+empty where the image is not labelled for the class: NaN in memory) per class of the run, in the order of
+its spec's ``class_names`` (the file's own order when read back; checked against the names given).
 
 Heatmaps are computed at the model's native resolution (8 x 8 or 32 x 32 at 256 px input) for the
 ground-truth class of every box row; :mod:`thoracic.heatmaps.boxes` upsamples them to the original
@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.heatmaps import HEATMAP_METHOD_NAMES, create_heatmap_method, list_heatmap_methods
 from thoracic.io import save_npz_atomic, write_csv_atomic
@@ -45,7 +44,8 @@ class Predictions:
     image_ids: np.ndarray
     probabilities: np.ndarray
     labels: np.ndarray
-    class_names: tuple[str, ...] = CLASS_NAMES
+    class_names: tuple[str, ...]
+    """The labels of the columns (the run's, in the order of its outputs)."""
     logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -72,12 +72,15 @@ def save_predictions(predictions: Predictions, path: str | Path) -> Path:
     return path
 
 
-def load_predictions(path: str | Path, class_names: tuple[str, ...] = CLASS_NAMES) -> Predictions:
-    """Read a predictions CSV back; the columns must be ``image_id, prob_<class>..., label_<class>...``."""
+def load_predictions(path: str | Path, class_names: Sequence[str] | None = None) -> Predictions:
+    """Read a predictions CSV back; the columns must be ``image_id, prob_<class>..., label_<class>...`` for
+    ``class_names`` (the run's labels; default: the classes of the file's ``prob_`` columns)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"predictions file {path} does not exist (run `thoracic evaluate` first)")
     table = pd.read_csv(path)
+    if class_names is None:
+        class_names = [str(c)[len("prob_"):] for c in table.columns if str(c).startswith("prob_")]
     expected = ["image_id", *[f"prob_{c}" for c in class_names], *[f"label_{c}" for c in class_names]]
     if list(table.columns) != expected:
         raise DataError(f"{path}: expected columns {expected}, got {list(table.columns)}")
@@ -106,12 +109,13 @@ def _length(loader: Iterable) -> int | None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | torch.device = "cpu",
-            progress: bool = True, *, class_names: Sequence[str] | None = None,
+            progress: bool = True, *, class_names: Sequence[str],
             output_columns: Sequence[int] | None = None, label_columns: Sequence[int] | None = None) -> Predictions:
     """Sigmoid probabilities of every image of ``loader`` (batches: dicts with image, labels, image_id).
 
-    The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in
-    train mode). On another dataset than the model's, ``output_columns`` (of the model's outputs) and
+    ``class_names``: the model's labels (its spec's), the order of its outputs and of the batches' labels.
+    The model is put in eval mode (BatchNorm uses its running statistics; the seed code validated in train
+    mode). On another dataset than the model's, ``output_columns`` (of the model's outputs) and
     ``label_columns`` (of the batches' labels) pair the labels both share, named ``class_names``
     (:class:`thoracic.data.harmonisation.LabelMapping`).
     """
@@ -133,8 +137,7 @@ def predict(model: torch.nn.Module, loader: Iterable[Mapping], device: str | tor
     outputs = slice(None) if output_columns is None else list(output_columns)
     truth = slice(None) if label_columns is None else list(label_columns)
     return Predictions(np.asarray(ids), np.concatenate(probabilities)[:, outputs], np.concatenate(labels)[:, truth],
-                       tuple(class_names) if class_names is not None else CLASS_NAMES,
-                       logits=np.concatenate(logit_batches)[:, outputs])
+                       tuple(class_names), logits=np.concatenate(logit_batches)[:, outputs])
 
 
 def compute_heatmaps(
@@ -144,14 +147,17 @@ def compute_heatmaps(
     method: str = "native",
     device: str | torch.device = "cpu",
     progress: bool = True,
-    class_names: Sequence[str] = CLASS_NAMES,
+    *,
+    class_names: Sequence[str],
 ) -> dict[tuple[str, str], np.ndarray]:
     """Heatmaps ``(image_id, class_name) -> (h, w)`` on the method's own grid for the pairs in ``needed``.
 
     Args:
         model: a registered model in eval mode.
         loader: batches of the box images (dicts with ``image`` and ``image_id``).
-        needed: ``image_id -> class names`` whose heatmap is wanted (the classes of its box rows).
+        needed: ``image_id -> class names`` whose heatmap is wanted (the classes of its box rows), among
+            ``class_names``.
+        class_names: the model's labels, in the order of its outputs (its spec's).
         method: one of :func:`thoracic.heatmaps.list_heatmap_methods`: ``native`` (the model's own class
             maps, one forward pass per batch); the others run once per class present in the batch
             (Grad-CAM: one backward pass; ``ig``: one path integral; ``occlusion``: 225 forward passes).
@@ -163,8 +169,8 @@ def compute_heatmaps(
     index = {name: k for k, name in enumerate(class_names)}
     unknown = sorted({c for classes in needed.values() for c in classes} - set(index))
     if unknown:
-        raise DataError(f"heatmaps asked for class(es) {unknown} that the model does not output "
-                        f"({', '.join(class_names)})")
+        raise DataError(f"heatmaps asked for class(es) {', '.join(unknown)}, which the model does not score "
+                        f"(its labels: {', '.join(class_names)})")
     wanted = {image_id: sorted(set(classes), key=index.__getitem__) for image_id, classes in needed.items()}
     maps: dict[tuple[str, str], np.ndarray] = {}
     heatmap_method = create_heatmap_method(method, model)

@@ -34,7 +34,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.errors import DataError
 from thoracic.geometry import Registration
 from thoracic.evaluation.localization import (
@@ -108,7 +107,7 @@ def localize_boxes(
     progress: bool = False,
     draws: int = RANDOM_DRAWS,
     registration: Callable[[tuple[int, int], tuple[int, int]], CellCentres] | None = None,
-    class_names: Sequence[str] = BOX_CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
 ) -> LocalizationTables:
     """Boxes, per-row scores and the accuracy table of a method and of the random-box and centre-box
     baselines, from heatmaps (no network).
@@ -120,8 +119,8 @@ def localize_boxes(
     pixels, through ``registration`` as the boxes; the baselines' box centres). Everything in it can be
     recomputed from the three tables returned beside it. ``registration`` places the heatmap cells in the
     image (:class:`thoracic.geometry.Registration`; ``None``: :func:`~thoracic.heatmaps.boxes.default_cell_centres`,
-    the geometric registration of a ResNet at 256 px). ``class_names``: the box classes of the tables
-    (ChestX-ray14's 8 by default; another box set's classes the run has).
+    the geometric registration of a ResNet at 256 px). ``class_names``: the rows of the accuracy tables, the
+    run's box classes (default: those of the ground truth).
     """
     sizes = {i: (int(h), int(w)) for i, w, h in
              ground_truth[["image_id", "original_width", "original_height"]].itertuples(index=False)}
@@ -153,7 +152,8 @@ def headline(accuracy: pd.DataFrame, method: str, threshold: str = HEADLINE_THRE
     with boxes); ``threshold``: the heatmap threshold of the headline (``""`` for the human row, whose boxes
     need none).
 
-    Keys: ``classes`` (how many box classes the means are over), ``boxes`` (box rows), then for
+    Keys: ``classes`` (how many box classes the means are over), ``box_classes`` (how many box classes the
+    table has: the run's), ``boxes`` (box rows), then for
     ``IoU>0.3`` and ``IoBB>0.25`` (``m``): ``m`` (the method at the paper's heatmap threshold,
     ``HEADLINE_THRESHOLD``), ``m FP`` (its false positives per image), ``m T60`` and ``m pooled``
     (beside it), ``m random`` and ``m random sd`` (mean and standard deviation over the random draws),
@@ -174,7 +174,9 @@ def headline(accuracy: pd.DataFrame, method: str, threshold: str = HEADLINE_THRE
     def most(column: str) -> float:  # (tables written before a column existed lack it)
         return float(own[column].max()) if len(own) and column in own.columns else float("nan")
 
-    row: dict[str, float] = {"classes": most("n_classes"), "boxes": most("n_boxes")}
+    names = table.loc[(table["source"] == method) & (table["class_name"] != MEAN), "class_name"]
+    row: dict[str, float] = {"classes": most("n_classes"), "box_classes": float(names.nunique()),
+                             "boxes": most("n_boxes")}
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         row[name] = pick(method, threshold, metric, t)
@@ -190,17 +192,18 @@ def headline(accuracy: pd.DataFrame, method: str, threshold: str = HEADLINE_THRE
     return row
 
 
-def headline_text(row: dict[str, float], method: str, n_box_classes: int = len(BOX_CLASS_NAMES)) -> str:
+def headline_text(row: dict[str, float], method: str, n_box_classes: int | None = None) -> str:
     """:func:`headline` as a few plain lines (what ``thoracic localize`` prints); ``n_box_classes``: the box
-    classes the means could cover (ChestX-ray14's 8)."""
+    classes the means could cover (default: the row's ``box_classes``, the classes of its table: the run's)."""
     def number(value: float) -> str:
         return "n/a" if not np.isfinite(value) else f"{value:.3f}"
 
     def count(value: float) -> str:
         return "n/a" if not np.isfinite(value) else str(int(value))
 
+    box_classes = n_box_classes if n_box_classes is not None else count(row.get("box_classes", float("nan")))
     lines = [f"{method}: heatmap threshold {HEADLINE_THRESHOLD} (the paper's); means over {count(row['classes'])} "
-             f"of {n_box_classes} box classes ({count(row['boxes'])} box rows)"]
+             f"of {box_classes} box classes ({count(row['boxes'])} box rows)"]
     for metric, t in HEADLINE_METRICS:
         name = f"{metric}>{t:g}"
         lines.append(f"  {name:<10} {number(row[name])} (false positives / image {number(row[name + ' FP'])}); "
@@ -268,10 +271,11 @@ def registration_table(
     registrations: Sequence[Registration],
     thresholds: Sequence[float] = HEATMAP_THRESHOLDS,
     largest_only: bool = False,
-    class_names: Sequence[str] = BOX_CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The same heatmaps boxed under each registration: mean accuracy over the box classes (``class_names``)
-    and false positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per heatmap threshold (and pooled).
+    """The same heatmaps boxed under each registration: mean accuracy over the box classes (``class_names``,
+    default those of the ground truth) and false positives per image at T(IoU)=0.3 and T(IoBB)=0.25, per
+    heatmap threshold (and pooled).
 
     Columns: ``registration, threshold, metric, t, accuracy, false_positives_per_image``.
     """

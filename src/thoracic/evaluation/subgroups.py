@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
 from thoracic.evaluation.classification import compute_auc
@@ -112,8 +111,9 @@ def group_order(attribute: str, present: Sequence[str], age_bands: Sequence[int]
 
 
 def subgroup_thresholds(evaluation_dir: str | Path,
-                        class_names: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, float], str]:
-    """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class.
+                        class_names: Sequence[str]) -> tuple[dict[str, float], str]:
+    """Per-class thresholds from ``<evaluation_dir>/operating_points.json``, else 0.5 for every class of
+    ``class_names`` (the run's labels).
 
     Returns ``(thresholds, source)``; ``source`` says where they came from in words (for tables and
     reports). The file is read by :func:`~thoracic.evaluation.operating_points.load_operating_points`, not
@@ -135,10 +135,12 @@ def subgroup_thresholds(evaluation_dir: str | Path,
 
 
 def thresholds_with_source(chosen: Mapping[str, float | None], method: str, split: str,
-                           class_names: Sequence[str] = CLASS_NAMES, where: str = OPERATING_POINTS_FILE,
+                           class_names: Sequence[str] | None = None, where: str = OPERATING_POINTS_FILE,
                            why_default: str = "no threshold chosen: one label value") -> tuple[dict[str, float], str]:
-    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``); a class
-    without one (absent or None) gets :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    """``(thresholds, source)`` of per-class operating points ``chosen`` (``method`` on ``split``) for
+    ``class_names`` (default: the classes of ``chosen``); a class without one (absent or None) gets
+    :data:`DEFAULT_THRESHOLD`, and ``source`` names it with ``why_default``."""
+    class_names = list(chosen) if class_names is None else class_names
     thresholds = {name: DEFAULT_THRESHOLD if chosen.get(name) is None else float(chosen[name])
                   for name in class_names}
     source = f"operating points of {where} ({method} on {split})"

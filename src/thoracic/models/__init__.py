@@ -103,7 +103,9 @@ def build_model(cfg: ModelConfig, *, strict: bool = True) -> nn.Module:
     """
     if strict:
         check_model_config(cfg)
-    kwargs = {option: getattr(cfg, option) for option in model_options(cfg.name)}
+    # num_classes None (not resolved from the data yet): the model's own default, ChestX-ray14's 14
+    kwargs = {option: getattr(cfg, option) for option in model_options(cfg.name)
+              if not (option == "num_classes" and cfg.num_classes is None)}
     return get_model_class(cfg.name)(**kwargs)
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_NAMES
 from thoracic.evaluation.formatting import DECISION_DIGITS, count_cell, mean_std
 from thoracic.evaluation.sample_size import MIN_POSITIVES
 from thoracic.evaluation.table1 import Table1Column, classification_table
@@ -34,16 +33,17 @@ def operating_point_table_of(group: RunGroup) -> pd.DataFrame | None:
     tables = [r.operating_points for r in group.runs if r.operating_points is not None]
     if not tables:
         return None
-    table = pd.DataFrame(index=list(CLASS_NAMES))
+    names = list(dict.fromkeys(name for t in tables for name in t["class_name"]))  # the runs' classes, in order
+    table = pd.DataFrame(index=names)
     table.index.name = "class"
     first = tables[0].set_index("class_name")
     if "n_positive" in first.columns:
-        positives = first["n_positive"].reindex(CLASS_NAMES)
+        positives = first["n_positive"].reindex(names)
         table["positives"] = ["n/a" if not np.isfinite(n) else count_cell(int(n), MIN_POSITIVES, "positives")
                               for n in positives.to_numpy(float)]
     for column, digits in (("auc", 4), ("threshold", DECISION_DIGITS), ("sensitivity", 3), ("specificity", 3)):
-        values = [t.set_index("class_name")[column].reindex(CLASS_NAMES).to_numpy(float) for t in tables]
-        table[column.replace("auc", "AUC")] = [mean_std([v[i] for v in values], digits) for i in range(len(CLASS_NAMES))]
+        values = [t.set_index("class_name")[column].reindex(names).to_numpy(float) for t in tables]
+        table[column.replace("auc", "AUC")] = [mean_std([v[i] for v in values], digits) for i in range(len(names))]
     return table
 
 

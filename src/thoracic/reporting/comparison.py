@@ -44,7 +44,8 @@ def comparison_figure(summaries: Sequence[RunSummary], out_dir: Path, n_examples
     top = max((float(b["threshold"].max()) for _, _, b, _ in loaded if len(b)), default=None)
     rows = overlay_rows(truth, {name: (heatmaps, boxes) for name, heatmaps, boxes, _ in loaded}, n_examples,
                         file_images(image_paths(sources[0][1])), threshold=top,
-                        registrations={name: registration for name, _, _, registration in loaded})
+                        registrations={name: registration for name, _, _, registration in loaded},
+                        class_names=sources[0][1].class_names)
     if not rows:
         return None
     legend = box_legend_handles(solid_label=f"predicted box (heatmap > {top:g})" if top is not None else "predicted box")

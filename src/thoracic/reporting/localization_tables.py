@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
+from thoracic.constants import METHOD_LABELS
 from thoracic.evaluation.formatting import fmt, mean_std
 from thoracic.evaluation.localization import (
     HEADLINE_THRESHOLD,
@@ -20,6 +20,7 @@ from thoracic.evaluation.localization import (
     POOLED,
 )
 from thoracic.evaluation.references import LOCALIZATION_REFERENCE_LABEL, load_localization_reference
+from thoracic.evaluation.table1 import REFERENCE_DATASET
 from thoracic.reporting.runs import RunGroup
 
 
@@ -55,9 +56,16 @@ def box_rows_per_class(group: RunGroup, method: str) -> dict[str, int]:
 
 
 def mean_label(counts: dict[str, int]) -> str:
-    """``Mean over k of 8 classes``: the classes with at least one box row."""
-    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
-    return f"Mean over {k} of {len(BOX_CLASS_NAMES)} classes"
+    """``Mean over k of 8 classes``: the classes with at least one box row, of the run's box classes (the
+    keys of ``counts``, :func:`box_rows_per_class`)."""
+    k = sum(1 for n in counts.values() if n > 0)
+    return f"Mean over {k} of {len(counts)} classes"
+
+
+def on_reference_data(groups: Sequence[RunGroup]) -> bool:
+    """Whether the published localization column (Wang et al. 2017, ChestX-ray14's boxes) belongs beside
+    these runs: every one was trained on ChestX-ray14."""
+    return all(run.dataset == REFERENCE_DATASET for group in groups for run in group.runs)
 
 
 def _heatmap_thresholds(group: RunGroup, method: str) -> list[str]:
@@ -114,30 +122,34 @@ HEADLINE_NOTE = (
 
 
 def localization_tables(groups: Sequence[RunGroup]) -> dict[str, pd.DataFrame]:
-    """Tables 2-7 style at heatmap threshold 180: ``"IoU > 0.3"`` -> rows = the 8 box classes + the mean
-    over the classes with box rows; columns: the box rows per class, Wang 2017 (its mean over the same
-    classes), every group x method and the random-box and centre-box baselines, each cell ``accuracy
-    (false positives per image)`` (:data:`LOCALIZATION_LEGEND`)."""
+    """Tables 2-7 style at heatmap threshold 180: ``"IoU > 0.3"`` -> rows = the runs' box classes (ChestX-ray14:
+    its 8) + the mean over the classes with box rows; columns: the box rows per class, Wang 2017 (its mean
+    over the same classes; runs trained on ChestX-ray14 only, :func:`on_reference_data`), every group x method
+    and the random-box and centre-box baselines, each cell ``accuracy (false positives per image)``
+    (:data:`LOCALIZATION_LEGEND`)."""
     reference = load_localization_reference()
     pairs = run_methods(groups)
     if not pairs:
         return {}
     counts = box_rows_per_class(*pairs[0])
-    with_boxes = [name for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0]
+    box_classes = list(counts)
+    with_boxes = [name for name in box_classes if counts[name] > 0]
     mean_row = mean_label(counts)
-    names = [*BOX_CLASS_NAMES, MEAN]
+    names = [*box_classes, MEAN]
+    published = on_reference_data(groups)
     tables = {}
     for metric, thresholds in (("IoU", IOU_THRESHOLDS), ("IoBB", IOBB_THRESHOLDS)):
         for t in thresholds:
-            table = pd.DataFrame(index=[*BOX_CLASS_NAMES, mean_row])
+            table = pd.DataFrame(index=[*box_classes, mean_row])
             table.index.name = "class"
-            table["box rows"] = [str(counts.get(c, 0)) for c in BOX_CLASS_NAMES] + [str(sum(counts.values()))]
-            ref = reference[(reference["metric"] == metric) & np.isclose(reference["threshold"], t)]
-            ref_values = dict(zip(ref["class_name"], ref["accuracy"]))
-            # the published mean over the same classes as ours, so the Mean row compares like with like
-            ref_values[MEAN] = float(np.mean([ref_values[c] for c in with_boxes if c in ref_values])) \
-                if with_boxes else None
-            table[LOCALIZATION_REFERENCE_LABEL] = [fmt(ref_values.get(c)) for c in names]
+            table["box rows"] = [str(counts[c]) for c in box_classes] + [str(sum(counts.values()))]
+            if published:
+                ref = reference[(reference["metric"] == metric) & np.isclose(reference["threshold"], t)]
+                ref_values = dict(zip(ref["class_name"], ref["accuracy"]))
+                # the published mean over the same classes as ours, so the Mean row compares like with like
+                ref_values[MEAN] = float(np.mean([ref_values[c] for c in with_boxes if c in ref_values])) \
+                    if with_boxes else None
+                table[LOCALIZATION_REFERENCE_LABEL] = [fmt(ref_values.get(c)) for c in names]
             for group, method in pairs:
                 threshold = _heatmap_thresholds(group, method)[0]
                 label = _column_label(group, method)
@@ -227,16 +239,16 @@ def false_positive_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
 def pointing_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
     """The pointing game per class: the share of box rows whose heatmap maximum (in original pixels) lies
     inside a ground-truth box of that class on that image; beside it the random boxes' centres (mean ± sd
-    over the draws) and the image centre. Rows: the 8 box classes + the mean over the classes with box
+    over the draws) and the image centre. Rows: the runs' box classes + the mean over the classes with box
     rows (empty when the runs' tables have no pointing game)."""
     pairs = run_methods(groups)
     if not pairs or not any(_localization_values(g, m, m, "", POINTING, None) for g, m in pairs):
         return pd.DataFrame()
     counts = box_rows_per_class(*pairs[0])
-    names = [*BOX_CLASS_NAMES, MEAN]
-    table = pd.DataFrame(index=[*BOX_CLASS_NAMES, mean_label(counts)])
+    names = [*counts, MEAN]
+    table = pd.DataFrame(index=[*counts, mean_label(counts)])
     table.index.name = "class"
-    table["box rows"] = [str(counts.get(c, 0)) for c in BOX_CLASS_NAMES] + [str(sum(counts.values()))]
+    table["box rows"] = [str(counts[c]) for c in counts] + [str(sum(counts.values()))]
     for group, method in pairs:
         table[_column_label(group, method)] = [_cell(group, method, method, "", POINTING, None, c, 4, False)
                                                for c in names]
@@ -248,5 +260,5 @@ def pointing_table(groups: Sequence[RunGroup]) -> pd.DataFrame:
 
 
 __all__ = ["BASELINE_SOURCES", "HEADLINE_NOTE", "LOCALIZATION_LEGEND", "box_rows_per_class", "false_positive_table",
-           "localization_headline_table", "localization_tables", "mean_label", "per_threshold_table",
-           "pointing_table", "run_methods"]
+           "localization_headline_table", "localization_tables", "mean_label", "on_reference_data",
+           "per_threshold_table", "pointing_table", "run_methods"]

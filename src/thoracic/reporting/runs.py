@@ -15,6 +15,7 @@ import pandas as pd
 from thoracic.errors import RunError, ThoracicError
 from thoracic.provenance import SHORT_HASH, file_sha256
 from thoracic.safety import OUTPUT_MANIFEST, OutputFolder, read_json
+from thoracic.spec import legacy_class_names
 from thoracic.data.metadata import find_image_files
 from thoracic.reporting.crossdata import TestSetSummary, load_test_sets
 
@@ -81,6 +82,20 @@ class RunSummary:
             if info.get("data_kind"):
                 return str(info["data_kind"])
         return None
+
+    @property
+    def dataset(self) -> str:
+        """The layout the run was trained on (``run_info.json``'s ``data.dataset``); ChestX-ray14 for a run
+        that does not record one (the only layout thoracic read then)."""
+        data = self.run_info.get("data") if isinstance(self.run_info.get("data"), dict) else {}
+        return str(data.get("dataset") or "chestxray14")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The run's labels, in the order of its outputs: ``run_info.json``'s, else its ``auc_<split>.json``'s,
+        else those of a run written before labels were recorded (:data:`~thoracic.spec.LEGACY_CLASS_NAMES`)."""
+        names = self.run_info.get("class_names") or (self.auc or {}).get("class_names")
+        return legacy_class_names(names)
 
     @property
     def roc_figure(self) -> Path | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES, METHOD_LABELS
+from thoracic.constants import METHOD_LABELS
 from thoracic.errors import RunError
 from thoracic.evaluation.formatting import ci_cell, count_cell, fmt
 from thoracic.evaluation.calibration import temperature_at_bound
@@ -23,7 +23,7 @@ from thoracic.evaluation.sample_size import (
     subgroup_warnings,
     temperature_warnings,
 )
-from thoracic.evaluation.table1 import TABLE1_LEGEND
+from thoracic.evaluation.table1 import table1_legend, with_reference
 from thoracic.geometry import FeatureGrid, GeometryError
 from thoracic.reporting.classification_tables import operating_point_table_of, report_table1
 from thoracic.reporting.crossdata import cross_auc_tables, other_box_set_table, test_set_warnings
@@ -35,6 +35,7 @@ from thoracic.reporting.localization_tables import (
     false_positive_table,
     localization_headline_table,
     localization_tables,
+    on_reference_data,
     per_threshold_table,
     pointing_table,
     run_methods,
@@ -107,9 +108,11 @@ def classification_section(context: ReportContext) -> Section | None:
     if not any(r.auc for r in runs):
         return None
     split = context.split
-    caveat = "" if split == "test" else f" The published numbers are test-split AUCs, not {split}-split ones."
+    published = with_reference([r.auc for r in runs if r.auc])
+    caveat = "" if split == "test" or not published else \
+        f" The published numbers are test-split AUCs, not {split}-split ones."
     section = Section("Classification (Table 1)", "classification", intro=(
-        f"Per-class ROC AUC on the {split} split (Table 1 style). {TABLE1_LEGEND}{caveat}"))
+        f"Per-class ROC AUC on the {split} split (Table 1 style). {table1_legend(published)}{caveat}"))
     section.warnings.extend(_warned(context, {context.run_label(r): _classification_warnings(r, split)
                                               for r in runs if r.auc}))
     for run in runs:
@@ -197,9 +200,10 @@ def localization_section(context: ReportContext) -> Section | None:
                 f"{context.run_label(run)}, {METHOD_LABELS.get(method, method)}: heatmap overlays on test images "
                 "with boxes (ground truth in blue, predicted boxes of heatmap threshold 180 in green).", path))
     counts = box_rows_per_class(*run_methods(context.groups)[0])
-    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
-    mean_note = (f"The mean is over the {k} of {len(BOX_CLASS_NAMES)} box classes that have box rows here "
-                 f"({sum(counts.values())} rows); the Wang et al. 2017 mean is recomputed over the same classes.")
+    k = sum(1 for n in counts.values() if n > 0)
+    mean_note = (f"The mean is over the {k} of {len(counts)} box classes that have box rows here "
+                 f"({sum(counts.values())} rows)" + ("; the Wang et al. 2017 mean is recomputed over the same classes."
+                                                     if on_reference_data(context.groups) else "."))
     section.tables.append(ReportTable(
         f"Localization headline: heatmap threshold {HEADLINE_THRESHOLD}, mean over the {k} classes with box rows",
         localization_headline_table(context.groups), note=HEADLINE_NOTE, numeric=False))
@@ -212,7 +216,7 @@ def localization_section(context: ReportContext) -> Section | None:
         note="Share of each class's box rows whose heatmap maximum (in original pixels, through the same cell "
              "positions as the boxes) lies inside a ground-truth box of that class on that image. Beside it the "
              f"centres of the random boxes (mean ± sd over the draws) and the image centre. The mean is over the {k} "
-             f"of {len(BOX_CLASS_NAMES)} box classes that have box rows here."))
+             f"of {len(counts)} box classes that have box rows here."))
     section.folded_tables.append(ReportTable(
         f"Mean localization accuracy (over the {k} classes with box rows) per heatmap threshold "
         "(false positives per image)", per_threshold_table(context.groups)))

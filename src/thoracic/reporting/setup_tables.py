@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from thoracic.constants import BOX_CLASS_NAMES, MODEL_LABELS
+from thoracic.constants import MODEL_LABELS
 from thoracic.data.published_sizes import published_size
 from thoracic.data.synth import folder_kind
 from thoracic.provenance import SHORT_HASH
@@ -72,9 +72,9 @@ def _box_rows(run: RunSummary) -> str:
     counts = _box_row_counts(run)
     if not counts:
         return "n/a"
-    k = sum(1 for name in BOX_CLASS_NAMES if counts.get(name, 0) > 0)
+    k = sum(1 for n in counts.values() if n > 0)
     images = f" on {run.box_images} images" if run.box_images is not None else ""
-    return f"{sum(counts.values())} in {k} of {len(BOX_CLASS_NAMES)} classes{images}"
+    return f"{sum(counts.values())} in {k} of {len(counts)} classes{images}"
 
 
 def _share(count: int, total: int) -> str:
@@ -166,8 +166,9 @@ def box_rows_table(context: ReportContext) -> pd.DataFrame | None:
             columns.setdefault(str(run.config.get("data", {}).get("root", run.path)), counts)
     if not columns:
         return None
-    table = pd.DataFrame({root: [int(c.get(n, 0)) for n in BOX_CLASS_NAMES] + [int(sum(c.values()))]
-                          for root, c in columns.items()}, index=[*BOX_CLASS_NAMES, "total"])
+    names = list(dict.fromkeys(name for counts in columns.values() for name in counts))  # the runs' box classes
+    table = pd.DataFrame({root: [int(c.get(n, 0)) for n in names] + [int(sum(c.values()))]
+                          for root, c in columns.items()}, index=[*names, "total"])
     table.index.name = "class"
     return table
 

@@ -10,10 +10,14 @@ A run folder (written by ``thoracic train``) holds::
     <run>/evaluation/            written by evaluate / localize
 
 Every checkpoint is a Lightning checkpoint whose ``hyper_parameters`` hold ``config`` (the resolved
-Config as a dict) and ``class_names``, and whose ``state_dict`` holds the model under ``model.``.
-Checkpoints written since data provenance was recorded also hold ``thoracic_data`` (``kind``:
-``phantom`` or ``real``, and the data-entry CSV's SHA-256); :func:`checkpoint_info` is what every
-evaluation artefact records about the checkpoint it came from.
+Config as a dict), ``class_names`` and ``spec`` (the :class:`~thoracic.spec.ModelSpec` as plain data: the
+label names and order, input size, normalisation, heatmap grid, registration, dataset, label policy and
+views), and whose ``state_dict`` holds the model under ``model.``. Checkpoints written since data
+provenance was recorded also hold ``thoracic_data`` (``kind``: ``phantom`` or ``real``, and the
+data-entry CSV's SHA-256); :func:`checkpoint_info` is what every evaluation artefact records about the
+checkpoint it came from. A checkpoint written before specs were stored still opens: :func:`checkpoint_spec`
+derives its spec (class names from ``hyper_parameters["class_names"]``, else ChestX-ray14's, the only label
+space of those versions; input and normalisation from its config; heatmap grid traced from the model).
 
 Opening a checkpoint never runs code. A ``.ckpt`` file is a pickle, and unpickling can call any Python
 function the file names (``os.system``...). :func:`read_checkpoint`, the one function that reads every
@@ -30,6 +34,7 @@ import json
 import pickle
 import re
 from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +42,22 @@ from typing import Any
 import torch
 
 from thoracic.config import Config, config_from_dict, replace
-from thoracic.constants import CHECKPOINT_NAMES, CLASS_NAMES
+from thoracic.constants import CHECKPOINT_NAMES
 from thoracic.deprecation import renamed_keywords
-from thoracic.errors import RunError, ThoracicError, UnsafeCheckpointError
+from thoracic.errors import GeometryError, RunError, ThoracicError, UnsafeCheckpointError
+from thoracic.geometry import heatmap_grid
 from thoracic.provenance import file_sha256
 from thoracic.data.synth import folder_kind
 from thoracic.models import build_model
 from thoracic.runtime import resolve_device
+from thoracic.spec import SPEC_KEY, ModelSpec, legacy_class_names
 
 
 @dataclass(frozen=True)
 class LoadedRun:
+    """A checkpoint opened for inference: the model (eval mode, on its device), its config, its spec and
+    where it came from."""
+
     model: torch.nn.Module
     config: Config
     checkpoint_path: Path
@@ -59,12 +69,66 @@ class LoadedRun:
     data_provenance: dict[str, Any] | None = None
     """The checkpoint's ``thoracic_data``: the data it was trained on (``root``, ``dataset``, ``metadata_sha256``
     ...; :func:`thoracic.training.run_folder.data_provenance`); None for checkpoints written before it."""
+    spec: ModelSpec | None = None
+    """The model's :class:`~thoracic.spec.ModelSpec` (stored in the checkpoint, or derived for one written
+    before specs were: :func:`checkpoint_spec`)."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """The run's label names, in the order of its outputs (the checkpoint's ``class_names``; checkpoints
-        without them are ChestX-ray14's :data:`~thoracic.constants.CLASS_NAMES`)."""
-        return tuple(self.hyper_parameters.get("class_names") or CLASS_NAMES)
+        """The labels the model scores, in the order of its logits: the spec's (every consumer's source; a
+        ``LoadedRun`` built without one: its ``hyper_parameters``' ``class_names``, else ChestX-ray14's)."""
+        if self.spec is None:
+            return legacy_class_names(self.hyper_parameters.get("class_names"))
+        return self.spec.class_names
+
+
+#: How a derived spec says where it comes from.
+DERIVED_SPEC = ("derived: the checkpoint predates stored specs (class names from its hyper_parameters, else "
+                "ChestX-ray14's; input and normalisation from its config; heatmap grid traced from the model)")
+
+
+def model_grid(model: torch.nn.Module, image_size: int) -> Any:
+    """The native heatmap grid of ``model`` at ``image_size`` (None for a model whose grid cannot be traced)."""
+    try:
+        return heatmap_grid(model, int(image_size))
+    except GeometryError:
+        return None
+
+
+def training_spec(config: Config, class_names: Sequence[str], model: torch.nn.Module,
+                  dataset: str | None = None) -> ModelSpec:
+    """The spec a run stores: its labels, ``config``'s input size, normalisation, label policy and views,
+    ``model``'s heatmap grid, the geometric registration and the dataset layout trained on."""
+    return ModelSpec(tuple(class_names), int(config.data.image_size), config.data.normalize,
+                     heatmap_grid=model_grid(model, config.data.image_size), registration="geometric",
+                     dataset=dataset, uncertain=config.data.uncertain, views=tuple(config.data.views))
+
+
+def checkpoint_spec(checkpoint: dict, config: Config, model: torch.nn.Module | None, path: str | Path
+                    ) -> ModelSpec:
+    """The :class:`~thoracic.spec.ModelSpec` of a loaded checkpoint: the stored one, or one derived for a
+    checkpoint written before specs were stored (:data:`DERIVED_SPEC`; ``model`` gives its heatmap grid).
+
+    Raises:
+        SpecError: a stored spec that is not one (the field named).
+        RunError: the class names do not fit the model's outputs (``model``'s, else ``model.num_classes`` of
+            its config).
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if SPEC_KEY in hparams:
+        spec = ModelSpec.from_dict(hparams[SPEC_KEY], f"checkpoint {path} (hyper_parameters['{SPEC_KEY}'])")
+    else:
+        data = checkpoint.get("thoracic_data") or {}
+        spec = ModelSpec(legacy_class_names(hparams.get("class_names")), int(config.data.image_size),
+                         config.data.normalize,
+                         heatmap_grid=model_grid(model, config.data.image_size) if model is not None else None,
+                         dataset=data.get("dataset") or "chestxray14", uncertain=config.data.uncertain,
+                         views=tuple(config.data.views), derived=DERIVED_SPEC)
+    outputs = getattr(model, "num_classes", None) if model is not None else config.model.num_classes
+    if outputs is not None and outputs != spec.num_classes:
+        raise RunError(f"checkpoint {path}: its {spec.num_classes} class names do not fit the model's "
+                       f"{outputs} outputs (model.num_classes); expected a checkpoint written by thoracic train")
+    return spec
 
 
 @renamed_keywords(which="checkpoint")
@@ -163,16 +227,13 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, map_location: Any 
 
 
 def load_checkpoint_config(path: str | Path, *, trust: bool = False) -> tuple[Config, dict]:
-    """Config and raw checkpoint dict (:func:`read_checkpoint`); checks the stored class order."""
+    """Config and raw checkpoint dict (:func:`read_checkpoint`)."""
     ckpt = read_checkpoint(path, trust=trust)
     if not isinstance(ckpt, dict):
         raise RunError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a Lightning checkpoint dict")
     hparams = ckpt.get("hyper_parameters") or {}
     if "config" not in hparams:
         raise RunError(f"checkpoint {path} holds no thoracic config (hyper_parameters['config'] missing)")
-    class_names = tuple(hparams.get("class_names", CLASS_NAMES))
-    if class_names != CLASS_NAMES:
-        raise RunError(f"checkpoint {path} was trained with class order {class_names}, expected {CLASS_NAMES}")
     try:
         return config_from_dict(hparams["config"]), ckpt
     except ThoracicError as exc:
@@ -210,11 +271,13 @@ def load_run(run: str | Path, checkpoint: str | Path = "best", map_location: str
         raise RunError(f"checkpoint {path}: its weights do not fit the model its config names "
                        f"({config.model.name}, backbone {config.model.backbone}): missing {missing[:5]}, "
                        f"unexpected {unexpected[:5]}; expected a checkpoint written by thoracic train for that model")
-    model.to(device).eval()
+    model.eval()
+    spec = checkpoint_spec(ckpt, config, model, path)  # (a derived spec traces the model on the CPU)
+    model.to(device)
     run_dir = Path(run) if Path(run).is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedRun(model=model, config=config, checkpoint_path=path, run_dir=run_dir,
                      info=checkpoint_info(path, ckpt), hyper_parameters=dict(ckpt.get("hyper_parameters") or {}),
-                     data_provenance=ckpt.get("thoracic_data"))
+                     data_provenance=ckpt.get("thoracic_data"), spec=spec)
 
 
 def checkpoint_info(path: str | Path, checkpoint: dict | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The LightningModule: one model of the registry, its loss, Adam and the paper's step schedule.
 
 What it logs each epoch: ``train_loss_step`` and ``train_loss_epoch``, ``lr``, ``val_loss``,
-``val_auc/<class>`` for the 14 classes of :data:`~thoracic.constants.CLASS_NAMES` and ``val_auc_mean``
+``val_auc/<class>`` for every label the run trains on (its spec's ``class_names``) and ``val_auc_mean``
 (mean over the classes whose AUC is defined: the AUC of :func:`thoracic.metrics.per_class_auc`, the same
 function and rules as ``thoracic evaluate``); every epoch-level value is logged by the end of
 validation, before the epoch's checkpoints are written. Validation runs in eval mode without gradients (Lightning's evaluation loop),
@@ -27,13 +27,14 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from thoracic.config import Config, config_from_dict, to_dict
-from thoracic.constants import CLASS_NAMES
 from thoracic.data.dataset import normalize_images
 from thoracic.errors import RunError
 from thoracic.losses import build_loss
 from thoracic.metrics import per_class_auc
 from thoracic.models import build_model
 from thoracic.models.output import ModelOutput
+from thoracic.spec import SPEC_KEY, ModelSpec, legacy_class_names
+from thoracic.training.checkpoints import training_spec
 
 
 class NonFiniteLossError(RunError):
@@ -115,38 +116,57 @@ class ThoracicModule(LightningModule):
     """Trains one registry model with the config's loss and optimiser.
 
     Args:
-        config: the resolved run config (stored in every checkpoint with the class order).
+        config: the resolved run config (stored in every checkpoint with the spec).
         class_frequencies: fraction of positive training images per class (per-class loss weights);
             ``None`` when the loss does not need them.
+        class_names: the labels trained on, in the order of the model's outputs (without ``spec``);
+            default ChestX-ray14's.
         model: an already built model (resume, evaluation, benchmarks); by default
             ``build_model(config.model)``.
+        spec: the run's :class:`~thoracic.spec.ModelSpec` (what ``train`` passes); by default built from
+            the config, ``class_names`` and the model (:func:`~thoracic.training.checkpoints.training_spec`).
 
     Checkpoints hold ``hyper_parameters = {"config": to_dict(config), "class_names": [...],
-    "class_frequencies": [...] or None}`` and the model under ``state_dict["model.*"]``
-    (the contract of :mod:`thoracic.training.checkpoints`).
+    "class_frequencies": [...] or None, "spec": spec.to_dict()}`` and the model under
+    ``state_dict["model.*"]`` (the contract of :mod:`thoracic.training.checkpoints`).
+
+    Raises:
+        RunError: the labels do not fit the model's outputs, or ``class_frequencies`` has another length.
     """
 
     def __init__(
         self,
         config: Config | Mapping[str, Any],
         class_frequencies: Sequence[float] | np.ndarray | None = None,
-        class_names: Sequence[str] = CLASS_NAMES,
+        class_names: Sequence[str] | None = None,
         model: nn.Module | None = None,
+        spec: ModelSpec | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(config, Config):
             config = config_from_dict(config)
-        if tuple(class_names) != CLASS_NAMES:
-            raise RunError(f"class order {tuple(class_names)} differs from this version's {CLASS_NAMES}")
+        self.model = build_model(config.model) if model is None else model
+        if spec is None:
+            names = tuple(class_names) if class_names is not None else legacy_class_names()
+            spec = training_spec(config, names, self.model)
+        elif not isinstance(spec, ModelSpec):  # load_from_checkpoint passes the stored plain data back
+            spec = ModelSpec.from_dict(spec, "hyper_parameters['spec']")
+        outputs = getattr(self.model, "num_classes", spec.num_classes)
+        if outputs != spec.num_classes:
+            raise RunError(f"the model has {outputs} outputs for {spec.num_classes} labels "
+                           f"({', '.join(spec.class_names)})")
         frequencies = None if class_frequencies is None else [float(f) for f in np.asarray(class_frequencies)]
+        if frequencies is not None and len(frequencies) != spec.num_classes:
+            raise RunError(f"{len(frequencies)} class frequencies for {spec.num_classes} labels")
         # Set directly (not save_hyperparameters, which inspects the __init__ arguments): these are exactly
         # the keys the checkpoint contract names, and load_from_checkpoint passes them back as arguments.
         self.hparams.update(
-            {"config": to_dict(config), "class_names": list(class_names), "class_frequencies": frequencies}
+            {"config": to_dict(config), "class_names": list(spec.class_names), "class_frequencies": frequencies,
+             SPEC_KEY: spec.to_dict()}
         )
         self.config = config
-        self.class_names = tuple(class_names)
-        self.model = build_model(config.model) if model is None else model
+        self.spec = spec
+        self.class_names = spec.class_names
         self.loss_fn = build_loss(config.loss, None if frequencies is None else np.asarray(frequencies))
         self.val_auc = DeduplicatedAUROC(len(self.class_names))
         self.test_auc = DeduplicatedAUROC(len(self.class_names))
@@ -240,7 +260,7 @@ class ThoracicModule(LightningModule):
         loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
         auc_metric: DeduplicatedAUROC = getattr(self, f"{stage}_auc")
         loss = loss_metric.compute()
-        auc = auc_metric.compute().cpu()
+        auc = auc_metric.compute().cpu().reshape(-1)  # (torchmetrics returns one class's AUC as a scalar)
         loss_metric.reset()
         auc_metric.reset()
         if stage == "val":

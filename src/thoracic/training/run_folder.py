@@ -5,7 +5,8 @@ and its ``summary.json``.
 
     <output_dir>/<run_name>/
       config.yaml            the resolved Config
-      run_info.json          library versions, git commit, seed, class order, command line(s), devices
+      run_info.json          library versions, git commit, seed, the labels and their order, command line(s),
+                             devices
       checkpoints/best.ckpt  lowest validation loss
       checkpoints/last.ckpt  end of the last finished epoch (what `thoracic train RUN` continues from)
       logs/metrics.csv       CSV log (one row per logging step / epoch)
@@ -33,8 +34,7 @@ import pandas as pd
 import torch
 
 from thoracic.config import Config
-from thoracic.constants import BOX_CLASS_NAMES, CLASS_NAMES
-from thoracic.data.datasets import metadata_fingerprint, resolve_dataset_kind
+from thoracic.data.datasets import box_class_names, metadata_fingerprint, resolve_dataset_kind
 from thoracic.data.synth import folder_kind
 from thoracic.errors import RunError, ThoracicError
 from thoracic.io import write_json_atomic, write_text_atomic
@@ -152,8 +152,9 @@ def _device_info() -> dict[str, Any]:
 
 
 def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | None,
-                   resumed_from: Path | None = None) -> Path:
-    """Write (or, on resume, extend) ``run_info.json``; returns its path."""
+                   resumed_from: Path | None = None, class_names: Sequence[str] = ()) -> Path:
+    """Write (or, on resume, extend) ``run_info.json`` (``class_names``: the labels the run trains on, in the
+    order of the model's outputs); returns its path."""
     path = run_dir / "run_info.json"
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry = {"time": now, "command_line": list(command_line) if command_line is not None else None,
@@ -163,7 +164,7 @@ def write_run_info(run_dir: Path, cfg: Config, command_line: Sequence[str] | Non
         info.setdefault("resumes", []).append({**entry, "checkpoint": str(resumed_from)})
     else:
         data = data_provenance(cfg)
-        info = {"created": now, "seed": cfg.seed, "class_names": list(CLASS_NAMES),
+        info = {"created": now, "seed": cfg.seed, "class_names": list(class_names),
                 "model": cfg.model.name, "backbone": cfg.model.backbone,
                 "data_root": cfg.data.root, "data_kind": data["kind"], "data": data, **entry}
     return write_text_atomic(path, json.dumps(info, indent=2))
@@ -181,9 +182,8 @@ def record_data_counts(run_dir: Path, datamodule: Any) -> dict[str, Any]:
     test_boxes = boxes[boxes["image_id"].isin(test_ids)]
     box_rows = test_boxes["class_name"].value_counts()
     info["images"] = {"train": int(len(splits.train)), "val": int(len(splits.val)), "test": int(len(splits.test))}
-    # ChestX-ray14: its 8 box classes, present or not; other datasets: the classes their boxes have
-    box_classes = (BOX_CLASS_NAMES if getattr(datamodule.dataset, "kind", "chestxray14") == "chestxray14" else
-                   [n for n in datamodule.dataset.class_names if n in set(boxes["class_name"])])
+    # the run's labels that carry boxes (ChestX-ray14: its 8 box classes, present or not)
+    box_classes = box_class_names(datamodule.dataset)
     info["box_rows"] = {name: int(box_rows.get(name, 0)) for name in box_classes}
     info["box_images"] = int(test_boxes["image_id"].nunique())
     write_text_atomic(path, json.dumps(info, indent=2))
@@ -199,7 +199,7 @@ def describe_training_data(datamodule: Any, provenance: Mapping[str, Any] | None
     kind = (provenance or {}).get("kind") or "unknown"
     labels = np.asarray(dataset.labels, dtype=np.float64)
     train, val = (np.nansum(labels[splits[name]], axis=0).astype(int) for name in ("train", "val"))
-    names = getattr(dataset, "class_names", CLASS_NAMES)
+    names = dataset.class_names
     sizes = splits.sizes()
     return (f"data: {folder} ({kind}); images: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}\n"
             "positives per class (train/val): " + ", ".join(f"{n} {t}/{v}" for n, t, v in zip(names, train, val)))
@@ -293,13 +293,14 @@ def read_epoch_metrics(run_dir: str | Path) -> pd.DataFrame:
 DIVERGED_LOSS_FACTOR = 100.0
 
 
-def chance_loss(loss_name: str, focal_gamma: float = 2.0) -> float:
-    """The loss per image of predicting 0.5 for every class (every term ``-ln 0.5``), by loss.
+def chance_loss(loss_name: str, num_classes: int, focal_gamma: float = 2.0) -> float:
+    """The loss per image of predicting 0.5 for every one of ``num_classes`` classes (every term
+    ``-ln 0.5``), by loss.
 
     Eq. 1's weights make the positive and the negative terms of a batch each sum to its image count,
-    so the weighted losses score twice the plain binary cross-entropy's ``14 ln 2``.
+    so the weighted losses score twice the plain binary cross-entropy's ``C ln 2``.
     """
-    base = len(CLASS_NAMES) * math.log(2.0)
+    base = num_classes * math.log(2.0)
     if loss_name in ("wcel", "wcel_per_class"):
         return 2.0 * base
     if loss_name == "focal":
@@ -307,7 +308,7 @@ def chance_loss(loss_name: str, focal_gamma: float = 2.0) -> float:
     return base
 
 
-def divergence_reasons(epochs: pd.DataFrame, cfg: Config) -> list[str]:
+def divergence_reasons(epochs: pd.DataFrame, cfg: Config, class_names: Sequence[str]) -> list[str]:
     """Why a finished run looks diverged (empty list: it does not).
 
     - the last epoch's validation loss exceeds :data:`DIVERGED_LOSS_FACTOR` times :func:`chance_loss`
@@ -319,12 +320,12 @@ def divergence_reasons(epochs: pd.DataFrame, cfg: Config) -> list[str]:
     if epochs.empty:
         return reasons
     last = epochs.iloc[-1]
-    chance = chance_loss(cfg.loss.name, cfg.loss.focal_gamma)
+    chance = chance_loss(cfg.loss.name, len(class_names), cfg.loss.focal_gamma)
     loss = last.get("val_loss")
     if loss is not None and np.isfinite(loss) and loss > DIVERGED_LOSS_FACTOR * chance:
         reasons.append(f"validation loss {loss:.3g} at epoch {int(epochs.index[-1])} is over "
                        f"{DIVERGED_LOSS_FACTOR:g} x the {chance:.3g} of predicting 0.5 for every class")
-    aucs = np.array([last.get(f"val_auc/{name}", np.nan) for name in CLASS_NAMES], dtype=float)
+    aucs = np.array([last.get(f"val_auc/{name}", np.nan) for name in class_names], dtype=float)
     aucs = aucs[np.isfinite(aucs)]
     if len(aucs) and np.all(np.abs(aucs - 0.5) < 1e-3):
         reasons.append(f"every validation AUC is 0.5 at epoch {int(epochs.index[-1])}: the network gives "
@@ -338,7 +339,9 @@ def write_summary(run_dir: Path, trainer: Any) -> dict[str, Any]:
     checkpoint = trainer.checkpoint_callback
     early = trainer.early_stopping_callback
     epochs = read_epoch_metrics(run_dir)
-    summary: dict[str, Any] = {"class_names": list(CLASS_NAMES), "epochs_completed": int(trainer.current_epoch),
+    module = trainer.lightning_module
+    class_names = list(module.class_names)
+    summary: dict[str, Any] = {"class_names": class_names, "epochs_completed": int(trainer.current_epoch),
                                "stopped_early": bool(early is not None and early.stopped_epoch > 0),
                                "best_epoch": None, "best_val_loss": None, "metrics": {}}
     if "val_loss" in epochs.columns and epochs["val_loss"].notna().any():
@@ -350,8 +353,7 @@ def write_summary(run_dir: Path, trainer: Any) -> dict[str, Any]:
                               if k.startswith("val_") or k.startswith("train_loss")}
     if checkpoint is not None and checkpoint.best_model_path:
         summary["best_checkpoint"] = os.path.relpath(checkpoint.best_model_path, run_dir)
-    module = trainer.lightning_module
-    reasons = divergence_reasons(epochs, module.config) if hasattr(module, "config") else []
+    reasons = divergence_reasons(epochs, module.config, class_names) if hasattr(module, "config") else []
     summary["diverged"] = bool(reasons)
     summary["divergence"] = reasons
     if reasons:

@@ -61,7 +61,13 @@ from thoracic.safety import (
     remove_owned,
 )
 from thoracic.training.callbacks import InterruptGuard
-from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config, read_checkpoint
+from thoracic.spec import SPEC_KEY, legacy_class_names
+from thoracic.training.checkpoints import (
+    find_checkpoint,
+    load_checkpoint_config,
+    read_checkpoint,
+    training_spec,
+)
 from thoracic.training.factory import (
     build_datamodule,
     build_trainer,
@@ -151,6 +157,8 @@ def _train_or_resume(cfg: Config, run_dir: Path, callbacks: Sequence[Callback],
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         stored, _ = load_checkpoint_config(last, trust=trust_checkpoint)
+        if cfg.model.num_classes is None:  # follows the data: the stored run has it resolved
+            cfg = replace_config(cfg, **{"model.num_classes": stored.model.num_classes})
         old, new = _flatten(to_dict(stored)), _flatten(to_dict(cfg))
         differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
                            and k not in RESUMABLE_OVERRIDES and k not in ("output_dir", "run_name"))
@@ -269,10 +277,15 @@ def train(
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    # the label space travels with the run: the model gets one output per label of the data
+    cfg = resolve_num_classes(cfg, datamodule.class_names, datamodule.dataset.kind)
+    if checkpoint_path is not None:
+        check_resumed_labels(checkpoint, datamodule.class_names, checkpoint_path)
     frequencies = getattr(datamodule, "class_frequencies", None)
     # On resume the checkpoint supplies every weight: do not fetch ImageNet weights just to overwrite them.
-    model = model_without_pretrained_weights(cfg) if checkpoint_path is not None else None
-    module = ThoracicModule(cfg, class_frequencies=frequencies, model=model)
+    model = model_without_pretrained_weights(cfg) if checkpoint_path is not None else build_model(cfg.model)
+    spec = training_spec(cfg, datamodule.class_names, model, dataset=datamodule.dataset.kind)
+    module = ThoracicModule(cfg, class_frequencies=frequencies, model=model, spec=spec)
     module.data_provenance = data_provenance(cfg)
     trainer, reseed = build_trainer(cfg, run_dir, callbacks, trust_checkpoint=trust_checkpoint)
     checkpoint_bytes = estimated_checkpoint_bytes(module.model)
@@ -316,7 +329,8 @@ def _fit(cfg: Config, run_dir: Path, resume: str | Path | None, checkpoint_path:
                 save_config(cfg, run_dir / "config.yaml")
             else:
                 _remove_stale_temporary_files(run_dir)
-            write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path)
+            write_run_info(run_dir, cfg, command_line, resumed_from=checkpoint_path,
+                           class_names=module.class_names)
             record_data_counts(run_dir, datamodule)
             if say is not None:
                 say(f"{'continuing' if checkpoint_path is not None else 'training'} {run_dir}\n"
@@ -437,10 +451,45 @@ def finished_reason(run_dir: Path, checkpoint: Mapping[str, Any], cfg: Config) -
     return None
 
 
+def resolve_num_classes(cfg: Config, class_names: Sequence[str], dataset: str = "the data") -> Config:
+    """``cfg`` with ``model.num_classes`` set to the number of labels the run trains on.
+
+    ``model.num_classes`` null (the default) follows the data; a number must equal it.
+
+    Raises:
+        ConfigError: ``model.num_classes`` set to another count, naming both and the labels.
+    """
+    wanted = len(class_names)
+    given = cfg.model.num_classes
+    if given is None:
+        return replace_config(cfg, **{"model.num_classes": wanted})
+    if given != wanted:
+        shown = ", ".join(class_names[:8]) + (", ..." if wanted > 8 else "")
+        raise ConfigError(f"model.num_classes={given}, but the run trains on {wanted} labels of {dataset} ({shown}; "
+                          f"data.classes chooses them): leave model.num_classes unset (it follows the data) or set "
+                          f"it to {wanted}")
+    return cfg
+
+
+def check_resumed_labels(checkpoint: Mapping[str, Any], class_names: Sequence[str], path: Path) -> None:
+    """A resumed run trains on the labels its checkpoint was trained on (the data folder may move, its labels
+    may not change).
+
+    Raises:
+        RunError: the data now has other labels (or another order), naming both.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    stored = legacy_class_names((hparams.get(SPEC_KEY) or {}).get("class_names") or hparams.get("class_names"))
+    if tuple(class_names) != stored:
+        raise RunError(f"cannot resume {path}: it was trained on the labels {', '.join(stored)}, but the data now "
+                       f"has {', '.join(class_names)}; resume with the data it was trained on")
+
+
 def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
     """The model of ``cfg`` built for loading a checkpoint into (no ImageNet download; options the model does
     not take are left out, as they were when the checkpoint's run built it)."""
     return build_model(replace_config(cfg.model, pretrained=False, weights=None), strict=False)
 
 
-__all__ = ["RESUMABLE_OVERRIDES", "config_for_resume", "finished_reason", "estimated_checkpoint_bytes", "model_without_pretrained_weights", "train", "train_or_resume"]
+__all__ = ["RESUMABLE_OVERRIDES", "check_resumed_labels", "config_for_resume", "estimated_checkpoint_bytes",
+           "finished_reason", "model_without_pretrained_weights", "resolve_num_classes", "train", "train_or_resume"]

@@ -108,6 +108,8 @@ class OpenedRun:
 def run_dataset_kind(loaded: LoadedRun) -> str:
     """The layout a run was trained on: the checkpoint's record, else its config's ``data.dataset``
     (``auto``: detected in its ``data.root``; ChestX-ray14 when that folder is gone)."""
+    if loaded.spec is not None and not loaded.spec.derived and loaded.spec.dataset:
+        return loaded.spec.dataset  # the spec stored with the model
     recorded = (loaded.data_provenance or {}).get("dataset")
     if recorded:
         return str(recorded)
@@ -199,6 +201,10 @@ def open_run(run: str | Path, checkpoint: str = "best", device: str = "auto", ba
                               "shared images is for another dataset (--data FOLDER --dataset KIND)")
         module = build_datamodule(loaded.config, stage="test", batch_size=batch_size, data_root=data, cache=cache,
                                   num_workers=num_workers)
+        if tuple(module.class_names) != loaded.class_names:  # the labels' columns must be the model's outputs
+            raise DataError(f"{module.root}: its labels ({', '.join(module.class_names)}) are not those the run "
+                            f"was trained on ({', '.join(loaded.class_names)}); a run is scored on another "
+                            "dataset's labels with --dataset KIND (the labels both share)")
         own_out = evaluation_dir(loaded.run_dir, loaded.checkpoint_path)
         return OpenedRun(loaded, module, own_out, device, own_out=own_out)
     if data is None:

@@ -2,7 +2,7 @@
 
 ``evaluate_run`` writes into ``<run>/evaluation/``::
 
-    predictions_<split>.csv   image_id, prob_<class> x 14, label_<class> x 14
+    predictions_<split>.csv   image_id, prob_<class> and label_<class> for each of the run's classes
     auc_<split>.csv / .json   per-class AUC, bootstrap 95% CI, counts, notes; the mean over defined classes
     roc_<split>.png           ROC curves (paper Figs. 3-5)
     table1_<split>.md / .csv  Table 1: per-class AUC beside Wang et al. 2017 and the seed paper's columns
@@ -39,7 +39,6 @@ from typing import Any
 import pandas as pd
 
 from thoracic.config import ConfigError, config_from_dict, merge_overrides, to_dict
-from thoracic.constants import CLASS_NAMES
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError, RunError, ThoracicError
 from thoracic.evaluation.calibration import (
@@ -80,7 +79,7 @@ from thoracic.evaluation.table1 import write_table1
 from thoracic.io import write_csv_atomic, write_json_atomic, write_text_atomic
 from thoracic.metrics import label_counts
 from thoracic.safety import folder_lock, read_json
-from thoracic.training.checkpoints import find_checkpoint, load_checkpoint_config
+from thoracic.training.checkpoints import checkpoint_spec, find_checkpoint, load_checkpoint_config
 from thoracic.training.factory import build_datamodule, check_data_config, sharded_eval_loader, test_trainer
 from thoracic.training.module import ThoracicModule
 from thoracic.training.trainer import model_without_pretrained_weights
@@ -200,42 +199,46 @@ def _evaluate_opened(opened: OpenedRun, split: str, bootstrap: int, seed: int, p
                      ) -> EvaluationResult:
     """The body of :func:`evaluate_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
-    predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress)
+    names = loaded.class_names  # the run's labels (its spec), the order of the model's outputs
+    predictions = predict(loaded.model, module.dataloader(split), device=device, progress=progress,
+                          class_names=names)
     files = {"predictions": save_predictions(predictions, out / f"predictions_{split}.csv")}
     if split == "val":
         validation = predictions
     else:
-        validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress)
+        validation = predict(loaded.model, module.dataloader("val"), device=device, progress=progress,
+                             class_names=names)
         files["predictions_val"] = save_predictions(validation, out / "predictions_val.csv")
-    auc = compute_auc(predictions.labels, predictions.probabilities, CLASS_NAMES, bootstrap=bootstrap,
+    auc = compute_auc(predictions.labels, predictions.probabilities, names, bootstrap=bootstrap,
                       seed=seed, progress=progress)
     write_csv_atomic(out / f"auc_{split}.csv", auc.to_frame(), index=False, float_format="%.6f")
-    thresholds = choose_thresholds(validation.labels, validation.probabilities, CLASS_NAMES, operating_point)
+    thresholds = choose_thresholds(validation.labels, validation.probabilities, names, operating_point)
     files["operating_points"] = save_operating_points(out / OPERATING_POINTS_FILE, operating_point, thresholds,
                                                       checkpoint=loaded.info)
     points = operating_point_table(predictions.labels, predictions.probabilities, thresholds, auc.auc,
-                                   CLASS_NAMES, operating_point)
+                                   names, operating_point)
     files["operating_points_csv"] = out / f"operating_points_{split}.csv"
     write_csv_atomic(files["operating_points_csv"], points, index=False, float_format="%.6f")
-    val_positives = {name: int(n) for name, n in zip(CLASS_NAMES, label_counts(validation.labels)[0])}
+    val_positives = {name: int(n) for name, n in zip(names, label_counts(validation.labels)[0])}
     info = auc.to_dict()
-    info.update({"split": split, "n_images": int(len(predictions.image_ids)), "model": loaded.config.model.name,
+    info.update({"split": split, "dataset": module.dataset.kind, "n_images": int(len(predictions.image_ids)),
+                 "model": loaded.config.model.name,
                  "seed": loaded.config.seed, "checkpoint": loaded.info,
                  "n_val_images": int(len(validation.image_ids)), "n_val_positive": val_positives})
-    warnings = positives_warnings(CLASS_NAMES, auc.n_positive, split, len(predictions.image_ids))
+    warnings = positives_warnings(names, auc.n_positive, split, len(predictions.image_ids))
     if split != "val":
-        warnings += fitted_on_few_warnings(CLASS_NAMES, val_positives, "operating-point thresholds")
+        warnings += fitted_on_few_warnings(names, val_positives, "operating-point thresholds")
     info["warnings"] = list(warnings)
     write_text_atomic(out / f"auc_{split}.json", json.dumps(info, indent=2))
     files["auc_csv"] = out / f"auc_{split}.csv"
     files["auc_json"] = out / f"auc_{split}.json"
     # Table 1: this run beside Wang et al. 2017 and the seed paper's three columns
     files["table1_md"], files["table1_csv"] = write_table1(info, loaded.config.model.name, out, split)
-    curves = roc_curves(predictions.labels, predictions.probabilities, CLASS_NAMES)
+    curves = roc_curves(predictions.labels, predictions.probabilities, names)
     title = f"ROC, {loaded.config.model.name} ({split}, mean AUC {auc.mean_auc:.3f})"
-    left_out = {name: auc.reasons.get(name, "no AUC") for name in CLASS_NAMES if name not in curves}
-    files["roc"] = save_figure(roc_figure(curves, dict(zip(CLASS_NAMES, auc.auc)), title,
-                                          positives=dict(zip(CLASS_NAMES, auc.n_positive.tolist())),
+    left_out = {name: auc.reasons.get(name, "no AUC") for name in names if name not in curves}
+    files["roc"] = save_figure(roc_figure(curves, dict(zip(names, auc.auc)), title,
+                                          positives=dict(zip(names, auc.n_positive.tolist())),
                                           left_out=left_out), out / f"roc_{split}.png")
     if subgroups:
         subgroup_files, subgroup_groups = _subgroups(predictions, module, out, split, bootstrap, seed, age_bands,
@@ -247,7 +250,7 @@ def _evaluate_opened(opened: OpenedRun, split: str, bootstrap: int, seed: int, p
                                                         calibration_bins, device, progress)
     files.update(calibration_files)
     if calibrate is not None:
-        warnings += fitted_on_few_warnings(CLASS_NAMES, val_positives, "temperatures")
+        warnings += fitted_on_few_warnings(names, val_positives, "temperatures")
     fitted = calibration_table[calibration_table["class_name"] != "Mean"]
     if fitted["temperature"].notna().any():
         warnings += temperature_warnings(list(fitted["class_name"]), fitted["temperature"].to_numpy(float),
@@ -394,22 +397,23 @@ def _calibration(loaded: Any, validation: Any, predictions: Any, out: Path, spli
     """ECE / reliability files of one split and the per-class table; with ``calibrate``, first fit
     temperatures on the validation split's predictions ``validation``."""
     n_bins = n_bins or DEFAULT_BINS
+    names = predictions.class_names
     files: dict[str, Path] = {}
     if calibrate is not None:
         fitting = validation
-        temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, CLASS_NAMES)
+        temperature, notes = fit_temperature(fitting.logits, fitting.labels, calibrate, names)
         settings = {"split": split, "temperature_source": f"fitted on the val split ({calibrate}) by this evaluation"}
-        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES, temperature, n_bins,
+        result = evaluate_calibration(predictions.labels, predictions.logits, names, temperature, n_bins,
                                       notes, settings)
         files["calibration"] = write_calibration(out / CALIBRATION_FILE, temperature, calibrate,
                                                  loaded.checkpoint_path, result, split, len(fitting.labels), notes,
-                                                 n_positive=label_counts(fitting.labels)[0])
+                                                 class_names=names, n_positive=label_counts(fitting.labels)[0])
     else:
-        stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path)
+        stored, message = calibration_for_checkpoint(out, loaded.checkpoint_path, names)
         settings = {"split": split, "temperature_source": message}
         notes = {name: entry.get("note") or "" for name, entry in (stored.info.get("per_class") or {}).items()
                  if isinstance(entry, dict)} if stored else {}
-        result = evaluate_calibration(predictions.labels, predictions.logits, CLASS_NAMES,
+        result = evaluate_calibration(predictions.labels, predictions.logits, names,
                                       stored.temperature if stored else None, n_bins, notes, settings)
     files.update(save_calibration(result, out, split))
     return files, result.table
@@ -444,8 +448,9 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str = "best", split: st
     datamodule.prepare_data()
     datamodule.setup("test" if split == "test" else "fit")
     loader = sharded_eval_loader(datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader())
+    model = model_without_pretrained_weights(cfg)
     module = ThoracicModule(cfg, class_frequencies=ckpt["hyper_parameters"].get("class_frequencies"),
-                            model=model_without_pretrained_weights(cfg))
+                            model=model, spec=checkpoint_spec(ckpt, cfg, model, checkpoint_path))
     module.load_state_dict(ckpt["state_dict"])
     trainer = test_trainer(cfg)
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]

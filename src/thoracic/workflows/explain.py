@@ -246,7 +246,8 @@ def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSetting
     """The body of :func:`explain_run`, under the run folder's lock and the evaluation folder's manifest."""
     loaded, module, out, device = opened.loaded, opened.data, opened.out, opened.device
     model = loaded.model.eval()
-    size = int(loaded.config.data.image_size)
+    size = int(loaded.spec.image_size)
+    names = loaded.class_names  # the model's labels: the logit index of each box class
     methods = _run_methods(out, settings.method)
     checks = [c for c in settings.checks if c != "repeatability"]
     boxes = module.box_table
@@ -255,7 +256,7 @@ def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSetting
     if patients is not None:
         ground_truth = ground_truth.merge(patients.drop_duplicates("image_id"), on="image_id", how="left")
     pairs = select_pairs(ground_truth, settings.num_images, settings.seed)
-    class_index = dict(zip(boxes["class_name"].astype(str), boxes["class_index"].astype(int)))
+    class_index = {name: k for k, name in enumerate(names)}
     images = collect_images(module.box_dataloader(), pairs["image_id"].unique())
     batches = image_batches(images, batch_size or loaded.config.train.batch_size)
     needed = needed_classes(pairs)
@@ -273,7 +274,8 @@ def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSetting
             registration = make_registration("geometric", grid)
 
             def maps_of(network: torch.nn.Module, name: str = method) -> dict[tuple[str, str], np.ndarray]:
-                return compute_heatmaps(network, batches, needed, method=name, device=device, progress=False)
+                return compute_heatmaps(network, batches, needed, method=name, device=device, progress=False,
+                                        class_names=names)
 
             name = f"maps_{method}.npz"
             if parts.fresh(name, {}):
@@ -345,7 +347,8 @@ def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSetting
         files["randomization_summary"] = write_csv_atomic(out / "randomization_summary.csv", summary, index=False)
         files["randomization_figure"] = save_png_atomic(randomization_figure(summary), out / "randomization.png")
         files["randomization_examples"] = _examples(model, methods, pairs, images, explanation, parts, batches,
-                                                    needed, device, size, settings, out / "randomization_examples.png")
+                                                    needed, device, size, settings, out / "randomization_examples.png",
+                                                    names)
         for method, verdict in randomization_verdicts(summary).items():
             verdicts[method]["randomization"] = verdict
         criteria["randomization"] = (f"flagged when, with every stage down to the {settings.stages[-1]} randomized, "
@@ -390,7 +393,7 @@ def _explain_opened(opened: OpenedRun, run: str | Path, settings: ExplainSetting
 
 def _examples(model: torch.nn.Module, methods: Sequence[str], pairs: pd.DataFrame, images: dict[str, Any],
               explanation: RunExplanation, parts: _Parts, batches: list[dict[str, Any]], needed: dict[str, list[str]],
-              device: str, size: int, settings: ExplainSettings, path: Path) -> Path:
+              device: str, size: int, settings: ExplainSettings, path: Path, class_names: Sequence[str]) -> Path:
     """The first pair's maps by every method as the network is randomized (the draws of the test), as a
     figure; the maps are a part of their own (reused when the methods, stages and seed are unchanged)."""
     first = pairs.iloc[0]
@@ -407,7 +410,7 @@ def _examples(model: torch.nn.Module, methods: Sequence[str], pairs: pd.DataFram
         for _, _, randomized in cascading_randomization(model, settings.stages, settings.seed):
             for method in methods:
                 native = compute_heatmaps(randomized, chosen, {key[0]: [key[1]]}, method=method, device=device,
-                                          progress=False)
+                                          progress=False, class_names=class_names)
                 maps[method].append(maps_at_input(native, registration[method], size)[key])
         _save_maps(parts.path(name), {(m, str(depth)): v for m in methods for depth, v in enumerate(maps[m])})
         parts.done(name, part)

@@ -1,15 +1,17 @@
 """Export a trained run to ONNX or TorchScript: a model that runs without thoracic's training stack.
 
 The exported graph takes a normalised image batch ``image`` ``(B, 3, S, S)`` float32 (``B`` dynamic,
-``S`` the run's ``data.image_size``) and returns ``logits`` ``(B, 14)`` and ``class_maps``
-``(B, 14, h, w)``: the raw native class maps (CAM, space-attention class maps or the attention-gated
+``S`` the run's input size) and returns ``logits`` ``(B, C)`` and ``class_maps`` ``(B, C, h, w)`` (``C``: the
+run's labels): the raw native class maps (CAM, space-attention class maps or the attention-gated
 combined map) before any min-max normalisation, exactly ``ModelOutput.logits`` / ``.class_maps`` of
 ``model(image, return_maps=True)``.
 
-Everything needed to use the file travels with it, as JSON (:func:`export_metadata`): the class order,
-the preprocessing (decoding, resize, normalisation constants), the post-processing (sigmoid, optional
-temperature, heatmap min-max and upsampling), the run's operating points (``operating_points.json``)
-and calibration (``calibration.json``) when present, and the heatmap geometry (the grid's shape, stride,
+Everything needed to use the file travels with it, as JSON (:func:`export_metadata`): the model's
+:class:`~thoracic.spec.ModelSpec` (``spec``: the class names and order, input size, normalisation, heatmap grid,
+registration, dataset, label policy and views, read back by :func:`thoracic.runtime.export_spec`), the class
+order and input size again as plain keys, the preprocessing (decoding, resize, normalisation constants), the
+post-processing (sigmoid, optional temperature, heatmap min-max and upsampling), the run's operating points
+(``operating_points.json``) and calibration (``calibration.json``) when present, and the heatmap geometry (the grid's shape, stride,
 the input pixel of cell (0, 0)'s centre and the input size: :meth:`thoracic.geometry.FeatureGrid.to_dict`). It is stored inside the file (ONNX ``metadata_props`` key
 :data:`METADATA_KEY`; TorchScript extra file ``thoracic.json``) and beside it as ``<file>.json``.
 
@@ -35,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from thoracic.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import RunError
 from thoracic import __version__
@@ -43,6 +44,7 @@ from thoracic.config import to_dict
 from thoracic.evaluation.calibration import calibration_for_run
 from thoracic.evaluation.operating_points import OPERATING_POINTS_FILE, check_operating_points_checkpoint
 from thoracic.geometry import heatmap_grid
+from thoracic.spec import SPEC_KEY, FeatureGrid, normalization_constants
 from thoracic.runtime import load_exported
 from thoracic.safety import ensure_output_file, output_folder, read_json
 from thoracic.provenance import checkpoint_source
@@ -72,7 +74,7 @@ class LogitsAndMaps(nn.Module):
         return output.logits, output.class_maps
 
 
-def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, Any]:
+def heatmap_geometry_metadata(model: nn.Module, image_size: int, grid: FeatureGrid | None = None) -> dict[str, Any]:
     """Where the cells of a model's native class map lie on its input (:func:`thoracic.geometry.heatmap_grid`:
     stride and receptive-field centre of cell (0, 0), derived from the network's layers).
 
@@ -80,9 +82,10 @@ def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, An
     ``offset``, ``input_size``), plus the convention in words: cell ``(i, j)`` is centred at input pixel
     ``(offset[0] + i * stride[0], offset[1] + j * stride[1])`` (pixel centres at integer coordinates);
     prediction from the exported file registers maps by it (:meth:`FeatureGrid.from_dict`, which also reads
-    the ``map_size`` / ``cell_centre_offset`` names of files exported by earlier versions).
+    the ``map_size`` / ``cell_centre_offset`` names of files exported by earlier versions). ``grid``: the
+    spec's, when known (else traced from ``model``).
     """
-    grid = heatmap_grid(model, int(image_size))
+    grid = grid if grid is not None else heatmap_grid(model, int(image_size))
     return {
         **grid.to_dict(),
         "convention": "cell (i, j) centre at input pixel (offset + i * stride, offset + j * stride), pixel centres "
@@ -93,8 +96,7 @@ def heatmap_geometry_metadata(model: nn.Module, image_size: int) -> dict[str, An
 
 def preprocessing_metadata(image_size: int, normalize: str) -> dict[str, Any]:
     """How to turn an image file into the model's input (what ``thoracic predict`` does)."""
-    mean = list(IMAGENET_MEAN) if normalize == "imagenet" else [0.0, 0.0, 0.0]
-    std = list(IMAGENET_STD) if normalize == "imagenet" else [1.0, 1.0, 1.0]
+    mean, std = (list(values) for values in normalization_constants(normalize))
     return {
         "decode": "8-bit grayscale: PNG/JPEG in any mode converted to L; DICOM with MONOCHROME1 inverted, the file's "
                   "VOI LUT or window centre/width, else min-max to 0-255 (thoracic.data.images.read_image)",
@@ -123,8 +125,8 @@ def _operating_points(path: Path, checkpoint: dict | None) -> tuple[dict | None,
 
 def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> dict[str, Any]:
     """The JSON stored with an export of ``loaded`` (a :class:`~thoracic.training.checkpoints.LoadedRun`)."""
-    config = loaded.config
-    size = int(config.data.image_size)
+    config, spec = loaded.config, loaded.spec
+    size = spec.image_size
     base = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint_path.parent
     evaluation = base / "evaluation"
     operating_points, operating_points_note = _operating_points(evaluation / OPERATING_POINTS_FILE,
@@ -134,7 +136,7 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
     if (evaluation / "calibration.json").is_file():
         stored, calibration_note = calibration_for_run(loaded)
         calibration = stored.info if stored is not None else None
-    geometry = heatmap_geometry_metadata(model if model is not None else loaded.model, size)
+    geometry = heatmap_geometry_metadata(model if model is not None else loaded.model, size, spec.heatmap_grid)
     return {
         "format": fmt, "thoracic_version": __version__, "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -142,12 +144,13 @@ def export_metadata(loaded: Any, fmt: str, model: nn.Module | None = None) -> di
         "checkpoint": str(loaded.checkpoint_path),
         "checkpoint_info": getattr(loaded, "info", None),
         "model": to_dict(config.model),
-        "class_names": list(CLASS_NAMES),
+        SPEC_KEY: spec.to_dict(),
+        "class_names": list(spec.class_names),
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32"},
-        "outputs": {OUTPUT_NAMES[0]: ["batch", len(CLASS_NAMES)],
-                    OUTPUT_NAMES[1]: ["batch", len(CLASS_NAMES), *geometry["shape"]]},
+        "outputs": {OUTPUT_NAMES[0]: ["batch", spec.num_classes],
+                    OUTPUT_NAMES[1]: ["batch", spec.num_classes, *geometry["shape"]]},
         "image_size": size,
-        "preprocessing": preprocessing_metadata(size, config.data.normalize),
+        "preprocessing": preprocessing_metadata(size, spec.normalize),
         "postprocessing": {
             "probabilities": "sigmoid(logits), or sigmoid(logits / temperature) with the calibration below",
             "heatmap": "min-max normalise each class map to [0, 1] (a constant map becomes zeros), upsample "
@@ -266,7 +269,7 @@ def _export(loaded: Any, fmt: str, path: Path, metadata_path: Path, opset: int |
             verify_batch: int) -> ExportResult:
     """:func:`export_run` once the output is checked: export under a temporary name, check, move into place."""
     model = loaded.model.cpu().eval()
-    size = int(loaded.config.data.image_size)
+    size = loaded.spec.image_size
     metadata = export_metadata(loaded, fmt, model)
     wrapper = LogitsAndMaps(model).eval()
     generator = torch.Generator().manual_seed(0)

@@ -25,8 +25,9 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from thoracic.config import ConfigError
-from thoracic.constants import BOX_CLASS_NAMES, BOX_SPLITS, METHOD_LABELS, MODEL_LABELS
+from thoracic.constants import BOX_SPLITS, METHOD_LABELS, MODEL_LABELS
 from thoracic.data.dataset import box_table
+from thoracic.data.datasets import box_class_names
 from thoracic.data.harmonisation import label_mapping
 from thoracic.deprecation import renamed_keywords
 from thoracic.errors import DataError
@@ -79,8 +80,9 @@ class LocalizationRunResult:
     files: dict[str, Path]
     registrations: pd.DataFrame | None = None
     """:func:`registration_table` of the run's heatmaps (the registration used first)."""
-    box_classes: tuple[str, ...] = BOX_CLASS_NAMES
-    """The box classes of the tables (ChestX-ray14's 8; another box set's classes the run has)."""
+    box_classes: tuple[str, ...] = ()
+    """The box classes of the tables: the run's labels that carry boxes (ChestX-ray14's 8 for a ChestX-ray14
+    run of every label; another box set's classes the run has)."""
     human: HumanAgreement | None = None
     """Each reader against the other readers (a box set with reader ids; None for ChestX-ray14's)."""
     box_set: dict[str, Any] = field(default_factory=dict)
@@ -103,12 +105,14 @@ class _BoxSet:
 
 
 def _chestxray14_box_set(opened: OpenedRun) -> _BoxSet:
-    """ChestX-ray14's box rows of the test images, exactly as localize has always scored them."""
+    """ChestX-ray14's box rows of the test images, exactly as localize has always scored them, for the run's
+    labels that carry boxes (its 8 box classes, or those among ``data.classes``)."""
     module = opened.data
     truth = ground_truth_boxes(module.box_table)
     if truth.empty:
         raise DataError(f"{module.root}: no test image carries a box (BBox_List_2017.csv rows)")
-    return _BoxSet(truth, BOX_CLASS_NAMES, module.box_dataloader(), module.box_image_ids)
+    classes = box_class_names(module.dataset, opened.loaded.class_names)
+    return _BoxSet(truth, classes, module.box_dataloader(), module.box_image_ids)
 
 
 def _policy_box_set(opened: OpenedRun, policy: str, split: str) -> _BoxSet:
@@ -241,7 +245,7 @@ def _localize_opened(opened: OpenedRun, method: str, heatmap_thresholds: Sequenc
     needed = truth.groupby("image_id")["class_name"].apply(list).to_dict()
     heatmaps = compute_heatmaps(loaded.model, box_set.loader, needed, method=method, device=device,
                                 progress=progress, class_names=loaded.class_names)
-    grid = create_heatmap_method(method, loaded.model).grid(loaded.config.data.image_size)
+    grid = create_heatmap_method(method, loaded.model).grid(loaded.spec.image_size)
     registered = make_registration(registration, grid)
     files["heatmaps"] = save_heatmaps(heatmaps, out / f"heatmaps_{method}.npz", loaded.info["sha256"])
     tables = localize_boxes(truth, heatmaps, method, heatmap_thresholds, largest_only, seed,

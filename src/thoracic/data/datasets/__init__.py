@@ -51,7 +51,8 @@ from thoracic.errors import DataError
 from thoracic.provenance import file_sha256
 
 __all__ = ["AUTO", "DATASET_KINDS", "READERS", "UNCERTAIN_POLICIES", "ChestXrayCollection", "DatasetReader",
-           "dataset_reader", "detect_dataset_kind", "load_dataset", "metadata_fingerprint", "resolve_dataset_kind"]
+           "box_class_names", "dataset_reader", "detect_dataset_kind", "load_dataset", "metadata_fingerprint",
+           "resolve_dataset_kind"]
 
 #: ``--dataset auto`` / ``data.dataset: auto``: detect the layout.
 AUTO = "auto"
@@ -175,6 +176,17 @@ def load_dataset(
                          listing=listing, image_location=reader.image_location(root))
     object.__setattr__(images, "views", tuple(views))
     return images.select_classes(classes)
+
+
+def box_class_names(dataset: ChestXrayCollection, class_names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The labels among ``class_names`` (default: the dataset's) that carry boxes in ``dataset``'s layout, in
+    ``class_names`` order: those its reader declares (:attr:`DatasetReader.box_classes`: ChestX-ray14's 8,
+    present in this folder or not), else those its box rows name."""
+    names = tuple(dataset.class_names if class_names is None else class_names)
+    reader = READERS.get(dataset.kind)
+    declared = reader.box_classes if reader is not None else None
+    with_boxes = set(declared) if declared is not None else set(dataset.boxes["class_name"])
+    return tuple(n for n in names if n in with_boxes)
 
 
 def metadata_fingerprint(root: str | Path, dataset: str = AUTO) -> tuple[list[str], str]:

@@ -53,6 +53,9 @@ class DatasetReader:
     """PNG, JPEG or DICOM, as distributed."""
     has_uncertain: ClassVar[bool] = False
     """Whether the dataset has uncertain labels (the uncertain-label policy matters)."""
+    box_classes: ClassVar[tuple[str, ...] | None] = None
+    """The labels the dataset's box files may name, whether or not a given folder has rows of them (None:
+    the labels its box rows name; :func:`thoracic.data.datasets.box_class_names`)."""
     checks_files: ClassVar[bool] = True
     """Whether :meth:`read` gives ``path`` None for every image not on disk (it lists the image folders);
     False for nested layouts whose paths are where the files should be (:func:`expected_paths`)."""

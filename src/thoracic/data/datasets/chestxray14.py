@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from thoracic.constants import BOX_CLASS_NAMES
 from thoracic.data.datasets.base import DatasetReader, check_policy
 from thoracic.data.metadata import DATA_ENTRY_NAMES, ChestXray14, find_metadata_files, load_chestxray14
 
@@ -21,6 +22,7 @@ class ChestXray14Reader(DatasetReader):
     signature = "Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv)"
     documentation = "https://nihcc.app.box.com/v/ChestXray-NIHCC (README_CHESTXRAY.pdf, FAQ_CHESTXRAY.pdf)"
     image_format = "PNG"
+    box_classes = BOX_CLASS_NAMES
 
     def matches(self, root: Path) -> bool:
         return any((folder / name).is_file() for folder in (root, root / "metadata") for name in DATA_ENTRY_NAMES)
