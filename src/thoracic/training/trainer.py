@@ -451,6 +451,14 @@ def finished_reason(run_dir: Path, checkpoint: Mapping[str, Any], cfg: Config) -
     return None
 
 
+def same_config(stored: Config, cfg: Config) -> bool:
+    """Whether a run folder's stored (resolved) config is ``cfg``: ``model.num_classes`` left to the data
+    in ``cfg`` (null) matches the count the run resolved."""
+    if cfg.model.num_classes is None:
+        cfg = replace_config(cfg, **{"model.num_classes": stored.model.num_classes})
+    return stored == cfg
+
+
 def resolve_num_classes(cfg: Config, class_names: Sequence[str], dataset: str = "the data") -> Config:
     """``cfg`` with ``model.num_classes`` set to the number of labels the run trains on.
 
@@ -491,5 +499,5 @@ def model_without_pretrained_weights(cfg: Config) -> torch.nn.Module:
     return build_model(replace_config(cfg.model, pretrained=False, weights=None), strict=False)
 
 
-__all__ = ["RESUMABLE_OVERRIDES", "check_resumed_labels", "config_for_resume", "estimated_checkpoint_bytes",
+__all__ = ["RESUMABLE_OVERRIDES", "check_resumed_labels", "config_for_resume", "estimated_checkpoint_bytes", "same_config",
            "finished_reason", "model_without_pretrained_weights", "resolve_num_classes", "train", "train_or_resume"]

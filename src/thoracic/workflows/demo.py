@@ -45,7 +45,7 @@ from thoracic.data.synth import generate_phantom_dataset
 from thoracic.evaluation.protocol import headline
 from thoracic.safety import OUTPUT_MANIFEST, remove_owned
 from thoracic.training.run_folder import RUN_FILES
-from thoracic.training.trainer import train
+from thoracic.training.trainer import same_config, train
 from thoracic.workflows.evaluate import evaluate_run
 from thoracic.workflows.export import export_run
 from thoracic.workflows.localize import localize_run
@@ -153,9 +153,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
         log(f"[3/4] training {name} ({k}/{len(settings.models)}): {cfg.model.backbone}, "
             f"{cfg.data.image_size} px, up to {cfg.train.max_epochs} epochs")
         if (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file() \
-                and load_config(run_dir / "config.yaml") == cfg:
+                and same_config(load_config(run_dir / "config.yaml"), cfg):
             log(f"      {run_dir} already trained with this config: reused")
-        elif (run_dir / "checkpoints" / "last.ckpt").is_file() and load_config(run_dir / "config.yaml") == cfg:
+        elif (run_dir / "checkpoints" / "last.ckpt").is_file() and same_config(load_config(run_dir / "config.yaml"), cfg):
             log(f"      resuming the interrupted run {run_dir}")
             train(None, resume=run_dir)
         else:
