@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from thoracic.config import ConfigError, LossConfig
 from thoracic.losses import (
@@ -104,3 +105,18 @@ def test_build_loss_names() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         WeightedBCEWithLogits()(LOGITS, TARGETS[:, :2])
+
+
+def test_wcel_without_missing_labels_is_bit_identical_to_the_unmasked_formula() -> None:
+    """A label matrix without NaN (ChestX-ray14) must train exactly as before labels could be missing: the
+    weights computed as ``float(B * C) / count`` (Python float over a tensor), not an exact division."""
+    torch.manual_seed(0)
+    logits = torch.randn(16, 14, requires_grad=True)
+    targets = (torch.rand(16, 14) < 0.2).float()
+    loss = WeightedBCEWithLogits()(logits, targets)
+    total = float(targets.numel())
+    positives = targets.sum()
+    beta_p = total / positives.clamp_min(1.0)
+    beta_n = total / (total - positives).clamp_min(1.0)
+    reference = -(beta_p * targets * F.logsigmoid(logits) + beta_n * (1.0 - targets) * F.logsigmoid(-logits))
+    assert torch.equal(loss, reference.sum(dim=1).mean())

@@ -54,8 +54,11 @@ class WeightedBCEWithLogits(nn.Module):
         positives = targets.sum().detach()
         negatives = labelled.sum().detach() - positives
         total = positives + negatives
-        beta_p = total / positives.clamp_min(1.0)
-        beta_n = total / negatives.clamp_min(1.0)
+        # reciprocal, then the product: the very arithmetic of `float / tensor` (Tensor.__rtruediv__) with
+        # which the weights were computed before labels could be missing, so that a label matrix without NaN
+        # (ChestX-ray14) trains bit for bit as it did (an exact division rounds differently in the last bit)
+        beta_p = positives.clamp_min(1.0).reciprocal() * total
+        beta_n = negatives.clamp_min(1.0).reciprocal() * total
         log_p, log_not_p = _log_probabilities(logits)
         per_element = -(beta_p * targets * log_p + beta_n * (labelled - targets) * log_not_p)
         return per_element.sum(dim=1).mean()
