@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from thoracic.config import Config, config_from_dict, to_dict
@@ -76,6 +76,30 @@ class DeduplicatedAUROC(Metric):
         preds, target = _deduplicate(preds, target, indices)
         result = per_class_auc(target.cpu().double().numpy(), preds.cpu().double().numpy())
         return torch.from_numpy(result.auc).to(device=preds.device, dtype=torch.float32)
+
+
+class ImageWeightedMean(Metric):
+    """The mean of per-batch losses weighted by their batch's image count, summed over every process.
+
+    torchmetrics' ``MeanMetric`` would do this, but with ``nan_strategy="disable"`` (no NaN check, so no
+    device synchronisation per step) torchmetrics 1.9 replaces the weights by ones (its issue #3434): a
+    partial last batch would then count as much as a full one. Sums in float64; no NaN check either (the
+    module checks the losses itself).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: int | float) -> None:
+        self.total += value.detach().double() * float(weight)
+        self.weight += float(weight)
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
 
 
 def _deduplicate(
@@ -171,9 +195,9 @@ class ThoracicModule(LightningModule):
         self.val_auc = DeduplicatedAUROC(len(self.class_names))
         self.test_auc = DeduplicatedAUROC(len(self.class_names))
         # Image-weighted mean over every process (Lightning's sync_dist would average per-rank means).
-        self.val_loss = MeanMetric(nan_strategy="disable")
-        self.test_loss = MeanMetric(nan_strategy="disable")
-        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = ImageWeightedMean()
+        self.test_loss = ImageWeightedMean()
+        self.train_loss = ImageWeightedMean()
 
     #: What the run trains on (:func:`thoracic.training.run_folder.data_provenance`); saved into every
     #: checkpoint as ``thoracic_data`` (read back by :func:`thoracic.training.checkpoints.checkpoint_info`).
@@ -257,7 +281,7 @@ class ThoracicModule(LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Loss and per-class AUC over all processes (each computed once, identical on every rank)."""
-        loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
+        loss_metric: ImageWeightedMean = getattr(self, f"{stage}_loss")
         auc_metric: DeduplicatedAUROC = getattr(self, f"{stage}_auc")
         loss = loss_metric.compute()
         auc = auc_metric.compute().cpu().reshape(-1)  # (torchmetrics returns one class's AUC as a scalar)
