@@ -27,6 +27,7 @@ from thoracic.errors import OutputPathError, RunError
 from thoracic.evaluation.figures import HEATMAP_CMAP, display_heatmap
 from thoracic.evaluation.predictions import save_heatmaps
 from thoracic.evaluation.protocol import ground_truth_boxes, localize_boxes, write_localization
+from thoracic.evaluation.trust.masks import mask_scores
 from thoracic.geometry import Registration
 from thoracic.reporting.explorer import (
     DATA_FILE,
@@ -219,6 +220,62 @@ def test_a_heatmap_image_is_the_map_as_the_overlay_figures_draw_it() -> None:
         pixels = np.asarray(picture.convert("RGB"))
     expected = matplotlib.colormaps[HEATMAP_CMAP](display_heatmap(heatmap, (40, 60), registration), bytes=True)
     assert pixels.shape == (40, 60, 3) and np.array_equal(pixels, expected[..., :3])
+
+
+def write_explained(run: Path, ground_truth: pd.DataFrame, method: str, sha: str = "a" * 64,
+                    flagged: bool = True) -> pd.DataFrame:
+    """``explain.json`` and ``masks.csv`` as ``thoracic explain`` writes them for ``method`` (the mask metrics
+    computed by its own function from the run's heatmaps, on the pairs of half the box images)."""
+    evaluation = run / "evaluation"
+    with np.load(evaluation / f"heatmaps_{method}.npz") as stored:
+        heatmaps = {tuple(key.split("|", 1)): stored[key] for key in stored.files}
+    images = sorted(ground_truth["image_id"].unique())[::2]
+    pairs = ground_truth[ground_truth["image_id"].isin(images)].drop_duplicates(["image_id", "class_name"])
+    table, _ = mask_scores(ground_truth, pairs, heatmaps, method, Registration("legacy"))
+    table.to_csv(evaluation / "masks.csv", index=False)
+    verdicts = {method: {"randomization": {"flagged": flagged, "text": "FLAGGED: stays similar" if flagged else "passes"},
+                         "faithfulness": {"verdict": "faithful", "text": "faithful: deletion area ..."},
+                         "masks": {"text": "mIoU 0.10 at heatmap > 180"}}}
+    (evaluation / "explain.json").write_text(json.dumps({"checkpoint": {"sha256": sha}, "verdicts": verdicts}))
+    return table
+
+
+def test_explain_results_travel_with_their_rows(runs: list[Path], ground_truth: pd.DataFrame) -> None:
+    table = write_explained(runs[0], ground_truth, "native")
+    data = explorer_content([load_run_summary(r) for r in runs]).data
+    source = next(s for s in data["sources"] if s["run"] == 0 and s["method"] == "native")
+    assert [(c["check"], c["flagged"]) for c in source["checks"]] == [
+        ("randomization", True), ("faithfulness", False), ("masks", None)]
+    assert data["runs"][0]["explained"] and not data["runs"][1]["explained"]
+    mask = source["mask"]
+    assert mask["explained"] == len(table) and set(mask["iou"]) == {"60", "180"}
+    indexed = table.set_index(["image_id", "class_name"])
+    seen = 0
+    for k, row_index in enumerate(source["rows"]):
+        row = data["rows"][row_index]
+        key = (data["images"][row["image"]]["id"], row["class"])
+        if key in indexed.index:  # every box row of an explained pair carries the pair's values exactly
+            seen += 1
+            assert mask["hit"][k] == indexed.at[key, "hit"]
+            assert mask["iou_otsu"][k] == indexed.at[key, "iou_otsu"]
+            assert mask["iou"]["180"][k] == indexed.at[key, "iou_180"]
+        else:
+            assert mask["hit"][k] is None and mask["iou_otsu"][k] is None
+    assert seen >= len(table)
+    # the other sources of the run were not explained: no checks, no mask values
+    assert all(s["checks"] == [] and s["mask"] is None for s in data["sources"] if s is not source)
+
+
+def test_explain_results_of_other_weights_or_damaged_are_left_out_with_a_note(runs: list[Path],
+                                                                              ground_truth: pd.DataFrame) -> None:
+    write_explained(runs[0], ground_truth, "native", sha="b" * 64)
+    data = explorer_content([load_run_summary(runs[0])]).data
+    assert all(s["checks"] == [] and s["mask"] is None for s in data["sources"])
+    assert "explain.json checked another checkpoint" in " ".join(data["runs"][0]["notes"])
+    (runs[0] / "evaluation" / "explain.json").write_text("{")
+    data = explorer_content([load_run_summary(runs[0])]).data
+    assert all(s["checks"] == [] for s in data["sources"])
+    assert "heatmap checks not shown" in " ".join(data["runs"][0]["notes"])
 
 
 @pytest.mark.slow  # two reports with their figures

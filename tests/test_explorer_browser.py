@@ -10,6 +10,7 @@ screenshot is kept in ``test-artifacts/explorer.png``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def explorer(chromium: str, phantom_dir: Path, phantom_cache: Path, tmp_path_fac
     for run in runs:
         assert main(["localize", str(run), "--no-progress", "--examples", "1"]) == 0
     assert main(["localize", str(runs[0]), "--method", "gradcam", "--no-progress", "--examples", "1"]) == 0
+    # thoracic explain on the first run's native maps (the checks and mask metrics the page shows)
+    assert main(["explain", str(runs[0]), "--method", "native", "--checks", "randomization", "masks",
+                 "--num-images", "6", "--bootstrap", "0", "--no-progress"]) == 0
     images = sorted(pd.read_csv(runs[0] / "evaluation" / "scores_native.csv")["image_id"].unique())
     rng = np.random.default_rng(0)  # predictions_test.csv as evaluate writes it (evaluate's own run is slow)
     pd.DataFrame({"image_id": images, **{f"prob_{c}": rng.random(len(images)) for c in CLASS_NAMES},
@@ -141,6 +145,32 @@ def test_filters_show_the_rows_the_csv_files_select(page, explorer) -> None:
                                                                         scores.loc[hits, "box_row"]))
     choose(page, "outcome", "miss")
     assert len(shown(page)) == int((~hits).sum())
+
+
+def test_explain_checks_and_the_mask_filter_follow_the_explain_files(page, explorer) -> None:
+    path, scores = explorer
+    evaluation = path.parents[1] / "base" / "evaluation"
+    verdicts = json.loads((evaluation / "explain.json").read_text())["verdicts"]["native"]
+    rows = page.evaluate("""Array.from(document.querySelectorAll('#checks-body tr')).map(r => ({
+        check: r.dataset.check, flagged: r.dataset.flagged, text: r.cells[3].textContent}))""")
+    assert [(r["check"], r["text"]) for r in rows] == [(c, verdicts[c]["text"]) for c in ("randomization", "masks")]
+    assert rows[0]["flagged"] == str(verdicts["randomization"]["flagged"]).lower()
+    assert page.is_visible("#mask-filter")
+    masks = pd.read_csv(evaluation / "masks.csv", dtype={"image_id": str})
+    hits = {(i, c): h for i, c, h in zip(masks["image_id"], masks["class_name"], masks["hit"])}
+    native = at(scores)
+    native = native[(native["run"] == "base") & (native["method"] == "native")]
+    explained = [hits.get((i, c)) for i, c in zip(native["image_id"], native["class_name"])]
+    choose(page, "mask", "explained")
+    cards = shown(page)
+    assert len(cards) == sum(h is not None for h in explained) > 0
+    assert {(c["method"], c["source"]) for c in cards} == {("native", "1")}  # gradcam sorts first: source 0
+    choose(page, "mask", "hit")
+    assert len(shown(page)) == sum(h == 1 for h in explained)
+    choose(page, "mask", "miss")
+    assert len(shown(page)) == sum(h == 0 for h in explained)
+    choose(page, "mask", "explained")
+    assert "at Otsu" in page.locator("#list article.entry").first.inner_text()
 
 
 def test_sorting_orders_the_rows_by_iou(page, explorer) -> None:

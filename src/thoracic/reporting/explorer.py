@@ -17,8 +17,9 @@ report's Localization section; :func:`build_explorer` writes it from Python. The
 
 Everything shown comes from the files ``thoracic localize`` writes into ``RUN/evaluation/``
 (``scores_<method>.csv``, ``boxes_<method>.csv``, ``heatmaps_<method>.npz``, ``localization_<method>.json``
-for the registration), ``predictions_test.csv`` of ``thoracic evaluate`` (the probabilities) and the
-image cache. Heatmap methods are discovered from the ``scores_<method>.csv`` files present, so every
+for the registration), ``predictions_test.csv`` of ``thoracic evaluate`` (the probabilities), ``explain.json`` and ``masks.csv``
+of ``thoracic explain`` when the run was explained (each method's check results, and per box row of its
+draw the mask IoU and hit), and the image cache. Heatmap methods are discovered from the ``scores_<method>.csv`` files present, so every
 method localize can write appears without a list to update.
 
 In the browser the boxes are SVG rectangles in original-image pixels over the thumbnail and the heatmap
@@ -57,7 +58,7 @@ from thoracic.evaluation.localization import HEADLINE_THRESHOLD, IOBB_THRESHOLDS
 from thoracic.evaluation.protocol import HEADLINE_METRICS, load_registration
 from thoracic.io import write_bytes_atomic, write_text_atomic
 from thoracic.reporting.runs import RunSummary, expand_runs, group_runs, image_paths, load_run_summary
-from thoracic.safety import OUTPUT_MANIFEST, OutputSource, output_folder
+from thoracic.safety import OUTPUT_MANIFEST, OutputSource, output_folder, read_json
 
 #: The explorer's folder inside a report's output folder.
 EXPLORER_FOLDER = "explorer"
@@ -78,6 +79,11 @@ REQUIRED_SCORE_COLUMNS = ("box_row", "image_id", "class_name", "threshold", "n_p
 BOX_FILE_COLUMNS = ("image_id", "class_name", "threshold", "x", "y", "w", "h")
 #: The split whose predictions hold the box images' probabilities (localization scores the test images).
 PROBABILITY_SPLIT = "test"
+
+#: ``thoracic explain``'s files the page reads (when present) and the checks it shows, with their titles.
+EXPLAIN_FILE = "explain.json"
+MASKS_FILE = "masks.csv"
+CHECK_TITLES = {"randomization": "model randomization", "faithfulness": "faithfulness", "masks": "mask metrics"}
 
 _METHOD_FILE = re.compile(r"scores_(?P<method>.+)\.csv")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -215,6 +221,89 @@ def _probabilities(summary: RunSummary, methods: Sequence[str]) -> tuple[pd.Data
     if "image_id" not in table.columns:
         raise RunError(f"{path}: no image_id column; expected the predictions file thoracic evaluate writes")
     return table.set_index("image_id"), []
+
+
+@dataclass
+class _Checks:
+    """What ``thoracic explain`` found for one run (empty when it was not run, or on other weights)."""
+
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    masks: pd.DataFrame | None = None
+    thresholds: list[str] = field(default_factory=list)
+    """The fixed heatmap thresholds of ``masks.csv``'s ``iou_<T>`` columns."""
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        """The method's check results: title, one-line text and whether the check flags the method."""
+        found = self.verdicts.get(method) or {}
+        results = []
+        for check, title in CHECK_TITLES.items():
+            verdict = found.get(check)
+            if not isinstance(verdict, dict):
+                continue
+            if check == "randomization":
+                flagged: bool | None = bool(verdict.get("flagged"))
+            elif check == "faithfulness":
+                flagged = verdict.get("verdict") == "not better than a random order"
+            else:
+                flagged = None
+            results.append({"check": check, "title": title, "text": str(verdict.get("text", "")), "flagged": flagged})
+        return results
+
+
+def _explain_checks(summary: RunSummary, methods: Sequence[str]) -> tuple[_Checks, list[str]]:
+    """``explain.json`` and ``masks.csv`` of a run (see :data:`EXPLAIN_FILE`), with notes; nothing when the
+    files are missing, damaged or of another checkpoint than the localization files (a note says so)."""
+    evaluation = summary.path / "evaluation"
+    path = evaluation / EXPLAIN_FILE
+    if not path.is_file():
+        return _Checks(), []
+    try:
+        document = read_json(path, "thoracic explain's results", RunError)
+    except RunError as exc:
+        return _Checks(), [f"heatmap checks not shown ({exc})"]
+    if not isinstance(document, dict):
+        return _Checks(), [f"heatmap checks not shown: {path} is not a JSON object (rerun `thoracic explain`)"]
+    explained = (document.get("checkpoint") or {}).get("sha256")
+    localized = {_checkpoint_sha(summary, f"localization_{m}.json") for m in methods} - {None}
+    if explained and localized and localized != {explained}:
+        return _Checks(), [f"heatmap checks not shown: {EXPLAIN_FILE} checked another checkpoint than the "
+                           "localization files (rerun `thoracic explain`)"]
+    verdicts = document.get("verdicts") if isinstance(document.get("verdicts"), dict) else {}
+    checks = _Checks(verdicts)
+    masks_path = evaluation / MASKS_FILE
+    if masks_path.is_file():
+        try:
+            table = pd.read_csv(masks_path, dtype={"image_id": str, "class_name": str, "method": str},
+                                keep_default_na=False, na_values=[""])
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            return checks, [f"mask metrics per row not shown: {masks_path} unreadable ({exc}); rerun `thoracic explain`"]
+        needed = {"method", "image_id", "class_name", "iou_otsu", "hit"}
+        if not needed <= set(table.columns):
+            return checks, [f"mask metrics per row not shown: {masks_path} lacks columns "
+                            f"{sorted(needed - set(table.columns))} (rerun `thoracic explain`)"]
+        checks.masks = table.drop_duplicates(["method", "image_id", "class_name"]).set_index(
+            ["method", "image_id", "class_name"])
+        fixed = [c[len("iou_"):] for c in table.columns if re.fullmatch(r"iou_\d+(\.\d+)?", c)]
+        checks.thresholds = sorted((_threshold_text(t) for t in fixed), key=_threshold_order)
+    return checks, []
+
+
+def _mask_rows(checks: _Checks, method: str, pairs: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
+    """Per row (aligned with ``pairs``) the mask metrics of ``thoracic explain``: IoU at each fixed heatmap
+    threshold, at Otsu's threshold and hit; null for a row outside the explained draw (None: no row in it)."""
+    if checks.masks is None:
+        return None
+    table = checks.masks
+    keys = [(method, i, c) for i, c in pairs]
+    present = [key in table.index for key in keys]
+    if not any(present):
+        return None
+
+    def column(name: str) -> list[float | int | None]:
+        return [_number(table.at[key, name]) if inside else None for key, inside in zip(keys, present)]
+
+    return {"iou": {t: column(f"iou_{t}") for t in checks.thresholds}, "iou_otsu": column("iou_otsu"),
+            "hit": column("hit"), "explained": sum(present)}
 
 
 class _ImageSource:
@@ -360,7 +449,7 @@ class _Collector:
         return self.row_index[key]
 
     def add_method(self, run_number: int, evaluation: Path, method: str, data_key: str, images: _ImageSource,
-                   probabilities: pd.DataFrame | None, notes: list[str]) -> None:
+                   probabilities: pd.DataFrame | None, notes: list[str], checks: _Checks | None = None) -> None:
         """One source: the scores, boxes and heatmaps of ``method`` in an evaluation folder."""
         scores = _read_table(evaluation / f"scores_{method}.csv", REQUIRED_SCORE_COLUMNS)
         boxes = _read_table(evaluation / f"boxes_{method}.csv", BOX_FILE_COLUMNS)
@@ -389,9 +478,12 @@ class _Collector:
             known = probabilities is not None and pair[0] in probabilities.index and column in probabilities.columns
             probability.append(_number(probabilities.at[pair[0], column]) if known else None)  # type: ignore[union-attr]
         self.thresholds.update(source["scores"])
+        checks = checks or _Checks()
+        pairs = [(str(i), str(c)) for i, c in zip(first["image_id"], first["class_name"])]
         self.sources.append({"run": run_number, "method": method, "label": METHOD_LABELS.get(method, method),
                              "heatmaps": bool(heatmaps), "rows": source_rows, **source, "probability": probability,
-                             "heatmap": heatmap_files})
+                             "heatmap": heatmap_files, "checks": checks.of(method),
+                             "mask": _mask_rows(checks, method, pairs)})
 
 
 def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] | None = None,
@@ -407,7 +499,10 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
     ``rows``) and ``box_rows`` (the CSV's ``box_row``), the CSV's ``n_predicted``, ``best_iou`` and
     ``best_iobb`` per heatmap threshold (``scores``), ``pointing`` and ``peak`` (when the file has them),
     ``probability`` (of the row's class on its image; null without predictions), the predicted ``boxes``
-    per threshold and the ``heatmap`` image.
+    per threshold and the ``heatmap`` image; from ``thoracic explain`` when the run was explained,
+    ``checks`` (per check: title, one-line ``text``, ``flagged``: the check flags the method, null when it
+    has no pass/fail) and ``mask`` (per row: ``iou`` per fixed heatmap threshold, ``iou_otsu``, ``hit``;
+    null outside the explained draw; ``mask`` is null when no row was explained).
     """
     collected = _Collector()
     runs: list[dict[str, Any]] = []
@@ -423,11 +518,13 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
             image_sources[data_key] = _ImageSource(summary)
         images = image_sources[data_key]
         probabilities, notes = _probabilities(summary, methods)
+        checks, check_notes = _explain_checks(summary, methods)
         runs.append({"label": (labels or {}).get(id(summary), summary.path.name), "path": str(summary.path),
-                     "probabilities": probabilities is not None, "notes": notes + images.notes})
+                     "probabilities": probabilities is not None, "explained": bool(checks.verdicts),
+                     "notes": notes + check_notes + images.notes})
         for method in methods:
             collected.add_method(len(runs) - 1, evaluation, method, data_key, images, probabilities,
-                                 runs[-1]["notes"])
+                                 runs[-1]["notes"], checks)
     if not collected.sources:
         names = ", ".join(str(s.path) for s in summaries)
         raise RunError(f"no localized run among {names}: the explorer needs evaluation/scores_<method>.csv "
@@ -435,7 +532,7 @@ def explorer_content(summaries: Sequence[RunSummary], labels: Mapping[int, str] 
     criteria, default_criterion = _criteria()
     thresholds = sorted(collected.thresholds, key=_threshold_order)
     data = {
-        "format": 1, "title": title, "generated": datetime.now().isoformat(timespec="seconds"),
+        "format": 2, "title": title, "generated": datetime.now().isoformat(timespec="seconds"),
         "thresholds": thresholds,
         "default_threshold": HEADLINE_THRESHOLD if HEADLINE_THRESHOLD in thresholds else thresholds[0],
         "pooled_threshold": POOLED, "criteria": criteria, "default_criterion": default_criterion,
