@@ -3,8 +3,8 @@
     python scripts/update_readme_demo.py demo_t1/demo_results.json demo_t2/demo_results.json [--readme README.md]
         [--figure demo_t2/report/compare_overlays.png]
 
-Each ``demo_results.json`` is what ``thoracic demo`` writes at the end of a run (headline table,
-shortfalls, wall time, torch threads, CPU, library versions). The rendered section replaces the text
+Each ``demo_results.json`` is what ``thoracic demo`` writes at the end of a run (headline table, heatmap
+checks, shortfalls, wall time and time per step, torch threads, CPU, library versions). The rendered section replaces the text
 between ``<!-- demo-results:start -->`` and ``<!-- demo-results:end -->`` in the README: one table per
 file, with the conditions it was measured under. ``--figure`` also copies the demo report's comparison
 figure (every model and heatmap method on the same test images), downscaled, to ``docs/figures/demo_overlays.png``.
@@ -38,7 +38,9 @@ def render_record(record: dict[str, Any]) -> str:
     """The Markdown of one demo run: its conditions, then its headline table."""
     threads = record["torch_threads"]
     verdict = ("Every model and heatmap method above the random expectation and the centre box on both "
-               "criteria" if not record["problems"] else
+               "criteria" + (", and every checked heatmap method passes the model randomization test and is more "
+                             "faithful than a random order" if record.get("checks") else "")
+               if not record["problems"] else
                "**targets not reached**: " + "; ".join(record["problems"]))
     lines = [
         f"**torch threads {threads}**: {record['minutes']:.1f} min wall time ({record['cpu_minutes']:.1f} min of CPU "
@@ -58,7 +60,39 @@ def render_record(record: dict[str, Any]) -> str:
             cells += [f"**{_number(model)}**" if above else _number(model), _number(row.get(f"{metric} FP")),
                       _random(row, metric), _number(row[f"{metric} centre"])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += render_checks(record)
+    steps = record.get("steps_seconds") or {}
+    if steps:
+        lines += ["", "Time per step (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in steps.items()) + "."]
     return "\n".join(lines)
+
+
+def _signed(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:+.3f}"
+
+
+def render_checks(record: dict[str, Any]) -> list[str]:
+    """The heatmap checks (``thoracic explain``) of one demo run: a table of the recorded verdicts."""
+    checks = record.get("checks") or []
+    if not checks:
+        return []
+    lines = ["", f"Heatmap checks (`thoracic explain` on {record.get('explain_images')} test images with boxes): "
+             "model randomization (rho: median Spearman correlation with the trained maps once every stage is "
+             "randomized; flagged at >= 0.5), faithfulness (deletion and insertion gains over a random order), "
+             "mask mIoU at heatmap threshold 180 / Otsu's threshold / thresholds tuned on the other half, hit rate:",
+             "",
+             "| model | heatmap | randomization | rho | faithfulness | deletion gain | insertion gain | "
+             "mIoU T180 | mIoU Otsu | mIoU tuned | hit rate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in checks:
+        flagged = row.get("randomization_flagged")
+        cells = [row["model"].replace("_", " "), row["method"],
+                 "not run" if flagged is None else ("**FLAGGED**" if flagged else "passes"),
+                 _number(row.get("randomization_spearman")), str(row.get("faithfulness") or "not run"),
+                 _signed(row.get("deletion_gain")), _signed(row.get("insertion_gain")), _number(row.get("miou")),
+                 _number(row.get("miou_otsu")), _number(row.get("miou_tuned")), _number(row.get("hit_rate"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def spread(records: list[dict[str, Any]]) -> str:

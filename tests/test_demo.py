@@ -12,12 +12,15 @@ import pytest
 from thoracic.cli import main
 from thoracic.reporting.explorer import read_data_script
 from thoracic.workflows.demo import (
+    CHECK_COLUMNS,
     DEMO_MODELS,
     DEMO_OVERRIDES,
     HEADLINE_COLUMNS,
     DemoResult,
     DemoSettings,
     check_learning,
+    check_records,
+    check_table,
     format_headline,
     headline_numbers,
     run_demo,
@@ -32,7 +35,7 @@ def tiny_settings(out_dir: Path) -> DemoSettings:
     """The demo's code path at test size: 120 phantoms at 64 px, the baseline only, one epoch."""
     overrides = {**DEMO_OVERRIDES, "data.image_size": 64, "train.max_epochs": 1}
     return DemoSettings(out_dir=out_dir, num_images=120, image_size=64, models=("baseline",),
-                        overrides=overrides, n_bootstrap=20, progress=False, workers=1)
+                        overrides=overrides, n_bootstrap=20, progress=False, workers=1, explain_images=4)
 
 
 @pytest.mark.slow
@@ -79,11 +82,33 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     export_info = json.loads((run / "export" / "baseline.onnx.json").read_text())
     assert export_info["calibration"]["fitted_on"] == "val"
     assert max(export_info["verification"]["max_abs_diff"].values()) <= 1e-4
-    assert any("[3/4] training baseline" in line and "64 px" in line for line in logged)
+    assert any("[3/5] training baseline" in line and "64 px" in line for line in logged)
+    # the heatmap checks (thoracic explain) of the baseline's native maps and Grad-CAM: in the result, the
+    # record, the report and the explorer, each the verdicts explain.json holds
+    explained = json.loads((run / "evaluation" / "explain.json").read_text())
+    assert explained["methods"] == ["native", "gradcam"] and explained["n_images"] == 4
+    assert explained["checks"] == ["randomization", "faithfulness", "masks"]
+    assert result.checks == {"baseline": explained["verdicts"]}
+    assert [(r["model"], r["method"]) for r in record["checks"]] == [("baseline", "native"), ("baseline", "gradcam")]
+    for entry in record["checks"]:
+        verdicts = explained["verdicts"][entry["method"]]
+        assert entry["randomization_flagged"] == verdicts["randomization"]["flagged"]
+        assert entry["faithfulness"] == verdicts["faithfulness"]["verdict"]
+        assert entry["texts"] == {check: v["text"] for check, v in verdicts.items()}
+    assert record["explain_images"] == 4
+    assert set(record["steps_seconds"]) >= {"phantom", "cache", "train baseline", "evaluate", "localize native",
+                                            "localize ig", "export", "explain", "report"}
+    assert "## Can these heatmaps be trusted?" in markdown
+    assert "can these heatmaps be trusted?" in format_headline(result)
+    for method in ("native", "gradcam"):
+        assert verdicts_in(markdown, explained["verdicts"][method])
     # the report's explorer page: every scored box row of every heatmap method the demo localized
     explorer = read_data_script(result.report_html.parent / "explorer" / "data.js")
     assert sorted(s["method"] for s in explorer["sources"]) == ["gradcam", "ig", "native"]
     assert "(explorer/index.html)" in markdown
+    assert {s["method"]: [c["check"] for c in s["checks"]] for s in explorer["sources"]} == {
+        "native": ["randomization", "faithfulness", "masks"], "gradcam": ["randomization", "faithfulness", "masks"],
+        "ig": []}
 
     # second call: the phantom folder and the finished run are reused, nothing is generated or trained
     phantom_info = settings.out_dir / "phantom" / "phantom.json"
@@ -100,6 +125,14 @@ def test_demo_end_to_end_then_reuses_data_and_runs(tmp_path: Path, monkeypatch: 
     assert (phantom_info.stat().st_mtime_ns, checkpoint.stat().st_mtime_ns) == stamps
     assert any("already trained with this config: reused" in line for line in logged)
     pd.testing.assert_frame_equal(again.headline, headline)
+    # the heatmap checks are reused part by part (same checkpoint, images and settings)
+    parts = json.loads((run / "evaluation" / "explain.json").read_text())["parts"]
+    assert parts["computed"] == [] and len(parts["reused"]) >= 6
+    assert again.checks == result.checks
+
+
+def verdicts_in(markdown: str, verdicts: dict) -> bool:
+    return all(verdict["text"] in markdown for verdict in verdicts.values())
 
 
 def write_run(folder: Path, mean_auc: float, tables: dict[str, pd.DataFrame]) -> Path:
@@ -197,6 +230,32 @@ def test_check_learning_names_each_shortfall() -> None:
         "/ centre 0.200",
     ]
     assert check_learning(bad, min_auc=0.8)[0].startswith("attention_gated native: IoU>0.3")
+    # the heatmap checks: a method flagged by the randomization test, or not more faithful than a random order
+    checks = {"baseline": {"native": {"randomization": {"flagged": False, "text": "passes"},
+                                      "faithfulness": {"verdict": "faithful", "text": "faithful"}},
+                           "gradcam": {"randomization": {"flagged": True, "text": "FLAGGED: rho 0.9"},
+                                       "faithfulness": {"verdict": "not better than a random order", "text": "no"}}}}
+    assert check_learning(good, checks=checks) == [
+        "baseline gradcam: flagged by the model randomization test (FLAGGED: rho 0.9)",
+        "baseline gradcam: maps not more faithful than a random order (no)"]
+
+
+def test_the_heatmap_checks_summary_reads_explain_verdicts() -> None:
+    checks = {"baseline": {"native": {
+        "randomization": {"flagged": False, "spearman_median": 0.071, "text": "passes: ..."},
+        "faithfulness": {"verdict": "faithful", "deletion_gain": 0.123, "insertion_gain": 0.3, "road": 0.05,
+                         "text": "faithful: ..."},
+        "masks": {"miou": 0.2, "miou_otsu": 0.31, "miou_tuned": float("nan"), "hit_rate": 0.75, "text": "mIoU ..."}}},
+        "space_attention": {"native": {"randomization": {"flagged": True, "spearman_median": 0.8, "text": "FLAGGED"}}}}
+    records = check_records(checks)
+    assert records[0]["miou_tuned"] is None and records[0]["hit_rate"] == 0.75  # NaN: null in the JSON record
+    json.dumps(records, allow_nan=False)
+    table = check_table(records)
+    assert list(table.columns) == list(CHECK_COLUMNS)
+    assert table.iloc[0].tolist() == ["baseline", "native", "passes (rho 0.07)", "faithful (deletion +0.12, insertion +0.30)",
+                                      "0.20", "0.31", "n/a", "0.75"]
+    assert table.iloc[1].tolist() == ["space_attention", "native", "FLAGGED (rho 0.80)", "not run", "n/a", "n/a",
+                                      "n/a", "n/a"]
 
 
 def test_format_headline_says_where_the_report_is_and_which_threshold(tmp_path: Path) -> None:
@@ -220,9 +279,10 @@ def test_demo_command_passes_every_option_to_run_demo(tmp_path: Path, monkeypatc
         return DemoResult(tmp_path / "report.md", tmp_path / "report.html", {}, headline, 30.0)
 
     monkeypatch.setattr("thoracic.workflows.demo.run_demo", fake_run_demo)
-    assert main(["demo", "--out", str(tmp_path / "d"), "--images", "50", "--size", "48", "--seed", "3",
-                 "--models", "baseline", "attention_gated", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "d"), "--num-images", "50", "--image-size", "48", "--seed", "3",
+                 "--models", "baseline", "attention_gated", "--epochs", "2", "--no-progress", "--no-explain"]) == 0
     settings = calls[-1]
+    assert settings.explain_methods is None
     assert (settings.out_dir, settings.num_images, settings.image_size, settings.seed) == (tmp_path / "d", 50, 48, 3)
     assert settings.models == ("baseline", "attention_gated") and settings.progress is False
     assert settings.overrides == {**DEMO_OVERRIDES, "train.max_epochs": 2}

@@ -32,7 +32,13 @@ def test_record_then_readme_section(tmp_path: Path) -> None:
     for threads, iou in ((2, 0.31), (1, 0.08)):
         settings = DemoSettings(out_dir=tmp_path / f"t{threads}", threads=threads)
         settings.out_dir.mkdir()
-        result = DemoResult(tmp_path / "r.md", tmp_path / "r.html", {}, _headline(iou), 372.0)
+        checks = {"space_attention": {"native": {
+            "randomization": {"flagged": iou < 0.1, "spearman_median": 0.61 if iou < 0.1 else 0.12, "text": "..."},
+            "faithfulness": {"verdict": "faithful", "deletion_gain": 0.2, "insertion_gain": 0.31, "road": 0.1,
+                             "text": "faithful"},
+            "masks": {"miou": 0.25, "miou_otsu": 0.3, "miou_tuned": float("nan"), "hit_rate": 0.5, "text": "mIoU"}}}}
+        result = DemoResult(tmp_path / "r.md", tmp_path / "r.html", {}, _headline(iou), 372.0, checks,
+                            {"train space_attention": 120.04, "explain": 30.0})
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -45,8 +51,11 @@ def test_record_then_readme_section(tmp_path: Path) -> None:
         assert record["torch"] == torch.__version__ and record["cpu"] and record["cpu_minutes"] > 0
         if iou > 0.1:
             assert record["problems"] == []
-        else:  # the shortfall named as check_learning names it
-            assert len(record["problems"]) == 1 and "IoU>0.3 accuracy 0.080" in record["problems"][0]
+        else:  # the shortfalls named as check_learning names them
+            assert len(record["problems"]) == 2 and "IoU>0.3 accuracy 0.080" in record["problems"][0]
+            assert "flagged by the model randomization test" in record["problems"][1]
+        assert record["steps_seconds"] == {"train space_attention": 120.04, "explain": 30.0}
+        assert record["checks"][0]["miou_tuned"] is None and record["checks"][0]["faithfulness"] == "faithful"
         records.append(path)
 
     readme = tmp_path / "README.md"
@@ -62,6 +71,12 @@ def test_record_then_readme_section(tmp_path: Path) -> None:
     # how far the two runs lie apart, computed from the records
     assert "IoU>0.3 (heatmap threshold 180) 0.230 (space attention native)" in text
     assert "mean test AUC 0.000" in text
+    # the heatmap checks copied from the records
+    assert "| space attention | native | **FLAGGED** | 0.610 | faithful | +0.200 | +0.310 | 0.250 | 0.300 | n/a | 0.500 |" \
+        in text[one:two]
+    assert "| space attention | native | passes | 0.120 |" in text[two:]
+    assert "passes the model randomization test" in text[two:]
+    assert "Time per step (s): train space_attention 120, explain 30." in text[two:]
 
 
 def test_readme_without_markers_is_refused(tmp_path: Path) -> None:

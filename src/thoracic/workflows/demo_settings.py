@@ -26,6 +26,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "train.max_epochs": 8,
     "train.patience": 3,
     "train.precision": "32-true",
+    "train.channels_last": True,
     "train.accelerator": "cpu",
     "train.devices": "1",
     "train.log_every_n_steps": 10,
@@ -59,8 +60,14 @@ class DemoSettings:
     extra_methods: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"baseline": ("gradcam", "ig")})
     """Heatmap methods localized beside the native maps, per model (Grad-CAM and the pixel-registered
     Integrated Gradients for the baseline)."""
+    explain_methods: Mapping[str, tuple[str, ...]] | None = field(
+        default_factory=lambda: {"baseline": ("native", "gradcam")})
+    """Heatmap methods ``thoracic explain`` checks, per model (a model not named: its native maps; the
+    baseline's Grad-CAM beside them); ``None``: no heatmap checks (``thoracic demo --no-explain``)."""
+    explain_images: int = 16
+    """Test images with boxes the heatmap checks use (a seeded draw; ``thoracic explain --num-images``)."""
     n_bootstrap: int = 200
-    """Bootstrap resamples of the AUC confidence intervals."""
+    """Bootstrap resamples of the AUC confidence intervals (and of the heatmap checks' CIs)."""
     progress: bool = True
     workers: int | None = None
     """Processes for phantom generation and the image cache (None: all cores)."""
