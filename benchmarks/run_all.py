@@ -35,7 +35,7 @@ import common  # noqa: E402
 REPO = HERE.parent
 #: Run order; each is benchmarks/bench_<name>.py.
 BENCHMARKS: tuple[str, ...] = ("loader", "prepare", "train_step", "inference", "localization", "gpu", "library",
-                               "output_stride", "explorer", "datasets", "heatmaps")
+                               "output_stride", "explorer", "datasets", "heatmaps", "memory_format")
 TITLES = {
     "loader": "1. Loader: cache Dataset vs PIL decode per sample",
     "prepare": "2. prepare: cache building vs a PIL decode + resize loop",
@@ -48,6 +48,7 @@ TITLES = {
     "explorer": "9. Explorer page: 984 box rows x 6 heatmap methods (build, size, load in Chromium)",
     "datasets": "10. Reading datasets: JPEG at a reduced size, metadata vs pandas",
     "heatmaps": "11. Heatmap methods: cost per map vs the native maps",
+    "memory_format": "12. CPU training step: channels_last vs contiguous memory format",
 }
 #: Seconds a single benchmark may take before it is stopped (full, quick).
 TIMEOUTS = {"full": 900, "quick": 180}
@@ -359,6 +360,12 @@ one backward pass per class; Integrated Gradients and SmoothGrad take 8 forward 
 (path points, noisy copies); occlusion takes 225 forward passes (a window of 1/8 of the side moved by 1/16),
 so it is by far the dearest. `thoracic explain` recomputes each method's maps once per randomized stage
 (six stages) on top of the trained model's, so its cost grows with these figures.
+""",
+    "memory_format": """
+The same weights and batch, the same arithmetic up to the order of the sums: only the layout of the
+tensors changes. On this CPU the oneDNN convolutions prefer NHWC, so the demo trains with
+`train.channels_last: true` (README); the paper's configs leave it off (on a GPU it pays mainly with
+bf16 / fp16, benchmark 6). A run trained one way is not bit-identical to one trained the other way.
 """,
     "gpu": """
 Run on a CUDA machine with `python benchmarks/run_all.py --only gpu --threads 0`: ResNet-34 baseline at

@@ -111,6 +111,12 @@ def test_heatmaps_quick():
     assert len(document["comparisons"]) == len(HEATMAP_METHOD_NAMES) - 1
 
 
+def test_memory_format_quick():
+    document = importlib.import_module("bench_memory_format").run(quick=True)
+    check_document(document, "memory_format", 0)
+    assert len(document["comparisons"]) == 1 and document["comparisons"][0]["ratio"] > 0
+
+
 def test_output_stride_quick():
     document = importlib.import_module("bench_output_stride").run(quick=True)
     check_document(document, "output_stride", 0)
