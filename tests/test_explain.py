@@ -240,7 +240,9 @@ def test_faithfulness_summary_recomputes_from_the_curves(explained: Path) -> Non
     for method in METHODS:
         row = summary[(summary["method"] == method) & (summary["class_name"] == ALL)].iloc[0]
         wins = [row["deletion_gain_ci_low"] > 0, row["insertion_gain_ci_low"] > 0]
-        expected = "faithful" if all(wins) else "partly" if any(wins) else "not better than a random order"
+        means = [row["deletion_gain"] > 0, row["insertion_gain"] > 0]
+        expected = ("faithful" if all(wins) else "partly" if any(wins) else
+                    "inconclusive" if all(means) else "not better than a random order")
         assert verdicts[method]["faithfulness"]["verdict"] == expected
 
 
@@ -425,3 +427,26 @@ def test_every_method_is_selectable_on_the_command_line(command: str, capsys: py
         for method in HEATMAP_METHOD_NAMES:
             parsed = build_parser().parse_args([command, "somewhere", "--method", method])
             assert method in (parsed.method if isinstance(parsed.method, list) else [parsed.method])
+
+
+def test_faithfulness_verdicts_separate_an_inconclusive_draw_from_no_gain() -> None:
+    """Faithful: both gains above 0 with their CI; partly: one; inconclusive: neither CI excludes 0 but both
+    means are above 0; not better than a random order: otherwise (the one verdict that flags a method)."""
+    from thoracic.constants import NOT_FAITHFUL
+    from thoracic.evaluation.trust.faithfulness import INCONCLUSIVE, faithfulness_verdicts
+
+    def row(method: str, deletion: tuple[float, float], insertion: tuple[float, float]) -> dict:
+        values = {"method": method, "class_name": ALL, "n": 18, "deletion_auc": 0.4, "insertion_auc": 0.7,
+                  "random_deletion_auc": 0.6, "random_insertion_auc": 0.6, "road": 0.1}
+        for name, (mean, low) in (("deletion_gain", deletion), ("insertion_gain", insertion)):
+            values.update({name: mean, f"{name}_ci_low": low, f"{name}_ci_high": mean + 0.2})
+        return values
+
+    summary = pd.DataFrame([row("a", (0.2, 0.05), (0.1, 0.01)), row("b", (0.2, 0.05), (0.1, -0.02)),
+                            row("c", (0.19, -0.09), (0.15, -0.02)), row("d", (0.19, -0.09), (-0.01, -0.2)),
+                            {**row("e", (0.3, 0.1), (0.3, 0.1)), "class_name": "Nodule"}])
+    verdicts = faithfulness_verdicts(summary)
+    assert {m: v["verdict"] for m, v in verdicts.items()} == {
+        "a": "faithful", "b": "partly", "c": INCONCLUSIVE, "d": NOT_FAITHFUL}
+    assert verdicts["c"]["text"].startswith("inconclusive: deletion area 0.400 vs 0.600")
+

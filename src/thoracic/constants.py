@@ -75,6 +75,9 @@ CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
 EXPLAIN_CHECKS: tuple[str, ...] = ("randomization", "faithfulness", "masks", "repeatability")
 #: Box images the checks use by default (``thoracic explain --num-images``; 0: all).
 EXPLAIN_NUM_IMAGES: int = 16
+#: The faithfulness verdict that flags a method (no gain over a random order; see
+#: ``thoracic.evaluation.trust.faithfulness.faithfulness_verdicts``): the explorer and the demo flag it.
+NOT_FAITHFUL: str = "not better than a random order"
 
 #: ``localize --ground-truth``: what the boxes of several readers of an image become (the default first;
 #: ``thoracic.evaluation.readers``).

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoracic.constants import CLASS_INDEX, METHOD_LABELS
+from thoracic.constants import CLASS_INDEX, METHOD_LABELS, NOT_FAITHFUL
 from thoracic.data.cache import ImageCache, default_cache_dir
 from thoracic.data.images import read_image
 from thoracic.errors import OutputPathError, RunError, ThoracicError
@@ -243,7 +243,7 @@ class _Checks:
             if check == "randomization":
                 flagged: bool | None = bool(verdict.get("flagged"))
             elif check == "faithfulness":
-                flagged = verdict.get("verdict") == "not better than a random order"
+                flagged = verdict.get("verdict") == NOT_FAITHFUL
             else:
                 flagged = None
             results.append({"check": check, "title": title, "text": str(verdict.get("text", "")), "flagged": flagged})

@@ -43,7 +43,7 @@ import torch
 import torchvision
 
 from thoracic.config import Config, load_config, load_config_by_name
-from thoracic.constants import BOX_CLASS_NAMES
+from thoracic.constants import BOX_CLASS_NAMES, NOT_FAITHFUL
 from thoracic.data.cache_writer import prepare_cache
 from thoracic.data.synth import generate_phantom_dataset
 from thoracic.evaluation.protocol import headline
@@ -404,7 +404,7 @@ def check_learning(headline: pd.DataFrame, min_auc: float = 0.9,
             randomization = found.get("randomization") or {}
             if randomization.get("flagged"):
                 problems.append(f"{model} {method}: flagged by the model randomization test ({randomization.get('text')})")
-            if (found.get("faithfulness") or {}).get("verdict") == "not better than a random order":
+            if (found.get("faithfulness") or {}).get("verdict") == NOT_FAITHFUL:
                 problems.append(f"{model} {method}: maps not more faithful than a random order "
                                 f"({found['faithfulness'].get('text')})")
     return problems

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from thoracic.constants import NOT_FAITHFUL
 from thoracic.evaluation.trust.common import ALL, Pair, bootstrap_ci, chunks
 from thoracic.heatmaps.base import LogitsOnly
 
@@ -187,10 +188,16 @@ def pair_scores(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+#: The verdict of :func:`faithfulness_verdicts` when both mean gains are above 0 but neither CI excludes 0
+#: (the draw was too small to tell); :data:`~thoracic.constants.NOT_FAITHFUL` flags a method.
+INCONCLUSIVE = "inconclusive"
+
+
 def faithfulness_verdicts(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per method, from the :data:`~thoracic.evaluation.trust.common.ALL` rows of the summary: ``faithful``
     when both gains over the random order are above 0 with their whole 95% CI (the mean without resamples),
-    ``partly`` when one is, ``not better than a random order`` otherwise; with a one-line text."""
+    ``partly`` when one is, ``inconclusive`` when neither CI excludes 0 but both mean gains are above 0 (too
+    few pairs to tell), ``not better than a random order`` otherwise; with a one-line text."""
     verdicts = {}
     for method, rows in summary[summary["class_name"] == ALL].groupby("method", sort=False):
         row = rows.iloc[0]
@@ -200,7 +207,8 @@ def faithfulness_verdicts(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
             return bool((low if np.isfinite(low) else row[name]) > 0)
 
         wins = [above("deletion_gain"), above("insertion_gain")]
-        verdict = "faithful" if all(wins) else "partly" if any(wins) else "not better than a random order"
+        verdict = ("faithful" if all(wins) else "partly" if any(wins) else
+                   INCONCLUSIVE if row["deletion_gain"] > 0 and row["insertion_gain"] > 0 else NOT_FAITHFUL)
         text = (f"{verdict}: deletion area {row['deletion_auc']:.3f} vs {row['random_deletion_auc']:.3f} for a random "
                 f"order, insertion area {row['insertion_auc']:.3f} vs {row['random_insertion_auc']:.3f}; ROAD "
                 f"{row['road']:+.3f} (n = {int(row['n'])} images)")
@@ -210,5 +218,5 @@ def faithfulness_verdicts(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return verdicts
 
 
-__all__ = ["CURVE_COLUMNS", "CURVE_STEPS", "ROAD_FRACTIONS", "SCORE_COLUMNS", "faithfulness_curves",
+__all__ = ["CURVE_COLUMNS", "CURVE_STEPS", "INCONCLUSIVE", "NOT_FAITHFUL", "ROAD_FRACTIONS", "SCORE_COLUMNS", "faithfulness_curves",
            "faithfulness_verdicts", "pair_scores", "random_rank_map", "rank_map"]
