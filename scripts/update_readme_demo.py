@@ -38,8 +38,8 @@ def render_record(record: dict[str, Any]) -> str:
     """The Markdown of one demo run: its conditions, then its headline table."""
     threads = record["torch_threads"]
     verdict = ("Every model and heatmap method above the random expectation and the centre box on both "
-               "criteria" + (", and every checked heatmap method passes the model randomization test and is more "
-                             "faithful than a random order" if record.get("checks") else "")
+               "criteria" + (", and no checked heatmap method is flagged by the model randomization test or found "
+                             "no more faithful than a random order" if record.get("checks") else "")
                if not record["problems"] else
                "**targets not reached**: " + "; ".join(record["problems"]))
     lines = [

@@ -75,7 +75,7 @@ def test_record_then_readme_section(tmp_path: Path) -> None:
     assert "| space attention | native | **FLAGGED** | 0.610 | faithful | +0.200 | +0.310 | 0.250 | 0.300 | n/a | 0.500 |" \
         in text[one:two]
     assert "| space attention | native | passes | 0.120 |" in text[two:]
-    assert "passes the model randomization test" in text[two:]
+    assert "no checked heatmap method is flagged by the model randomization test" in text[two:]
     assert "Time per step (s): train space_attention 120, explain 30." in text[two:]
 
 
