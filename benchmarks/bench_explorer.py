@@ -77,7 +77,7 @@ def synthetic_run(workdir: Path, settings: dict[str, Any]) -> tuple[Path, Path]:
     size = settings["phantom_size"]
     data = generate_phantom_dataset(workdir / "data", settings["phantoms"], size, seed=0, test_fraction=0.95,
                                     progress=False)
-    prepare_cache(data, size, workers=1, progress=False)
+    prepare_cache(data, size, num_workers=1, progress=False)
     test_ids = list(load_chestxray14(data).test_ids)
     if len(test_ids) < settings["images"]:
         raise RuntimeError(f"{len(test_ids)} phantom test images, {settings['images']} needed")

@@ -50,7 +50,7 @@ def test_round_trip_equals_direct_decoding(phantom_dir, phantom_cache):
 
 
 def test_resized_cache_with_workers_equals_direct(phantom_dir, tmp_path):
-    cache_dir = prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c32", workers=2, progress=False)
+    cache_dir = prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c32", num_workers=2, progress=False)
     cache = ImageCache.open(cache_dir, expected_size=32)
     dataset = load_chestxray14(phantom_dir)
     for row, path in enumerate(dataset.table["path"]):
@@ -71,13 +71,13 @@ def test_resume_after_interrupt_redoes_nothing(phantom_dir, phantom_cache, tmp_p
     monkeypatch.setattr(cache_module, "_decode_one", interrupted)
     target = tmp_path / "resume"
     with pytest.raises(Interrupted, match="50 of 120 images"):
-        prepare_cache(phantom_dir, 64, cache_dir=target, workers=1, progress=False, checkpoint_every=7)
+        prepare_cache(phantom_dir, 64, cache_dir=target, num_workers=1, progress=False, checkpoint_every=7)
     assert np.load(target / "done.npy").sum() == 50  # progress saved on the way out
     with pytest.raises(CacheMismatchError, match="in_progress"):
         ImageCache.open(target)
     calls.clear()
     monkeypatch.setattr(cache_module, "_decode_one", lambda p, s: (calls.append(p), original(p, s))[1])
-    prepare_cache(phantom_dir, 64, cache_dir=target, workers=1, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=target, num_workers=1, progress=False)
     assert len(calls) == 70
     _assert_same_cache(target, phantom_cache)
 
@@ -107,7 +107,7 @@ def test_resume_after_sigkill_equals_uninterrupted(phantom_dir, phantom_cache, t
     assert result.returncode == -9, result.stderr.decode()
     assert np.load(target / "done.npy").sum() == 40
     assert json.loads((target / "manifest.json").read_text())["status"] == "in_progress"
-    prepare_cache(phantom_dir, 64, cache_dir=target, workers=2, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=target, num_workers=2, progress=False)
     _assert_same_cache(target, phantom_cache)
 
 
@@ -121,11 +121,11 @@ def test_refuses_mismatched_caches(phantom_dir, phantom_cache, tmp_path):
     with pytest.raises(CacheMismatchError, match="other metadata"):
         ImageCache.open(phantom_cache, expected_root=other)
     with pytest.raises(CacheMismatchError, match="differs in"):
-        prepare_cache(other, 64, cache_dir=phantom_cache, workers=1, progress=False)
+        prepare_cache(other, 64, cache_dir=phantom_cache, num_workers=1, progress=False)
     with pytest.raises(DataError, match="thoracic prepare --data"):
         ImageCache.open(tmp_path / "nothing", expected_root=other, expected_size=64)
-    rebuilt = prepare_cache(other, 64, cache_dir=tmp_path / "reuse", workers=1, progress=False)
-    prepare_cache(other, 32, cache_dir=rebuilt, workers=1, progress=False, overwrite=True)
+    rebuilt = prepare_cache(other, 64, cache_dir=tmp_path / "reuse", num_workers=1, progress=False)
+    prepare_cache(other, 32, cache_dir=rebuilt, num_workers=1, progress=False, overwrite=True)
     assert ImageCache.open(rebuilt, expected_root=other, expected_size=32).images.shape == (20, 32, 32)
 
 
@@ -138,7 +138,7 @@ def test_bad_images_are_listed_and_the_rest_finished(phantom_dir, tmp_path):
     data = images[20].read_bytes()
     images[20].write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError) as error:
-        prepare_cache(root, 64, workers=1, progress=False)
+        prepare_cache(root, 64, num_workers=1, progress=False)
     message = str(error.value)
     assert "3 of 120 images could not be cached" in message and "--skip-bad" in message
     for path in (images[3], images[10], images[20]):
@@ -179,7 +179,7 @@ def test_cli_synth_and_prepare(tmp_path, capsys):
 
 @pytest.mark.nih
 def test_real_sample_folder_cache(nih_sample_dir, tmp_path):
-    cache_dir = prepare_cache(nih_sample_dir, 64, cache_dir=tmp_path / "nih64", workers=2, progress=False)
+    cache_dir = prepare_cache(nih_sample_dir, 64, cache_dir=tmp_path / "nih64", num_workers=2, progress=False)
     cache = ImageCache.open(cache_dir, expected_root=nih_sample_dir, expected_size=64)
     assert len(cache) == 40 and (cache.original_sizes == 1024).all()
     path = nih_sample_dir / "images" / "00002578_000.png"  # RGBA

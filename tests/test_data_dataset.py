@@ -77,7 +77,7 @@ def test_data_module_splits_loaders_and_frequencies(phantom_dir, phantom_cache):
 
 
 def test_box_loader_and_boxes_in_cache_pixels(phantom_dir, tmp_path):
-    prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c32", workers=1, progress=False)
+    prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c32", num_workers=1, progress=False)
     config = DataConfig(root=str(phantom_dir), image_size=32, cache=str(tmp_path / "c32"), num_workers=0)
     module = ChestXrayDataModule.from_config(config, batch_size=4)
     ids = module.box_image_ids
@@ -117,7 +117,7 @@ def _with_extra_box(phantom_dir: Path, tmp_path: Path) -> tuple[Path, str]:
 
 def test_samples_carry_every_box_row_in_cache_pixels(phantom_dir, phantom_cache, tmp_path):
     root, image = _with_extra_box(phantom_dir, tmp_path)
-    prepare_cache(root, 32, cache_dir=tmp_path / "c32", workers=1, progress=False)
+    prepare_cache(root, 32, cache_dir=tmp_path / "c32", num_workers=1, progress=False)
     config = DataConfig(root=str(root), image_size=32, cache=str(tmp_path / "c32"), num_workers=0)
     module = ChestXrayDataModule.from_config(config, batch_size=4)
     table = module.box_table
@@ -215,7 +215,7 @@ def test_views_and_allow_missing_images(phantom_dir, phantom_cache, tmp_path):
     assert set(module.dataset.table["view"]) == {"PA"}
     root = Path(shutil.copytree(phantom_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("cache_*")))
     (root / "images" / "00000001_000.png").unlink()
-    prepare_cache(root, 64, workers=1, progress=False, skip_bad=True)
+    prepare_cache(root, 64, num_workers=1, progress=False, skip_bad=True)
     strict = ChestXrayDataModule.from_config(DataConfig(root=str(root), image_size=64, num_workers=0), batch_size=4)
     with pytest.raises(DataError, match="1 of 120 images .* not in the cache"):
         strict.setup()

@@ -82,8 +82,8 @@ def _folder_bytes(root: Path) -> dict[str, bytes]:
 
 def test_deterministic_whatever_the_workers(tmp_path):
     """The same N / size / seed gives the same folder byte for byte, with 1 or 2 processes."""
-    one = generate_phantom_dataset(tmp_path / "one", 40, 48, 5, workers=1, progress=False)
-    two = generate_phantom_dataset(tmp_path / "two", 40, 48, 5, workers=2, progress=False)
+    one = generate_phantom_dataset(tmp_path / "one", 40, 48, 5, num_workers=1, progress=False)
+    two = generate_phantom_dataset(tmp_path / "two", 40, 48, 5, num_workers=2, progress=False)
     files_one, files_two = _folder_bytes(one), _folder_bytes(two)
     assert sorted(files_one) == sorted(files_two)
     names = set(files_one)
@@ -92,7 +92,7 @@ def test_deterministic_whatever_the_workers(tmp_path):
     assert sum(name.endswith(".png") for name in names) == 40
     for name in files_one:  # every CSV, split list and PNG
         assert files_one[name] == files_two[name], name
-    other = generate_phantom_dataset(tmp_path / "other", 40, 48, 6, workers=1, progress=False)
+    other = generate_phantom_dataset(tmp_path / "other", 40, 48, 6, num_workers=1, progress=False)
     assert (other / "Data_Entry_2017_v2020.csv").read_bytes() != files_one["Data_Entry_2017_v2020.csv"]
 
 

@@ -47,13 +47,13 @@ def test_single_label_value_gives_nan_with_reason_and_mean_over_defined() -> Non
 
 def test_bootstrap_matches_a_plain_loop_and_is_seeded() -> None:
     labels, scores = _data(n=150, c=3)
-    result = compute_auc(labels, scores, class_names=CLASS_NAMES[:3], n_bootstrap=40, seed=7, chunk_size=40)
+    result = compute_auc(labels, scores, class_names=CLASS_NAMES[:3], bootstrap=40, seed=7, chunk_size=40)
     # the same resamples drawn by hand, each scored by scikit-learn
     index = np.random.default_rng(7).integers(0, 150, size=(40, 150))
     loop = np.array([[roc_auc_score(labels[i, j], scores[i, j]) for j in range(3)] for i in index])
     np.testing.assert_allclose(result.ci_low, np.quantile(loop, 0.025, axis=0), atol=1e-12)
     np.testing.assert_allclose(result.ci_high, np.quantile(loop, 0.975, axis=0), atol=1e-12)
-    again = compute_auc(labels, scores, class_names=CLASS_NAMES[:3], n_bootstrap=40, seed=7, chunk_size=7)
+    again = compute_auc(labels, scores, class_names=CLASS_NAMES[:3], bootstrap=40, seed=7, chunk_size=7)
     np.testing.assert_array_equal(result.ci_low, again.ci_low)  # chunking does not change the draws' use
     assert np.all(result.ci_low <= result.auc) and np.all(result.auc <= result.ci_high)
     assert result.mean_ci[0] <= result.mean_auc <= result.mean_ci[1]

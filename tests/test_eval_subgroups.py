@@ -40,7 +40,7 @@ def synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
 
 def test_subgroup_auc_equals_sklearn_on_the_same_rows() -> None:
     labels, scores, ids, metadata = synthetic()
-    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=50, seed=1)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=50, seed=1)
     attributes = subgroup_attributes(metadata).loc[ids]
     checked = 0
     for row in result.groups[result.groups["class_name"] != "Mean"].itertuples(index=False):
@@ -63,7 +63,7 @@ def test_subgroup_auc_equals_sklearn_on_the_same_rows() -> None:
 
 def test_every_group_is_listed_even_when_empty_or_too_small() -> None:
     labels, scores, ids, metadata = synthetic()
-    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=20, min_count=15)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=20, min_count=15)
     groups = result.groups
     assert list(dict.fromkeys(groups.loc[groups["attribute"] == "age_band", "group"])) == \
         ["0-19", "20-39", "40-59", "60-79", "80+", "unknown"]
@@ -90,7 +90,7 @@ def test_tpr_at_operating_points_and_the_fallback(tmp_path: Path) -> None:
     thresholds, source = subgroup_thresholds(tmp_path, CLASSES)
     assert thresholds == {"A": 0.62, "B": 0.41, "C": 0.5}
     assert "youden on val" in source and "0.5 for C" in source
-    result = evaluate_subgroups(labels, scores, ids, metadata, thresholds, source, CLASSES, n_bootstrap=30)
+    result = evaluate_subgroups(labels, scores, ids, metadata, thresholds, source, CLASSES, bootstrap=30)
     attributes = subgroup_attributes(metadata).loc[ids]
     for row in result.groups[(result.groups["attribute"] == "sex") & (result.groups["class_name"] != "Mean")].itertuples():
         rows = np.flatnonzero(attributes["sex"].to_numpy() == row.group)
@@ -121,7 +121,7 @@ def test_gaps_are_group_minus_reference_with_a_ci() -> None:
     scores = scores.copy()
     female = metadata["sex"].to_numpy() == "F"
     scores[female] = np.random.default_rng(5).random((female.sum(), len(CLASSES)))  # no signal for F
-    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=200, seed=3)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=200, seed=3)
     groups = result.groups.set_index(["attribute", "group", "class_name"])
     gap = result.gaps[(result.gaps["attribute"] == "sex") & (result.gaps["metric"] == "auc")].set_index("class_name")
     assert set(gap["reference"]) == {"M"}  # the larger group
@@ -132,7 +132,7 @@ def test_gaps_are_group_minus_reference_with_a_ci() -> None:
     # a model without signal for women: the mean AUC gap is clearly negative, its CI excludes 0
     assert gap.loc["Mean", "gap"] < -0.2 and gap.loc["Mean", "ci_high"] < 0
     # seeded: the same call gives the same intervals
-    again = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=200, seed=3)
+    again = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=200, seed=3)
     pd.testing.assert_frame_equal(again.gaps, result.gaps)
 
 
@@ -148,12 +148,12 @@ def test_configurable_age_bands_and_follow_up() -> None:
     with pytest.raises(DataError, match="increasing"):
         age_band_labels([20, 10])
     with pytest.raises(DataError, match="not in the data-entry table"):
-        evaluate_subgroups(np.zeros((1, 1)), np.zeros((1, 1)), ["zzz"], metadata, class_names=("A",), n_bootstrap=0)
+        evaluate_subgroups(np.zeros((1, 1)), np.zeros((1, 1)), ["zzz"], metadata, class_names=("A",), bootstrap=0)
 
 
 def test_files_beside_the_auc_table(tmp_path: Path) -> None:
     labels, scores, ids, metadata = synthetic(n=200)
-    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=20)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=20)
     files = save_subgroups(result, tmp_path, "test")
     table = pd.read_csv(files["subgroups_csv"])
     assert list(table.columns[:4]) == ["attribute", "group", "class_name", "n_images"]
@@ -165,7 +165,7 @@ def test_files_beside_the_auc_table(tmp_path: Path) -> None:
 
 def test_without_bootstrap_values_stay_and_intervals_are_empty() -> None:
     labels, scores, ids, metadata = synthetic(n=200)
-    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, n_bootstrap=0)
+    result = evaluate_subgroups(labels, scores, ids, metadata, class_names=CLASSES, bootstrap=0)
     defined = result.groups[np.isfinite(result.groups["auc"])]
     assert len(defined) > 10 and defined["auc_ci_low"].isna().all() and defined["tpr_ci_low"].isna().all()
     assert np.isfinite(result.gaps["gap"]).any() and result.gaps["ci_low"].isna().all()

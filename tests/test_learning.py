@@ -50,7 +50,7 @@ def test_trained_phantom_run_learns_and_beats_the_localization_baselines(tmp_pat
 
     root = generate_phantom_dataset(tmp_path / "data", IMAGES, SIZE, seed=0,
                                     prevalence={name: PREVALENCE for name in CLASS_NAMES}, progress=False)
-    prepare_cache(root, SIZE, workers=1, progress=False)
+    prepare_cache(root, SIZE, num_workers=1, progress=False)
     config = load_config_by_name("baseline", {
         "data.root": str(root), "data.image_size": SIZE, "data.num_workers": 0,
         "model.backbone": "resnet10", "model.pretrained": False,
@@ -61,8 +61,8 @@ def test_trained_phantom_run_learns_and_beats_the_localization_baselines(tmp_pat
     })
     run = train(config)
 
-    evaluation = evaluate_run(run, "test", n_bootstrap=20, progress=False)
-    localization = localize_run(run, method="native", n_examples=0, progress=False)
+    evaluation = evaluate_run(run, "test", bootstrap=20, progress=False)
+    localization = localize_run(run, method="native", num_examples=0, progress=False)
 
     auc = evaluation.auc.mean_auc
     assert auc > 0.8, f"phantom test mean AUC {auc:.3f}: the model did not learn"

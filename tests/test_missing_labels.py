@@ -135,7 +135,7 @@ def test_a_class_whose_labelled_rows_hold_one_value_has_no_auc() -> None:
     labels, scores = with_missing(n=60)
     labels[:, 2] = np.where(np.isnan(labels[:, 2]), np.nan, 1.0)  # every labelled row positive
     labels[:, 3] = np.nan  # never labelled
-    result = compute_auc(labels, scores, CLASSES, n_bootstrap=20)
+    result = compute_auc(labels, scores, CLASSES, bootstrap=20)
     assert np.isnan(result.auc[2:]).all() and np.isnan(result.ci_low[2:]).all()
     assert "labelled images are positive for C" in result.reasons["C"]
     assert result.reasons["D"] == "AUC undefined: none of the 60 images is labelled for D"
@@ -145,7 +145,7 @@ def test_a_class_whose_labelled_rows_hold_one_value_has_no_auc() -> None:
 
 def test_bootstrap_uses_the_labelled_rows_of_each_resample() -> None:
     labels, scores = with_missing(n=120, seed=3)
-    result = compute_auc(labels, scores, CLASSES, n_bootstrap=30, seed=5, keep_replicates=True)
+    result = compute_auc(labels, scores, CLASSES, bootstrap=30, seed=5, keep_replicates=True)
     index = np.random.default_rng(5).integers(0, 120, size=(30, 120))  # the resamples compute_auc draws
     for b, rows in enumerate(index):
         for j in range(4):
@@ -274,7 +274,7 @@ def test_subgroups_skip_missing_labels() -> None:
                              "age": rng.integers(20, 90, len(ids)), "view": rng.choice(["PA", "AP"], len(ids)),
                              "follow_up": rng.integers(0, 3, len(ids))})
     thresholds = {name: 0.45 for name in CLASSES}
-    result = evaluate_subgroups(labels, scores, ids, metadata, thresholds, class_names=CLASSES, n_bootstrap=20,
+    result = evaluate_subgroups(labels, scores, ids, metadata, thresholds, class_names=CLASSES, bootstrap=20,
                                 attributes=("sex", "view"))
     attributes = subgroup_attributes(metadata).loc[ids]
     rows = result.groups[result.groups["class_name"] != "Mean"]
@@ -286,7 +286,7 @@ def test_subgroups_skip_missing_labels() -> None:
         assert row.auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
         assert row.tpr == pytest.approx((s[y == 1] >= 0.45).mean())
     as_zero = evaluate_subgroups(np.nan_to_num(labels), scores, ids, metadata, thresholds, class_names=CLASSES,
-                                 n_bootstrap=0, attributes=("sex",))
+                                 bootstrap=0, attributes=("sex",))
     a_rows = as_zero.groups[as_zero.groups["class_name"] == "A"]["auc"].to_numpy()
     assert np.abs(a_rows - rows[(rows["class_name"] == "A") & (rows["attribute"] == "sex")]["auc"].to_numpy()).min() > 0.02
 

@@ -168,7 +168,7 @@ def test_predict_json_and_all_good_exit_code(run_dir: Path, images: Path, tmp_pa
 
 
 def test_same_probabilities_as_a_direct_forward(run_dir: Path, images: Path, tmp_path: Path) -> None:
-    results = predict_images([images / "photo.jpg"], run_dir, out_dir=tmp_path / "p", threshold=1.0,
+    results = predict_images(run_dir, [images / "photo.jpg"], out=tmp_path / "p", threshold=1.0,
                              progress=False)
     from thoracic.training.checkpoints import load_run
 
@@ -228,7 +228,7 @@ def test_an_error_after_decoding_fails_only_that_file(run_dir: Path, images: Pat
 
     monkeypatch.setattr(prediction, "boxes_from_heatmaps", failing_for_the_dicom)
     named = [images / "photo.jpg", images / "scan.dcm", images / "sixteen.png"]
-    results = predict_images(named, run_dir, out_dir=tmp_path / "o", threshold=0.0, progress=False)
+    results = predict_images(run_dir, named, out=tmp_path / "o", threshold=0.0, progress=False)
     assert [r.error for r in results][0::2] == [None, None]
     assert results[1].error == f"{images / 'scan.dcm'}: boxes: broken heatmap"
     assert results[1].probabilities == {} and results[1].boxes == {}
@@ -238,7 +238,7 @@ def test_an_error_after_decoding_fails_only_that_file(run_dir: Path, images: Pat
         raise ValueError("bad value")
 
     monkeypatch.setattr(prediction, "boxes_from_heatmaps", value_error)
-    results = predict_images(named[:1], run_dir, out_dir=tmp_path / "v", threshold=0.0, progress=False)
+    results = predict_images(run_dir, named[:1], out=tmp_path / "v", threshold=0.0, progress=False)
     assert results[0].error == f"{named[0]}: bad value"
 
 
@@ -267,7 +267,7 @@ def test_figure_names_never_collide() -> None:
 def test_real_sample_images(run_dir: Path, nih_dir: Path, tmp_path: Path) -> None:
     """The real 1024 x 1024 NIH PNGs (RGBA ones included) go through predict."""
     sample = sorted((nih_dir / "sample" / "images").glob("*.png"))[:4]
-    results = predict_images(sample, run_dir, out_dir=tmp_path / "real", threshold=0.5, progress=False)
+    results = predict_images(run_dir, sample, out=tmp_path / "real", threshold=0.5, progress=False)
     assert [r.error for r in results] == [None] * len(sample)
     assert all(r.original_size == (1024, 1024) for r in results)
 
@@ -293,7 +293,7 @@ def test_predict_registers_each_method_on_its_grid(run_dir: Path, images: Path, 
     model = load_run(run_dir).model
     grids = {}
     for method in ("gradcam-layer3", "ig"):
-        results = predict_images([images / "photo.jpg"], run_dir, out_dir=tmp_path / method, method=method,
+        results = predict_images(run_dir, [images / "photo.jpg"], out=tmp_path / method, method=method,
                                  threshold=0.0, progress=False)
         info = json.loads((tmp_path / method / "predictions.json").read_text())
         assert info["registration"]["registration"] == "geometric"

@@ -85,7 +85,7 @@ def test_prepare_overwrite_refuses_a_folder_that_is_not_its_cache(phantom_dir, t
             "holds no thoracic cache", "thesis.txt")
     assert (plain / "thesis.txt").read_text() == "x"
     # a cache of other settings with a file of the user's beside it: --overwrite deletes nothing
-    cache = prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c", workers=1, progress=False)
+    cache = prepare_cache(phantom_dir, 32, cache_dir=tmp_path / "c", num_workers=1, progress=False)
     (cache / "readme.md").write_text("mine")
     _expect(capsys, ["prepare", "--data", phantom_dir, "--size", 48, "--cache", cache, "--overwrite",
                      "--no-progress"], "readme.md", "Nothing was deleted")
@@ -105,7 +105,7 @@ def test_synth_overwrite_deletes_only_what_synth_wrote(tmp_path, capsys):
     assert (user / "thesis.txt").read_text() == "years of work"
     out = tmp_path / "S"
     _expect(capsys, ["synth", "--out", out, "--images", 8, "--size", 32, "--workers", 1, "--no-progress"], code=0)
-    prepare_cache(out, 32, workers=1, progress=False)  # its cache, inside: thoracic's own files too
+    prepare_cache(out, 32, num_workers=1, progress=False)  # its cache, inside: thoracic's own files too
     (out / "images" / "mine.png").write_bytes(b"not the generator's")
     _expect(capsys, ["synth", "--out", out, "--images", 12, "--size", 32, "--overwrite", "--no-progress"],
             "images/mine.png", "Nothing was deleted")
@@ -280,8 +280,8 @@ def test_checkpoint_whose_weights_do_not_fit_its_model(phantom_dir, tmp_path, ca
 
 def test_damaged_cache_files_are_named_or_rebuilt(phantom_dir, tmp_path, capsys):
     data = _copy(phantom_dir, tmp_path)
-    reference = prepare_cache(data, 64, cache_dir=tmp_path / "ref", workers=1, progress=False)
-    cache = prepare_cache(data, 64, workers=1, progress=False)
+    reference = prepare_cache(data, 64, cache_dir=tmp_path / "ref", num_workers=1, progress=False)
+    cache = prepare_cache(data, 64, num_workers=1, progress=False)
     run = make_run(tmp_path / "run", data, "baseline", 0)
     # a truncated images.npy: evaluate refuses it (it would read black images), prepare rebuilds the lost rows
     with open(cache / "images.npy", "r+b") as handle:
@@ -480,7 +480,7 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     from thoracic.reporting.runs import load_run_summary
 
     run = make_run(tmp_path / "bl", phantom_dir, "baseline", 0)
-    evaluate_run(run, n_bootstrap=0, progress=False)
+    evaluate_run(run, bootstrap=0, progress=False)
     auc = json.loads((run / "evaluation" / "auc_test.json").read_text())
     assert auc["checkpoint"]["sha256"] == checkpoint_info(run)["sha256"]
     assert auc["checkpoint"]["model_name"] == "baseline" and auc["checkpoint"]["data_kind"] == "phantom"
@@ -499,7 +499,7 @@ def test_report_labels_by_the_checkpoint_and_marks_stale_evaluations(phantom_dir
     # an attention-gated checkpoint copied into a baseline run is reported as attention-gated
     gated = make_run(tmp_path / "gated", phantom_dir, "attention_gated", 0)
     shutil.copy(gated / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
-    evaluate_run(run, n_bootstrap=0, progress=False)
+    evaluate_run(run, bootstrap=0, progress=False)
     summary = load_run_summary(run)
     assert summary.model == "attention_gated" and not summary.stale
     assert any("config.yaml names model baseline" in w for w in summary.warnings)

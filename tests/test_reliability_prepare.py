@@ -82,7 +82,7 @@ def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def reference(phantom_dir, tmp_path_factory) -> Path:
-    return prepare_cache(phantom_dir, 64, cache_dir=tmp_path_factory.mktemp("ref") / "c", workers=1, progress=False)
+    return prepare_cache(phantom_dir, 64, cache_dir=tmp_path_factory.mktemp("ref") / "c", num_workers=1, progress=False)
 
 
 def _assert_same(cache: Path, reference: Path, note: str) -> None:
@@ -113,7 +113,7 @@ def test_sigkill_at_random_points_then_resume_is_byte_identical(phantom_dir, ref
     for point in points:
         code, err = _finish(_child(argv, kill_at=point))
         assert code in (-signal.SIGKILL, 0), f"seed {SEED}, kill at event {point}: {err}"
-    assert prepare_cache(phantom_dir, 64, cache_dir=cache, workers=1, progress=False) == cache
+    assert prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=1, progress=False) == cache
     _assert_same(cache, reference, f"seed {SEED}, kills at events {points}")
 
 
@@ -130,7 +130,7 @@ def test_parent_killed_with_workers_leaves_no_orphans_and_resumes(phantom_dir, r
     while _alive_with(token) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _alive_with(token) == [], "pool workers outlived their killed parent"
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=2, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=2, progress=False)
     _assert_same(cache, reference, f"seed {SEED}, parent killed at event {point}")
 
 
@@ -141,7 +141,7 @@ def test_a_killed_worker_is_a_named_error_not_a_hang(phantom_dir, reference, tmp
                                 "--no-progress"], kill_at=3, where="decode"), timeout=60)
     assert code == 2 and "a prepare worker process died" in err and "rerun the same command" in err, err
     assert "Traceback" not in err
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=2, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=2, progress=False)
     _assert_same(cache, reference, "after a killed worker")
 
 
@@ -158,7 +158,7 @@ def test_ctrl_c_keeps_the_work_quiet_workers_exit_130(phantom_dir, reference, tm
     assert code == 130, err
     assert "interrupted (Ctrl-C)" in err and f"images of the cache {cache} are finished and kept" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=2, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=2, progress=False)
     _assert_same(cache, reference, "after Ctrl-C")
 
 
@@ -180,7 +180,7 @@ def test_full_disk_is_named_with_the_bytes_and_stays_resumable(phantom_dir, refe
         handle.truncate(300_000)
     code, err = _finish(_child(argv, limit=350_000))
     assert code == 2 and "the file-size limit of this process" in err, err
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=1, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=1, progress=False)
     _assert_same(cache, reference, "after a full disk")
 
 
@@ -191,15 +191,15 @@ def test_damaged_files_of_a_finished_cache_are_rebuilt(phantom_dir, reference, t
         handle.seek(128 + 37 * 64 * 64 + 100)
         handle.write(b"\xff\x00\xff")
     (cache / "original_sizes.npy").write_bytes((cache / "original_sizes.npy").read_bytes()[:200])
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=1, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=1, progress=False)
     _assert_same(cache, reference, "flipped bytes and a truncated sizes file")
     with open(cache / "images.npy", "r+b") as handle:
         handle.seek(128 + 5 * 64 * 64)
         handle.write(b"\x01" * 64)
     (cache / "checksums.npy").write_bytes(b"garbage")
     # without checksums the damage cannot be seen: the rows are trusted and their checksums recomputed
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=1, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=1, progress=False)
     assert (cache / "done.npy").read_bytes() == (reference / "done.npy").read_bytes()
     (cache / "images.npy").write_bytes(b"\x93NUMPY broken header")
-    prepare_cache(phantom_dir, 64, cache_dir=cache, workers=1, progress=False)
+    prepare_cache(phantom_dir, 64, cache_dir=cache, num_workers=1, progress=False)
     _assert_same(cache, reference, "an unreadable header")

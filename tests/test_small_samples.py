@@ -248,7 +248,7 @@ def test_subgroups_get_the_operating_points_in_memory(phantom_dir: Path, phantom
     monkeypatch.setattr(operating_points, "load_operating_points", refuse)
     monkeypatch.setattr(subgroups, "load_operating_points", refuse)
     run = make_run(tmp_path / "run", phantom_dir, "baseline", 0)
-    evaluate_run(run, n_bootstrap=0, progress=False, operating_point="f1")
+    evaluate_run(run, bootstrap=0, progress=False, operating_point="f1")
     points = json.loads((run / "evaluation" / "operating_points.json").read_text())
     stored = json.loads((run / "evaluation" / "subgroups_test.json").read_text())
     assert stored["thresholds"] == points["thresholds"]

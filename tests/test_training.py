@@ -578,7 +578,7 @@ def test_cli_train_then_resume_to_more_epochs(phantom_dir, phantom_cache, tmp_pa
 @pytest.mark.slow
 def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
-    result = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, folder=tmp_path / "sweep")
+    result = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, out=tmp_path / "sweep")
     table = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert list(table["lr"]) == [1e-2, 1e-3, 1e-4] and (table["status"] == "ok").all()
     assert result.best_lr == table.loc[table["best_val_loss"].idxmin(), "lr"]
@@ -589,7 +589,7 @@ def test_lr_sweep_picks_the_lowest_validation_loss(phantom_dir, phantom_cache, t
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["best_lr"] == result.best_lr
     assert "(chosen)" in (tmp_path / "sweep" / "sweep.md").read_text()
     assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    again = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, folder=tmp_path / "sweep")  # finished runs are skipped
+    again = lr_sweep(cfg, [1e-2, 1e-3, 1e-4], epochs=1, out=tmp_path / "sweep")  # finished runs are skipped
     assert again.best_lr == result.best_lr
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == list(table["run"].sort_values())
 
@@ -599,7 +599,7 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
     from thoracic.workflows.report import build_report
 
     cfg = small_config(phantom_dir, tmp_path, "baseline")
-    result = run_experiment(cfg, [0, 1], folder=tmp_path / "exp", n_bootstrap=20, localize=True)
+    result = run_experiment(cfg, [0, 1], out=tmp_path / "exp", bootstrap=20, localize=True)
     per_seed = pd.read_csv(tmp_path / "exp" / "per_seed.csv", index_col="seed")
     assert list(per_seed.index) == [0, 1]
     for column in ("val_loss", "val_auc_mean", "test_loss", "test_auc_mean", "best_epoch", "test_auc/Hernia"):
@@ -632,7 +632,7 @@ def test_experiment_aggregates_every_metric_over_seeds(phantom_dir, phantom_cach
 def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline")
     with pytest.raises(Killed):
-        lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep", callbacks=[KillAt(epoch=0, batch=1)])
+        lr_sweep(cfg, [1e-3], epochs=1, out=tmp_path / "sweep", callbacks=[KillAt(epoch=0, batch=1)])
     half_made = tmp_path / "sweep" / "lr_1.00e-03"
     assert not half_made.exists()  # a run that fails before its first checkpoint removes its own files
     # what a SIGKILL before the first checkpoint leaves (no chance to clean up): config, logs, no .ckpt
@@ -644,10 +644,10 @@ def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phanto
     (half_made / "logs" / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"x")
     (half_made / "notes.txt").write_text("mine")
     with pytest.raises(UnsafeDeleteError, match="notes.txt"):  # never deletes what it did not write
-        lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep")
+        lr_sweep(cfg, [1e-3], epochs=1, out=tmp_path / "sweep")
     assert (half_made / "notes.txt").read_text() == "mine" and (half_made / "config.yaml").is_file()
     (half_made / "notes.txt").unlink()
-    result = lr_sweep(cfg, [1e-3], epochs=1, folder=tmp_path / "sweep")
+    result = lr_sweep(cfg, [1e-3], epochs=1, out=tmp_path / "sweep")
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["lr_1.00e-03"]  # no "-2"
     assert result.table.loc[0, "status"] == "ok" and (half_made / "summary.json").is_file()
     assert "resumes" not in json.loads((half_made / "run_info.json").read_text())  # started again, fresh
@@ -657,13 +657,13 @@ def test_rerun_sweep_restarts_a_run_that_died_before_its_first_checkpoint(phanto
 def test_rerun_experiment_resumes_a_seed_stopped_after_an_epoch(phantom_dir, phantom_cache, tmp_path):
     cfg = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5")
     with pytest.raises(Killed):
-        run_experiment(cfg, [0], folder=tmp_path / "exp", test=False, callbacks=[KillAt(epoch=1, batch=0)])
+        run_experiment(cfg, [0], out=tmp_path / "exp", test=False, callbacks=[KillAt(epoch=1, batch=0)])
     run = tmp_path / "exp" / "seed0"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
     other = small_config(phantom_dir, tmp_path, "baseline", "train.max_epochs=2", "train.patience=5", "optim.lr=1e-2")
     with pytest.raises(RunError, match=r"another config \(optim\.lr differ"):
-        run_experiment(other, [0], folder=tmp_path / "exp", test=False)
-    run_experiment(cfg, [0], folder=tmp_path / "exp", test=False)
+        run_experiment(other, [0], out=tmp_path / "exp", test=False)
+    run_experiment(cfg, [0], out=tmp_path / "exp", test=False)
     assert sorted(p.name for p in (tmp_path / "exp").iterdir() if p.is_dir()) == ["seed0"]
     assert list(read_epoch_metrics(run).index) == [0, 1]
     assert len(json.loads((run / "run_info.json").read_text())["resumes"]) == 1
@@ -686,7 +686,7 @@ def test_train_or_resume_never_deletes_checkpoints(tmp_path):
 def test_the_three_paper_models_train_on_the_real_sample(nih_sample_dir, tmp_path):
     from thoracic.data.cache_writer import prepare_cache
 
-    prepare_cache(nih_sample_dir, 64, workers=1, progress=False)
+    prepare_cache(nih_sample_dir, 64, num_workers=1, progress=False)
     for model in MODELS:
         run = train(small_config(nih_sample_dir, tmp_path, model, "train.batch_size=8"))
         assert np.isfinite(read_epoch_metrics(run).loc[0, "val_loss"])

@@ -45,7 +45,7 @@ def test_two_process_ddp_logs_the_single_process_validation_auc(phantom_dir, pha
     assert json.loads((run / "run_info.json").read_text())["command_line"][:3] == ["thoracic", "train", "--config"]
 
     logged = read_epoch_metrics(run).loc[0]
-    single = evaluate_checkpoint(run, which="last", split="val",
+    single = evaluate_checkpoint(run, checkpoint="last", split="val",
                       overrides={"train.devices": "1", "train.strategy": "auto", "train.progress_bar": False})
     names = [f"val_auc/{c}" for c in CLASS_NAMES]
     logged_auc = np.array([logged[n] for n in names], dtype=float)
