@@ -36,10 +36,11 @@ from thoracic.data.harmonisation import (
     label_suggestions,
     shared_labels,
 )
-from thoracic.data.metadata import file_fingerprint, load_chestxray14
+from thoracic.data.metadata import load_chestxray14
 from thoracic.data.splits import make_splits
 from thoracic.data.synth import generate_layout
 from thoracic.errors import CacheMismatchError, DataError
+from thoracic.provenance import file_sha256
 
 SIZE = 48
 POLICY_VALUE = {"ignore": np.nan, "zeros": 0.0, "ones": 1.0}
@@ -219,7 +220,7 @@ def test_chestxray14_through_load_dataset_is_load_chestxray14(phantom_dir):
     for policy in UNCERTAIN_POLICIES:  # no uncertain labels: every policy reads the same
         np.testing.assert_array_equal(load_dataset(phantom_dir, uncertain=policy).labels, old.labels)
     assert metadata_fingerprint(phantom_dir) == (["Data_Entry_2017_v2020.csv"],
-                                                 file_fingerprint(phantom_dir / "Data_Entry_2017_v2020.csv"))
+                                                 file_sha256(phantom_dir / "Data_Entry_2017_v2020.csv"))
 
 
 def test_classes_subset_and_views(layouts):
