@@ -45,7 +45,7 @@ DEMO_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; the defaults finish in about 10 minutes on 2 CPU cores."""
+    """Sizes of the demo; the defaults finish within 10 minutes on 2 CPU cores with two torch threads (README: the measured runs)."""
 
     out_dir: Path = Path("demo_output")
     num_images: int = 1600
