@@ -58,6 +58,7 @@ from thoracic.evaluation.localization import HEADLINE_THRESHOLD, IOBB_THRESHOLDS
 from thoracic.evaluation.protocol import HEADLINE_METRICS, load_registration
 from thoracic.io import write_bytes_atomic, write_text_atomic
 from thoracic.reporting.runs import RunSummary, expand_runs, group_runs, image_paths, load_run_summary
+from thoracic.reporting.trust import CHECK_COLUMNS
 from thoracic.safety import OUTPUT_MANIFEST, OutputSource, output_folder, read_json
 
 #: The explorer's folder inside a report's output folder.
@@ -80,10 +81,10 @@ BOX_FILE_COLUMNS = ("image_id", "class_name", "threshold", "x", "y", "w", "h")
 #: The split whose predictions hold the box images' probabilities (localization scores the test images).
 PROBABILITY_SPLIT = "test"
 
-#: ``thoracic explain``'s files the page reads (when present) and the checks it shows, with their titles.
+#: ``thoracic explain``'s files the page reads (when present); the checks it shows and their titles are the
+#: report's (:data:`thoracic.reporting.trust.CHECK_COLUMNS`).
 EXPLAIN_FILE = "explain.json"
 MASKS_FILE = "masks.csv"
-CHECK_TITLES = {"randomization": "model randomization", "faithfulness": "faithfulness", "masks": "mask metrics"}
 
 _METHOD_FILE = re.compile(r"scores_(?P<method>.+)\.csv")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -236,7 +237,7 @@ class _Checks:
         """The method's check results: title, one-line text and whether the check flags the method."""
         found = self.verdicts.get(method) or {}
         results = []
-        for check, title in CHECK_TITLES.items():
+        for check, title in CHECK_COLUMNS.items():
             verdict = found.get(check)
             if not isinstance(verdict, dict):
                 continue
